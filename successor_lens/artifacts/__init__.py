@@ -1,0 +1,1 @@
+"""Artifacts: plots, the feature atlas and reports. The math never imports this package."""

@@ -1,0 +1,1 @@
+"""The `successor-lens` command: thin wrappers that parse, call the stages, and write artefacts."""

@@ -1,0 +1,1 @@
+"""Features: mining SAE latents into mod-10 classes."""

@@ -1,0 +1,1 @@
+"""Probes: linear probes, successor-head scores, vector arithmetic, in-the-wild analysis."""

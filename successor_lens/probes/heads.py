@@ -1,0 +1,140 @@
+"""Successor-head scan: the succession score of every head, per task and overall.
+
+Score of a head = fraction of (task, token) pairs whose top-1 logit, among that task's own
+tokens, is the successor (METHOD.md section 2). The copying score (top-1 is the token itself)
+is computed from the same logits as a control for the OV path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from successor_lens.probes.ov import EMBEDDINGS, Embedding, effective_embeddings, head_inputs, ov_logits
+from successor_lens.tasks import TokenSet
+
+SUCCESSOR_BAR = 0.5
+"""The paper's working bar for calling a head a successor head (exact cutoff not confirmed)."""
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    embedding: Embedding = "mlp0"
+    """Effective embedding: "mlp0" (paper), "embed+mlp0", or "residual" (token run alone)."""
+    mlp0_norm: bool = True
+    """Apply the layer-0 MLP's input norm to W_E before MLP0 (the paper's choice is unconfirmed)."""
+    input_norm: bool = True
+    """Apply each layer's attention input norm (ln1) before W_V, as a pre-norm model does."""
+
+    def __post_init__(self):
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"unknown embedding {self.embedding!r}: use one of {', '.join(EMBEDDINGS)}")
+
+
+@dataclass
+class SuccessionScores:
+    """Result of a scan. Tensors are [layer, head]."""
+
+    scores: Float[Tensor, "layers heads"]
+    """Succession score over all (task, token) pairs of the non-held-out tasks."""
+    copying: Float[Tensor, "layers heads"]
+    """Copying score (top-1 is the token itself) over the same pairs: the OV-path control."""
+    per_task: dict[str, Tensor]
+    """Task variant -> succession score [layer, head]; held-out tasks included here."""
+    chance: dict[str, float]
+    """Task variant -> chance level (1 / number of the task's tokens)."""
+    n_pairs: dict[str, int]
+    config: ScanConfig
+    dropped: list[dict] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)
+
+    def top_heads(self, k: int = 10) -> list[tuple[str, float, float]]:
+        """The k best heads by succession score: (name, score, copying score)."""
+        n_heads = self.scores.shape[1]
+        order = self.scores.flatten().argsort(descending=True)[:k].tolist()
+        return [
+            (head_name(i // n_heads, i % n_heads), self.scores.flatten()[i].item(), self.copying.flatten()[i].item())
+            for i in order
+        ]
+
+    def best(self) -> tuple[int, int]:
+        i = int(self.scores.flatten().argmax())
+        return divmod(i, self.scores.shape[1])
+
+    def to_json(self) -> dict:
+        n_layers, n_heads = self.scores.shape
+        layer, head = self.best()
+        return {
+            "config": asdict(self.config),
+            "successor_bar": SUCCESSOR_BAR,
+            "best_head": head_name(layer, head),
+            "best_score": self.scores[layer, head].item(),
+            "passes_bar": bool(self.scores.max() > SUCCESSOR_BAR),
+            "top_heads": [{"head": h, "succession": s, "copying": c} for h, s, c in self.top_heads(10)],
+            "heads": {
+                head_name(l, h): {
+                    "succession": self.scores[l, h].item(),
+                    "copying": self.copying[l, h].item(),
+                    "per_task": {t: v[l, h].item() for t, v in self.per_task.items()},
+                }
+                for l in range(n_layers)
+                for h in range(n_heads)
+            },
+            "chance": self.chance,
+            "n_pairs": self.n_pairs,
+            "held_out_tasks": self.held_out,
+            "dropped_tokens": self.dropped,
+        }
+
+
+@torch.no_grad()
+def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig = ScanConfig()) -> SuccessionScores:
+    """Score every head of every layer in one batched pass."""
+    pairs = token_set.successor_pairs()
+    if not pairs:
+        raise ValueError("no (token, successor) pairs: every task lost its items to tokenization")
+    device = model.W_E.device
+    tokens = token_set.tokens.to(device)
+    x = effective_embeddings(model, tokens, config.embedding, config.mlp0_norm)
+    logits_LHNM = ov_logits(model, head_inputs(model, x, config.input_norm), tokens)
+
+    # Each item competes only with its own task's items.
+    task_of = [item.task for item in token_set.items]
+    names = token_set.task_names
+    task_id = torch.tensor([names.index(t) for t in task_of], device=device)
+    same_task_NM = task_id[:, None] == task_id[None, :]
+    top_LHN = logits_LHNM.masked_fill(~same_task_NM, float("-inf")).argmax(-1)
+
+    rows = torch.tensor([p for p, _ in pairs], device=device)
+    succ = torch.tensor([s for _, s in pairs], device=device)
+    hit_LHP = (top_LHN[:, :, rows] == succ).float()
+    copy_LHP = (top_LHN[:, :, rows] == rows).float()
+    pair_task = task_id[rows]
+
+    held = [t for t in names if token_set.tasks[t].held_out]
+    scored = torch.tensor([names[i] not in held for i in pair_task.tolist()], device=device)
+    per_task, chance, n_pairs = {}, {}, {}
+    for t, name in enumerate(names):
+        mask = pair_task == t
+        if mask.any():
+            per_task[name] = hit_LHP[:, :, mask].mean(-1).cpu()
+            n_pairs[name] = int(mask.sum())
+            chance[name] = 1.0 / int((task_id == t).sum())
+    return SuccessionScores(
+        scores=hit_LHP[:, :, scored].mean(-1).cpu(),
+        copying=copy_LHP[:, :, scored].mean(-1).cpu(),
+        per_task=per_task,
+        chance=chance,
+        n_pairs=n_pairs,
+        config=config,
+        dropped=[d.__dict__ for d in token_set.dropped],
+        held_out=held,
+    )

@@ -1,0 +1,98 @@
+"""Effective embeddings and the OV circuit of every head at once (METHOD.md section 2).
+
+Everything here is batched tensor algebra over [layer, head, token]: no Python loop over heads
+or tokens. Shapes use suffixes: L layers, H heads, N tokens, D d_model, E d_head, M candidates.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+Embedding = Literal["mlp0", "embed+mlp0", "residual"]
+EMBEDDINGS: tuple[str, ...] = ("mlp0", "embed+mlp0", "residual")
+
+
+def _per_token(module, x_ND: Tensor) -> Tensor:
+    """Apply a TransformerLens block component (which expects [batch, pos, d]) to [N, D]."""
+    return module(x_ND[:, None, :])[:, 0, :]
+
+
+@torch.no_grad()
+def mlp0_out(model: HookedTransformer, tokens: Int[Tensor, "n"], mlp0_norm: bool = True) -> Float[Tensor, "n d_model"]:
+    """The layer-0 MLP applied to each token's embedding alone: MLP0(ln2(W_E[t])).
+
+    `mlp0_norm=False` skips the layer-0 MLP input norm, as one public re-implementation does
+    (Tigges et al.); whether the paper normalises is not confirmed, so it is an option.
+    """
+    block = model.blocks[0]
+    x_ND = model.W_E[tokens]
+    if mlp0_norm:
+        x_ND = _per_token(block.ln2, x_ND)
+    return _per_token(block.mlp, x_ND)
+
+
+@torch.no_grad()
+def effective_embeddings(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "n"],
+    embedding: Embedding = "mlp0",
+    mlp0_norm: bool = True,
+) -> Float[Tensor, "layers_or_1 n d_model"]:
+    """The vector each head reads for a token: one row set for all layers, or one per layer.
+
+    - "mlp0": MLP0(W_E[t]), the paper's form.
+    - "embed+mlp0": W_E[t] + MLP0(W_E[t]).
+    - "residual": the token's own residual stream entering layer L when it is run alone.
+    """
+    if embedding == "mlp0":
+        return mlp0_out(model, tokens, mlp0_norm)[None]
+    if embedding == "embed+mlp0":
+        return (model.W_E[tokens] + mlp0_out(model, tokens, mlp0_norm))[None]
+    if embedding == "residual":
+        names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
+        unique, inverse = tokens.unique(return_inverse=True)
+        _, cache = model.run_with_cache(
+            unique[:, None], names_filter=lambda n: n in names, stop_at_layer=model.cfg.n_layers
+        )
+        return torch.stack([cache[name][inverse, 0, :] for name in names])
+    raise ValueError(f"unknown embedding {embedding!r}: use one of {', '.join(EMBEDDINGS)}")
+
+
+@torch.no_grad()
+def head_inputs(model: HookedTransformer, x_XND: Tensor, input_norm: bool = True) -> Float[Tensor, "layers n d_model"]:
+    """Each layer's attention input for the effective embeddings (its ln1 for pre-norm models)."""
+    n_layers = model.cfg.n_layers
+    out = []
+    for layer in range(n_layers):  # one small op per layer; heads and tokens stay batched
+        x_ND = x_XND[layer if x_XND.shape[0] > 1 else 0]
+        out.append(_per_token(model.blocks[layer].ln1, x_ND) if input_norm else x_ND)
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def ov_logits(
+    model: HookedTransformer,
+    x_LND: Float[Tensor, "layers n d_model"],
+    candidates: Int[Tensor, "m"],
+) -> Float[Tensor, "layers heads n m"]:
+    """Logits of `candidates` from every head's OV circuit: W_U[:, c] . W_O (W_V x + b_V).
+
+    W_V is TransformerLens's per-head view, so grouped-query heads share their group's W_V.
+    No final norm and no unembedding bias, as in the paper's W_U W_OV form.
+    """
+    W_U_DM = model.W_U[:, candidates]
+    W_OU_LHEM = torch.einsum("lhed,dm->lhem", model.W_O, W_U_DM)
+    v_LHNE = torch.einsum("lnd,lhde->lhne", x_LND, model.W_V) + model.b_V[:, :, None, :]
+    return torch.einsum("lhne,lhem->lhnm", v_LHNE, W_OU_LHEM)
+
+
+@torch.no_grad()
+def ov_output(model: HookedTransformer, x_ND: Tensor, layer: int, head: int) -> Float[Tensor, "n d_model"]:
+    """One head's OV output for inputs already normalised for its layer."""
+    attn = model.blocks[layer].attn
+    return (x_ND @ attn.W_V[head] + attn.b_V[head]) @ attn.W_O[head]

@@ -1,0 +1,1 @@
+"""sae_train: activation sources, SAE training, checkpoints, pretrained dictionaries."""

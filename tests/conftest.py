@@ -1,0 +1,101 @@
+"""Shared fixtures: tiny TransformerLens models with planted structure, and the real embedded model."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
+
+from successor_lens.tasks import Task  # noqa: E402
+
+
+class WordTokenizer:
+    """A tokenizer over a fixed word list; any other string splits into one token per character."""
+
+    def __init__(self, words: list[str]):
+        self.vocab = {w: i for i, w in enumerate(words)}
+        self.inverse = dict(enumerate(words))
+        self.unk_token_id = None
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        if text in self.vocab:
+            return [self.vocab[text]]
+        return [len(self.vocab) + (ord(c) % 7) for c in text]
+
+    def decode(self, ids) -> str:
+        ids = [ids] if isinstance(ids, int) else list(ids)
+        return "".join(self.inverse.get(int(i), "?") for i in ids)
+
+
+DIGITS = [str(i) for i in range(10)]
+DAYS = [" Monday", " Tuesday", " Wednesday", " Thursday", " Friday", " Saturday", " Sunday"]
+TINY_TASKS = [
+    Task("numbers", tuple(DIGITS), tuple(range(10))),
+    Task("days", tuple(d.strip() for d in DAYS), tuple(range(1, 8)), cyclic=True),
+]
+
+
+def tiny_config(n_kv_heads: int | None = None, d_vocab: int = 40, seed: int = 0) -> HookedTransformerConfig:
+    return HookedTransformerConfig(
+        n_layers=2, d_model=64, d_head=32, n_heads=4, d_mlp=128, d_vocab=d_vocab, n_ctx=32,
+        act_fn="gelu", normalization_type="RMS", positional_embedding_type="rotary",
+        n_key_value_heads=n_kv_heads, seed=seed, model_name="tiny-planted",
+    )
+
+
+@torch.no_grad()
+def plant_successor_head(model: HookedTransformer, layer: int, head: int, rows: list[int], succ: dict[int, int]) -> None:
+    """Set one head's OV circuit so that MLP0(token) maps onto the successor's unembedding.
+
+    `rows` are token ids; `succ[t]` is the successor token of t. W_V W_O = X^+ T W_U^+ restricted
+    to those tokens, factored through d_head by SVD (grouped heads: the head's KV group gets W_V).
+    """
+    block0 = model.blocks[0]
+    ids = torch.tensor(rows)
+    x_ND = block0.mlp(block0.ln2(model.W_E[ids][:, None]))[:, 0]
+    x_ND = model.blocks[layer].ln1(x_ND[:, None])[:, 0]
+    target_NN = torch.zeros(len(rows), len(rows))
+    for i, t in enumerate(rows):
+        if t in succ:
+            target_NN[i, rows.index(succ[t])] = 1.0
+    W_VO = torch.linalg.pinv(x_ND) @ target_NN @ torch.linalg.pinv(model.W_U[:, ids])
+    U, S, Vh = torch.linalg.svd(W_VO)
+    d_head = model.cfg.d_head
+    W_V = U[:, :d_head] * S[:d_head].sqrt()
+    W_O = S[:d_head].sqrt()[:, None] * Vh[:d_head]
+    attn = model.blocks[layer].attn
+    if model.cfg.n_key_value_heads:
+        group = head // (model.cfg.n_heads // model.cfg.n_key_value_heads)
+        attn._W_V[group] = W_V
+    else:
+        attn.W_V[head] = W_V
+    attn.W_O[head] = W_O
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> WordTokenizer:
+    return WordTokenizer(DIGITS + DAYS)
+
+
+def make_planted(n_kv_heads: int | None, layer: int = 1, head: int = 2) -> HookedTransformer:
+    words = DIGITS + DAYS
+    model = HookedTransformer(tiny_config(n_kv_heads))
+    model.eval()
+    succ = {i: i + 1 for i in range(9)}
+    day0 = len(DIGITS)
+    succ.update({day0 + i: day0 + (i + 1) % 7 for i in range(7)})
+    plant_successor_head(model, layer, head, list(range(len(words))), succ)
+    return model
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    from successor_lens.models import load_model
+
+    return load_model()

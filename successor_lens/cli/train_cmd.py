@@ -1,0 +1,57 @@
+"""`successor-lens train`: train an SAE on embedding or MLP0 activations."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from successor_lens.cli.common import add_model_arguments, out_dir, resolve_device
+from successor_lens.confighelp import field_docs
+from successor_lens.sae_train.runtime import Runtime
+from successor_lens.sae_train.trainer import ARCHS, TrainConfig
+
+HELP = "train an SAE on the embedding or MLP0 output (sae-lens format, with provenance)"
+_FLAGS = ("d_sae", "k", "steps", "batch_size", "lr", "seed", "checkpoint_every", "l1_coefficient", "l0_coefficient")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    docs = field_docs(TrainConfig)
+    p.add_argument("--site", choices=["mlp0", "embed"], default="mlp0", help="mlp0 = blocks.0.hook_mlp_out, embed = hook_embed")
+    p.add_argument("--tokens", default="succession", help="succession (default), vocab, or corpus")
+    p.add_argument("corpus", nargs="?", default=None, help="with --tokens corpus: a text file, a folder of them, or a hub dataset name")
+    p.add_argument("--arch", choices=ARCHS, default="topk", help=docs["arch"])
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for name in _FLAGS:
+        kind = float if types[name] in ("float", float) else int
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=docs[name])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=field_docs(Runtime)["precision"])
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (same options)")
+    p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
+
+
+def config_from_args(args: argparse.Namespace, d_model: int) -> TrainConfig:
+    from successor_lens.sae_train.pipeline import DEFAULTS
+
+    if args.tokens not in DEFAULTS:
+        raise ValueError(f"unknown --tokens {args.tokens!r}: use succession, vocab or corpus")
+    values = {k: v for k, v in DEFAULTS[args.tokens].items() if v is not None}
+    values.setdefault("d_sae", 8 * d_model)
+    values.update({name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None})
+    return TrainConfig(arch=args.arch, **values)
+
+
+def run(args: argparse.Namespace) -> None:
+    from successor_lens.models import load_model
+    from successor_lens.sae_train.pipeline import train_sae
+
+    runtime = Runtime(resolve_device(args.device), args.precision)
+    model = load_model(args.model, device=runtime.device)
+    cfg = config_from_args(args, model.cfg.d_model)
+    run_ = train_sae(model, args.site, cfg, out_dir(args), runtime, tokens=args.tokens, corpus=args.corpus, resume=args.resume)
+    m = run_.metrics
+    resumed = f" (resumed from step {run_.result.resumed_from})" if run_.result.resumed_from else ""
+    print(f"{args.site} SAE ({cfg.arch}, d_sae {cfg.d_sae}, k {cfg.k}, {cfg.steps} steps{resumed}) on {args.tokens} activations:")
+    print(f"  L0 {m.l0:.2f}   FVU {m.fvu:.4f}   MSE {m.mse:.4g}   dead fraction {m.dead_frac:.3f}")
+    print("  FVU = sum((x - x_hat)^2) / sum((x - mean x)^2), evaluated by sae-lens's own encode/decode on the saved SAE")
+    print(f"saved {run_.folder} (loads with sae_lens.SAE.load_from_disk)")

@@ -1,0 +1,165 @@
+"""Activation sources for SAE training, cached to disk as safetensors shards with provenance.
+
+- Vocabulary level: each token alone at a site (`hook_embed` = W_E[t], or the layer-0 MLP of it),
+  for the succession tokens, every vocabulary token, or any token list.
+- In context: the hook's activations over a text corpus (local text files through `datasets`,
+  or a hub dataset name when online), one row per token position.
+
+Shards are written one at a time (so a corpus larger than memory streams through) and read
+back lazily; `meta.json` is written last, so a half-written cache is never mistaken for a whole one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from successor_lens.io import atomic_path, provenance, write_json
+from successor_lens.models import model_provenance
+from successor_lens.sites import hook_name, token_activations
+from successor_lens.tasks import build_token_set, standard_tasks
+
+SHARD_ROWS = 65536
+
+
+def succession_tokens(tokenizer) -> tuple[Tensor, dict]:
+    """Unique single-token items of the paper's SAE data: numbers 0..500 with and without a
+    leading space plus the other tasks (held-out Roman numerals excluded)."""
+    token_set = build_token_set(tokenizer, standard_tasks(range(0, 501)), include_held_out=False)
+    tokens = torch.tensor(sorted({item.token for item in token_set.items}), dtype=torch.long)
+    return tokens, {"token_set": "succession", "n_tokens": len(tokens), "n_dropped": len(token_set.dropped)}
+
+
+def vocab_tokens(model: HookedTransformer) -> tuple[Tensor, dict]:
+    return torch.arange(model.cfg.d_vocab), {"token_set": "vocab", "n_tokens": model.cfg.d_vocab}
+
+
+def vocab_activations(model: HookedTransformer, tokens: Tensor, site: str, batch: int = 8192) -> Iterator[Tensor]:
+    for start in tqdm(range(0, len(tokens), batch), desc=f"{site} activations", leave=False):
+        yield token_activations(model, tokens[start : start + batch], site).cpu()
+
+
+def load_texts(source: str, max_docs: int | None = None) -> list[str]:
+    """Texts from local files or folders (`datasets` "text" loader), or a hub dataset name."""
+    from datasets import load_dataset
+
+    path = Path(source)
+    if path.exists():
+        files = sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [str(path)]
+        if not files:
+            raise ValueError(f"{source}: folder has no text files: give a .txt file or a folder of them")
+        ds = load_dataset("text", data_files=files, split="train", sample_by="paragraph")
+    else:
+        try:
+            ds = load_dataset(source, split="train", streaming=True)
+        except Exception as err:
+            raise ValueError(f"{source!r} is not a local file and the hub dataset could not be loaded ({type(err).__name__}): give a local text file, or go online") from None
+    texts = []
+    for row in ds:
+        text = row.get("text", "")
+        if text.strip():
+            texts.append(text)
+        if max_docs and len(texts) >= max_docs:
+            break
+    return texts
+
+
+@torch.no_grad()
+def corpus_activations(
+    model: HookedTransformer, texts: Iterable[str], site: str, seq_len: int = 128, max_tokens: int = 200_000, batch: int = 16
+) -> Iterator[Tensor]:
+    """The site's activations at every position of the tokenized corpus, in context."""
+    hook = hook_name(site)
+    ids = []
+    for text in texts:
+        ids.extend(model.tokenizer.encode(text, add_special_tokens=False))
+        if len(ids) >= max_tokens:
+            break
+    ids = torch.tensor(ids[: max_tokens - max_tokens % seq_len] or ids[:seq_len])
+    windows = ids[: len(ids) - len(ids) % seq_len].view(-1, seq_len) if len(ids) >= seq_len else ids[None]
+    device = model.W_E.device
+    for start in tqdm(range(0, len(windows), batch), desc=f"{site} corpus activations", leave=False):
+        chunk = windows[start : start + batch].to(device)
+        _, cache = model.run_with_cache(chunk, names_filter=hook, stop_at_layer=1)
+        yield cache[hook].reshape(-1, model.cfg.d_model).cpu()
+
+
+def write_activations(folder: str | os.PathLike, chunks: Iterable[Tensor], meta: dict) -> "ShardedActivations":
+    """Stream chunks into shards of at most SHARD_ROWS rows; meta.json (with a data hash) last."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("shard_*.safetensors"):
+        old.unlink()
+    (folder / "meta.json").unlink(missing_ok=True)
+    digest, sizes, pending, n_pending = hashlib.sha256(), [], [], 0
+
+    def flush():
+        nonlocal pending, n_pending
+        if not pending:
+            return
+        shard = torch.cat(pending).float().contiguous()
+        with atomic_path(folder / f"shard_{len(sizes):05d}.safetensors") as tmp:
+            save_file({"acts": shard}, tmp)
+        digest.update(shard.numpy().tobytes())
+        sizes.append(len(shard))
+        pending, n_pending = [], 0
+
+    for chunk in chunks:
+        pending.append(chunk)
+        n_pending += len(chunk)
+        if n_pending >= SHARD_ROWS:
+            flush()
+    flush()
+    if not sizes:
+        raise ValueError("no activations were produced: the token set or corpus is empty")
+    write_json(folder / "meta.json", {**meta, "shard_rows": sizes, "n_rows": sum(sizes), "data_sha256": digest.hexdigest()})
+    return ShardedActivations(folder)
+
+
+class ShardedActivations:
+    """Read-only rows over the shards of a cache folder, loading shards lazily."""
+
+    def __init__(self, folder: str | os.PathLike, max_loaded: int = 4):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.folder}: no meta.json (incomplete or missing activation cache): recompute it")
+        self.meta = json.loads(meta_path.read_text())
+        self.sizes = self.meta["shard_rows"]
+        self.starts = torch.tensor([0] + list(torch.tensor(self.sizes).cumsum(0)[:-1].tolist()))
+        self._loaded: dict[int, Tensor] = {}
+        self.max_loaded = max_loaded
+
+    def __len__(self) -> int:
+        return int(self.meta["n_rows"])
+
+    def _shard(self, i: int) -> Tensor:
+        if i not in self._loaded:
+            if len(self._loaded) >= self.max_loaded:
+                self._loaded.pop(next(iter(self._loaded)))
+            self._loaded[i] = load_file(self.folder / f"shard_{i:05d}.safetensors")["acts"]
+        return self._loaded[i]
+
+    def rows(self, index: Tensor) -> Tensor:
+        shard_of = torch.searchsorted(self.starts, index, right=True) - 1
+        out = torch.empty(len(index), self.meta["d_in"])
+        for s in shard_of.unique().tolist():
+            mask = shard_of == s
+            out[mask] = self._shard(s)[index[mask] - self.starts[s]]
+        return out
+
+    def all(self) -> Tensor:
+        return torch.cat([self._shard(i) for i in range(len(self.sizes))])
+
+
+def activation_meta(model: HookedTransformer, site: str, source: dict) -> dict:
+    return provenance(**model_provenance(model), site=site, hook=hook_name(site), d_in=model.cfg.d_model, **source)

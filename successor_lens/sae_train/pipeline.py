@@ -1,0 +1,95 @@
+"""One SAE training run, end to end: model -> cached activations -> trained, saved dictionary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from transformer_lens import HookedTransformer
+
+from successor_lens.models import model_provenance
+from successor_lens.sae_train.activations import (
+    ShardedActivations, activation_meta, corpus_activations, load_texts, succession_tokens,
+    vocab_activations, vocab_tokens, write_activations,
+)
+from successor_lens.sae_train.batches import ShuffledBatches
+from successor_lens.sae_train.checkpoint import Checkpointer
+from successor_lens.sae_train.dictionary import SAEMetrics, evaluate, save_dictionary
+from successor_lens.sae_train.runtime import Runtime
+from successor_lens.sae_train.trainer import TrainConfig, TrainResult, make_sae, train
+from successor_lens.sites import hook_name
+
+# Per token set defaults when the user gives none. The succession set has a few hundred rows, so
+# the dictionary is smaller than the number of tokens (a latent must be shared by several tokens
+# rather than memorise one) and the batch is small; vocabulary and corpus data take the usual 8x.
+DEFAULTS = {
+    "succession": {"d_sae": 128, "k": 8, "batch_size": 256, "steps": 1500},
+    "vocab": {"d_sae": None, "k": 32, "batch_size": 4096, "steps": 2000},
+    "corpus": {"d_sae": None, "k": 32, "batch_size": 4096, "steps": 2000},
+}
+
+
+@dataclass
+class TrainRun:
+    folder: Path
+    metrics: SAEMetrics
+    result: TrainResult
+    config: TrainConfig
+
+
+def activations_for(model: HookedTransformer, site: str, tokens: str, out: Path, corpus: str | None = None) -> ShardedActivations:
+    """Compute (or reuse) the cached activations for a site and token source."""
+    folder = out / "activations" / f"{site}-{tokens}"
+    if tokens == "succession":
+        ids, source = succession_tokens(model.tokenizer)
+    elif tokens == "vocab":
+        ids, source = vocab_tokens(model)
+    elif tokens == "corpus":
+        if not corpus:
+            raise ValueError("--tokens corpus needs a PATH (a text file or folder) or a hub dataset name")
+        ids, source = None, {"token_set": "corpus", "corpus": corpus}
+    else:
+        raise ValueError(f"unknown token source {tokens!r}: use succession, vocab or corpus")
+    meta = activation_meta(model, site, source)
+    try:
+        cached = ShardedActivations(folder)
+        if {k: cached.meta.get(k) for k in meta if k != "source"} == {k: v for k, v in meta.items() if k != "source"}:
+            return cached
+    except FileNotFoundError:
+        pass
+    chunks = vocab_activations(model, ids, site) if ids is not None else corpus_activations(model, load_texts(corpus), site)
+    return write_activations(folder, chunks, meta)
+
+
+def train_sae(
+    model: HookedTransformer,
+    site: str,
+    cfg: TrainConfig,
+    out: Path,
+    runtime: Runtime,
+    tokens: str = "succession",
+    corpus: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    name: str | None = None,
+) -> TrainRun:
+    out = Path(out)
+    acts = activations_for(model, site, tokens, out, corpus)
+    meta = {"model_name": model.cfg.model_name, "hook_name": hook_name(site), "hook_head_index": None, "prepend_bos": model.cfg.default_prepend_bos}
+    sae = make_sae(cfg, acts.meta["d_in"], meta)
+    name = name or f"sae-{site}-{tokens}-{cfg.arch}-s{cfg.seed}"
+    checkpointer = Checkpointer(out / "checkpoints" / name)
+    result = train(cfg, sae, ShuffledBatches(acts, cfg.batch_size, cfg.seed), runtime, checkpointer=checkpointer, resume=resume, progress=progress)
+    folder = save_dictionary(sae, out / name, {
+        **model_provenance(model), "site": site, "hook": hook_name(site), "token_source": tokens, "corpus": corpus,
+        "train_config": asdict(cfg), "data_sha256": acts.meta["data_sha256"], "n_rows": len(acts),
+        "steps_done": result.steps, "resumed_from": result.resumed_from,
+    })
+    from sae_lens import SAE
+
+    loaded = SAE.load_from_disk(folder, device=runtime.device)
+    metrics = evaluate(loaded, acts.all())
+    from successor_lens.io import write_json
+
+    write_json(folder / "metrics.json", {"fvu_formula": "sum((x - x_hat)^2) / sum((x - mean(x))^2)", **asdict(metrics)})
+    return TrainRun(folder, metrics, result, cfg)

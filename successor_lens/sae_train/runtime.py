@@ -1,0 +1,44 @@
+"""Device and precision, decided once at the entry point and passed down (nanoGPT style)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and in what precision to run. SAE parameters always stay fp32."""
+
+    device: str = "cpu"
+    precision: str = "auto"
+    """"auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16" (autocast), or "fp16" (autocast + GradScaler)."""
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"unknown precision {self.precision!r}: use auto, fp32, bf16 or fp16")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device cuda was asked for but torch sees no CUDA device: use --device cpu")
+        if self.precision == "fp16" and not self.device.startswith("cuda"):
+            raise ValueError("fp16 with a GradScaler needs CUDA: use --precision bf16 or fp32 on CPU")
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        mode = self.precision
+        if mode == "auto":
+            mode = "bf16" if self.device.startswith("cuda") else "fp32"
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+    def autocast(self):
+        if self.compute_dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=self.compute_dtype)
+
+    def grad_scaler(self) -> "torch.amp.GradScaler | None":
+        return torch.amp.GradScaler("cuda") if self.compute_dtype == torch.float16 else None
+
+    @staticmethod
+    def default(device: str | None = None, precision: str = "auto") -> "Runtime":
+        return Runtime(device or ("cuda" if torch.cuda.is_available() else "cpu"), precision)

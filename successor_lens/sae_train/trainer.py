@@ -1,0 +1,293 @@
+"""The SAE trainer: sae-lens SAE classes, trained on any addressable source of batches.
+
+`train(cfg, sae, batches, runtime, on_log, checkpointer)` sees only batches and a callback; it
+loads no model and writes nothing except through the checkpointer it is given.
+
+TopK and BatchTopK use the sparse path of `sparse.py` (decoder and gradients only on active
+latents, unit-norm decoder, AuxK for dead latents). Standard (L1) and JumpReLU use sae-lens's
+own `training_forward_pass` and loss terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+from sae_lens import (
+    BatchTopKTrainingSAE,
+    BatchTopKTrainingSAEConfig,
+    JumpReLUTrainingSAE,
+    JumpReLUTrainingSAEConfig,
+    StandardTrainingSAE,
+    StandardTrainingSAEConfig,
+    TopKTrainingSAE,
+    TopKTrainingSAEConfig,
+)
+from sae_lens.saes.sae import TrainCoefficientConfig, TrainingSAE, TrainStepInput
+from tqdm.auto import tqdm
+
+from successor_lens.sae_train.batches import BatchSource
+from successor_lens.sae_train.checkpoint import Checkpointer, load_optimizer, optimizer_tensors
+from successor_lens.sae_train.runtime import Runtime
+from successor_lens.sae_train.sparse import sparse_decode, sparse_encode
+
+ARCHS = ("topk", "batchtopk", "standard", "jumprelu")
+SPARSE_ARCHS = ("topk", "batchtopk")
+
+
+class NonFiniteError(RuntimeError):
+    """NaN or inf in the activations or the loss; training stopped, the last checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Saved with every SAE (device and precision are not: see `Runtime`)."""
+
+    arch: str = "topk"
+    """SAE architecture: topk, batchtopk (exported as JumpReLU), standard (L1) or jumprelu."""
+    d_sae: int = 4608
+    """Number of latents."""
+    k: int = 32
+    """Active latents per input (topk), or on average per input (batchtopk)."""
+    steps: int = 2000
+    """Training steps."""
+    batch_size: int = 4096
+    """Activations per step."""
+    lr: float = 4e-4
+    """Peak Adam learning rate."""
+    warmup_frac: float = 0.05
+    """Fraction of steps of linear lr warm-up from 0."""
+    decay_frac: float = 0.2
+    """Fraction of final steps of linear lr decay to 0."""
+    l1_coefficient: float = 5.0
+    """Sparsity penalty for the standard (L1) architecture."""
+    l0_coefficient: float = 1.0
+    """Sparsity penalty for JumpReLU."""
+    aux_k: int = 0
+    """Latents used by the AuxK loss on dead latents (0: d_in // 2)."""
+    aux_coefficient: float = 1 / 32
+    """Weight of the AuxK loss (topk family)."""
+    dead_after_steps: int = 100
+    """A latent that has not fired for this many steps counts as dead (AuxK, dead fraction)."""
+    seed: int = 0
+    """Fixes initialisation and data order; with it a CPU run is bit-for-bit repeatable."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints (when a checkpoint folder is given)."""
+    log_every: int = 20
+    """Steps between progress updates and `on_log` calls."""
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown architecture {self.arch!r}: use one of {', '.join(ARCHS)}")
+        if self.arch in SPARSE_ARCHS and not 0 < self.k <= self.d_sae:
+            raise ValueError(f"k={self.k} must be between 1 and d_sae={self.d_sae}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be positive")
+        if not 0 <= self.warmup_frac + self.decay_frac <= 1:
+            raise ValueError("warmup_frac + decay_frac must lie in [0, 1]")
+
+    def lr_at(self, step: int) -> float:
+        warm = max(1, round(self.warmup_frac * self.steps))
+        decay = round(self.decay_frac * self.steps)
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        if decay and step >= self.steps - decay:
+            return self.lr * (self.steps - step) / decay
+        return self.lr
+
+
+def make_sae(cfg: TrainConfig, d_in: int, metadata: dict[str, Any] | None = None) -> TrainingSAE:
+    """A freshly initialised sae-lens training SAE (seeded), parameters in fp32 on CPU."""
+    common = dict(d_in=d_in, d_sae=cfg.d_sae, dtype="float32", device="cpu")
+    if cfg.arch == "topk":
+        sae_cfg = TopKTrainingSAEConfig(k=cfg.k, rescale_acts_by_decoder_norm=False, aux_loss_coefficient=cfg.aux_coefficient, **common)
+        cls = TopKTrainingSAE
+    elif cfg.arch == "batchtopk":
+        sae_cfg = BatchTopKTrainingSAEConfig(k=cfg.k, rescale_acts_by_decoder_norm=False, aux_loss_coefficient=cfg.aux_coefficient, **common)
+        cls = BatchTopKTrainingSAE
+    elif cfg.arch == "standard":
+        sae_cfg, cls = StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common), StandardTrainingSAE
+    else:
+        sae_cfg, cls = JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l0_coefficient, **common), JumpReLUTrainingSAE
+    for key, value in (metadata or {}).items():
+        sae_cfg.metadata[key] = value
+    torch.manual_seed(cfg.seed)
+    sae = cls(sae_cfg)
+    if cfg.arch in SPARSE_ARCHS:
+        with torch.no_grad():
+            sae.W_dec.data = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
+            sae.W_enc.data = sae.W_dec.t().contiguous()
+    return sae
+
+
+@dataclass
+class StepStats:
+    loss: torch.Tensor
+    x_hat: torch.Tensor
+    l0: float
+    fired: torch.Tensor
+    """[d_sae] bool: which latents fired in this batch."""
+
+
+def _sparse_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torch.Tensor, runtime: Runtime) -> StepStats:
+    x_in = x - sae.b_dec
+    codes = sparse_encode(x_in, sae.W_enc, sae.b_enc, cfg.arch, cfg.k, runtime.compute_dtype)
+    x_hat = sparse_decode(codes.cols, codes.vals, codes.offsets, sae.W_dec) + sae.b_dec
+    loss = (x_hat - x).pow(2).sum(-1).mean()
+    n_dead = int(dead.sum())
+    if n_dead and cfg.aux_coefficient > 0:
+        k_aux = min(cfg.aux_k or x.shape[1] // 2, n_dead)
+        masked = codes.pre_BF.masked_fill(~dead, float("-inf"))
+        aux = sparse_encode_selected(x_in, sae, masked.topk(k_aux, dim=-1, sorted=False).indices, codes.pre_BF)
+        err = (x - x_hat).detach()
+        e_hat = sparse_decode(aux[0], aux[1], aux[2], sae.W_dec)
+        aux_loss = (e_hat - err).pow(2).sum(-1).mean() / err.sub(err.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+        loss = loss + cfg.aux_coefficient * aux_loss
+    active = codes.vals.detach() > 0
+    fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=x.device)
+    fired[codes.cols[active]] = True
+    if cfg.arch == "batchtopk" and active.any():  # the threshold the exported JumpReLU uses
+        rate = sae.cfg.topk_threshold_lr
+        sae.topk_threshold = (1 - rate) * sae.topk_threshold + rate * codes.vals.detach()[active].min().double()
+    return StepStats(loss, x_hat.detach(), active.sum().item() / x.shape[0], fired)
+
+
+def sparse_encode_selected(x_in, sae, cols_BK, pre_BF):
+    """AuxK codes: fixed columns per row, values differentiable through the sparse encoder."""
+    from successor_lens.sae_train.sparse import _offsets, _SparseEncodeFn
+
+    B, K = cols_BK.shape
+    rows = torch.arange(B, device=x_in.device).repeat_interleave(K)
+    cols = cols_BK.flatten()
+    vals = _SparseEncodeFn.apply(x_in, sae.W_enc, sae.b_enc, rows, cols, pre_BF[rows, cols])
+    return cols, vals, _offsets(rows, B)
+
+
+def _saelens_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torch.Tensor, step: int, runtime: Runtime) -> StepStats:
+    coefficients = {}
+    for name, coeff in sae.get_coefficients().items():
+        if isinstance(coeff, TrainCoefficientConfig):
+            coeff = coeff.value * min(1.0, (step + 1) / max(1, coeff.warm_up_steps))
+        coefficients[name] = coeff
+    with runtime.autocast():
+        out = sae.training_forward_pass(
+            TrainStepInput(sae_in=x, coefficients=coefficients, dead_neuron_mask=dead, n_training_steps=step, is_logging_step=False)
+        )
+    acts = out.feature_acts.detach().float()
+    return StepStats(out.loss.float(), out.sae_out.detach().float(), (acts > 0).sum(-1).float().mean().item(), (acts > 0).any(0))
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    resumed_from: int | None
+    last_log: dict[str, float]
+
+
+def _state_tensors(sae, optimizer, since_fired) -> tuple[dict, dict]:
+    tensors = {f"sae.{k}": v for k, v in sae.state_dict().items()}
+    opt_tensors, opt_meta = optimizer_tensors(optimizer)
+    return {**tensors, **opt_tensors, "since_fired": since_fired}, opt_meta
+
+
+def train(
+    cfg: TrainConfig,
+    sae: TrainingSAE,
+    batches: BatchSource,
+    runtime: Runtime = Runtime(),
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `sae` in place for `cfg.steps` steps (or until `stop_after`, to simulate a stop)."""
+    if batches.d_in != sae.cfg.d_in:
+        raise ValueError(f"activations have d_in={batches.d_in} but the SAE expects {sae.cfg.d_in}: train a new SAE for this site")
+    device = torch.device(runtime.device)
+    sae.to(device)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    scaler = runtime.grad_scaler()
+    since_fired = torch.zeros(cfg.d_sae, device=device)
+    start, resumed_from = 0, None
+
+    if resume and checkpointer is not None and (found := checkpointer.latest()) is not None:
+        tensors, meta = found
+        if meta["config"] != asdict(cfg):
+            raise ValueError(f"--resume: the checkpoint in {checkpointer.folder} was made with a different config; use a new --out or the same options")
+        sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
+        sae.to(device)
+        load_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta)
+        since_fired = tensors["since_fired"].to(device)
+        start = resumed_from = meta["step"]
+    elif start == 0:
+        with torch.no_grad():  # b_dec starts at the data mean (batch 0 is fixed by the seed)
+            sae.b_dec.data = batches.batch(0).to(device).float().mean(0)
+
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=f"train {cfg.arch}", disable=not progress)
+    last_log: dict[str, float] = {}
+    sq_err = var = l0_sum = 0.0
+    n = 0
+    for step in bar:
+        x = batches.batch(step).to(device, non_blocking=True).float()
+        if not torch.isfinite(x).all():
+            raise NonFiniteError(f"activation batch {step} contains NaN or inf: check the activation source (last good checkpoint kept)")
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr_at(step)
+        dead = since_fired >= cfg.dead_after_steps
+        if cfg.arch in SPARSE_ARCHS:
+            stats = _sparse_step(cfg, sae, x, dead, runtime)
+        else:
+            stats = _saelens_step(cfg, sae, x, dead, step, runtime)
+        if not torch.isfinite(stats.loss):
+            raise NonFiniteError(f"loss became {stats.loss.item()} at step {step}: lower --lr or check the activations (last good checkpoint kept)")
+        (scaler.scale(stats.loss) if scaler else stats.loss).backward()
+        if scaler:
+            scaler.unscale_(optimizer)
+        if cfg.arch in SPARSE_ARCHS:
+            _remove_parallel_grad(sae)
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if cfg.arch in SPARSE_ARCHS:
+            with torch.no_grad():
+                sae.W_dec.data /= sae.W_dec.norm(dim=-1, keepdim=True)
+        since_fired += 1
+        since_fired[stats.fired] = 0
+
+        with torch.no_grad():
+            sq_err += (stats.x_hat - x).pow(2).sum().item()
+            var += (x - x.mean(0)).pow(2).sum().item()
+            l0_sum += stats.l0
+            n += 1
+        done = step + 1
+        if done % cfg.log_every == 0 or done == end:
+            last_log = {
+                "step": done, "loss": stats.loss.item(), "fvu": sq_err / max(var, 1e-12), "l0": l0_sum / n,
+                "dead_frac": (since_fired >= cfg.dead_after_steps).float().mean().item(), "lr": cfg.lr_at(step),
+            }
+            bar.set_postfix(l0=f"{last_log['l0']:.1f}", fvu=f"{last_log['fvu']:.3f}", dead=f"{last_log['dead_frac']:.2f}")
+            if on_log:
+                on_log(done, last_log)
+            sq_err = var = l0_sum = 0.0
+            n = 0
+        if checkpointer is not None and (done % cfg.checkpoint_every == 0 or done == end):
+            tensors, opt_meta = _state_tensors(sae, optimizer, since_fired)
+            checkpointer.save(done, tensors, {"config": asdict(cfg), **opt_meta})
+    bar.close()
+    return TrainResult(steps=end, resumed_from=resumed_from, last_log=last_log)
+
+
+@torch.no_grad()
+def _remove_parallel_grad(sae: TrainingSAE) -> None:
+    """Keep decoder rows on the unit sphere: drop the gradient component along each row."""
+    if sae.W_dec.grad is None:
+        return
+    W = sae.W_dec
+    W.grad -= (W.grad * W).sum(-1, keepdim=True) * W

@@ -1,0 +1,55 @@
+"""Activation sites: the embedding and the layer-0 MLP output, as SAEs and probes read them.
+
+A *site* names where a vector comes from. Vocabulary-level activations take a token alone,
+with no context: the embedding W_E[t] (`hook_embed`) or the layer-0 MLP applied to it,
+MLP0(ln2(W_E[t])) (`blocks.0.hook_mlp_out`, the paper's form, no attention term).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+Site = Literal["embed", "mlp0"]
+HOOKS: dict[str, str] = {"embed": "hook_embed", "mlp0": "blocks.0.hook_mlp_out"}
+
+
+def hook_name(site: str) -> str:
+    if site not in HOOKS:
+        raise ValueError(f"unknown site {site!r}: use one of {', '.join(HOOKS)}")
+    return HOOKS[site]
+
+
+def per_token(module, x_ND: Tensor) -> Tensor:
+    """Apply a TransformerLens block component (which expects [batch, pos, d]) to [N, D]."""
+    return module(x_ND[:, None, :])[:, 0, :]
+
+
+@torch.no_grad()
+def mlp0_out(model: HookedTransformer, tokens: Int[Tensor, "n"], mlp0_norm: bool = True) -> Float[Tensor, "n d_model"]:
+    """The layer-0 MLP applied to each token's embedding alone: MLP0(ln2(W_E[t])).
+
+    `mlp0_norm=False` skips the layer-0 MLP input norm, as one public re-implementation does
+    (Tigges et al.); whether the paper normalises is not confirmed, so it is an option.
+    """
+    block = model.blocks[0]
+    x_ND = model.W_E[tokens]
+    if mlp0_norm:
+        x_ND = per_token(block.ln2, x_ND)
+    return per_token(block.mlp, x_ND)
+
+
+@torch.no_grad()
+def token_activations(
+    model: HookedTransformer, tokens: Int[Tensor, "n"], site: str, mlp0_norm: bool = True
+) -> Float[Tensor, "n d_model"]:
+    """Vocabulary-level activations of `tokens` at `site`, each token taken alone."""
+    hook_name(site)
+    tokens = tokens.to(model.W_E.device)
+    if site == "embed":
+        return model.W_E[tokens].clone()
+    return mlp0_out(model, tokens, mlp0_norm)

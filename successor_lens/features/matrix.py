@@ -1,0 +1,83 @@
+"""The latent x token activation matrix over the succession items, and per-latent selectivity.
+
+Each item (task variant, index, token) is known, so each latent's activations can be averaged
+per residue class (index mod 10) and per task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from successor_lens.tasks import TokenSet
+
+
+def base_task(name: str) -> str:
+    """"days:nospace" -> "days": both variants of a task count as one task."""
+    return name.split(":")[0]
+
+
+@dataclass
+class ItemTable:
+    """The succession items as arrays: what every miner and probe needs to know about a row."""
+
+    texts: list[str]
+    tasks: list[str]
+    """Task variant of each row."""
+    indices: Tensor
+    held_out: Tensor
+    """[N] bool: row belongs to a held-out task (Roman numerals)."""
+    successor: Tensor
+    """[N] row of each item's successor in its task variant, -1 where there is none."""
+
+    @property
+    def residues(self) -> Tensor:
+        return self.indices % 10
+
+    @property
+    def base_tasks(self) -> list[str]:
+        return [base_task(t) for t in self.tasks]
+
+    @staticmethod
+    def from_token_set(token_set: TokenSet) -> "ItemTable":
+        items = token_set.items
+        successor = torch.full((len(items),), -1, dtype=torch.long)
+        for row, succ in token_set.successor_pairs():
+            successor[row] = succ
+        return ItemTable(
+            texts=[i.text for i in items],
+            tasks=[i.task for i in items],
+            indices=torch.tensor([i.index for i in items]),
+            held_out=torch.tensor([token_set.tasks[i.task].held_out for i in items]),
+            successor=successor,
+        )
+
+
+@torch.no_grad()
+def latent_matrix(sae, acts_ND: Float[Tensor, "n d"], batch: int = 4096) -> Float[Tensor, "d_sae n"]:
+    """Activation of every latent on every item (sae-lens `encode`)."""
+    device = next(sae.parameters()).device
+    out = [sae.encode(acts_ND[s : s + batch].to(device).float()).cpu() for s in range(0, len(acts_ND), batch)]
+    return torch.cat(out).T.contiguous()
+
+
+def class_profiles(acts_FN: Tensor, residues: Tensor, n_classes: int = 10) -> Float[Tensor, "d_sae classes"]:
+    """Mean activation of each latent over the items of each residue class."""
+    onehot_NC = torch.nn.functional.one_hot(residues, n_classes).float()
+    return acts_FN @ onehot_NC / onehot_NC.sum(0).clamp_min(1)
+
+
+def task_profiles(acts_FN: Tensor, tasks: list[str]) -> tuple[Tensor, list[str]]:
+    names = list(dict.fromkeys(tasks))
+    onehot = torch.tensor([[t == n for n in names] for t in tasks], dtype=torch.float32)
+    return acts_FN @ onehot / onehot.sum(0).clamp_min(1), names
+
+
+def selectivity(profile_FC: Tensor) -> tuple[Tensor, Tensor]:
+    """Share of a latent's class-averaged activation that falls on its best class (1/C = none)."""
+    total = profile_FC.sum(-1).clamp_min(1e-12)
+    best, cls = profile_FC.max(-1)
+    return best / total, cls

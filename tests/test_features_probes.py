@@ -60,7 +60,7 @@ def test_miner_groups_latents_into_the_ten_planted_classes(planted):
     for c, direction in mined.directions.items():
         assert torch.dot(direction, planted["classes"][c]) > 0.9
     assert all(v > 0.9 for v in mined.coverage.values())
-    assert all(v > 0.5 for v in mined.modal_coverage.values())
+    assert all(v >= 0.5 for v in mined.modal_coverage.values())  # one class may split across two latents
     # the task latents fire on all classes alike: they fit no class
     assert len(mined.unassigned) >= 3
 

@@ -35,3 +35,57 @@ def head_heatmap(scores_LH: Tensor, path: str | os.PathLike, title: str, top: in
         layer, head = divmod(i, n_heads)
         ax.annotate(f"L{layer}H{head}", (head, layer), color="red", fontsize=7, ha="center", va="center")
     return save(fig, path)
+
+
+def class_latent_heatmap(profile_FC: Tensor, latent_class: dict[int, int], path, title: str) -> Path:
+    """Mean activation per residue class for the latents assigned to a class, grouped by class."""
+    latents = sorted(latent_class, key=lambda l: (latent_class[l], l))
+    fig, ax = plt.subplots(figsize=(max(4, 0.3 * len(latents) + 2), 3.5))
+    if latents:
+        data = profile_FC[latents].T
+        data = data / data.max(0, keepdim=True).values.clamp_min(1e-12)
+        im = ax.imshow(data.numpy(), aspect="auto", cmap="magma", origin="lower")
+        ax.set_xticks(range(len(latents)))
+        ax.set_xticklabels([f"{l}\n(c{latent_class[l]})" for l in latents], fontsize=6)
+        fig.colorbar(im, ax=ax, label="activation / latent max")
+    else:
+        ax.text(0.5, 0.5, "no latent passed the selectivity threshold", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylabel("index mod 10")
+    ax.set_yticks(range(10))
+    ax.set_xlabel("latent (assigned class)")
+    ax.set_title(title, fontsize=9)
+    return save(fig, path)
+
+
+def grouped_bars(groups: dict[str, dict[str, float]], path, title: str, ylabel: str, chance: float | None = None) -> Path:
+    """One bar group per category (x), one bar per series (e.g. real vs control)."""
+    series = list(groups)
+    cats = list(dict.fromkeys(c for s in series for c in groups[s]))
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(cats) * len(series) + 2), 3.5))
+    width = 0.8 / max(1, len(series))
+    for i, s in enumerate(series):
+        xs = [j + i * width for j in range(len(cats))]
+        ax.bar(xs, [groups[s].get(c, 0.0) for c in cats], width, label=s)
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls="--", lw=1, label="chance")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cats))])
+    ax.set_xticklabels(cats, rotation=45, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def offset_plot(profile: dict[str, dict[int, float]], path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for task, values in profile.items():
+        if values:
+            xs = sorted(values)
+            ax.plot(xs, [values[x] for x in xs], lw=2.5 if task == "all" else 0.8, label=task, alpha=1.0 if task == "all" else 0.6)
+    ax.axvline(1, color="gray", ls="--", lw=1)
+    ax.set_xlabel("candidate index - input index")
+    ax.set_ylabel("mean centred OV logit")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    return save(fig, path)

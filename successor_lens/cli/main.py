@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from successor_lens.cli import heads_cmd, train_cmd
+from successor_lens.cli import heads_cmd, mine_cmd, probe_cmd, train_cmd
 
-COMMANDS = {"heads": heads_cmd, "train": train_cmd}
+COMMANDS = {"heads": heads_cmd, "train": train_cmd, "mine": mine_cmd, "probe": probe_cmd}
 
 
 class UserError(Exception):

@@ -28,6 +28,9 @@ class MineConfig:
     """KMeans clusters over the latents' class profiles."""
     min_items: int = 2
     """A latent must fire on at least this many items to be considered."""
+    min_tasks: int = 2
+    """...and on items of at least this many tasks (variants count as one): a mod-10 feature is
+    abstract, so a latent for one word (" eight" and "eight") is not one."""
     modulus: int = 10
     """Residue classes: index mod this."""
     seed: int = 0
@@ -91,7 +94,10 @@ def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig())
     profile = class_profiles(acts_FN, residues, cfg.modulus)
     share, best = selectivity(profile)
     fires = (acts_FN > 0).sum(-1)
-    active = (fires >= cfg.min_items).nonzero().flatten()
+    base = [t.split(":")[0] for t in tasks]
+    base_onehot = torch.tensor([[b == n for n in dict.fromkeys(base)] for b in base], dtype=torch.float32)
+    n_tasks = ((acts_FN > 0).float() @ base_onehot > 0).sum(-1)
+    active = ((fires >= cfg.min_items) & (n_tasks >= cfg.min_tasks)).nonzero().flatten()
 
     latent_class: dict[int, int] = {}
     unassigned: list[int] = []

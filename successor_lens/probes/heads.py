@@ -59,14 +59,15 @@ class SuccessionScores:
     def top_heads(self, k: int = 10) -> list[tuple[str, float, float]]:
         """The k best heads by succession score: (name, score, copying score)."""
         n_heads = self.scores.shape[1]
-        order = self.scores.flatten().argsort(descending=True)[:k].tolist()
+        order = self.scores.flatten().argsort(descending=True, stable=True)[:k].tolist()  # ties: lower layer first
         return [
             (head_name(i // n_heads, i % n_heads), self.scores.flatten()[i].item(), self.copying.flatten()[i].item())
             for i in order
         ]
 
     def best(self) -> tuple[int, int]:
-        i = int(self.scores.flatten().argmax())
+        """The top head (the first of `top_heads`)."""
+        i = int(self.scores.flatten().argsort(descending=True, stable=True)[0])
         return divmod(i, self.scores.shape[1])
 
     def to_json(self) -> dict:

@@ -1,0 +1,58 @@
+"""`successor-lens mine`: group SAE latents on MLP0 outputs into mod-10 classes."""
+
+from __future__ import annotations
+
+import argparse
+
+from successor_lens.cli.common import add_model_arguments, out_dir, print_table, resolve_device
+from successor_lens.confighelp import field_docs
+from successor_lens.features.mining import MineConfig
+
+HELP = "mine mod-10 features from SAEs on MLP0 outputs (trains --seeds SAEs unless --sae is given)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    docs = field_docs(MineConfig)
+    p.add_argument("--sae", action="append", default=None, help="an SAE folder to mine (repeat for several); default: train --seeds new ones")
+    p.add_argument("--seeds", type=int, default=3, help="SAEs to train with seeds 0..N-1 for the recurrence check")
+    p.add_argument("--steps", type=int, default=1500, help="training steps per SAE")
+    p.add_argument("--selectivity", type=float, default=0.5, help=docs["selectivity"])
+    p.add_argument("--n-clusters", type=int, default=10, help=docs["n_clusters"])
+    p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from successor_lens.artifacts.plots import class_latent_heatmap
+    from successor_lens.features.pipeline import FEATURES_FILE, mine_model, save_directions
+    from successor_lens.io import provenance, write_json
+    from successor_lens.models import load_model, model_provenance
+    from successor_lens.sae_train.runtime import Runtime
+    from successor_lens.sae_train.trainer import TrainConfig
+
+    runtime = Runtime(resolve_device(args.device))
+    model = load_model(args.model, device=runtime.device)
+    out = out_dir(args)
+    cfg = MineConfig(selectivity=args.selectivity, n_clusters=args.n_clusters)
+    result = mine_model(model, out, runtime, args.sae, args.seeds, TrainConfig(d_sae=128, k=8, batch_size=256, steps=args.steps), cfg)
+    first = result.mined[0]
+    save_directions(out / FEATURES_FILE, result.directions)
+    write_json(out / "mine.json", {
+        "provenance": provenance(**model_provenance(model), site="mlp0", saes=result.sae_sources),
+        "per_sae": [m.summary() for m in result.mined],
+        "recurrence": result.recurrence.summary(),
+        "downstream_features": sorted(result.directions),
+        "paper": {"mean_modal_coverage": 0.585, "model": "Pythia-1.4B"},
+    })
+    class_latent_heatmap(first.profiles, first.latent_class, out / "mine_classes.png", f"{model.cfg.model_name}: class x latent (SAE 1)")
+
+    found = [len(m.classes_found) for m in result.mined]
+    print(f"mod-10 classes found per SAE: {found} (of 10); recurrence across {len(result.mined)} SAEs:")
+    rows = []
+    for c in range(10):
+        cov = [f"{m.modal_coverage[c]:.2f}" if c in m.modal_coverage else "-" for m in result.mined]
+        rows.append([c, result.recurrence.counts.get(c, 0), " ".join(cov), "yes" if c in result.recurrence.modal_directions else "no"])
+    print_table(["class", "SAEs with it", "modal coverage per SAE", "modal"], rows)
+    mean = first.summary()["mean_modal_coverage"]
+    print(f"mean modal coverage (SAE 1): {mean:.3f} (paper, Pythia-1.4B: 0.585)" if mean is not None else "no class found in SAE 1")
+    print(f"wrote {out / 'mine.json'}, {out / FEATURES_FILE}, {out / 'mine_classes.png'}")

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> None:
     for c in range(10):
         cov = [f"{m.modal_coverage[c]:.2f}" if c in m.modal_coverage else "-" for m in result.mined]
         rows.append([c, result.recurrence.counts.get(c, 0), " ".join(cov), "yes" if c in result.recurrence.modal_directions else "no"])
-    print_table(["class", "SAEs with it", "modal coverage per SAE", "modal"], rows)
+    print_table(["class", f"recurs (cos >= {result.recurrence.threshold} to the first)", "modal coverage per SAE", "modal"], rows)
     mean = first.summary()["mean_modal_coverage"]
     print(f"mean modal coverage (SAE 1): {mean:.3f} (paper, Pythia-1.4B: 0.585)" if mean is not None else "no class found in SAE 1")
     print(f"wrote {out / 'mine.json'}, {out / FEATURES_FILE}, {out / 'mine_classes.png'}")

@@ -92,3 +92,15 @@ class _SparseEncodeFn(torch.autograd.Function):
 def sparse_decode(cols: Tensor, vals: Tensor, offsets: Tensor, W_dec_FD: Tensor) -> Tensor:
     """sum_j vals_j * W_dec[cols_j] per row, without forming the dense [B, F] code matrix."""
     return F.embedding_bag(cols, W_dec_FD, offsets, mode="sum", per_sample_weights=vals.to(W_dec_FD.dtype))
+
+
+def encode_at(x_in_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor, cols_BK: Tensor, pre_BF: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Codes at given columns per row (AuxK's dead latents), differentiable through the sparse encoder.
+
+    Returns (cols, vals, offsets) for `sparse_decode`.
+    """
+    B, K = cols_BK.shape
+    rows = torch.arange(B, device=x_in_BD.device).repeat_interleave(K)
+    cols = cols_BK.flatten()
+    vals = _SparseEncodeFn.apply(x_in_BD, W_enc_DF, b_enc_F, rows, cols, pre_BF[rows, cols])
+    return cols, vals, _offsets(rows, B)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from successor_lens.sae_train.batches import BatchSource
 from successor_lens.sae_train.checkpoint import Checkpointer, load_optimizer, optimizer_tensors
 from successor_lens.sae_train.runtime import Runtime
-from successor_lens.sae_train.sparse import sparse_decode, sparse_encode
+from successor_lens.sae_train.sparse import encode_at, sparse_decode, sparse_encode
 
 ARCHS = ("topk", "batchtopk", "standard", "jumprelu")
 SPARSE_ARCHS = ("topk", "batchtopk")
@@ -139,7 +139,7 @@ def _sparse_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torc
     if n_dead and cfg.aux_coefficient > 0:
         k_aux = min(cfg.aux_k or x.shape[1] // 2, n_dead)
         masked = codes.pre_BF.masked_fill(~dead, float("-inf"))
-        aux = sparse_encode_selected(x_in, sae, masked.topk(k_aux, dim=-1, sorted=False).indices, codes.pre_BF)
+        aux = encode_at(x_in, sae.W_enc, sae.b_enc, masked.topk(k_aux, dim=-1, sorted=False).indices, codes.pre_BF)
         err = (x - x_hat).detach()
         e_hat = sparse_decode(aux[0], aux[1], aux[2], sae.W_dec)
         aux_loss = (e_hat - err).pow(2).sum(-1).mean() / err.sub(err.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
@@ -151,17 +151,6 @@ def _sparse_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torc
         rate = sae.cfg.topk_threshold_lr
         sae.topk_threshold = (1 - rate) * sae.topk_threshold + rate * codes.vals.detach()[active].min().double()
     return StepStats(loss, x_hat.detach(), active.sum().item() / x.shape[0], fired)
-
-
-def sparse_encode_selected(x_in, sae, cols_BK, pre_BF):
-    """AuxK codes: fixed columns per row, values differentiable through the sparse encoder."""
-    from successor_lens.sae_train.sparse import _offsets, _SparseEncodeFn
-
-    B, K = cols_BK.shape
-    rows = torch.arange(B, device=x_in.device).repeat_interleave(K)
-    cols = cols_BK.flatten()
-    vals = _SparseEncodeFn.apply(x_in, sae.W_enc, sae.b_enc, rows, cols, pre_BF[rows, cols])
-    return cols, vals, _offsets(rows, B)
 
 
 def _saelens_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torch.Tensor, step: int, runtime: Runtime) -> StepStats:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -186,12 +185,11 @@ def _load_embedded(name: str, cache: Path) -> HookedTransformer:
     fingerprint = _fingerprint(gguf)
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     if meta is not None and meta.get("gguf") == fingerprint:
-        t0 = time.perf_counter()
         cfg = llama_config(AutoConfig.from_pretrained(cache / "hf_config"), name)
         tokenizer = AutoTokenizer.from_pretrained(cache / "tokenizer")
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
         model.load_state_dict(load_file(cache / "weights.safetensors"), strict=False)
-        model.successor_lens_source = _EMBEDDED[name]["source"] + f" (cached conversion, {time.perf_counter() - t0:.1f}s)"
+        model.successor_lens_source = _EMBEDDED[name]["source"]
         return model
 
     from transformer_lens.pretrained.weight_conversions import convert_llama_weights

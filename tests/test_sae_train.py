@@ -204,3 +204,15 @@ def test_pipeline_on_a_tiny_model_caches_activations_and_saves_provenance(tmp_pa
     assert 0 <= run.metrics.fvu < 1 and run.metrics.l0 <= 4
     meta = json.loads((tmp_path / "activations" / "mlp0-vocab" / "meta.json").read_text())
     assert meta["n_rows"] == 300 and meta["d_in"] == 64
+
+
+def test_streamed_evaluation_matches_the_whole_tensor():
+    X, _ = planted_data(n=3000)
+    cfg = TrainConfig(d_sae=64, k=4, steps=20, batch_size=256)
+    sae = make_sae(cfg, 32)
+    train(cfg, sae, ShuffledBatches(X, 256), progress=False)
+    whole, streamed = evaluate(sae, X), evaluate(sae, iter(X.split(700)), batch_size=256)
+    assert abs(whole.fvu - streamed.fvu) < 1e-9 and abs(whole.mse - streamed.mse) < 1e-6 and whole.l0 == streamed.l0
+    with torch.no_grad():
+        err = (sae.decode(sae.encode(X)) - X).pow(2).sum()
+    assert abs(whole.fvu - (err / (X - X.mean(0)).pow(2).sum()).item()) < 1e-5  # the stated formula

@@ -6,7 +6,7 @@ import argparse
 
 from successor_lens.cli.common import add_model_arguments, out_dir, print_table, resolve_device
 from successor_lens.confighelp import field_docs
-from successor_lens.probes.heads import SUCCESSOR_BAR, ScanConfig
+from successor_lens.probes.heads import SUCCESSOR_BAR, ScanConfig, parse_head_name
 
 HELP = "find successor heads: succession and copying scores of every head (heads.json + heatmap)"
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"succession score by OV circuit, effective embedding {config.embedding!r} (copying score = OV control)")
     rows = []
     for name, score, copy in result.top_heads(args.top):
-        layer, head = (int(x) for x in name[1:].split("H"))
+        layer, head = parse_head_name(name)
         best_task = max(result.per_task, key=lambda t: result.per_task[t][layer, head].item())
         rows.append([name, score, copy, f"{best_task} {result.per_task[best_task][layer, head].item():.2f}"])
     print_table(["head", "succession", "copying", "best task"], rows)

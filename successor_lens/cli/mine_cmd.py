@@ -28,13 +28,12 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.io import provenance, write_json
     from successor_lens.models import load_model, model_provenance
     from successor_lens.sae_train.runtime import Runtime
-    from successor_lens.sae_train.trainer import TrainConfig
 
     runtime = Runtime(resolve_device(args.device))
     model = load_model(args.model, device=runtime.device)
     out = out_dir(args)
     cfg = MineConfig(selectivity=args.selectivity, n_clusters=args.n_clusters)
-    result = mine_model(model, out, runtime, args.sae, args.seeds, TrainConfig(d_sae=128, k=8, batch_size=256, steps=args.steps), cfg)
+    result = mine_model(model, out, runtime, args.sae, args.seeds, args.steps, cfg)
     first = result.mined[0]
     save_directions(out / FEATURES_FILE, result.directions)
     write_json(out / "mine.json", {

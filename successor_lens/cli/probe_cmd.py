@@ -16,21 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run folder with features.safetensors from `mine` (default runs/MODEL)")
 
 
-def parse_head(name: str) -> tuple[int, int]:
-    try:
-        layer, head = name.upper().lstrip("L").split("H")
-        return int(layer), int(head)
-    except ValueError:
-        raise ValueError(f"--head {name!r} is not of the form L{{layer}}H{{head}}, e.g. L23H3") from None
-
-
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.plots import grouped_bars, offset_plot
     from successor_lens.features.pipeline import FEATURES_FILE, item_table, load_directions
     from successor_lens.io import provenance, write_json
     from successor_lens.models import load_model, model_provenance
     from successor_lens.probes.arithmetic import OVCircuit, offset_profile, random_directions, vector_arithmetic
-    from successor_lens.probes.heads import scan_heads
+    from successor_lens.probes.heads import parse_head_name, scan_heads
     from successor_lens.probes.linear import leave_one_task_out, probe_feature_cosine
     from successor_lens.sites import token_activations
     from successor_lens.tasks import build_token_set
@@ -47,7 +39,7 @@ def run(args: argparse.Namespace) -> None:
     cosine = probe_feature_cosine(probe, directions, args.seed)
 
     if args.head:
-        layer, head = parse_head(args.head)
+        layer, head = parse_head_name(args.head)
     else:
         layer, head = scan_heads(model, build_token_set(model.tokenizer)).best()
     circuit = OVCircuit.from_model(model, layer, head, tokens)

@@ -31,14 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, d_model: int) -> TrainConfig:
-    from successor_lens.sae_train.pipeline import DEFAULTS
+    from successor_lens.sae_train.pipeline import default_train_config
 
-    if args.tokens not in DEFAULTS:
-        raise ValueError(f"unknown --tokens {args.tokens!r}: use succession, vocab or corpus")
-    values = {k: v for k, v in DEFAULTS[args.tokens].items() if v is not None}
-    values.setdefault("d_sae", 8 * d_model)
-    values.update({name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None})
-    return TrainConfig(arch=args.arch, **values)
+    return default_train_config(args.tokens, d_model, arch=args.arch, **{name: getattr(args, name) for name in _FLAGS})
 
 
 def run(args: argparse.Namespace) -> None:

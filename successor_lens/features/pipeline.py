@@ -13,9 +13,8 @@ from successor_lens.features.matrix import ItemTable
 from successor_lens.features.mining import MineConfig, MinedFeatures, Recurrence, mine, recurrence
 from successor_lens.io import atomic_path
 from successor_lens.sae_train.dictionary import load_dictionary
-from successor_lens.sae_train.pipeline import train_sae
+from successor_lens.sae_train.pipeline import default_train_config, train_sae
 from successor_lens.sae_train.runtime import Runtime
-from successor_lens.sae_train.trainer import TrainConfig
 from successor_lens.sites import hook_name, token_activations
 from successor_lens.tasks import build_token_set, standard_tasks
 
@@ -39,7 +38,7 @@ class MineRun:
 
 def mine_model(
     model: HookedTransformer, out: Path, runtime: Runtime, saes: list[str] | None = None, seeds: int = 3,
-    train_cfg: TrainConfig | None = None, cfg: MineConfig = MineConfig(), site: str = "mlp0", progress: bool = True,
+    steps: int | None = None, cfg: MineConfig = MineConfig(), site: str = "mlp0", progress: bool = True,
 ) -> MineRun:
     table, tokens = item_table(model)
     acts = token_activations(model, tokens, site).cpu()
@@ -50,11 +49,10 @@ def mine_model(
             dictionaries.append(d.sae)
             sources.append(d.source)
     else:
-        base = train_cfg or TrainConfig(d_sae=128, k=8, batch_size=256, steps=1500)
         for seed in range(seeds):
-            cfg_s = TrainConfig(**{**base.__dict__, "seed": seed})
+            cfg_s = default_train_config("succession", model.cfg.d_model, steps=steps, seed=seed)
             run = train_sae(model, site, cfg_s, out, runtime, progress=progress)
-            dictionaries.append(load_dictionary(run.folder).sae)
+            dictionaries.append(run.sae)
             sources.append(str(run.folder))
     mined = [mine(sae, acts, table, cfg) for sae in dictionaries]
     rec = recurrence(mined)

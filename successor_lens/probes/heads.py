@@ -25,6 +25,15 @@ def head_name(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
 
 
+def parse_head_name(name: str) -> tuple[int, int]:
+    """"L23H3" -> (23, 3)."""
+    try:
+        layer, head = name.upper().removeprefix("L").split("H")
+        return int(layer), int(head)
+    except ValueError:
+        raise ValueError(f"head {name!r} is not of the form L{{layer}}H{{head}}, e.g. L23H3") from None
+
+
 @dataclass(frozen=True)
 class ScanConfig:
     embedding: Embedding = "mlp0"

@@ -84,8 +84,9 @@ def corpus_activations(
         ids.extend(model.tokenizer.encode(text, add_special_tokens=False))
         if len(ids) >= max_tokens:
             break
-    ids = torch.tensor(ids[: max_tokens - max_tokens % seq_len] or ids[:seq_len])
-    windows = ids[: len(ids) - len(ids) % seq_len].view(-1, seq_len) if len(ids) >= seq_len else ids[None]
+    ids = torch.tensor(ids[:max_tokens])
+    n = len(ids) // seq_len * seq_len
+    windows = ids[:n].view(-1, seq_len) if n else ids[None]  # a corpus shorter than one window is one row
     device = model.W_E.device
     for start in tqdm(range(0, len(windows), batch), desc=f"{site} corpus activations", leave=False):
         chunk = windows[start : start + batch].to(device)
@@ -157,8 +158,10 @@ class ShardedActivations:
             out[mask] = self._shard(s)[index[mask] - self.starts[s]]
         return out
 
-    def all(self) -> Tensor:
-        return torch.cat([self._shard(i) for i in range(len(self.sizes))])
+    def chunks(self) -> Iterator[Tensor]:
+        """The rows shard by shard, without holding them all in memory."""
+        for i in range(len(self.sizes)):
+            yield self._shard(i)
 
 
 def activation_meta(model: HookedTransformer, site: str, source: dict) -> dict:

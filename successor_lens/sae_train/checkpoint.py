@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import safe_open, save_file
 
 from successor_lens.io import atomic_path
 
@@ -46,8 +46,7 @@ class Checkpointer:
         path = paths[-1]
         try:
             with safe_open(path, framework="pt") as f:
-                meta = json.loads(f.metadata()["state"])
-            return load_file(path), meta
+                return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["state"])
         except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as err:
             raise CheckpointError(f"checkpoint {path} is unreadable ({err}): delete it to resume from the one before") from None
 

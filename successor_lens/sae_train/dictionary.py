@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from sae_lens import SAE
@@ -169,21 +169,27 @@ class SAEMetrics:
 
 
 @torch.no_grad()
-def evaluate(sae: SAE, acts: torch.Tensor, batch_size: int = 4096) -> SAEMetrics:
-    """Metrics with sae-lens's own encode/decode (what a loaded dictionary computes)."""
+def evaluate(sae: SAE, acts: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 4096) -> SAEMetrics:
+    """Metrics with sae-lens's own encode/decode (what a loaded dictionary computes), in one pass
+    over a tensor or over chunks (e.g. activation shards), with float64 sums."""
     device = next(sae.parameters()).device
+    chunks = [acts] if isinstance(acts, torch.Tensor) else acts
     sq_err = l0 = 0.0
+    n = 0
     fired = torch.zeros(sae.cfg.d_sae, device=device)
-    mean = acts.float().mean(0).to(device)
-    total = 0.0
-    for start in range(0, len(acts), batch_size):
-        x = acts[start : start + batch_size].to(device).float()
-        f = sae.encode(x)
-        sq_err += (sae.decode(f) - x).pow(2).sum().item()
-        total += (x - mean).pow(2).sum().item()
-        l0 += (f > 0).sum().item()
-        fired += (f > 0).sum(0)
-    n = len(acts)
+    x_sum = torch.zeros(sae.cfg.d_in, dtype=torch.float64, device=device)
+    x_sq = torch.zeros((), dtype=torch.float64, device=device)
+    for chunk in chunks:
+        for start in range(0, len(chunk), batch_size):
+            x = chunk[start : start + batch_size].to(device).float()
+            f = sae.encode(x)
+            sq_err += (sae.decode(f) - x).double().pow(2).sum().item()
+            x_sum += x.double().sum(0)
+            x_sq += x.double().pow(2).sum()
+            l0 += (f > 0).sum().item()
+            fired += (f > 0).sum(0)
+            n += len(x)
+    total = (x_sq - x_sum.pow(2).sum() / n).item()  # sum of squared deviations from the mean
     density = fired / n
     return SAEMetrics(
         mse=sq_err / n, fvu=sq_err / max(total, 1e-12), l0=l0 / n, dead_frac=(fired == 0).float().mean().item(),

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sae_lens import SAE
 from transformer_lens import HookedTransformer
+
+from successor_lens.io import write_json
 
 from successor_lens.models import model_provenance
 from successor_lens.sae_train.activations import (
@@ -29,9 +32,21 @@ DEFAULTS = {
 }
 
 
+def default_train_config(tokens: str, d_model: int, **overrides) -> TrainConfig:
+    """The TrainConfig for a token source, with `overrides` (None values ignored) on top."""
+    if tokens not in DEFAULTS:
+        raise ValueError(f"unknown token source {tokens!r}: use succession, vocab or corpus")
+    values = {k: v for k, v in DEFAULTS[tokens].items() if v is not None}
+    values.setdefault("d_sae", 8 * d_model)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
 @dataclass
 class TrainRun:
     folder: Path
+    sae: SAE
+    """The saved dictionary as sae-lens loads it back (what the metrics were computed on)."""
     metrics: SAEMetrics
     result: TrainResult
     config: TrainConfig
@@ -53,7 +68,7 @@ def activations_for(model: HookedTransformer, site: str, tokens: str, out: Path,
     meta = activation_meta(model, site, source)
     try:
         cached = ShardedActivations(folder)
-        if {k: cached.meta.get(k) for k in meta if k != "source"} == {k: v for k, v in meta.items() if k != "source"}:
+        if all(cached.meta.get(k) == v for k, v in meta.items()):
             return cached
     except FileNotFoundError:
         pass
@@ -85,11 +100,7 @@ def train_sae(
         "train_config": asdict(cfg), "data_sha256": acts.meta["data_sha256"], "n_rows": len(acts),
         "steps_done": result.steps, "resumed_from": result.resumed_from,
     })
-    from sae_lens import SAE
-
     loaded = SAE.load_from_disk(folder, device=runtime.device)
-    metrics = evaluate(loaded, acts.all())
-    from successor_lens.io import write_json
-
+    metrics = evaluate(loaded, acts.chunks())
     write_json(folder / "metrics.json", {"fvu_formula": "sum((x - x_hat)^2) / sum((x - mean(x))^2)", **asdict(metrics)})
-    return TrainRun(folder, metrics, result, cfg)
+    return TrainRun(folder, loaded, metrics, result, cfg)

@@ -210,7 +210,7 @@ def train(
         load_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta)
         since_fired = tensors["since_fired"].to(device)
         start = resumed_from = meta["step"]
-    elif start == 0:
+    else:
         with torch.no_grad():  # b_dec starts at the data mean (batch 0 is fixed by the seed)
             sae.b_dec.data = batches.batch(0).to(device).float().mean(0)
 

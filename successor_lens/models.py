@@ -7,6 +7,7 @@ explicit and recorded in `model_provenance(model)`.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -80,6 +81,21 @@ def model_provenance(model: HookedTransformer) -> dict[str, Any]:
         "n_heads": model.cfg.n_heads,
         "d_model": model.cfg.d_model,
     }
+
+
+@torch.no_grad()
+def model_fingerprint(model: HookedTransformer, samples: int = 4096) -> str:
+    """Content hash of the weights (names, shapes and a strided sample of each tensor's values).
+
+    Cheap (no pass over every weight) and enough to tell two checkpoints or two planted models apart.
+    """
+    h = hashlib.sha256()
+    for name, param in model.state_dict().items():
+        flat = param.detach().flatten()
+        step = max(1, flat.numel() // samples)
+        h.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
+        h.update(flat[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 # --- hub models -------------------------------------------------------------------------------
@@ -169,8 +185,6 @@ def llama_config(hf_config, model_name: str) -> HookedTransformerConfig:
 
 def _fingerprint(path: Path) -> dict[str, Any]:
     """Identifies the GGUF file across reinstalls (size and a hash of its first 4 MiB)."""
-    import hashlib
-
     with open(path, "rb") as f:
         head = hashlib.sha256(f.read(4 << 20)).hexdigest()
     return {"file": path.name, "size": path.stat().st_size, "sha256_first_4mib": head}

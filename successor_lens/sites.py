@@ -53,3 +53,27 @@ def token_activations(
     if site == "embed":
         return model.W_E[tokens].clone()
     return mlp0_out(model, tokens, mlp0_norm)
+
+
+@torch.no_grad()
+def hook_activations(model: HookedTransformer, tokens: Int[Tensor, "n"], hook: str, batch: int = 512) -> Float[Tensor, "n d"]:
+    """Activations of `tokens` at any hook, each token taken alone.
+
+    The two vocabulary-level sites use `token_activations`; any other hook (a pretrained
+    dictionary on, say, `blocks.8.hook_resid_pre`) runs each token as its own one-token prompt
+    (after BOS when the model prepends one) and reads the hook at that token.
+    """
+    for site, name in HOOKS.items():
+        if hook == name:
+            return token_activations(model, tokens, site)
+    device = model.W_E.device
+    out = []
+    for start in range(0, len(tokens), batch):
+        ids = tokens[start : start + batch, None].to(device)
+        if model.cfg.default_prepend_bos and model.tokenizer is not None and model.tokenizer.bos_token_id is not None:
+            ids = torch.cat([torch.full_like(ids, model.tokenizer.bos_token_id), ids], 1)
+        _, cache = model.run_with_cache(ids, names_filter=lambda n: n == hook)
+        if hook not in cache:
+            raise ValueError(f"hook {hook!r} is not a hook of {model.cfg.model_name}: check the dictionary's hook_name")
+        out.append(cache[hook][:, -1].reshape(len(ids), -1).cpu())
+    return torch.cat(out)

@@ -99,3 +99,27 @@ def embedded_model():
     from successor_lens.models import load_model
 
     return load_model()
+
+
+HOSTILE = ["<script>alert(1)</script>", 'say "hi" & bye', "bell\x07"]
+RUN_TASKS = [
+    Task("numbers", tuple(DIGITS), tuple(range(10))),
+    Task("number_words", tuple("one two three four five six seven eight nine ten".split()), tuple(range(1, 11))),
+    Task("letters", tuple("ABCDEFGHIJ"), tuple(range(1, 11))),
+    Task("hostile", tuple(HOSTILE), (1, 2, 3)),
+]
+
+
+def make_run_model() -> HookedTransformer:
+    """A tiny model for the whole pipeline: a word tokenizer over RUN_TASKS (hostile token
+    strings included) and a planted successor head L1H2 over every task."""
+    words = [w for t in RUN_TASKS for w in t.items]
+    model = HookedTransformer(tiny_config(d_vocab=len(words) + 8))
+    model.eval()
+    model.tokenizer = WordTokenizer(words)
+    succ = {}
+    for task in RUN_TASKS:
+        ids = [words.index(w) for w in task.items]
+        succ.update(zip(ids, ids[1:]))
+    plant_successor_head(model, 1, 2, list(range(len(words))), succ)
+    return model

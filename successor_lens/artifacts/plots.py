@@ -29,6 +29,7 @@ def head_heatmap(scores_LH: Tensor, path: str | os.PathLike, title: str, top: in
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(n_heads))
+    ax.set_yticks(range(0, n_layers, max(1, n_layers // 12)))
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="score")
     for i in scores_LH.flatten().argsort(descending=True)[:top].tolist():
@@ -88,4 +89,17 @@ def offset_plot(profile: dict[str, dict[int, float]], path, title: str) -> Path:
     ax.set_ylabel("mean centred OV logit")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6, ncol=2)
+    return save(fig, path)
+
+
+def histogram(heights: list[float], centres: list[float], path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(4.5, 2.6))
+    if heights:
+        width = (centres[1] - centres[0]) if len(centres) > 1 else 1.0
+        ax.bar(centres, heights, width=width * 0.9, color="#4c72b0")
+    else:
+        ax.text(0.5, 0.5, "never fires on these items", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("activation (non-zero)")
+    ax.set_ylabel("items")
+    ax.set_title(title, fontsize=9)
     return save(fig, path)

@@ -4,17 +4,121 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from successor_lens.artifacts.plots import head_heatmap
+from successor_lens.artifacts.plots import class_latent_heatmap, grouped_bars, head_heatmap, offset_plot
+from successor_lens.features.pipeline import FEATURES_FILE, MineRun, save_directions
 from successor_lens.io import provenance, write_json
 from successor_lens.models import model_provenance
+from successor_lens.probes.pipeline import ProbeRun
 
 
-def write_scan(result, model, out: Path) -> tuple[Path, Path]:
-    """heads.json and heads.png (succession heatmap) for a `SuccessionScores`."""
+def write_scan(result, model, out: Path) -> list[Path]:
+    """heads.json, heads.png (succession heatmap) and heads_copying.png for a `SuccessionScores`."""
     out = Path(out)
     data = {"provenance": provenance(**model_provenance(model)), **result.to_json()}
-    json_path = write_json(out / "heads.json", data)
     title = f"{model.cfg.model_name}: succession score ({result.config.embedding})"
-    png_path = head_heatmap(result.scores, out / "heads.png", title)
-    head_heatmap(result.copying, out / "heads_copying.png", f"{model.cfg.model_name}: copying score (control)")
-    return json_path, png_path
+    return [
+        write_json(out / "heads.json", data),
+        head_heatmap(result.scores, out / "heads.png", title),
+        head_heatmap(result.copying, out / "heads_copying.png", f"{model.cfg.model_name}: copying score (control)"),
+    ]
+
+
+def write_mine(result: MineRun, model, out: Path, site: str = "mlp0") -> list[Path]:
+    """mine.json, features.safetensors (the downstream f_0..f_9) and mine_classes.png."""
+    out = Path(out)
+    first = result.mined[0]
+    return [
+        write_json(out / "mine.json", {"provenance": provenance(**model_provenance(model), site=site), **result.to_json()}),
+        save_directions(out / FEATURES_FILE, result.directions),
+        class_latent_heatmap(first.profiles, first.latent_class, out / "mine_classes.png",
+                             f"{model.cfg.model_name}: class x latent (SAE 1)"),
+    ]
+
+
+def write_probe(run: ProbeRun, model, out: Path) -> list[Path]:
+    """probe.json and the three probe figures."""
+    out = Path(out)
+    arith = {k: v.success for k, v in run.arithmetic.items()}
+    return [
+        write_json(out / "probe.json", {"provenance": provenance(**model_provenance(model), site="mlp0", head=run.head), **run.to_json()}),
+        grouped_bars({"MLP0 probe": run.probe.accuracy, "embedding probe": run.probe_embed.accuracy,
+                      "shuffled-label control": run.probe.control},
+                     out / "probe_accuracy.png", "index mod 10, leave-one-task-out", "accuracy", chance=0.1),
+        grouped_bars(arith, out / "arithmetic.png", f"vector arithmetic through {run.head}", "success"),
+        offset_plot(run.profile, out / "offset_profile.png", f"{run.head}: OV logit by index offset"),
+    ]
+
+
+# --- headline results, from the atlas document ---------------------------------------------------
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def summary_lines(doc: dict) -> list[str]:
+    """Five lines: top heads, classes found, probe accuracy, arithmetic success, probe/feature cosine."""
+    lines = []
+    heads = doc.get("heads")
+    if heads:
+        top = ", ".join(f"{t['head']} {t['succession']:.3f}" for t in heads["top_heads"][:3])
+        verdict = "passed" if heads["passes_bar"] else "not passed: this model's successor head is weak"
+        lines.append(f"top heads (OV succession score): {top}; paper's bar > {heads['successor_bar']} {verdict} (paper: Pythia-1.4B L12H0 ~0.9)")
+    else:
+        lines.append("heads: not scanned")
+    mined = [(s["id"], s["mining"]) for s in doc["saes"] if s.get("mining")]
+    if mined:
+        found = ", ".join(f"{i} {m['n_classes_found']}/10" for i, m in mined)
+        cover = mined[0][1].get("mean_modal_coverage")
+        recur = (doc.get("mining") or {}).get("recurrence", {})
+        rec = f"; classes recurring across seeds: {len(recur.get('modal_classes', []))}" if recur else ""
+        lines.append(f"mod-10 classes found: {found}; mean modal coverage {cover if cover is None else round(cover, 3)} (paper 0.585){rec}")
+    else:
+        lines.append("mod-10 classes: no dictionary mined")
+    probes = doc.get("probes")
+    if probes:
+        p = probes["probe_mlp0"]
+        lines.append(f"probe accuracy (MLP0, leave one task out): mean {_mean(p['accuracy'].values()):.2f} over {len(p['accuracy'])} held-out tasks "
+                     f"vs shuffled-label control {_mean(p['shuffled_label_control'].values()):.2f} (chance 0.10; paper 94/102 non-number items)")
+        a = probes["arithmetic"]
+        lines.append(f"arithmetic through {probes['head']}: {a['SAE features']['overall']:.2f} with SAE features vs random directions "
+                     f"{a['random directions']['overall']:.2f}, probe directions {a['probe directions']['overall']:.2f} (paper 0.89 numbers 20-29, 0.53 months)")
+        c = probes["probe_feature_cosine"]
+        lines.append(f"probe/SAE-feature cosine: {c['mean']:.2f} vs random directions {c['random_baseline']:.2f} (paper 0.71)")
+    else:
+        lines += ["probes: not run", "arithmetic: not run", "probe/feature cosine: not run"]
+    return lines
+
+
+def report_md(doc: dict) -> str:
+    """report.md: the headline results, each beside its control and the paper's figure."""
+    prov = doc["provenance"]
+    out = [f"# successor-lens report: {doc['model']['name']}", "",
+           f"successor-lens {prov['version']}; weights {prov['weight_processing']}; source {prov['source']}.", "",
+           "## Summary", ""] + [f"- {line}" for line in summary_lines(doc)] + [""]
+    rows = []
+    heads = doc.get("heads")
+    if heads:
+        best = heads["top_heads"][0]
+        copy = max(heads["top_heads"], key=lambda t: t["copying"])
+        rows.append(["best succession score (OV)", f"{best['head']} {best['succession']:.3f}", f"copying score of that head {best['copying']:.3f}", "~0.9 (Pythia-1.4B L12H0), bar > 0.5"])
+    for s in doc["saes"]:
+        m = s.get("mining")
+        if m:
+            rows.append([f"mod-10 classes, {s['id']}", f"{m['n_classes_found']}/10, modal coverage {m['mean_modal_coverage'] or 0:.3f}", "chance selectivity 0.10", "10/10, coverage 0.585"])
+    probes = doc.get("probes")
+    if probes:
+        p, c, a = probes["probe_mlp0"], probes["probe_feature_cosine"], probes["arithmetic"]
+        for task, acc in p["accuracy"].items():
+            rows.append([f"probe, held-out {task}", f"{acc:.2f}", f"shuffled labels {p['shuffled_label_control'][task]:.2f}", "94/102 non-number items overall"])
+        rows.append(["probe/feature cosine", f"{c['mean']:.2f}", f"random {c['random_baseline']:.2f}", "0.71"])
+        for task, v in a["SAE features"]["per_task"].items():
+            rows.append([f"arithmetic {task} ({probes['head']})", f"{v:.2f}", f"random directions {a['random directions']['per_task'].get(task, float('nan')):.2f}",
+                         {"numbers": "0.89 (20-29)", "months": "0.53"}.get(task.split(":")[0], "fails (days, letters)" if task.split(":")[0] in ("days", "letters") else "-")])
+    out += ["## Measured beside control and paper", "", "| measure | this model | control | paper |", "| --- | --- | --- | --- |"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    if heads and not heads["passes_bar"]:
+        out += ["", "No head passes the paper's successor-head bar on this model, so the arithmetic through its best head is not "
+                    "expected to reproduce the paper's figures; the numbers above are reported as measured."]
+    return "\n".join(out) + "\n"

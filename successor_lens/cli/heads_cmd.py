@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
     model = load_model(args.model, device=resolve_device(args.device))
     token_set = build_token_set(model.tokenizer)
     result = scan_heads(model, token_set, config)
-    json_path, png_path = write_scan(result, model, out_dir(args))
+    json_path, png_path, _ = write_scan(result, model, out_dir(args))
 
     print(f"{args.model}: {len(token_set.items)} single-token items in {len(token_set.task_names)} task variants, "
           f"{len(token_set.dropped)} dropped (listed in heads.json)")

@@ -6,9 +6,11 @@ import argparse
 import os
 import sys
 
-from successor_lens.cli import heads_cmd, mine_cmd, probe_cmd, train_cmd
+from successor_lens.cli import atlas_cmd, heads_cmd, mine_cmd, probe_cmd, run_cmd, train_cmd
 
-COMMANDS = {"heads": heads_cmd, "train": train_cmd, "mine": mine_cmd, "probe": probe_cmd}
+COMMANDS = {
+    "run": run_cmd, "heads": heads_cmd, "train": train_cmd, "mine": mine_cmd, "probe": probe_cmd, "atlas": atlas_cmd,
+}
 
 
 class UserError(Exception):
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     args = build_parser().parse_args(argv)
+    from successor_lens.artifacts.schema import AtlasFormatError
     from successor_lens.models import ModelLoadError
     from successor_lens.sae_train.checkpoint import CheckpointError
     from successor_lens.sae_train.dictionary import DictionaryError
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args._run(args)
-    except (ModelLoadError, DictionaryError, CheckpointError, NonFiniteError, UserError, ValueError, FileNotFoundError) as err:
+    except (AtlasFormatError, ModelLoadError, DictionaryError, CheckpointError, NonFiniteError, UserError, ValueError, FileNotFoundError) as err:
         print(f"successor-lens {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -23,10 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.artifacts.plots import class_latent_heatmap
-    from successor_lens.features.pipeline import FEATURES_FILE, mine_model, save_directions
-    from successor_lens.io import provenance, write_json
-    from successor_lens.models import load_model, model_provenance
+    from successor_lens.artifacts.report import write_mine
+    from successor_lens.features.pipeline import mine_model
+    from successor_lens.models import load_model
     from successor_lens.sae_train.runtime import Runtime
 
     runtime = Runtime(resolve_device(args.device))
@@ -34,16 +33,7 @@ def run(args: argparse.Namespace) -> None:
     out = out_dir(args)
     cfg = MineConfig(selectivity=args.selectivity, n_clusters=args.n_clusters)
     result = mine_model(model, out, runtime, args.sae, args.seeds, args.steps, cfg)
-    first = result.mined[0]
-    save_directions(out / FEATURES_FILE, result.directions)
-    write_json(out / "mine.json", {
-        "provenance": provenance(**model_provenance(model), site="mlp0", saes=result.sae_sources),
-        "per_sae": [m.summary() for m in result.mined],
-        "recurrence": result.recurrence.summary(),
-        "downstream_features": sorted(result.directions),
-        "paper": {"mean_modal_coverage": 0.585, "model": "Pythia-1.4B"},
-    })
-    class_latent_heatmap(first.profiles, first.latent_class, out / "mine_classes.png", f"{model.cfg.model_name}: class x latent (SAE 1)")
+    written = write_mine(result, model, out)
 
     found = [len(m.classes_found) for m in result.mined]
     print(f"mod-10 classes found per SAE: {found} (of 10); recurrence across {len(result.mined)} SAEs:")
@@ -52,6 +42,6 @@ def run(args: argparse.Namespace) -> None:
         cov = [f"{m.modal_coverage[c]:.2f}" if c in m.modal_coverage else "-" for m in result.mined]
         rows.append([c, result.recurrence.counts.get(c, 0), " ".join(cov), "yes" if c in result.recurrence.modal_directions else "no"])
     print_table(["class", f"recurs (cos >= {result.recurrence.threshold} to the first)", "modal coverage per SAE", "modal"], rows)
-    mean = first.summary()["mean_modal_coverage"]
+    mean = result.mined[0].summary()["mean_modal_coverage"]
     print(f"mean modal coverage (SAE 1): {mean:.3f} (paper, Pythia-1.4B: 0.585)" if mean is not None else "no class found in SAE 1")
-    print(f"wrote {out / 'mine.json'}, {out / FEATURES_FILE}, {out / 'mine_classes.png'}")
+    print("wrote " + ", ".join(str(p) for p in written))

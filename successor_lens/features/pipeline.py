@@ -16,14 +16,14 @@ from successor_lens.sae_train.dictionary import load_dictionary
 from successor_lens.sae_train.pipeline import default_train_config, train_sae
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sites import hook_name, token_activations
-from successor_lens.tasks import build_token_set, standard_tasks
+from successor_lens.tasks import Task, build_token_set, standard_tasks
 
 FEATURES_FILE = "features.safetensors"
 
 
-def item_table(model: HookedTransformer) -> tuple[ItemTable, torch.Tensor]:
-    """The SAE-data items (numbers 0..500 and the other tasks, both variants, Roman held out)."""
-    token_set = build_token_set(model.tokenizer, standard_tasks(range(0, 501)))
+def item_table(model: HookedTransformer, tasks: list[Task] | None = None) -> tuple[ItemTable, torch.Tensor]:
+    """The SAE-data items (default: numbers 0..500 and the other tasks, both variants, Roman held out)."""
+    token_set = build_token_set(model.tokenizer, tasks or standard_tasks(range(0, 501)))
     return ItemTable.from_token_set(token_set), token_set.tokens
 
 
@@ -35,12 +35,22 @@ class MineRun:
     """The features passed downstream: modal (recurring) ones, else the first SAE's."""
     sae_sources: list[str]
 
+    def to_json(self) -> dict:
+        return {
+            "saes": self.sae_sources,
+            "per_sae": [m.summary() for m in self.mined],
+            "recurrence": self.recurrence.summary(),
+            "downstream_features": sorted(self.directions),
+            "paper": {"mean_modal_coverage": 0.585, "model": "Pythia-1.4B"},
+        }
+
 
 def mine_model(
     model: HookedTransformer, out: Path, runtime: Runtime, saes: list[str] | None = None, seeds: int = 3,
     steps: int | None = None, cfg: MineConfig = MineConfig(), site: str = "mlp0", progress: bool = True,
+    tasks: list[Task] | None = None,
 ) -> MineRun:
-    table, tokens = item_table(model)
+    table, tokens = item_table(model, tasks)
     acts = token_activations(model, tokens, site).cpu()
     dictionaries, sources = [], []
     if saes:
@@ -51,7 +61,7 @@ def mine_model(
     else:
         for seed in range(seeds):
             cfg_s = default_train_config("succession", model.cfg.d_model, steps=steps, seed=seed)
-            run = train_sae(model, site, cfg_s, out, runtime, progress=progress)
+            run = train_sae(model, site, cfg_s, out, runtime, progress=progress, tasks=tasks)
             dictionaries.append(run.sae)
             sources.append(str(run.folder))
     mined = [mine(sae, acts, table, cfg) for sae in dictionaries]

@@ -79,3 +79,27 @@ def ov_output(model: HookedTransformer, x_ND: Tensor, layer: int, head: int) -> 
     """One head's OV output for inputs already normalised for its layer."""
     attn = model.blocks[layer].attn
     return (x_ND @ attn.W_V[head] + attn.b_V[head]) @ attn.W_O[head]
+
+
+@torch.no_grad()
+def direction_logits(model: HookedTransformer, layer: int, head: int, d_KD: Tensor, input_norm: bool = True) -> Float[Tensor, "k vocab"]:
+    """Logit effect over the whole vocabulary of directions written where a head reads them.
+
+    The direction goes through the layer's input norm (a scale for RMSNorm), W_V and W_O, with no
+    value bias, then W_U: what adding the direction to the head's input adds to its output logits.
+    """
+    x_KD = d_KD.to(model.W_E.device, model.W_E.dtype)
+    if input_norm:
+        x_KD = per_token(model.blocks[layer].ln1, x_KD)
+    attn = model.blocks[layer].attn
+    return ((x_KD @ attn.W_V[head]) @ attn.W_O[head] @ model.W_U).cpu()
+
+
+@torch.no_grad()
+def head_token_logits(
+    model: HookedTransformer, tokens: Int[Tensor, "n"], layer: int, head: int, embedding: Embedding = "mlp0", mlp0_norm: bool = True,
+) -> Float[Tensor, "n vocab"]:
+    """One head's OV logits over the whole vocabulary for each token's effective embedding."""
+    x_XND = effective_embeddings(model, tokens.to(model.W_E.device), embedding, mlp0_norm)
+    x_ND = per_token(model.blocks[layer].ln1, x_XND[layer if x_XND.shape[0] > 1 else 0])
+    return (ov_output(model, x_ND, layer, head) @ model.W_U).cpu()

@@ -26,17 +26,20 @@ from transformer_lens import HookedTransformer
 from successor_lens.io import atomic_path, provenance, write_json
 from successor_lens.models import model_provenance
 from successor_lens.sites import hook_name, token_activations
-from successor_lens.tasks import build_token_set, standard_tasks
+from successor_lens.tasks import Task, build_token_set, standard_tasks
 
 SHARD_ROWS = 65536
 
 
-def succession_tokens(tokenizer) -> tuple[Tensor, dict]:
+def succession_tokens(tokenizer, tasks: list[Task] | None = None) -> tuple[Tensor, dict]:
     """Unique single-token items of the paper's SAE data: numbers 0..500 with and without a
-    leading space plus the other tasks (held-out Roman numerals excluded)."""
-    token_set = build_token_set(tokenizer, standard_tasks(range(0, 501)), include_held_out=False)
+    leading space plus the other tasks (held-out Roman numerals excluded), or of `tasks`."""
+    token_set = build_token_set(tokenizer, tasks or standard_tasks(range(0, 501)), include_held_out=False)
     tokens = torch.tensor(sorted({item.token for item in token_set.items}), dtype=torch.long)
-    return tokens, {"token_set": "succession", "n_tokens": len(tokens), "n_dropped": len(token_set.dropped)}
+    source = {"token_set": "succession", "n_tokens": len(tokens), "n_dropped": len(token_set.dropped)}
+    if tasks:
+        source["tasks"] = [[t.name, list(t.items)] for t in tasks]
+    return tokens, source
 
 
 def vocab_tokens(model: HookedTransformer) -> tuple[Tensor, dict]:

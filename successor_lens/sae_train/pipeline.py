@@ -9,7 +9,6 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from successor_lens.io import write_json
-
 from successor_lens.models import model_provenance
 from successor_lens.sae_train.activations import (
     ShardedActivations, activation_meta, corpus_activations, load_texts, succession_tokens,
@@ -21,6 +20,7 @@ from successor_lens.sae_train.dictionary import SAEMetrics, evaluate, save_dicti
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.trainer import TrainConfig, TrainResult, make_sae, train
 from successor_lens.sites import hook_name
+from successor_lens.tasks import Task
 
 # Per token set defaults when the user gives none. The succession set has a few hundred rows, so
 # the dictionary is smaller than the number of tokens (a latent must be shared by several tokens
@@ -52,11 +52,13 @@ class TrainRun:
     config: TrainConfig
 
 
-def activations_for(model: HookedTransformer, site: str, tokens: str, out: Path, corpus: str | None = None) -> ShardedActivations:
-    """Compute (or reuse) the cached activations for a site and token source."""
+def activations_for(
+    model: HookedTransformer, site: str, tokens: str, out: Path, corpus: str | None = None, tasks: list[Task] | None = None,
+) -> ShardedActivations:
+    """Compute (or reuse) the cached activations for a site and token source (`tasks`: succession only)."""
     folder = out / "activations" / f"{site}-{tokens}"
     if tokens == "succession":
-        ids, source = succession_tokens(model.tokenizer)
+        ids, source = succession_tokens(model.tokenizer, tasks)
     elif tokens == "vocab":
         ids, source = vocab_tokens(model)
     elif tokens == "corpus":
@@ -87,9 +89,10 @@ def train_sae(
     resume: bool = False,
     progress: bool = True,
     name: str | None = None,
+    tasks: list[Task] | None = None,
 ) -> TrainRun:
     out = Path(out)
-    acts = activations_for(model, site, tokens, out, corpus)
+    acts = activations_for(model, site, tokens, out, corpus, tasks)
     meta = {"model_name": model.cfg.model_name, "hook_name": hook_name(site), "hook_head_index": None, "prepend_bos": model.cfg.default_prepend_bos}
     sae = make_sae(cfg, acts.meta["d_in"], meta)
     name = name or f"sae-{site}-{tokens}-{cfg.arch}-s{cfg.seed}"

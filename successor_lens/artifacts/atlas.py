@@ -1,0 +1,207 @@
+"""The feature atlas as data: head records, SAE latent records, classes, probes, in one JSON document.
+
+`collect` gathers everything the site shows; `html.render_site` only formats it, so the JSON
+export and the pages never disagree. Latent records use Neuronpedia / SAEDashboard feature-JSON
+field names where the fields overlap (`index`, `activations`, `frac_nonzero`, `pos_str`,
+`pos_values`, `neg_str`, `neg_values`, `freq_hist_data_bar_heights`, `freq_hist_data_bar_values`);
+the schema is in `schema.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformer_lens import HookedTransformer
+
+from successor_lens.features.matrix import ItemTable, class_profiles, latent_matrix, selectivity
+from successor_lens.features.pipeline import item_table
+from successor_lens.io import provenance
+from successor_lens.models import model_provenance
+from successor_lens.probes.arithmetic import OVCircuit, offset_profile
+from successor_lens.probes.heads import SUCCESSOR_BAR, parse_head_name
+from successor_lens.probes.ov import direction_logits, effective_embeddings, head_token_logits
+from successor_lens.sites import hook_activations
+from successor_lens.tasks import Task, build_token_set
+
+SCHEMA_VERSION = "1.0"
+PAPER = {
+    "successor_head": "Pythia-1.4B L12H0 succession score ~0.9, ~8x the runner-up",
+    "mean_modal_coverage": 0.585,
+    "probe_feature_cosine": 0.71,
+    "arithmetic": {"numbers 20-29": 0.89, "months": 0.53},
+}
+
+
+@dataclass
+class AtlasConfig:
+    heads: int = 5
+    """Heads with a page of their own (the top ones by succession score, plus the logit head)."""
+    latents: int = 24
+    """Latent pages per dictionary at most: class members first (most selective first), then the most active."""
+    top_tokens: int = 12
+    """Top activating items listed per latent."""
+    neighbours: int = 6
+    """Decoder-direction neighbours listed per latent."""
+    logit_tokens: int = 10
+    """Tokens listed on each side of a latent's logit effect."""
+    ov_items: int = 12
+    """Items per task in a head's input -> output token map."""
+    hist_bins: int = 12
+
+
+@dataclass
+class SAEEntry:
+    """One dictionary to show: its weights and what mining found in it."""
+
+    id: str
+    sae: object
+    source: str
+    latent_class: dict[int, int] = field(default_factory=dict)
+    metrics: dict | None = None
+    mined: dict | None = None
+    """The dictionary's mining summary (MinedFeatures.summary()), when it was mined."""
+
+
+def decode(tokenizer, token: int) -> str:
+    return tokenizer.decode([int(token)])
+
+
+def _heads_matrix(heads_json: dict, key: str, n_layers: int, n_heads: int) -> list[list[float]]:
+    return [[heads_json["heads"][f"L{l}H{h}"][key] for h in range(n_heads)] for l in range(n_layers)]
+
+
+def head_record(model: HookedTransformer, heads_json: dict, name: str, cfg: AtlasConfig, tasks: list[Task] | None) -> dict:
+    """Per-task scores, the OV input -> output token map and the offset profile of one head."""
+    layer, index = parse_head_name(name)
+    scan = heads_json.get("config", {})
+    token_set = build_token_set(model.tokenizer, tasks)
+    tokens = token_set.tokens
+    logits = head_token_logits(model, tokens, layer, index, scan.get("embedding", "mlp0"), scan.get("mlp0_norm", True))
+    in_task = torch.tensor([[a.task == b.task for b in token_set.items] for a in token_set.items])
+    task_logits = logits[:, tokens].masked_fill(~in_task, float("-inf"))
+    succ = dict(token_set.successor_pairs())
+    rows_by_task: dict[str, list[dict]] = {}
+    for row, item in enumerate(token_set.items):
+        shown = rows_by_task.setdefault(item.task, [])
+        if len(shown) >= cfg.ov_items:
+            continue
+        top_row = int(task_logits[row].argmax())
+        shown.append({
+            "input": item.text,
+            "successor": token_set.items[succ[row]].text if row in succ else None,
+            "top_in_task": token_set.items[top_row].text,
+            "correct": row in succ and top_row == succ[row],
+            "top_vocab": [decode(model.tokenizer, t) for t in logits[row].topk(3).indices.tolist()],
+        })
+    table = ItemTable.from_token_set(token_set)
+    x = effective_embeddings(model, tokens.to(model.W_E.device), scan.get("embedding", "mlp0"), scan.get("mlp0_norm", True))
+    acts = x[layer if x.shape[0] > 1 else 0].cpu()
+    profile = offset_profile(OVCircuit.from_model(model, layer, index, tokens), acts, table)
+    info = heads_json["heads"][name]
+    return {
+        "head": name, "layer": layer, "head_index": index, "succession": info["succession"], "copying": info["copying"],
+        "per_task": info["per_task"], "ov_map": rows_by_task,
+        "offset_profile": {str(k): v for k, v in profile["all"].items()},
+        "page": f"heads/{name}.html", "image": f"images/offset_{name}.png",
+    }
+
+
+def _choose_latents(entry: SAEEntry, acts_FN: torch.Tensor, share: torch.Tensor, k: int) -> list[int]:
+    members = sorted(entry.latent_class, key=lambda l: (-float(share[l]), l))[:k]
+    rest = [l for l in (acts_FN > 0).float().mean(-1).argsort(descending=True).tolist() if l not in members]
+    return members + rest[: max(0, k - len(members))]
+
+
+def latent_records(model: HookedTransformer, entry: SAEEntry, table: ItemTable, tokens: torch.Tensor, logit_head: str | None,
+                   cfg: AtlasConfig) -> list[dict]:
+    """Neuronpedia-shaped records for the latents of interest of one dictionary."""
+    sae = entry.sae
+    hook = sae.cfg.metadata.hook_name
+    acts_FN = latent_matrix(sae, hook_activations(model, tokens, hook))
+    keep = ~table.held_out
+    profiles = class_profiles(acts_FN[:, keep], table.residues[keep])
+    share, best = selectivity(profiles)
+    W_dec = sae.W_dec.detach().float().cpu()
+    unit = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    chosen = _choose_latents(entry, acts_FN, share, cfg.latents)
+    if logit_head and chosen:
+        layer, index = parse_head_name(logit_head)
+        effects = direction_logits(model, layer, index, W_dec[chosen])
+    records = []
+    for n, l in enumerate(chosen):
+        values = acts_FN[l]
+        top = values.topk(min(cfg.top_tokens, len(values)))
+        examples = [(int(i), float(v)) for v, i in zip(top.values, top.indices) if v > 0]
+        nonzero = values[values > 0]
+        heights, edges = torch.histogram(nonzero, bins=cfg.hist_bins) if len(nonzero) else (torch.zeros(0), torch.zeros(1))
+        cos = unit @ unit[l]
+        cos[l] = -2.0
+        near = cos.topk(min(cfg.neighbours, len(cos) - 1))
+        record = {
+            "modelId": model.cfg.model_name, "layer": entry.id, "index": l, "hook_name": hook,
+            "activations": [{"tokens": [table.texts[i]], "values": [v], "maxValue": v, "maxValueTokenIndex": 0,
+                             "task": table.tasks[i], "item_index": int(table.indices[i])} for i, v in examples],
+            "frac_nonzero": float((values > 0).float().mean()),
+            "maxActApprox": float(values.max()),
+            "freq_hist_data_bar_heights": heights.tolist(),
+            "freq_hist_data_bar_values": ((edges[1:] + edges[:-1]) / 2).tolist(),
+            "decoder_neighbours": {"indices": near.indices.tolist(), "cosines": near.values.tolist()},
+            "mod10_class": entry.latent_class.get(l),
+            "best_class": int(best[l]), "selectivity": float(share[l]),
+            "class_profile": profiles[l].tolist(),
+            "logit_head": logit_head if logit_head and chosen else None,
+            "page": f"latents/{entry.id}/{l}.html", "image": f"images/hist_{entry.id}_{l}.png",
+        }
+        if record["logit_head"]:
+            pos, neg = effects[n].topk(cfg.logit_tokens), (-effects[n]).topk(cfg.logit_tokens)
+            record.update(pos_str=[decode(model.tokenizer, t) for t in pos.indices.tolist()], pos_values=pos.values.tolist(),
+                          neg_str=[decode(model.tokenizer, t) for t in neg.indices.tolist()], neg_values=(-neg.values).tolist())
+        else:
+            record.update(pos_str=[], pos_values=[], neg_str=[], neg_values=[])
+        records.append(record)
+    return records
+
+
+def collect(
+    model: HookedTransformer, saes: list[SAEEntry], heads_json: dict | None = None, probe_json: dict | None = None,
+    mine_json: dict | None = None, cfg: AtlasConfig = AtlasConfig(), tasks: list[Task] | None = None,
+    scan_tasks: list[Task] | None = None, logit_head: str | None = None, run_config: dict | None = None,
+) -> dict:
+    """Everything the atlas shows, as one JSON-able document (see schema.py)."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    heads = None
+    if heads_json is not None:
+        logit_head = logit_head or heads_json["best_head"]
+        ranked = [t["head"] for t in heads_json["top_heads"]][: cfg.heads]
+        names = list(dict.fromkeys(ranked + [logit_head]))
+        heads = {
+            "config": heads_json["config"], "successor_bar": SUCCESSOR_BAR, "best_head": heads_json["best_head"],
+            "passes_bar": heads_json["passes_bar"], "top_heads": heads_json["top_heads"],
+            "succession": _heads_matrix(heads_json, "succession", n_layers, n_heads),
+            "copying": _heads_matrix(heads_json, "copying", n_layers, n_heads),
+            "pages": [head_record(model, heads_json, name, cfg, scan_tasks) for name in names],
+        }
+    table, tokens = item_table(model, tasks)
+    dictionaries = []
+    for entry in saes:
+        cfg_sae = entry.sae.cfg
+        dictionaries.append({
+            "id": entry.id, "source": entry.source, "hook_name": cfg_sae.metadata.hook_name,
+            "architecture": cfg_sae.architecture(), "d_in": cfg_sae.d_in, "d_sae": cfg_sae.d_sae,
+            "metrics": entry.metrics, "mining": entry.mined,
+            "classes": {str(c): sorted(l for l, k in entry.latent_class.items() if k == c) for c in range(10)},
+            "latents": latent_records(model, entry, table, tokens, logit_head, cfg),
+            "image": f"images/classes_{entry.id}.png",
+        })
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "provenance": provenance(**model_provenance(model), run_config=run_config, atlas_config=asdict(cfg)),
+        "model": {"name": model.cfg.model_name, "n_layers": n_layers, "n_heads": n_heads, "d_model": model.cfg.d_model},
+        "logit_head": logit_head,
+        "heads": heads,
+        "saes": dictionaries,
+        "mining": {k: mine_json[k] for k in ("recurrence", "downstream_features")} if mine_json else None,
+        "probes": {k: v for k, v in probe_json.items() if k != "provenance"} if probe_json else None,
+        "paper": PAPER,
+    }

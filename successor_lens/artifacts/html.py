@@ -92,7 +92,7 @@ def index_page(atlas: dict, summary: list[str]) -> str:
     prov = atlas["provenance"]
     body = [h2("Summary"), Raw("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in summary) + "</ul>"),
             para(f"model {model['name']} ({model['n_layers']} layers x {model['n_heads']} heads, d_model {model['d_model']}); "
-                 f"weights: {prov.get('weight_processing')}; source: {prov.get('source')}; successor-lens {prov.get('version')}", "note")]
+                 f"weights: {_processing(prov.get('weight_processing'))}; source: {prov.get('source')}; successor-lens {prov.get('version')}", "note")]
     heads = atlas["heads"]
     if heads:
         body += [h2("Succession heads (OV circuit)"), img("images/heads.png", "layer x head succession heatmap"),
@@ -123,6 +123,12 @@ def index_page(atlas: dict, summary: list[str]) -> str:
         body += probe_sections(atlas["probes"])
     body += [h2("Files"), Raw("<ul>" + "".join(f"<li>{link(f, f)}</li>" for f in ("atlas.json", "atlas.schema.json", "report.md")) + "</ul>")]
     return page(f"successor-lens atlas: {model['name']}", body)
+
+
+def _processing(flags) -> str:
+    if isinstance(flags, dict) and not any(flags.values()):
+        return "unprocessed (no LayerNorm folding, no centring)"
+    return str(flags)
 
 
 def _has_page(d: dict, latent: int) -> bool:

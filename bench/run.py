@@ -1,0 +1,54 @@
+"""Wall time of `successor-lens run` on the default model: cold (empty run folder), then warm.
+
+Prints the per-stage breakdown from the stage manifests and the warm/cold ratio; with
+--cold-model the first run also rebuilds the converted-model cache (a first install).
+Targets (issue 5): cold under 5 minutes, warm under 30 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def timed_run(out: Path, env: dict) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "successor_lens.cli.main", "run", "--out", str(out)],
+                          capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"run failed:\n{done.stderr[-3000:]}")
+    return wall, done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cold-model", action="store_true", help="also time the first model conversion (empty model cache)")
+    args = parser.parse_args()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.cold_model:
+            env["SUCCESSOR_LENS_CACHE"] = str(Path(tmp) / "model-cache")
+        out = Path(tmp) / "run"
+        cold, _ = timed_run(out, env)
+        stages = {p.stem: json.loads(p.read_text())["seconds"] for p in (out / ".stages").glob("*.json")}
+        warm, stdout = timed_run(out, env)
+    order = ["heads", "activations", "saes", "mine", "probes", "atlas"]
+    print(f"cold run{' (empty model cache)' if args.cold_model else ' (model cache warm)'}: {cold:6.1f} s (target < 300 s)")
+    for name in order:
+        print(f"    {name:<12}{stages.get(name, float('nan')):6.1f} s")
+    print(f"    {'outside stages (imports, model load, hashing)':<12} {cold - sum(stages.values()):.1f} s")
+    print(f"warm run (every stage cached): {warm:6.1f} s (target < 30 s)")
+    print(f"warm / cold: {warm / cold:.3f} ({cold / warm:.1f}x faster)")
+    print("summary of the run:")
+    print("\n".join(line for line in stdout.splitlines() if line.startswith("  ")))
+
+
+if __name__ == "__main__":
+    main()

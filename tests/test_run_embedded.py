@@ -1,0 +1,35 @@
+"""`successor-lens run` and `successor-lens atlas` on the real embedded model (small settings)."""
+
+import json
+
+import jsonschema
+
+from successor_lens.artifacts.schema import SCHEMA
+from successor_lens.cli.main import main
+
+
+def test_run_on_the_embedded_model_writes_the_atlas_then_reuses_every_stage(embedded_model, tmp_path, capsys):
+    args = ["run", "--seeds", "1", "--steps", "200", "--latents", "3", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "cached nothing" in out and f"atlas: {tmp_path / 'atlas' / 'index.html'}" in out
+    summary = out.split("report.md)\n", 1)[1].strip().splitlines()
+    assert len(summary) == 5 and summary[0].lstrip().startswith("top heads (OV succession score): ")
+    doc = json.loads((tmp_path / "atlas" / "atlas.json").read_text())
+    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+    assert doc["model"]["n_layers"] == 30 and doc["provenance"]["weight_processing"]["fold_ln"] is False
+    assert doc["heads"]["best_head"] == doc["logit_head"] and not doc["heads"]["passes_bar"]
+    assert "successor head is weak" in summary[0]
+
+    assert main(args) == 0
+    assert "ran nothing; cached heads, activations, saes, mine, probes, atlas" in capsys.readouterr().out
+
+    assert main(["atlas", "--sae", str(tmp_path / "saes" / "embed-s0"), "--latents", "2", "--out", str(tmp_path / "one")]) == 0
+    one = json.loads((tmp_path / "one" / "atlas.json").read_text())
+    assert one["saes"][0]["hook_name"] == "hook_embed" and len(one["saes"][0]["latents"]) == 2
+
+
+def test_run_rejects_a_bad_head_name_in_one_line(tmp_path, capsys):
+    assert main(["run", "--head", "layer3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layer3" in err[0]

@@ -22,6 +22,8 @@ class WordTokenizer:
         self.vocab = {w: i for i, w in enumerate(words)}
         self.inverse = dict(enumerate(words))
         self.unk_token_id = None
+        self.bos_token_id = None
+        self.padding_side = "right"
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         if text in self.vocab:
@@ -123,3 +125,53 @@ def make_run_model() -> HookedTransformer:
         succ.update(zip(ids, ids[1:]))
     plant_successor_head(model, 1, 2, list(range(len(words))), succ)
     return model
+
+
+FILLER = [" and", " the", " x", " then"]
+
+
+@torch.no_grad()
+def make_wild_model(k: float = 8.0) -> HookedTransformer:
+    """Attention-only, no norms, learned positions: head L1H0 attends to its own position and
+    writes the successor of the token there (copy-and-increment over the digits); layer 0 is
+    silent and the other layer-1 heads keep their small random weights."""
+    words = DIGITS + FILLER
+    cfg = HookedTransformerConfig(n_layers=2, d_model=64, d_head=32, n_heads=4, d_vocab=len(words), n_ctx=32, attn_only=True,
+                                  act_fn=None, normalization_type=None, positional_embedding_type="standard", seed=1, model_name="tiny-wild")
+    model = HookedTransformer(cfg)
+    model.eval()
+    model.tokenizer = WordTokenizer(words)
+    g = torch.Generator().manual_seed(2)
+    V, D = len(words), 64
+    model.embed.W_E.zero_()
+    model.embed.W_E[:, :32] = torch.randn(V, 32, generator=g)
+    model.pos_embed.W_pos.zero_()
+    model.pos_embed.W_pos[:, 32:] = torch.eye(32)
+    model.blocks[0].attn.W_O.zero_()
+    attn = model.blocks[1].attn
+    for W in (attn.W_Q, attn.W_K):
+        W[0].zero_()
+        W[0][32:] = 10 * torch.eye(32)
+    succ = torch.zeros(V, V)
+    for i in range(9):
+        succ[i, i + 1] = k
+    W_VO = torch.linalg.pinv(model.W_E) @ succ @ torch.linalg.pinv(model.W_U)
+    U, S, Vh = torch.linalg.svd(W_VO)
+    attn.W_V[0] = U[:, :32] * S[:32].sqrt()
+    attn.W_O[0] = S[:32].sqrt()[:, None] * Vh[:32]
+    attn.b_V.zero_()
+    return model
+
+
+def list_windows(n: int, length: int = 32, seed: int = 0) -> torch.Tensor:
+    """Synthetic list text: runs of consecutive digits separated by filler words."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        row = []
+        while len(row) < length:
+            start = int(torch.randint(0, 6, (1,), generator=g))
+            row += list(range(start, start + int(torch.randint(3, 5, (1,), generator=g))))
+            row.append(10 + int(torch.randint(0, len(FILLER), (1,), generator=g)))
+        rows.append(row[:length])
+    return torch.tensor(rows)

@@ -1,0 +1,85 @@
+"""Natural text for in-context work: the offline default corpus, local files, or a hub dataset.
+
+The default is the Python documentation as plain text, from Debian's `python3-doc` package
+(`apt-get install python3-doc`): Sphinx ships each page's reStructuredText source as
+`html/_sources/**/*.rst.txt`. It is English prose written for people, with what succession and
+its neighbours need: numbered lists and steps, version numbers and dates ("What's New in Python
+3.11", release dates, months), ordinals, acronyms (PEP, API, GIL, UTF), and code, all under the
+PSF licence and installed by the package manager with no download at run time. We read the
+tutorial, HOWTOs, FAQ and What's New (the prose-heavy parts) and drop reST markup lines.
+"""
+
+from __future__ import annotations
+
+import glob
+import random
+import re
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer
+
+PYTHON_DOCS = "python-docs"
+PYTHON_DOCS_GLOB = "/usr/share/doc/python3*/html/_sources"
+PYTHON_DOCS_PARTS = ("tutorial", "howto", "faq", "whatsnew")
+
+_DIRECTIVE = re.compile(r"^\s*\.\. ")
+_UNDERLINE = re.compile(r"^\s*([=\-~^*#\"'`+])\1{3,}\s*$")
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
+
+
+def python_docs_folder() -> Path:
+    found = sorted(glob.glob(PYTHON_DOCS_GLOB))
+    if not found:
+        raise FileNotFoundError(
+            f"the default corpus (Debian's python3-doc, {PYTHON_DOCS_GLOB}) is not installed: "
+            "run `apt-get install python3-doc`, or pass --corpus PATH (text files) or a hub dataset name"
+        )
+    return Path(found[-1])
+
+
+def clean_rest(text: str) -> str:
+    """reST source to readable text: no directive or underline lines; roles and literals unwrapped."""
+    lines = [l for l in text.splitlines() if not _DIRECTIVE.match(l) and not _UNDERLINE.match(l)]
+    text = "\n".join(lines)
+    text = _ROLE.sub(lambda m: m.group(1), text)
+    return text.replace("``", "").replace("**", "")
+
+
+def load_corpus(source: str | None = None, max_docs: int | None = None) -> list[str]:
+    """Paragraphs of the corpus: `python-docs` (default), a local file or folder, or a hub dataset name."""
+    from successor_lens.sae_train.activations import load_texts
+
+    if source in (None, PYTHON_DOCS):
+        root = python_docs_folder()
+        files = [p for part in PYTHON_DOCS_PARTS for p in sorted((root / part).rglob("*.rst.txt"))]
+        texts = [clean_rest(t) for t in load_texts_from_files(files)]
+        return [t for t in texts if t.strip()][: max_docs or None]
+    return load_texts(source, max_docs)
+
+
+def load_texts_from_files(files: list[Path]) -> list[str]:
+    from datasets import load_dataset
+
+    ds = load_dataset("text", data_files=[str(f) for f in files], split="train", sample_by="paragraph")
+    return [row["text"] for row in ds if row["text"].strip()]
+
+
+def token_windows(model: HookedTransformer, texts: list[str], n: int, length: int = 128, seed: int = 0) -> torch.Tensor:
+    """`n` windows of `length` tokens from the paragraphs in a seeded random order (BOS first when
+    the model prepends one). Paragraphs are joined with a blank line, as in the source."""
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    bos = model.tokenizer.bos_token_id if model.cfg.default_prepend_bos and model.tokenizer is not None else None
+    body = length - (bos is not None)
+    ids: list[int] = []
+    for i in order:
+        ids.extend(model.tokenizer.encode(texts[i] + "\n\n", add_special_tokens=False))
+        if len(ids) >= n * body:
+            break
+    if len(ids) < body:
+        raise ValueError(f"the corpus has {len(ids)} tokens, fewer than one window of {body}: give more text")
+    rows = torch.tensor(ids[: (len(ids) // body) * body]).view(-1, body)[:n]
+    if bos is not None:
+        rows = torch.cat([torch.full((len(rows), 1), bos), rows], 1)
+    return rows

@@ -23,7 +23,7 @@ PYTHON_DOCS = "python-docs"
 PYTHON_DOCS_GLOB = "/usr/share/doc/python3*/html/_sources"
 PYTHON_DOCS_PARTS = ("tutorial", "howto", "faq", "whatsnew")
 
-_DIRECTIVE = re.compile(r"^\s*\.\. ")
+_DIRECTIVE = re.compile(r"^\s*\.\. |^\s+:[a-z-]+:(\s|$)")  # directives and their option lines
 _UNDERLINE = re.compile(r"^\s*([=\-~^*#\"'`+])\1{3,}\s*$")
 _ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
 
@@ -39,7 +39,7 @@ def python_docs_folder() -> Path:
 
 
 def clean_rest(text: str) -> str:
-    """reST source to readable text: no directive or underline lines; roles and literals unwrapped."""
+    """reST source to readable text: no directive, option or underline lines; roles and literals unwrapped."""
     lines = [l for l in text.splitlines() if not _DIRECTIVE.match(l) and not _UNDERLINE.match(l)]
     text = "\n".join(lines)
     text = _ROLE.sub(lambda m: m.group(1), text)

@@ -1,7 +1,6 @@
 """The atlas: JSON schema and round trip, hostile token strings, and the pages in headless Chromium."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conftest import HOSTILE, RUN_TASKS, make_run_model
+from conftest import HOSTILE, RUN_TASKS, make_run_model, require_system_package
 from successor_lens.artifacts.atlas import AtlasConfig, SCHEMA_VERSION
 from successor_lens.artifacts.pipeline import RunConfig, atlas_for_dictionary, run_pipeline
 from successor_lens.artifacts.schema import SCHEMA, AtlasFormatError, load_atlas
@@ -110,11 +109,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
 
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.environ.get("SUCCESSOR_LENS_REQUIRE_BROWSER"):
-        pytest.fail("headless Chromium is required here (SUCCESSOR_LENS_REQUIRE_BROWSER) but not installed: apt-get install chromium")
-    pytest.skip("headless Chromium not installed: apt-get install chromium (the CI installs it)")
+    require_system_package(bool(found), "headless Chromium", "apt-get install chromium")
+    return found
 
 
 def browse(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -23,6 +23,6 @@ def test_ci_installs_what_the_readme_installs_and_runs_its_test_command():
 
 def test_ci_installs_the_browser_the_readme_names():
     readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
-    assert "apt-get install -y --no-install-recommends chromium" in readme
-    assert "apt-get install -y -qq --no-install-recommends chromium" in ci and "SUCCESSOR_LENS_REQUIRE_BROWSER=1" in ci
+    assert "apt-get install -y --no-install-recommends chromium python3-doc" in readme
+    assert "apt-get install -y -qq --no-install-recommends chromium python3-doc" in ci and "SUCCESSOR_LENS_REQUIRE_SYSTEM_PACKAGES=1" in ci
     assert readme_commands()[0].endswith("successor-lens run")

@@ -24,7 +24,7 @@ from successor_lens.probes.ov import direction_logits, effective_embeddings, hea
 from successor_lens.sites import hook_activations
 from successor_lens.tasks import Task, build_token_set
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 PAPER = {
     "successor_head": "Pythia-1.4B L12H0 succession score ~0.9, ~8x the runner-up",
     "mean_modal_coverage": 0.585,
@@ -204,4 +204,6 @@ def collect(
         "mining": {k: mine_json[k] for k in ("recurrence", "downstream_features")} if mine_json else None,
         "probes": {k: v for k, v in probe_json.items() if k != "provenance"} if probe_json else None,
         "paper": PAPER,
+        "edits": [],
+        "wild": None,
     }

@@ -121,6 +121,12 @@ def index_page(atlas: dict, summary: list[str]) -> str:
             body.append(Raw("<p>other latents with a page: " + " ".join(link(r["page"], r["index"]) for r in others) + "</p>"))
     if atlas.get("probes"):
         body += probe_sections(atlas["probes"])
+    if atlas.get("wild"):
+        body += wild_sections(atlas["wild"])
+    for edit in atlas.get("edits") or []:
+        body += [h2(f"Edit: {edit['name']}"),
+                 para("; ".join(", ".join(f"{k}={v}" for k, v in e.items() if v is not None) for e in edit["spec"]["edits"]), "note"),
+                 table(["KPI", "before", "after", "delta"], [[r["metric"], r["before"], r["after"], r["delta"]] for r in edit["kpis"]])]
     body += [h2("Files"), Raw("<ul>" + "".join(f"<li>{link(f, f)}</li>" for f in ("atlas.json", "atlas.schema.json", "report.md")) + "</ul>")]
     return page(f"successor-lens atlas: {model['name']}", body)
 
@@ -153,6 +159,28 @@ def probe_sections(probes: dict) -> list[str]:
         img("images/arithmetic.png", "arithmetic success, features vs controls"),
         para("paper: " + ", ".join(f"{k} {v}" for k, v in probes["paper"]["arithmetic"].items())),
         img("images/offset_profile.png", "offset profile of the probe head"),
+    ]
+
+
+def wild_sections(wild: dict) -> list[str]:
+    heads = wild["heads"]
+    cats = list(heads[0]["category_shares"]) if heads else []
+    rows = [[h["head"], h["mean_delta_loss"], len(h["top_positions"]), h["head_wins"]] + [h["category_shares"][c] for c in cats] for h in heads]
+    examples = [[h["head"], tok(r["token"]), tok(r["target"]), Raw(" ".join(tok(a) for a in r["attended"])), r["delta_loss"], r["category"]]
+                for h in heads for r in h["top_positions"][:5]]
+    ic = wild["in_context"]
+    return [
+        h2("In the wild: where the heads help on natural text"),
+        para("mean-ablation of each head's output, direct path only; positions where it helps most, classified by the rules in probes/wild.py. "
+             f"Paper ({heads[0]['paper']['model'] if heads else ''}): acronym 0.238, greater-than 0.189; the successor head wins 64/64 numbered listings.", "note"),
+        table(["head", "mean d loss", "positions", "succession wins"] + cats, rows),
+        img("images/wild_categories.png", "category shares per head"),
+        table(["head", "token", "next token", "attended", "d loss", "category"], examples, left=4),
+        h2("In-context succession prompts: direct logit attribution"),
+        para("model top-1 accuracy over the vocabulary / among the task's items: "
+             + ", ".join(f"{t} {a:.2f}/{ic['accuracy_in_task'][t]:.2f}" for t, a in ic["accuracy"].items())),
+        table(["head", "DLA on the answer", "OV succession score"], [[r["head"], r["dla"], r["ov_succession"]] for r in ic["ranking"]]),
+        img("images/incontext_dla.png", "layer x head DLA heatmap"),
     ]
 
 

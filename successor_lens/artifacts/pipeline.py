@@ -17,7 +17,7 @@ from typing import Callable
 from transformer_lens import HookedTransformer
 
 from successor_lens.artifacts.atlas import AtlasConfig, SAEEntry, collect
-from successor_lens.artifacts.report import summary_lines, write_mine, write_probe, write_scan
+from successor_lens.artifacts.report import extras, summary_lines, write_mine, write_probe, write_scan
 from successor_lens.artifacts.site import write_atlas
 from successor_lens.features.mining import MineConfig
 from successor_lens.features.pipeline import FEATURES_FILE, load_directions, mine_model
@@ -152,6 +152,7 @@ class _Stages:
             entries.append(SAEEntry(name, d.sae, d.source, latent_class, metrics, mined))
         doc = collect(self.model, entries, read("heads.json"), probe_json, mine_json, self.config.atlas, self.config.tasks,
                       self.config.scan_tasks, probe_json["head"], run_config=_config_json(self.config))
+        doc.update(extras(self.out))
         index = write_atlas(doc, self.out / "atlas")
         report = self.out / "report.md"
         report.write_bytes((self.out / "atlas" / "report.md").read_bytes())

@@ -122,3 +122,55 @@ def report_md(doc: dict) -> str:
         out += ["", "No head passes the paper's successor-head bar on this model, so the arithmetic through its best head is not "
                     "expected to reproduce the paper's figures; the numbers above are reported as measured."]
     return "\n".join(out) + "\n"
+
+
+# --- in the wild and edits -----------------------------------------------------------------------
+
+
+def write_wild(results, incontext, ov_scores: dict[str, float], model, out: Path, data: dict) -> list[Path]:
+    """wild.json, wild_categories.png and incontext_dla.png; refreshes the atlas when there is one."""
+    out = Path(out)
+    doc = {"provenance": provenance(**model_provenance(model), **data),
+           "heads": [r.summary() for r in results], "in_context": incontext.summary(ov_scores)}
+    written = [
+        write_json(out / "wild.json", doc),
+        grouped_bars({r.head: r.shares for r in results}, out / "wild_categories.png",
+                     "where each head helps most: category shares", "share of positions"),
+        head_heatmap(incontext.dla, out / "incontext_dla.png", "in-context succession: DLA on the answer",
+                     vmax=max(float(incontext.dla.max()), 1e-6)),
+    ]
+    refresh_atlas(out)
+    return written
+
+
+def write_edit(name: str, edits, table: list[dict], model, out: Path, data: dict) -> list[Path]:
+    """edits/NAME.json with the KPI table; refreshes the atlas when there is one."""
+    out = Path(out)
+    doc = {"name": name, "provenance": provenance(**model_provenance(model), **data),
+           "spec": {"edits": [e.__dict__ for e in edits]}, "kpis": table}
+    written = [write_json(out / "edits" / f"{name}.json", doc)]
+    refresh_atlas(out)
+    return written
+
+
+def extras(out: Path) -> dict:
+    """The optional atlas sections found in a run folder: edits (edits/*.json) and wild (wild.json)."""
+    import json
+
+    out = Path(out)
+    edits = [json.loads(p.read_text()) for p in sorted((out / "edits").glob("*.json"))]
+    wild = json.loads((out / "wild.json").read_text()) if (out / "wild.json").is_file() else None
+    return {"edits": [{k: e[k] for k in ("name", "spec", "kpis")} for e in edits],
+            "wild": {k: wild[k] for k in ("heads", "in_context")} if wild else None}
+
+
+def refresh_atlas(out: Path) -> None:
+    """Re-render an existing atlas with the run folder's edits and wild results."""
+    from successor_lens.artifacts.schema import load_atlas
+    from successor_lens.artifacts.site import write_atlas
+
+    path = Path(out) / "atlas" / "atlas.json"
+    if path.is_file():
+        doc = load_atlas(path)
+        doc.update(extras(out))
+        write_atlas(doc, path.parent)

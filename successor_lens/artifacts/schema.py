@@ -88,6 +88,12 @@ SCHEMA = {
         "mining": {"type": ["object", "null"]},
         "probes": {"type": ["object", "null"]},
         "paper": {"type": "object"},
+        "edits": {"type": "array", "description": "since 1.1: KPI tables of `successor-lens edit` runs in this folder", "items": {
+            "type": "object", "required": ["name", "spec", "kpis"],
+            "properties": {"name": {"type": "string"}, "spec": {"type": "object"}, "kpis": {"type": "array", "items": {
+                "type": "object", "required": ["metric", "before", "after", "delta"],
+                "properties": {"metric": {"type": "string"}, "before": _num, "after": _num, "delta": _num}}}}}},
+        "wild": {"type": ["object", "null"], "description": "since 1.1: `successor-lens wild` results (heads, in_context)"},
     },
 }
 

@@ -63,6 +63,12 @@ def _figures(doc: dict, images: Path) -> None:
         for record in sae["latents"]:
             plots.histogram(record["freq_hist_data_bar_heights"], record["freq_hist_data_bar_values"], images.parent / record["image"],
                             f"{sae['id']} latent {record['index']}")
+    wild = doc.get("wild")
+    if wild:
+        plots.grouped_bars({h["head"]: h["category_shares"] for h in wild["heads"]}, images / "wild_categories.png",
+                           "where each head helps most: category shares", "share of positions")
+        dla = torch.tensor(wild["in_context"]["dla"])
+        plots.head_heatmap(dla, images / "incontext_dla.png", "in-context succession: DLA on the answer", vmax=max(float(dla.max()), 1e-6))
     probes = doc.get("probes")
     if probes:
         p = probes["probe_mlp0"]

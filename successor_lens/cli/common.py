@@ -33,6 +33,6 @@ def print_table(header: list[str], rows: list[list], file=None) -> None:
     cells = [[str(c) for c in header]] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for n, row in enumerate(cells):
-        print("  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(row, widths)), file=file)
+        print("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))), file=file)
         if n == 0:
             print("  ".join("-" * w for w in widths), file=file)

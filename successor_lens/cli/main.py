@@ -6,10 +6,11 @@ import argparse
 import os
 import sys
 
-from successor_lens.cli import atlas_cmd, heads_cmd, mine_cmd, probe_cmd, run_cmd, train_cmd
+from successor_lens.cli import atlas_cmd, edit_cmd, heads_cmd, mine_cmd, probe_cmd, run_cmd, train_cmd, wild_cmd
 
 COMMANDS = {
     "run": run_cmd, "heads": heads_cmd, "train": train_cmd, "mine": mine_cmd, "probe": probe_cmd, "atlas": atlas_cmd,
+    "wild": wild_cmd, "edit": edit_cmd,
 }
 
 
@@ -32,13 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from successor_lens.artifacts.schema import AtlasFormatError
     from successor_lens.models import ModelLoadError
+    from successor_lens.probes.edits import EditSpecError
     from successor_lens.sae_train.checkpoint import CheckpointError
     from successor_lens.sae_train.dictionary import DictionaryError
     from successor_lens.sae_train.trainer import NonFiniteError
 
     try:
         args._run(args)
-    except (AtlasFormatError, ModelLoadError, DictionaryError, CheckpointError, NonFiniteError, UserError, ValueError, FileNotFoundError) as err:
+    except (AtlasFormatError, EditSpecError, ModelLoadError, DictionaryError, CheckpointError, NonFiniteError, UserError, ValueError, FileNotFoundError) as err:
         print(f"successor-lens {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
-from successor_lens.probes.incontext import Prompt, encode_prompt
+from successor_lens.probes.incontext import Prompt, by_length
 from successor_lens.sites import per_token
 
 KINDS = ("ablate_head", "scale_head", "add_feature", "subtract_feature")
@@ -161,6 +161,7 @@ def _keep(store: dict, key: str):
 @dataclass
 class Measures:
     succession_accuracy: float
+    in_task_accuracy: float
     succession_loss: float
     corpus_loss: float
     top1: torch.Tensor
@@ -169,15 +170,16 @@ class Measures:
 @torch.no_grad()
 def measure(model: HookedTransformer, prompts: list[Prompt], windows: torch.Tensor, edits: EditSet | None = None, batch: int = 8) -> Measures:
     hooks = edits.hooks() if edits else []
-    hits, losses, corpus, top1 = [], [], [], []
+    hits, in_task, losses, corpus, top1 = [], [], [], [], []
     with model.hooks(fwd_hooks=hooks):
-        for prompt in prompts:
-            ids = encode_prompt(model, prompt).to(model.W_E.device)
+        for group, ids in by_length(model, prompts):
             if edits:
                 edits.tokens = ids
-            logp = model(ids)[0, -1].log_softmax(-1)
-            hits.append(float(logp.argmax() == prompt.answer))
-            losses.append(float(-logp[prompt.answer]))
+            logp = model(ids)[:, -1].log_softmax(-1)
+            answers = torch.tensor([p.answer for p in group], device=logp.device)
+            hits += (logp.argmax(-1) == answers).float().tolist()
+            in_task += [float(p.candidates[int(logp[n, p.candidates].argmax())] == p.answer) for n, p in enumerate(group)]
+            losses += (-logp.gather(-1, answers[:, None])[:, 0]).tolist()
         for start in range(0, len(windows), batch):
             ids = windows[start : start + batch].to(model.W_E.device)
             if edits:
@@ -186,12 +188,13 @@ def measure(model: HookedTransformer, prompts: list[Prompt], windows: torch.Tens
             corpus.append(torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none").cpu())
             top1.append(logits.argmax(-1).cpu())
     mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
-    return Measures(mean(hits), mean(losses), float(torch.cat(corpus).mean()), torch.cat(top1))
+    return Measures(mean(hits), mean(in_task), mean(losses), float(torch.cat(corpus).mean()), torch.cat(top1))
 
 
 def kpi_table(before: Measures, after: Measures) -> list[dict]:
     changed = int((before.top1 != after.top1).sum())
-    rows = [("succession accuracy (task prompts, top-1)", before.succession_accuracy, after.succession_accuracy),
+    rows = [("succession accuracy (task prompts, top-1 of vocabulary)", before.succession_accuracy, after.succession_accuracy),
+            ("succession accuracy (task prompts, top-1 among the task's items)", before.in_task_accuracy, after.in_task_accuracy),
             ("succession loss (task prompts, nats)", before.succession_loss, after.succession_loss),
             ("corpus next-token loss (nats)", before.corpus_loss, after.corpus_loss),
             ("corpus positions whose top-1 changes", 0.0, float(changed))]

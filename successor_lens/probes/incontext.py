@@ -49,7 +49,7 @@ def succession_prompts(tokenizer, tasks: list[Task] | None = None, shown: int = 
     tasks = tasks or [t for t in standard_tasks(range(1, 41)) if t.name in LIST_TASKS]
     prompts = []
     for task in tasks:
-        answers = [_single(tokenizer, space + item) for item in task.items]
+        answers, split = _answers(tokenizer, list(task.items), space)
         candidates = [t for t in answers if t is not None]
         for start in range(len(task.items) - shown):
             if answers[start + shown] is None:
@@ -57,13 +57,26 @@ def succession_prompts(tokenizer, tasks: list[Task] | None = None, shown: int = 
             pieces = []
             for n, item in enumerate(task.items[start : start + shown]):
                 pieces += [(space if n else "") + item, sep]
+            pieces += [space] if split else []
             prompts.append(Prompt(task.name, "".join(pieces), _ids(tokenizer, pieces), answers[start + shown], candidates))
-    numbers = [_single(tokenizer, f" {n}") for n in range(1, chapters + 2)]
+    numbers, split = _answers(tokenizer, [str(n) for n in range(1, chapters + 2)], " ")
     for n in range(1, chapters + 1):
         if numbers[n] is not None:
-            pieces = ["Chapter", f" {n}", ".", " It was a quiet morning in the village.", "\n\n", "Chapter"]
+            pieces = ["Chapter", f" {n}", ".", " It was a quiet morning in the village.", "\n\n", "Chapter"] + ([" "] if split else [])
             prompts.append(Prompt("chapters", "".join(pieces), _ids(tokenizer, pieces), numbers[n], [t for t in numbers if t is not None]))
     return prompts
+
+
+def _answers(tokenizer, items: list[str], space: str) -> tuple[list[int | None], bool]:
+    """Answer token per item: the spaced form when it is one token; otherwise, when the tokenizer
+    splits the space off (digits in SmolLM2: " 4" -> " ", "4"), the bare item after a space that
+    ends the prompt (split = True)."""
+    spaced = [_single(tokenizer, space + item) for item in items]
+    if not space or sum(t is not None for t in spaced) >= sum(_single(tokenizer, i) is not None for i in items):
+        return spaced, False
+    space_alone = _single(tokenizer, space) is not None
+    bare = [_single(tokenizer, item) for item in items]
+    return (bare, True) if space_alone else (spaced, False)
 
 
 def encode_prompt(model: HookedTransformer, prompt: Prompt) -> torch.Tensor:
@@ -77,6 +90,8 @@ def encode_prompt(model: HookedTransformer, prompt: Prompt) -> torch.Tensor:
 class InContext:
     accuracy: dict[str, float]
     """Per task: top-1 over the whole vocabulary is the answer."""
+    accuracy_in_task: dict[str, float]
+    """Per task: top-1 among the task's items is the answer."""
     dla: torch.Tensor
     """[layers, heads] mean DLA on the answer (vs the task's other candidates) over all prompts."""
     dla_per_task: dict[str, torch.Tensor]
@@ -88,8 +103,18 @@ class InContext:
         return [(head_name(*divmod(i, n_heads)), float(self.dla.flatten()[i])) for i in order]
 
     def summary(self, ov_scores: dict[str, float] | None = None) -> dict:
-        return {"accuracy": self.accuracy, "n_prompts": self.n_prompts,
+        return {"accuracy": self.accuracy, "accuracy_in_task": self.accuracy_in_task, "n_prompts": self.n_prompts, "dla": self.dla.tolist(),
                 "ranking": [{"head": h, "dla": v, "ov_succession": (ov_scores or {}).get(h)} for h, v in self.ranking(10)]}
+
+
+def by_length(model: HookedTransformer, prompts: list[Prompt]):
+    """Prompts grouped by token length, as (prompts, ids [n, length]): one forward per group,
+    since every TransformerLens forward re-lays-out the weights (a fixed cost per call)."""
+    groups: dict[int, list[Prompt]] = {}
+    for prompt in prompts:
+        groups.setdefault(encode_prompt(model, prompt).shape[1], []).append(prompt)
+    for group in groups.values():
+        yield group, torch.cat([encode_prompt(model, p) for p in group]).to(model.W_E.device)
 
 
 @torch.no_grad()
@@ -98,19 +123,22 @@ def in_context_dla(model: HookedTransformer, prompts: list[Prompt]) -> InContext
     names = {f"blocks.{l}.attn.hook_z" for l in range(L)} | {"ln_final.hook_scale"}
     sums: dict[str, torch.Tensor] = {}
     hits: dict[str, list[bool]] = {}
-    for prompt in prompts:
-        ids = encode_prompt(model, prompt).to(model.W_E.device)
+    in_task: dict[str, list[bool]] = {}
+    W_O = model.W_O
+    for group, ids in by_length(model, prompts):
         logits, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
-        z = torch.stack([cache[f"blocks.{l}.attn.hook_z"][0, -1] for l in range(L)])  # [L, H, E]
-        out = torch.einsum("lhe,lhed->lhd", z, model.W_O)
+        z = torch.stack([cache[f"blocks.{l}.attn.hook_z"][:, -1] for l in range(L)], 1)  # [N, L, H, E]
+        out = torch.einsum("nlhe,lhed->nlhd", z, W_O)
         scale = cache.cache_dict.get("ln_final.hook_scale")
-        normed = final_norm_delta(model, out, scale[0, -1] if scale is not None else None)
-        others = [c for c in prompt.candidates if c != prompt.answer] or [prompt.answer]
-        direction = model.W_U[:, prompt.answer] - model.W_U[:, others].mean(-1)
-        dla = (normed @ direction).cpu()
-        sums[prompt.task] = sums.get(prompt.task, torch.zeros(L, H)) + dla
-        hits.setdefault(prompt.task, []).append(int(logits[0, -1].argmax()) == prompt.answer)
+        normed = final_norm_delta(model, out, scale[:, -1, None, None] if scale is not None else None)
+        for n, prompt in enumerate(group):
+            others = [c for c in prompt.candidates if c != prompt.answer] or [prompt.answer]
+            direction = model.W_U[:, prompt.answer] - model.W_U[:, others].mean(-1)
+            sums[prompt.task] = sums.get(prompt.task, torch.zeros(L, H)) + (normed[n] @ direction).cpu()
+            hits.setdefault(prompt.task, []).append(int(logits[n, -1].argmax()) == prompt.answer)
+            in_task.setdefault(prompt.task, []).append(prompt.candidates[int(logits[n, -1, prompt.candidates].argmax())] == prompt.answer)
     counts = {t: len(v) for t, v in hits.items()}
     per_task = {t: sums[t] / counts[t] for t in sums}
     total = sum(sums.values()) / max(1, sum(counts.values()))
-    return InContext({t: sum(v) / len(v) for t, v in hits.items()}, total, per_task, counts)
+    share = lambda d: {t: sum(v) / len(v) for t, v in d.items()}  # noqa: E731
+    return InContext(share(hits), share(in_task), total, per_task, counts)

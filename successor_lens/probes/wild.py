@@ -102,7 +102,7 @@ class WildConfig:
     succession_cases: int = 64
     """Corpus positions where the next token follows an item seen in the last `lookback` tokens."""
     lookback: int = 24
-    rank_positions: int = 256
+    rank_positions: int = 128
     """Random positions at which every head's exact direct effect is measured for the ranking."""
     seed: int = 0
 

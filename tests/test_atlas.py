@@ -163,3 +163,20 @@ def test_atlas_for_a_saved_dictionary_alone(run, tmp_path):
     assert index.is_file() and doc["probes"] is None and len(doc["saes"]) == 1
     assert doc["saes"][0]["hook_name"] == "blocks.0.hook_mlp_out" and len(doc["saes"][0]["latents"]) == 3
     assert summary[0].startswith("top heads") and summary[2] == "probes: not run"
+
+
+def test_an_edit_run_in_the_folder_shows_in_the_atlas_and_report(run, tmp_path):
+    from successor_lens.artifacts.report import write_edit
+    from successor_lens.probes.edits import Edit
+
+    model, atlas = run
+    out = tmp_path / "run"
+    shutil.copytree(atlas.parent, out)
+    table = [{"metric": "corpus next-token loss (nats)", "before": 1.0, "after": 1.5, "delta": 0.5}]
+    write_edit("ablate <L1H2>", [Edit("ablate_head", 1, 2)], table, model, out, {"corpus": "test"})
+    doc = json.loads((out / "atlas" / "atlas.json").read_text())
+    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+    assert doc["edits"][0]["kpis"] == table
+    index = (out / "atlas" / "index.html").read_text()
+    assert "Edit: ablate &lt;L1H2&gt;" in index and "corpus next-token loss (nats)" in index
+    assert "## Edit ablate <L1H2>" in (out / "report.md").read_text()

@@ -21,7 +21,7 @@ from successor_lens.artifacts.report import extras, summary_lines, write_mine, w
 from successor_lens.artifacts.site import write_atlas
 from successor_lens.features.mining import MineConfig
 from successor_lens.features.pipeline import FEATURES_FILE, load_directions, mine_model
-from successor_lens.io import code_digest, digest, provenance, write_json
+from successor_lens.io import code_digest, digest, provenance, write_json, write_text
 from successor_lens.models import model_fingerprint, model_provenance
 from successor_lens.probes.heads import ScanConfig, scan_heads
 from successor_lens.probes.pipeline import probe_model
@@ -155,7 +155,7 @@ class _Stages:
         doc.update(extras(self.out))
         index = write_atlas(doc, self.out / "atlas")
         report = self.out / "report.md"
-        report.write_bytes((self.out / "atlas" / "report.md").read_bytes())
+        write_text(report, (self.out / "atlas" / "report.md").read_text())
         return [index, self.out / "atlas" / "atlas.json", report]
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from successor_lens.artifacts.plots import class_latent_heatmap, grouped_bars, head_heatmap, offset_plot
 from successor_lens.features.pipeline import FEATURES_FILE, MineRun, save_directions
-from successor_lens.io import provenance, write_json
+from successor_lens.io import provenance, write_json, write_text
 from successor_lens.models import model_provenance
 from successor_lens.probes.pipeline import ProbeRun
 
@@ -118,6 +119,20 @@ def report_md(doc: dict) -> str:
                          {"numbers": "0.89 (20-29)", "months": "0.53"}.get(task.split(":")[0], "fails (days, letters)" if task.split(":")[0] in ("days", "letters") else "-")])
     out += ["## Measured beside control and paper", "", "| measure | this model | control | paper |", "| --- | --- | --- | --- |"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
+    wild = doc.get("wild")
+    if wild:
+        out += ["", "## In the wild (direct effects on the corpus) and in context", "",
+                "| head | mean d loss | succession wins | " + " | ".join(wild["heads"][0]["category_shares"]) + " |",
+                "| --- | --- | --- | " + " | ".join("---" for _ in wild["heads"][0]["category_shares"]) + " |"]
+        out += [f"| {h['head']} | {h['mean_delta_loss']:.4f} | {h['head_wins']} | " + " | ".join(f"{v:.2f}" for v in h["category_shares"].values()) + " |"
+                for h in wild["heads"]]
+        out += ["", "Paper (Pythia-1.4B L12H0): acronym 0.238, greater-than 0.189 of the winning cases; the successor head wins 64/64 "
+                    "numbered-listing prompts. In-context DLA on the answer, top heads: "
+                + ", ".join(f"{r['head']} {r['dla']:.3f} (OV {r['ov_succession'] if r['ov_succession'] is None else round(r['ov_succession'], 3)})"
+                            for r in wild["in_context"]["ranking"][:5]) + "."]
+    for edit in doc.get("edits") or []:
+        out += ["", f"## Edit {edit['name']}", "", "| KPI | before | after | delta |", "| --- | --- | --- | --- |"]
+        out += [f"| {r['metric']} | {r['before']:.3f} | {r['after']:.3f} | {r['delta']:+.3f} |" for r in edit["kpis"]]
     if heads and not heads["passes_bar"]:
         out += ["", "No head passes the paper's successor-head bar on this model, so the arithmetic through its best head is not "
                     "expected to reproduce the paper's figures; the numbers above are reported as measured."]
@@ -148,7 +163,8 @@ def write_edit(name: str, edits, table: list[dict], model, out: Path, data: dict
     out = Path(out)
     doc = {"name": name, "provenance": provenance(**model_provenance(model), **data),
            "spec": {"edits": [e.__dict__ for e in edits]}, "kpis": table}
-    written = [write_json(out / "edits" / f"{name}.json", doc)]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "edit"
+    written = [write_json(out / "edits" / f"{stem}.json", doc)]
     refresh_atlas(out)
     return written
 
@@ -174,3 +190,4 @@ def refresh_atlas(out: Path) -> None:
         doc = load_atlas(path)
         doc.update(extras(out))
         write_atlas(doc, path.parent)
+        write_text(Path(out) / "report.md", (path.parent / "report.md").read_text())

@@ -46,10 +46,33 @@ def clean_rest(text: str) -> str:
     return text.replace("``", "").replace("**", "")
 
 
+def load_texts(source: str, max_docs: int | None = None) -> list[str]:
+    """Texts from local files or folders (`datasets` "text" loader), or a hub dataset name."""
+    from datasets import load_dataset
+
+    path = Path(source)
+    if path.exists():
+        files = sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [str(path)]
+        if not files:
+            raise ValueError(f"{source}: folder has no text files: give a .txt file or a folder of them")
+        ds = load_dataset("text", data_files=files, split="train", sample_by="paragraph")
+    else:
+        try:
+            ds = load_dataset(source, split="train", streaming=True)
+        except Exception as err:
+            raise ValueError(f"{source!r} is not a local file and the hub dataset could not be loaded ({type(err).__name__}): give a local text file, or go online") from None
+    texts = []
+    for row in ds:
+        text = row.get("text", "")
+        if text.strip():
+            texts.append(text)
+        if max_docs and len(texts) >= max_docs:
+            break
+    return texts
+
+
 def load_corpus(source: str | None = None, max_docs: int | None = None) -> list[str]:
     """Paragraphs of the corpus: `python-docs` (default), a local file or folder, or a hub dataset name."""
-    from successor_lens.sae_train.activations import load_texts
-
     if source in (None, PYTHON_DOCS):
         root = python_docs_folder()
         files = [p for part in PYTHON_DOCS_PARTS for p in sorted((root / part).rglob("*.rst.txt"))]

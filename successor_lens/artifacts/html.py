@@ -125,7 +125,7 @@ def index_page(atlas: dict, summary: list[str]) -> str:
         body += wild_sections(atlas["wild"])
     for edit in atlas.get("edits") or []:
         body += [h2(f"Edit: {edit['name']}"),
-                 para("; ".join(", ".join(f"{k}={v}" for k, v in e.items() if v is not None) for e in edit["spec"]["edits"]), "note"),
+                 para("; ".join(describe_edit(e) for e in edit["spec"]["edits"]), "note"),
                  table(["KPI", "before", "after", "delta"], [[r["metric"], r["before"], r["after"], r["delta"]] for r in edit["kpis"]])]
     body += [h2("Files"), Raw("<ul>" + "".join(f"<li>{link(f, f)}</li>" for f in ("atlas.json", "atlas.schema.json", "report.md")) + "</ul>")]
     return page(f"successor-lens atlas: {model['name']}", body)
@@ -160,6 +160,15 @@ def probe_sections(probes: dict) -> list[str]:
         para("paper: " + ", ".join(f"{k} {v}" for k, v in probes["paper"]["arithmetic"].items())),
         img("images/offset_profile.png", "offset profile of the probe head"),
     ]
+
+
+EDIT_FIELDS = {"ablate_head": ("mode",), "scale_head": ("factor",), "add_feature": ("feature", "scale", "positions"),
+               "subtract_feature": ("feature", "scale", "positions")}
+
+
+def describe_edit(e: dict) -> str:
+    fields = ", ".join(f"{k} {e[k]}" for k in EDIT_FIELDS.get(e.get("kind"), ()) if e.get(k) is not None)
+    return f"{e.get('kind')} L{e.get('layer')}H{e.get('head')}" + (f" ({fields})" if fields else "")
 
 
 def wild_sections(wild: dict) -> list[str]:

@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from successor_lens.corpus import load_texts  # noqa: F401  (re-exported: the corpus loader lives with the corpus)
 from successor_lens.io import atomic_path, provenance, write_json
 from successor_lens.models import model_provenance
 from successor_lens.sites import hook_name, token_activations
@@ -49,31 +50,6 @@ def vocab_tokens(model: HookedTransformer) -> tuple[Tensor, dict]:
 def vocab_activations(model: HookedTransformer, tokens: Tensor, site: str, batch: int = 8192) -> Iterator[Tensor]:
     for start in tqdm(range(0, len(tokens), batch), desc=f"{site} activations", leave=False):
         yield token_activations(model, tokens[start : start + batch], site).cpu()
-
-
-def load_texts(source: str, max_docs: int | None = None) -> list[str]:
-    """Texts from local files or folders (`datasets` "text" loader), or a hub dataset name."""
-    from datasets import load_dataset
-
-    path = Path(source)
-    if path.exists():
-        files = sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [str(path)]
-        if not files:
-            raise ValueError(f"{source}: folder has no text files: give a .txt file or a folder of them")
-        ds = load_dataset("text", data_files=files, split="train", sample_by="paragraph")
-    else:
-        try:
-            ds = load_dataset(source, split="train", streaming=True)
-        except Exception as err:
-            raise ValueError(f"{source!r} is not a local file and the hub dataset could not be loaded ({type(err).__name__}): give a local text file, or go online") from None
-    texts = []
-    for row in ds:
-        text = row.get("text", "")
-        if text.strip():
-            texts.append(text)
-        if max_docs and len(texts) >= max_docs:
-            break
-    return texts
 
 
 @torch.no_grad()

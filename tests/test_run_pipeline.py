@@ -122,6 +122,10 @@ def test_interrupted_atlas_keeps_the_previous_atlas_whole(model, first_run, tmp_
     after = {p.relative_to(out): p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()}
     assert after == before and leftovers(out) == []
     monkeypatch.setattr(html_mod, "latent_page", real)
+    killed = out / ".atlas.tmp-killed"  # what a SIGKILL mid-build would leave
+    killed.mkdir()
+    (killed / "index.html").write_text("<html>half")
     assert run_pipeline(model, out, changed, progress=False, log=quiet).ran == ["atlas"]
+    assert leftovers(out) == []
     doc = json.loads((out / "atlas" / "atlas.json").read_text())
     assert all(len(s["latents"]) <= 4 for s in doc["saes"])

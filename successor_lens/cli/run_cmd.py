@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_model_arguments(p)
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL); the atlas goes to OUT/atlas/index.html")
-    p.add_argument("--force", action="append", default=[], metavar="STAGE",
+    p.add_argument("--force", action="append", default=[], metavar="STAGE", choices=list(STAGES) + ["all"],
                    help=f"recompute STAGE and every later one even if cached ({', '.join(STAGES)} or all; repeatable)")
     p.add_argument("--seeds", type=int, default=3, help="MLP0 dictionaries to train (seeds 0..N-1) for the recurrence check")
     p.add_argument("--steps", type=int, default=None, help="training steps per dictionary (default 1500)")

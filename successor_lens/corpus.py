@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
+from successor_lens.models import prepended_bos
+
 PYTHON_DOCS = "python-docs"
 PYTHON_DOCS_GLOB = "/usr/share/doc/python3*/html/_sources"
 PYTHON_DOCS_PARTS = ("tutorial", "howto", "faq", "whatsnew")
@@ -46,15 +48,20 @@ def clean_rest(text: str) -> str:
     return text.replace("``", "").replace("**", "")
 
 
-def load_texts(source: str, max_docs: int | None = None) -> list[str]:
-    """Texts from local files or folders (`datasets` "text" loader), or a hub dataset name."""
+def load_texts(source: str | list[Path], max_docs: int | None = None) -> list[str]:
+    """Paragraphs from local files (a list, a file or a folder; `datasets` "text" loader), or a hub dataset name."""
     from datasets import load_dataset
 
-    path = Path(source)
-    if path.exists():
+    if isinstance(source, list):
+        files = [str(p) for p in source]
+    elif Path(source).exists():
+        path = Path(source)
         files = sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [str(path)]
         if not files:
             raise ValueError(f"{source}: folder has no text files: give a .txt file or a folder of them")
+    else:
+        files = None
+    if files is not None:
         ds = load_dataset("text", data_files=files, split="train", sample_by="paragraph")
     else:
         try:
@@ -76,16 +83,9 @@ def load_corpus(source: str | None = None, max_docs: int | None = None) -> list[
     if source in (None, PYTHON_DOCS):
         root = python_docs_folder()
         files = [p for part in PYTHON_DOCS_PARTS for p in sorted((root / part).rglob("*.rst.txt"))]
-        texts = [clean_rest(t) for t in load_texts_from_files(files)]
+        texts = [clean_rest(t) for t in load_texts(files)]
         return [t for t in texts if t.strip()][: max_docs or None]
     return load_texts(source, max_docs)
-
-
-def load_texts_from_files(files: list[Path]) -> list[str]:
-    from datasets import load_dataset
-
-    ds = load_dataset("text", data_files=[str(f) for f in files], split="train", sample_by="paragraph")
-    return [row["text"] for row in ds if row["text"].strip()]
 
 
 def token_windows(model: HookedTransformer, texts: list[str], n: int, length: int = 128, seed: int = 0) -> torch.Tensor:
@@ -93,7 +93,7 @@ def token_windows(model: HookedTransformer, texts: list[str], n: int, length: in
     the model prepends one). Paragraphs are joined with a blank line, as in the source."""
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
-    bos = model.tokenizer.bos_token_id if model.cfg.default_prepend_bos and model.tokenizer is not None else None
+    bos = prepended_bos(model)
     body = length - (bos is not None)
     ids: list[int] = []
     for i in order:

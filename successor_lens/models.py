@@ -83,6 +83,13 @@ def model_provenance(model: HookedTransformer) -> dict[str, Any]:
     }
 
 
+def prepended_bos(model: HookedTransformer) -> int | None:
+    """The BOS id to put before a prompt, or None when this model is run without one."""
+    if not model.cfg.default_prepend_bos or model.tokenizer is None:
+        return None
+    return getattr(model.tokenizer, "bos_token_id", None)
+
+
 @torch.no_grad()
 def model_fingerprint(model: HookedTransformer, samples: int = 4096) -> str:
     """Content hash of the weights (names, shapes and a strided sample of each tensor's values).

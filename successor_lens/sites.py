@@ -14,6 +14,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from successor_lens.models import prepended_bos
+
 Site = Literal["embed", "mlp0"]
 HOOKS: dict[str, str] = {"embed": "hook_embed", "mlp0": "blocks.0.hook_mlp_out"}
 
@@ -66,12 +68,12 @@ def hook_activations(model: HookedTransformer, tokens: Int[Tensor, "n"], hook: s
     for site, name in HOOKS.items():
         if hook == name:
             return token_activations(model, tokens, site)
-    device = model.W_E.device
+    device, bos = model.W_E.device, prepended_bos(model)
     out = []
     for start in range(0, len(tokens), batch):
         ids = tokens[start : start + batch, None].to(device)
-        if model.cfg.default_prepend_bos and model.tokenizer is not None and model.tokenizer.bos_token_id is not None:
-            ids = torch.cat([torch.full_like(ids, model.tokenizer.bos_token_id), ids], 1)
+        if bos is not None:
+            ids = torch.cat([torch.full_like(ids, bos), ids], 1)
         _, cache = model.run_with_cache(ids, names_filter=lambda n: n == hook)
         if hook not in cache:
             raise ValueError(f"hook {hook!r} is not a hook of {model.cfg.model_name}: check the dictionary's hook_name")

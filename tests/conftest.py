@@ -142,7 +142,7 @@ def make_wild_model(k: float = 8.0) -> HookedTransformer:
     model.eval()
     model.tokenizer = WordTokenizer(words)
     g = torch.Generator().manual_seed(2)
-    V, D = len(words), 64
+    V = len(words)
     model.embed.W_E.zero_()
     model.embed.W_E[:, :32] = torch.randn(V, 32, generator=g)
     model.pos_embed.W_pos.zero_()

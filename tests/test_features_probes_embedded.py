@@ -2,7 +2,6 @@
 
 import json
 
-import torch
 
 from successor_lens.cli.main import main
 from successor_lens.features.mining import mine

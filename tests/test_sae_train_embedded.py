@@ -5,7 +5,8 @@ import json
 from sae_lens import SAE
 
 from successor_lens.cli.main import main
-from successor_lens.sae_train.activations import corpus_activations, load_texts, succession_tokens
+from successor_lens.corpus import load_texts
+from successor_lens.sae_train.activations import corpus_activations, succession_tokens
 from successor_lens.sae_train.pipeline import train_sae
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.trainer import TrainConfig

@@ -71,15 +71,32 @@ def _heads_matrix(heads_json: dict, key: str, n_layers: int, n_heads: int) -> li
     return [[heads_json["heads"][f"L{l}H{h}"][key] for h in range(n_heads)] for l in range(n_layers)]
 
 
-def head_record(model: HookedTransformer, heads_json: dict, name: str, cfg: AtlasConfig, tasks: list[Task] | None) -> dict:
+@dataclass
+class ScanItems:
+    """The scan's items and their effective embeddings, shared by every head page."""
+
+    token_set: object
+    x: torch.Tensor
+    """[layers or 1, n, d_model] effective embeddings, as the scan computed them."""
+    in_task: torch.Tensor
+    """[n, n] bool: same task variant."""
+
+    @staticmethod
+    def build(model: HookedTransformer, heads_json: dict, tasks: list[Task] | None) -> "ScanItems":
+        scan = heads_json.get("config", {})
+        token_set = build_token_set(model.tokenizer, tasks)
+        x = effective_embeddings(model, token_set.tokens.to(model.W_E.device), scan.get("embedding", "mlp0"), scan.get("mlp0_norm", True))
+        task_id = torch.tensor([token_set.task_names.index(i.task) for i in token_set.items])
+        return ScanItems(token_set, x, task_id[:, None] == task_id[None, :])
+
+
+def head_record(model: HookedTransformer, heads_json: dict, name: str, cfg: AtlasConfig, items: ScanItems) -> dict:
     """Per-task scores, the OV input -> output token map and the offset profile of one head."""
     layer, index = parse_head_name(name)
-    scan = heads_json.get("config", {})
-    token_set = build_token_set(model.tokenizer, tasks)
-    tokens = token_set.tokens
-    logits = head_token_logits(model, tokens, layer, index, scan.get("embedding", "mlp0"), scan.get("mlp0_norm", True))
-    in_task = torch.tensor([[a.task == b.task for b in token_set.items] for a in token_set.items])
-    task_logits = logits[:, tokens].masked_fill(~in_task, float("-inf"))
+    token_set, tokens = items.token_set, items.token_set.tokens
+    acts = items.x[layer if items.x.shape[0] > 1 else 0]
+    logits = head_token_logits(model, acts, layer, index)
+    task_logits = logits[:, tokens].masked_fill(~items.in_task, float("-inf"))
     succ = dict(token_set.successor_pairs())
     rows_by_task: dict[str, list[dict]] = {}
     for row, item in enumerate(token_set.items):
@@ -94,10 +111,8 @@ def head_record(model: HookedTransformer, heads_json: dict, name: str, cfg: Atla
             "correct": row in succ and top_row == succ[row],
             "top_vocab": [decode(model.tokenizer, t) for t in logits[row].topk(3).indices.tolist()],
         })
-    table = ItemTable.from_token_set(token_set)
-    x = effective_embeddings(model, tokens.to(model.W_E.device), scan.get("embedding", "mlp0"), scan.get("mlp0_norm", True))
-    acts = x[layer if x.shape[0] > 1 else 0].cpu()
-    profile = offset_profile(OVCircuit.from_model(model, layer, index, tokens), acts, table)
+    circuit = OVCircuit.from_model(model, layer, index, tokens)
+    profile = offset_profile(circuit, acts.cpu(), ItemTable.from_token_set(token_set))
     info = heads_json["heads"][name]
     return {
         "head": name, "layer": layer, "head_index": index, "succession": info["succession"], "copying": info["copying"],
@@ -113,12 +128,12 @@ def _choose_latents(entry: SAEEntry, acts_FN: torch.Tensor, share: torch.Tensor,
     return members + rest[: max(0, k - len(members))]
 
 
-def latent_records(model: HookedTransformer, entry: SAEEntry, table: ItemTable, tokens: torch.Tensor, logit_head: str | None,
+def latent_records(model: HookedTransformer, entry: SAEEntry, table: ItemTable, acts_ND: torch.Tensor, logit_head: str | None,
                    cfg: AtlasConfig) -> list[dict]:
-    """Neuronpedia-shaped records for the latents of interest of one dictionary."""
+    """Neuronpedia-shaped records for the latents of interest of one dictionary (`acts_ND`: the items at its hook)."""
     sae = entry.sae
     hook = sae.cfg.metadata.hook_name
-    acts_FN = latent_matrix(sae, hook_activations(model, tokens, hook))
+    acts_FN = latent_matrix(sae, acts_ND)
     keep = ~table.held_out
     profiles = class_profiles(acts_FN[:, keep], table.residues[keep])
     share, best = selectivity(profiles)
@@ -167,6 +182,7 @@ def collect(
     model: HookedTransformer, saes: list[SAEEntry], heads_json: dict | None = None, probe_json: dict | None = None,
     mine_json: dict | None = None, cfg: AtlasConfig = AtlasConfig(), tasks: list[Task] | None = None,
     scan_tasks: list[Task] | None = None, logit_head: str | None = None, run_config: dict | None = None,
+    acts_by_hook: dict[str, torch.Tensor] | None = None,
 ) -> dict:
     """Everything the atlas shows, as one JSON-able document (see schema.py)."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
@@ -174,24 +190,29 @@ def collect(
     if heads_json is not None:
         logit_head = logit_head or heads_json["best_head"]
         ranked = [t["head"] for t in heads_json["top_heads"]][: cfg.heads]
+        items = ScanItems.build(model, heads_json, scan_tasks)
         names = list(dict.fromkeys(ranked + [logit_head]))
         heads = {
             "config": heads_json["config"], "successor_bar": SUCCESSOR_BAR, "best_head": heads_json["best_head"],
             "passes_bar": heads_json["passes_bar"], "top_heads": heads_json["top_heads"],
             "succession": _heads_matrix(heads_json, "succession", n_layers, n_heads),
             "copying": _heads_matrix(heads_json, "copying", n_layers, n_heads),
-            "pages": [head_record(model, heads_json, name, cfg, scan_tasks) for name in names],
+            "pages": [head_record(model, heads_json, name, cfg, items) for name in names],
         }
     table, tokens = item_table(model, tasks)
+    acts_by_hook = dict(acts_by_hook or {})  # item activations per hook: several dictionaries share one
     dictionaries = []
     for entry in saes:
         cfg_sae = entry.sae.cfg
+        hook = cfg_sae.metadata.hook_name
+        if hook not in acts_by_hook:
+            acts_by_hook[hook] = hook_activations(model, tokens, hook)
         dictionaries.append({
-            "id": entry.id, "source": entry.source, "hook_name": cfg_sae.metadata.hook_name,
+            "id": entry.id, "source": entry.source, "hook_name": hook,
             "architecture": cfg_sae.architecture(), "d_in": cfg_sae.d_in, "d_sae": cfg_sae.d_sae,
             "metrics": entry.metrics, "mining": entry.mined,
             "classes": {str(c): sorted(l for l, k in entry.latent_class.items() if k == c) for c in range(10)},
-            "latents": latent_records(model, entry, table, tokens, logit_head, cfg),
+            "latents": latent_records(model, entry, table, acts_by_hook[hook], logit_head, cfg),
             "image": f"images/classes_{entry.id}.png",
         })
     return {

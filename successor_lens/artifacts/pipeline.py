@@ -147,9 +147,7 @@ class _Stages:
             d = load_dictionary(self.out / "saes" / name)
             mined = (mine_json["per_sae"][seed] if site == "mlp0" else mine_embed["per_sae"][0])
             latent_class = {int(l): int(c) for c, ls in mined["latents_per_class"].items() for l in ls}
-            metrics = json.loads((self.out / "saes" / name / "metrics.json").read_text())
-            metrics.pop("log10_density", None)
-            entries.append(SAEEntry(name, d.sae, d.source, latent_class, metrics, mined))
+            entries.append(SAEEntry(name, d.sae, d.source, latent_class, _metrics_of(d), mined))
         doc = collect(self.model, entries, read("heads.json"), probe_json, mine_json, self.config.atlas, self.config.tasks,
                       self.config.scan_tasks, probe_json["head"], run_config=_config_json(self.config))
         doc.update(extras(self.out))
@@ -212,11 +210,12 @@ def atlas_for_dictionary(
     scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks))
     heads_json = scan.to_json()
     table, tokens = item_table(model, tasks)
-    mined = mine(sae, hook_activations(model, tokens, hook), table, mine_cfg)
+    acts = hook_activations(model, tokens, hook)
+    mined = mine(sae, acts, table, mine_cfg)
     sae_id = hook.replace("blocks.", "L").replace(".hook_", "-").replace("hook_", "") if hook else "sae"
     entry = SAEEntry(sae_id, sae, dictionary.source, dict(mined.latent_class), _metrics_of(dictionary), mined.summary())
     doc = collect(model, [entry], heads_json, None, None, cfg, tasks, scan_tasks, head or heads_json["best_head"],
-                  run_config={"sae": dictionary.source, "mine": asdict(mine_cfg)})
+                  run_config={"sae": dictionary.source, "mine": asdict(mine_cfg)}, acts_by_hook={hook: acts})
     index = write_atlas(doc, Path(out))
     return index, summary_lines(json.loads((Path(out) / "atlas.json").read_text()))
 

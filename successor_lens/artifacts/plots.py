@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from successor_lens.io import atomic_path  # noqa: E402
@@ -103,3 +104,43 @@ def histogram(heights: list[float], centres: list[float], path, title: str) -> P
     ax.set_ylabel("items")
     ax.set_title(title, fontsize=9)
     return save(fig, path)
+
+
+# --- figure sets, drawn from the JSON documents (the run folder's and the atlas's are the same) ---
+
+
+def _int_keys(profile: dict) -> dict[str, dict[int, float]]:
+    return {task: {int(k): v for k, v in values.items()} for task, values in profile.items()}
+
+
+def scan_figures(model_name: str, embedding: str, succession, copying, folder: Path) -> list[Path]:
+    """heads.png and heads_copying.png: the layer x head succession and copying heatmaps."""
+    folder = Path(folder)
+    return [
+        head_heatmap(torch.as_tensor(succession), folder / "heads.png", f"{model_name}: succession score ({embedding})"),
+        head_heatmap(torch.as_tensor(copying), folder / "heads_copying.png", f"{model_name}: copying score (control)"),
+    ]
+
+
+def probe_figures(probes: dict, folder: Path) -> list[Path]:
+    """probe_accuracy.png, arithmetic.png and offset_profile.png from probe.json's fields."""
+    folder, p = Path(folder), probes["probe_mlp0"]
+    return [
+        grouped_bars({"MLP0 probe": p["accuracy"], "embedding probe": probes["probe_embed"]["accuracy"],
+                      "shuffled-label control": p["shuffled_label_control"]},
+                     folder / "probe_accuracy.png", "index mod 10, leave-one-task-out", "accuracy", chance=0.1),
+        grouped_bars({k: v["per_task"] for k, v in probes["arithmetic"].items()}, folder / "arithmetic.png",
+                     f"vector arithmetic through {probes['head']}", "success"),
+        offset_plot(_int_keys(probes["offset_profile"]), folder / "offset_profile.png", f"{probes['head']}: OV logit by index offset"),
+    ]
+
+
+def wild_figures(wild: dict, folder: Path) -> list[Path]:
+    """wild_categories.png and incontext_dla.png from wild.json's fields."""
+    folder = Path(folder)
+    dla = torch.as_tensor(wild["in_context"]["dla"])
+    return [
+        grouped_bars({h["head"]: h["category_shares"] for h in wild["heads"]}, folder / "wild_categories.png",
+                     "where each head helps most: category shares", "share of positions"),
+        head_heatmap(dla, folder / "incontext_dla.png", "in-context succession: DLA on the answer", vmax=max(float(dla.max()), 1e-6)),
+    ]

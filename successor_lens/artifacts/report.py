@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-from successor_lens.artifacts.plots import class_latent_heatmap, grouped_bars, head_heatmap, offset_plot
+from successor_lens.artifacts.plots import class_latent_heatmap, probe_figures, scan_figures, wild_figures
 from successor_lens.features.pipeline import FEATURES_FILE, MineRun, save_directions
 from successor_lens.io import provenance, write_json, write_text
 from successor_lens.models import model_provenance
@@ -16,12 +17,7 @@ def write_scan(result, model, out: Path) -> list[Path]:
     """heads.json, heads.png (succession heatmap) and heads_copying.png for a `SuccessionScores`."""
     out = Path(out)
     data = {"provenance": provenance(**model_provenance(model)), **result.to_json()}
-    title = f"{model.cfg.model_name}: succession score ({result.config.embedding})"
-    return [
-        write_json(out / "heads.json", data),
-        head_heatmap(result.scores, out / "heads.png", title),
-        head_heatmap(result.copying, out / "heads_copying.png", f"{model.cfg.model_name}: copying score (control)"),
-    ]
+    return [write_json(out / "heads.json", data)] + scan_figures(model.cfg.model_name, result.config.embedding, result.scores, result.copying, out)
 
 
 def write_mine(result: MineRun, model, out: Path, site: str = "mlp0") -> list[Path]:
@@ -38,16 +34,9 @@ def write_mine(result: MineRun, model, out: Path, site: str = "mlp0") -> list[Pa
 
 def write_probe(run: ProbeRun, model, out: Path) -> list[Path]:
     """probe.json and the three probe figures."""
-    out = Path(out)
-    arith = {k: v.success for k, v in run.arithmetic.items()}
-    return [
-        write_json(out / "probe.json", {"provenance": provenance(**model_provenance(model), site="mlp0", head=run.head), **run.to_json()}),
-        grouped_bars({"MLP0 probe": run.probe.accuracy, "embedding probe": run.probe_embed.accuracy,
-                      "shuffled-label control": run.probe.control},
-                     out / "probe_accuracy.png", "index mod 10, leave-one-task-out", "accuracy", chance=0.1),
-        grouped_bars(arith, out / "arithmetic.png", f"vector arithmetic through {run.head}", "success"),
-        offset_plot(run.profile, out / "offset_profile.png", f"{run.head}: OV logit by index offset"),
-    ]
+    out, data = Path(out), run.to_json()
+    prov = provenance(**model_provenance(model), site="mlp0", head=run.head)
+    return [write_json(out / "probe.json", {"provenance": prov, **data})] + probe_figures(data, out)
 
 
 # --- headline results, from the atlas document ---------------------------------------------------
@@ -102,7 +91,6 @@ def report_md(doc: dict) -> str:
     heads = doc.get("heads")
     if heads:
         best = heads["top_heads"][0]
-        copy = max(heads["top_heads"], key=lambda t: t["copying"])
         rows.append(["best succession score (OV)", f"{best['head']} {best['succession']:.3f}", f"copying score of that head {best['copying']:.3f}", "~0.9 (Pythia-1.4B L12H0), bar > 0.5"])
     for s in doc["saes"]:
         m = s.get("mining")
@@ -147,13 +135,7 @@ def write_wild(results, incontext, ov_scores: dict[str, float], model, out: Path
     out = Path(out)
     doc = {"provenance": provenance(**model_provenance(model), **data),
            "heads": [r.summary() for r in results], "in_context": incontext.summary(ov_scores)}
-    written = [
-        write_json(out / "wild.json", doc),
-        grouped_bars({r.head: r.shares for r in results}, out / "wild_categories.png",
-                     "where each head helps most: category shares", "share of positions"),
-        head_heatmap(incontext.dla, out / "incontext_dla.png", "in-context succession: DLA on the answer",
-                     vmax=max(float(incontext.dla.max()), 1e-6)),
-    ]
+    written = [write_json(out / "wild.json", doc)] + wild_figures(doc, out)
     refresh_atlas(out)
     return written
 
@@ -171,8 +153,6 @@ def write_edit(name: str, edits, table: list[dict], model, out: Path, data: dict
 
 def extras(out: Path) -> dict:
     """The optional atlas sections found in a run folder: edits (edits/*.json) and wild (wild.json)."""
-    import json
-
     out = Path(out)
     edits = [json.loads(p.read_text()) for p in sorted((out / "edits").glob("*.json"))]
     wild = json.loads((out / "wild.json").read_text()) if (out / "wild.json").is_file() else None

@@ -46,8 +46,7 @@ def _figures(doc: dict, images: Path) -> None:
     name = doc["model"]["name"]
     heads = doc["heads"]
     if heads:
-        plots.head_heatmap(torch.tensor(heads["succession"]), images / "heads.png", f"{name}: succession score ({heads['config']['embedding']})")
-        plots.head_heatmap(torch.tensor(heads["copying"]), images / "heads_copying.png", f"{name}: copying score (control)")
+        plots.scan_figures(name, heads["config"]["embedding"], heads["succession"], heads["copying"], images)
         for record in heads["pages"]:
             profile = {"all": {int(k): v for k, v in record["offset_profile"].items()}}
             plots.offset_plot(profile, images.parent / record["image"], f"{record['head']}: OV logit by index offset")
@@ -63,19 +62,7 @@ def _figures(doc: dict, images: Path) -> None:
         for record in sae["latents"]:
             plots.histogram(record["freq_hist_data_bar_heights"], record["freq_hist_data_bar_values"], images.parent / record["image"],
                             f"{sae['id']} latent {record['index']}")
-    wild = doc.get("wild")
-    if wild:
-        plots.grouped_bars({h["head"]: h["category_shares"] for h in wild["heads"]}, images / "wild_categories.png",
-                           "where each head helps most: category shares", "share of positions")
-        dla = torch.tensor(wild["in_context"]["dla"])
-        plots.head_heatmap(dla, images / "incontext_dla.png", "in-context succession: DLA on the answer", vmax=max(float(dla.max()), 1e-6))
-    probes = doc.get("probes")
-    if probes:
-        p = probes["probe_mlp0"]
-        plots.grouped_bars({"MLP0 probe": p["accuracy"], "embedding probe": probes["probe_embed"]["accuracy"],
-                            "shuffled-label control": p["shuffled_label_control"]},
-                           images / "probe_accuracy.png", "index mod 10, leave-one-task-out", "accuracy", chance=0.1)
-        plots.grouped_bars({k: v["per_task"] for k, v in probes["arithmetic"].items()}, images / "arithmetic.png",
-                           f"vector arithmetic through {probes['head']}", "success")
-        profile = {task: {int(k): v for k, v in values.items()} for task, values in probes["offset_profile"].items()}
-        plots.offset_plot(profile, images / "offset_profile.png", f"{probes['head']}: OV logit by index offset")
+    if doc.get("wild"):
+        plots.wild_figures(doc["wild"], images)
+    if doc.get("probes"):
+        plots.probe_figures(doc["probes"], images)

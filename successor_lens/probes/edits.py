@@ -24,7 +24,6 @@ import torch
 from transformer_lens import HookedTransformer
 
 from successor_lens.probes.incontext import Prompt, by_length
-from successor_lens.sites import per_token
 
 KINDS = ("ablate_head", "scale_head", "add_feature", "subtract_feature")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformer_lens import HookedTransformer
 
+from successor_lens.models import prepended_bos
 from successor_lens.probes.heads import head_name
 from successor_lens.probes.wild import final_norm_delta
 from successor_lens.tasks import Task, standard_tasks
@@ -80,10 +81,8 @@ def _answers(tokenizer, items: list[str], space: str) -> tuple[list[int | None],
 
 
 def encode_prompt(model: HookedTransformer, prompt: Prompt) -> torch.Tensor:
-    ids = list(prompt.ids)
-    if model.cfg.default_prepend_bos and getattr(model.tokenizer, "bos_token_id", None) is not None:
-        ids = [model.tokenizer.bos_token_id] + ids
-    return torch.tensor(ids)[None]
+    bos = prepended_bos(model)
+    return torch.tensor(([bos] if bos is not None else []) + list(prompt.ids))[None]
 
 
 @dataclass

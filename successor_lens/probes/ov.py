@@ -96,10 +96,7 @@ def direction_logits(model: HookedTransformer, layer: int, head: int, d_KD: Tens
 
 
 @torch.no_grad()
-def head_token_logits(
-    model: HookedTransformer, tokens: Int[Tensor, "n"], layer: int, head: int, embedding: Embedding = "mlp0", mlp0_norm: bool = True,
-) -> Float[Tensor, "n vocab"]:
-    """One head's OV logits over the whole vocabulary for each token's effective embedding."""
-    x_XND = effective_embeddings(model, tokens.to(model.W_E.device), embedding, mlp0_norm)
-    x_ND = per_token(model.blocks[layer].ln1, x_XND[layer if x_XND.shape[0] > 1 else 0])
+def head_token_logits(model: HookedTransformer, x_ND: Tensor, layer: int, head: int) -> Float[Tensor, "n vocab"]:
+    """One head's OV logits over the whole vocabulary for effective embeddings `x_ND` (before its input norm)."""
+    x_ND = per_token(model.blocks[layer].ln1, x_ND.to(model.W_E.device))
     return (ov_output(model, x_ND, layer, head) @ model.W_U).cpu()

@@ -23,7 +23,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from successor_lens.corpus import load_texts  # noqa: F401  (re-exported: the corpus loader lives with the corpus)
 from successor_lens.io import atomic_path, provenance, write_json
 from successor_lens.models import model_provenance
 from successor_lens.sites import hook_name, token_activations

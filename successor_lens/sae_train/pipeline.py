@@ -8,10 +8,11 @@ from pathlib import Path
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
+from successor_lens.corpus import load_texts
 from successor_lens.io import write_json
 from successor_lens.models import model_provenance
 from successor_lens.sae_train.activations import (
-    ShardedActivations, activation_meta, corpus_activations, load_texts, succession_tokens,
+    ShardedActivations, activation_meta, corpus_activations, succession_tokens,
     vocab_activations, vocab_tokens, write_activations,
 )
 from successor_lens.sae_train.batches import ShuffledBatches

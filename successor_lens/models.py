@@ -57,11 +57,16 @@ def load_model(
 ) -> HookedTransformer:
     """Load `name` as a HookedTransformer with unprocessed weights, in fp32 and eval mode.
 
-    `name` is "smollm2-135m" (the embedded offline default) or any TransformerLens model name
-    (gpt2, EleutherAI/pythia-70m, ...), which needs the Hugging Face hub or its local cache.
+    `name` is "smollm2-135m" (the embedded offline default), a generated control ("planted-gpt2":
+    a known answer at the paper's scale; "random-gpt2": a null), or any TransformerLens model
+    name (gpt2, EleutherAI/pythia-70m, ...), which needs the Hugging Face hub or its local cache.
     """
+    from successor_lens.planted import CONTROLS, build_control
+
     if name in _EMBEDDED:
         model = _load_embedded(name, Path(cache_dir) if cache_dir else cache_root() / name)
+    elif name in CONTROLS:
+        model = build_control(name)
     else:
         model = _load_hub(name)
     model.to(device)

@@ -2,12 +2,14 @@
 
 A *site* names where a vector comes from. Vocabulary-level activations take a token alone,
 with no context: the embedding W_E[t] (`hook_embed`) or the layer-0 MLP applied to it,
-MLP0(ln2(W_E[t])) (`blocks.0.hook_mlp_out`, the paper's form, no attention term).
+MLP0(ln2(W_E[t])) (`blocks.0.hook_mlp_out`, the paper's form, no attention term). An item that
+splits into several tokens (a number for a digit-splitting tokenizer) is read at its last token
+in context instead (`item_activations`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -58,24 +60,46 @@ def token_activations(
 
 
 @torch.no_grad()
-def hook_activations(model: HookedTransformer, tokens: Int[Tensor, "n"], hook: str, batch: int = 512) -> Float[Tensor, "n d"]:
-    """Activations of `tokens` at any hook, each token taken alone.
+def item_activations(model: HookedTransformer, items: Sequence[Sequence[int]], hook: str, batch: int = 512) -> Float[Tensor, "n d"]:
+    """Activations at `hook` of items given as token-id sequences, read at each item's last token.
 
-    The two vocabulary-level sites use `token_activations`; any other hook (a pretrained
-    dictionary on, say, `blocks.8.hook_resid_pre`) runs each token as its own one-token prompt
-    (after BOS when the model prepends one) and reads the hook at that token.
+    One-token items at a vocabulary-level hook are taken alone (`token_activations`, the paper's
+    form); any other item runs as its own prompt (after BOS when the model prepends one), so a
+    number that splits into digits is read at its last digit with attention 0 included.
     """
-    for site, name in HOOKS.items():
-        if hook == name:
-            return token_activations(model, tokens, site)
-    device, bos = model.W_E.device, prepended_bos(model)
-    out = []
-    for start in range(0, len(tokens), batch):
-        ids = tokens[start : start + batch, None].to(device)
-        if bos is not None:
-            ids = torch.cat([torch.full_like(ids, bos), ids], 1)
-        _, cache = model.run_with_cache(ids, names_filter=lambda n: n == hook)
-        if hook not in cache:
-            raise ValueError(f"hook {hook!r} is not a hook of {model.cfg.model_name}: check the dictionary's hook_name")
-        out.append(cache[hook][:, -1].reshape(len(ids), -1).cpu())
-    return torch.cat(out)
+    out = torch.empty(len(items), model.cfg.d_model)
+    site = next((s for s, name in HOOKS.items() if name == hook), None)
+    single = [n for n, ids in enumerate(items) if len(ids) == 1] if site else []
+    if single:
+        tokens = torch.tensor([items[n][0] for n in single])
+        out[single] = token_activations(model, tokens, site).cpu().float()
+    by_length: dict[int, list[int]] = {}
+    for n, ids in enumerate(items):
+        if not (site and len(ids) == 1):
+            by_length.setdefault(len(ids), []).append(n)
+    for rows in by_length.values():
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            out[chunk] = _read_at_last(model, torch.tensor([list(items[n]) for n in chunk]), hook)
+    return out
+
+
+def _read_at_last(model: HookedTransformer, ids_NP: Tensor, hook: str) -> Tensor:
+    bos = prepended_bos(model)
+    ids_NP = ids_NP.to(model.W_E.device)
+    if bos is not None:
+        ids_NP = torch.cat([torch.full_like(ids_NP[:, :1], bos), ids_NP], 1)
+    stop = None  # run only as deep as the hook
+    if hook.startswith("blocks.") and hook.split(".")[1].isdigit():
+        stop = int(hook.split(".")[1]) + 1 if int(hook.split(".")[1]) + 1 < model.cfg.n_layers else None
+    elif hook in ("hook_embed", "hook_pos_embed"):
+        stop = 1
+    _, cache = model.run_with_cache(ids_NP, names_filter=lambda n: n == hook, stop_at_layer=stop)
+    if hook not in cache:
+        raise ValueError(f"hook {hook!r} is not a hook of {model.cfg.model_name}: check the dictionary's hook_name")
+    return cache[hook][:, -1].reshape(len(ids_NP), -1).cpu().float()
+
+
+def hook_activations(model: HookedTransformer, tokens: Int[Tensor, "n"], hook: str, batch: int = 512) -> Float[Tensor, "n d"]:
+    """Activations of single `tokens` at any hook, each token taken alone (see `item_activations`)."""
+    return item_activations(model, [[int(t)] for t in tokens], hook, batch)

@@ -42,16 +42,19 @@ class Task:
     """Whether the last item's successor is the first (days, months)."""
     held_out: bool = False
     """Out-of-distribution test set (Roman numerals), kept out of training and probes."""
+    multi_token: bool = False
+    """Keep items that split into several tokens; they are read at their last token in context
+    (the SAE-data analogue of numbers 0..500 for digit-splitting tokenizers, docs/method.md)."""
 
 
-def standard_tasks(numbers: range = range(1, 201)) -> list[Task]:
+def standard_tasks(numbers: range = range(1, 201), multi_token_numbers: bool = False) -> list[Task]:
     """The paper's tasks. `numbers` is 1..200 for the succession score, 0..500 for SAE data."""
 
     def ordered(name, items, cyclic=False, held_out=False, start=1):
         return Task(name, tuple(items), tuple(range(start, start + len(items))), cyclic, held_out)
 
     return [
-        Task("numbers", tuple(str(n) for n in numbers), tuple(numbers)),
+        Task("numbers", tuple(str(n) for n in numbers), tuple(numbers), multi_token=multi_token_numbers),
         ordered("number_words", NUMBER_WORDS),
         ordered("ordinals", ORDINALS),
         ordered("days", DAYS, cyclic=True),
@@ -61,6 +64,12 @@ def standard_tasks(numbers: range = range(1, 201)) -> list[Task]:
         ordered("letters", LETTERS),
         ordered("roman", ROMAN, held_out=True),
     ]
+
+
+def sae_tasks() -> list[Task]:
+    """The SAE data, mining and probe items: numbers 0..500 (single tokens where the tokenizer has
+    them, else read at their last digit in context) and the other tasks (docs/method.md section 3)."""
+    return standard_tasks(range(0, 501), multi_token_numbers=True)
 
 
 class Tokenizer(Protocol):
@@ -74,6 +83,9 @@ class Item:
     index: int
     text: str
     token: int
+    """The item's (last) token: the one whose activation is read and whose logit is scored."""
+    ids: tuple[int, ...] = ()
+    """All of the item's tokens when it splits (multi-token tasks only); empty for one token."""
 
 
 @dataclass(frozen=True)
@@ -157,11 +169,11 @@ def build_token_set(
             specs[name] = task
             for text, index in zip(task.items, task.indices):
                 ids = tokenizer.encode(prefix + text, add_special_tokens=False)
-                if len(ids) != 1:
+                if not ids or (len(ids) != 1 and not task.multi_token):
                     dropped.append(Dropped(name, prefix + text, f"splits into {len(ids)} tokens"))
-                elif unk is not None and ids[0] == unk:
+                elif unk is not None and unk in ids:
                     dropped.append(Dropped(name, prefix + text, "unknown token"))
                 else:
-                    items.append(Item(name, index, prefix + text, ids[0]))
+                    items.append(Item(name, index, prefix + text, ids[-1], tuple(ids) if len(ids) > 1 else ()))
     present = {item.task for item in items}
     return TokenSet(items, dropped, {k: v for k, v in specs.items() if k in present})

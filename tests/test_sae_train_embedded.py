@@ -6,15 +6,17 @@ from sae_lens import SAE
 
 from successor_lens.cli.main import main
 from successor_lens.corpus import load_texts
-from successor_lens.sae_train.activations import corpus_activations, succession_tokens
+from successor_lens.sae_train.activations import corpus_activations, succession_items
 from successor_lens.sae_train.pipeline import train_sae
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.trainer import TrainConfig
 
 
 def test_succession_mlp0_sae_reaches_low_fvu(embedded_model, tmp_path):
-    tokens, info = succession_tokens(embedded_model.tokenizer)
-    assert 150 < len(tokens) < 400 and info["n_dropped"] > 0
+    items, info = succession_items(embedded_model.tokenizer)
+    assert 150 < info["n_tokens"] < 400 and info["n_dropped"] > 0
+    # SmolLM2 splits numbers into digits: "10".."500" and " 0".." 500" join as in-context items
+    assert info["n_multi_token_items"] >= 990 and len(items) == info["n_tokens"] + info["n_multi_token_items"]
     cfg = TrainConfig(d_sae=128, k=8, steps=800, batch_size=256)
     run = train_sae(embedded_model, "mlp0", cfg, tmp_path, Runtime("cpu"), progress=False)
     assert run.metrics.fvu < 0.1

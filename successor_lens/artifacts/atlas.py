@@ -15,16 +15,15 @@ import torch
 from transformer_lens import HookedTransformer
 
 from successor_lens.features.matrix import ItemTable, class_profiles, latent_matrix, selectivity
-from successor_lens.features.pipeline import item_table
+from successor_lens.features.pipeline import item_acts, item_table
 from successor_lens.io import provenance
 from successor_lens.models import model_provenance
 from successor_lens.probes.arithmetic import OVCircuit, offset_profile
 from successor_lens.probes.heads import SUCCESSOR_BAR, parse_head_name
 from successor_lens.probes.ov import direction_logits, effective_embeddings, head_token_logits
-from successor_lens.sites import hook_activations
 from successor_lens.tasks import Task, build_token_set
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 PAPER = {
     "successor_head": "Pythia-1.4B L12H0 succession score ~0.9, ~8x the runner-up",
     "mean_modal_coverage": 0.585,
@@ -199,14 +198,14 @@ def collect(
             "copying": _heads_matrix(heads_json, "copying", n_layers, n_heads),
             "pages": [head_record(model, heads_json, name, cfg, items) for name in names],
         }
-    table, tokens = item_table(model, tasks)
+    table = item_table(model, tasks)
     acts_by_hook = dict(acts_by_hook or {})  # item activations per hook: several dictionaries share one
     dictionaries = []
     for entry in saes:
         cfg_sae = entry.sae.cfg
         hook = cfg_sae.metadata.hook_name
         if hook not in acts_by_hook:
-            acts_by_hook[hook] = hook_activations(model, tokens, hook)
+            acts_by_hook[hook] = item_acts(model, table, hook)
         dictionaries.append({
             "id": entry.id, "source": entry.source, "hook_name": hook,
             "architecture": cfg_sae.architecture(), "d_in": cfg_sae.d_in, "d_sae": cfg_sae.d_sae,
@@ -227,4 +226,5 @@ def collect(
         "paper": PAPER,
         "edits": [],
         "wild": None,
+        "summary": None,
     }

@@ -1,4 +1,5 @@
-"""The main job: head scan -> activations -> SAEs -> mining -> probes -> atlas, with a stage cache.
+"""The main job: head scan -> in-context DLA and the head choice -> activations -> SAEs -> mining ->
+probes -> atlas (with summary.json), with a stage cache.
 
 Each stage has a key: a hash of its config, the model's weights, this package's source and the
 keys of the stages before it. A stage whose key matches the manifest it left last time
@@ -18,19 +19,22 @@ from transformer_lens import HookedTransformer
 
 from successor_lens.artifacts.atlas import AtlasConfig, SAEEntry, collect
 from successor_lens.artifacts.report import extras, summary_lines, write_mine, write_probe, write_scan
+from successor_lens.artifacts.summary import build_summary
 from successor_lens.artifacts.site import write_atlas
 from successor_lens.features.mining import MineConfig
 from successor_lens.features.pipeline import FEATURES_FILE, load_directions, mine_model
 from successor_lens.io import code_digest, digest, provenance, write_json, write_text
 from successor_lens.models import model_fingerprint, model_provenance
 from successor_lens.probes.heads import ScanConfig, scan_heads
-from successor_lens.probes.pipeline import probe_model
+from successor_lens.probes.choice import choose_head
+from successor_lens.probes.incontext import in_context_dla, succession_prompts
+from successor_lens.probes.pipeline import incontext_tasks, probe_model
 from successor_lens.sae_train.dictionary import load_dictionary
 from successor_lens.sae_train.pipeline import activations_for, default_train_config, train_sae
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.tasks import Task, build_token_set
 
-STAGES = ("heads", "activations", "saes", "mine", "probes", "atlas")
+STAGES = ("heads", "incontext", "activations", "saes", "mine", "probes", "atlas")
 
 
 @dataclass
@@ -42,7 +46,8 @@ class RunConfig:
     """Training steps per dictionary (default: the succession default)."""
     mine: MineConfig = field(default_factory=MineConfig)
     head: str | None = None
-    """Head for the arithmetic and the latents' logit effects (default: the scan's best)."""
+    """Head for the arithmetic and the latents' logit effects (default: chosen from the OV score
+    and in-context DLA together, `probes/choice.py`)."""
     seed: int = 0
     """Seed of the probes' controls and splits."""
     atlas: AtlasConfig = field(default_factory=AtlasConfig)
@@ -59,11 +64,12 @@ class RunConfig:
 
 STAGE_CONFIG: dict[str, Callable[[RunConfig], dict]] = {
     "heads": lambda c: {"scan": asdict(c.scan), "tasks": c.scan_tasks},
+    "incontext": lambda c: {"head": c.head},
     "activations": lambda c: {"tasks": c.tasks},
     "saes": lambda c: {"seeds": c.seeds, "steps": c.steps},
     "mine": lambda c: {"mine": asdict(c.mine)},
-    "probes": lambda c: {"head": c.head, "seed": c.seed},
-    "atlas": lambda c: {"atlas": asdict(c.atlas), "head": c.head},
+    "probes": lambda c: {"seed": c.seed},
+    "atlas": lambda c: {"atlas": asdict(c.atlas)},
 }
 
 
@@ -110,6 +116,19 @@ class _Stages:
         token_set = build_token_set(self.model.tokenizer, self.config.scan_tasks)
         return write_scan(scan_heads(self.model, token_set, self.config.scan), self.model, self.out)
 
+    def incontext(self) -> list[Path]:
+        heads = json.loads((self.out / "heads.json").read_text())
+        prompts = succession_prompts(self.model.tokenizer, incontext_tasks(self.config.scan_tasks))
+        result = in_context_dla(self.model, prompts) if prompts else None
+        if self.config.head and self.config.head not in heads["heads"]:
+            raise ValueError(f"--head {self.config.head} is not a head of {self.model.cfg.model_name} "
+                             f"({self.model.cfg.n_layers} layers x {self.model.cfg.n_heads} heads)")
+        choice = choose_head({h: v["succession"] for h, v in heads["heads"].items()}, result.per_head() if result else None, self.config.head)
+        ov = {h: v["succession"] for h, v in heads["heads"].items()}
+        doc = {"provenance": provenance(**model_provenance(self.model)), "n_prompts": len(prompts),
+               "in_context": result.summary(ov) if result else None, "choice": choice.to_json()}
+        return [write_json(self.out / "incontext.json", doc)]
+
     def activations(self) -> list[Path]:
         return [activations_for(self.model, site, "succession", self.out, tasks=self.config.tasks).folder for site in ("mlp0", "embed")]
 
@@ -127,7 +146,7 @@ class _Stages:
     def mine(self) -> list[Path]:
         cfg, tasks = self.config.mine, self.config.tasks
         result = mine_model(self.model, self.out, self.runtime, self._sae_folders("mlp0"), cfg=cfg, tasks=tasks)
-        embed = mine_model(self.model, self.out, self.runtime, self._sae_folders("embed"), cfg=cfg, site="embed", tasks=tasks)
+        embed = mine_model(self.model, self.out, self.runtime, self._sae_folders("embed"), cfg=cfg, site="embed", tasks=tasks, null_draws=0)
         written = write_mine(result, self.model, self.out)
         prov = provenance(**model_provenance(self.model), site="embed")
         written.append(write_json(self.out / "mine_embed.json", {"provenance": prov, **embed.to_json()}))
@@ -135,13 +154,15 @@ class _Stages:
 
     def probes(self) -> list[Path]:
         directions = load_directions(self.out / FEATURES_FILE)
-        head = self.config.head or json.loads((self.out / "heads.json").read_text())["best_head"]
+        head = json.loads((self.out / "incontext.json").read_text())["choice"]["head"]
         run = probe_model(self.model, directions, head, self.config.seed, self.config.tasks, self.config.scan_tasks)
         return write_probe(run, self.model, self.out)
 
     def atlas(self) -> list[Path]:
         read = lambda name: json.loads((self.out / name).read_text())  # noqa: E731
         mine_json, mine_embed, probe_json = read("mine.json"), read("mine_embed.json"), read("probe.json")
+        summary = build_summary(self.model.cfg.model_name, read("heads.json"), read("incontext.json")["choice"], mine_json, probe_json)
+        summary_path = write_json(self.out / "summary.json", {"provenance": provenance(**model_provenance(self.model)), **summary})
         entries = []
         for name, (site, seed) in self.config.sae_names().items():
             d = load_dictionary(self.out / "saes" / name)
@@ -150,11 +171,11 @@ class _Stages:
             entries.append(SAEEntry(name, d.sae, d.source, latent_class, _metrics_of(d), mined))
         doc = collect(self.model, entries, read("heads.json"), probe_json, mine_json, self.config.atlas, self.config.tasks,
                       self.config.scan_tasks, probe_json["head"], run_config=_config_json(self.config))
-        doc.update(extras(self.out))
+        doc.update(extras(self.out), summary=summary)
         index = write_atlas(doc, self.out / "atlas")
         report = self.out / "report.md"
         write_text(report, (self.out / "atlas" / "report.md").read_text())
-        return [index, self.out / "atlas" / "atlas.json", report]
+        return [index, self.out / "atlas" / "atlas.json", report, summary_path]
 
 
 def _config_json(config: RunConfig) -> dict:
@@ -200,8 +221,7 @@ def atlas_for_dictionary(
 ) -> tuple[Path, list[str]]:
     """The atlas of one dictionary (`load_dictionary` result): scan, mining of its latents, latent pages."""
     from successor_lens.features.mining import mine
-    from successor_lens.features.pipeline import item_table
-    from successor_lens.sites import hook_activations
+    from successor_lens.features.pipeline import item_acts, item_table
 
     sae = dictionary.sae.to("cpu")
     hook = sae.cfg.metadata.hook_name
@@ -209,8 +229,8 @@ def atlas_for_dictionary(
         raise ValueError(f"{dictionary.source}: d_in {sae.cfg.d_in} but {model.cfg.model_name} has d_model {model.cfg.d_model}: pass the right --model")
     scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks))
     heads_json = scan.to_json()
-    table, tokens = item_table(model, tasks)
-    acts = hook_activations(model, tokens, hook)
+    table = item_table(model, tasks)
+    acts = item_acts(model, table, hook)
     mined = mine(sae, acts, table, mine_cfg)
     sae_id = hook.replace("blocks.", "L").replace(".hook_", "-").replace("hook_", "") if hook else "sae"
     entry = SAEEntry(sae_id, sae, dictionary.source, dict(mined.latent_class), _metrics_of(dictionary), mined.summary())

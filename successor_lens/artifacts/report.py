@@ -48,83 +48,87 @@ def _mean(values) -> float:
 
 
 def summary_lines(doc: dict) -> list[str]:
-    """Five lines: top heads, classes found, probe accuracy, arithmetic success, probe/feature cosine."""
+    """The headline lines: from the run's summary (figure, null, paper, verdict in words) when there
+    is one; for the atlas of a lone dictionary, the scan and the mining."""
+    if doc.get("summary"):
+        return list(doc["summary"]["lines"])
     lines = []
     heads = doc.get("heads")
     if heads:
         top = ", ".join(f"{t['head']} {t['succession']:.3f}" for t in heads["top_heads"][:3])
-        verdict = "passed" if heads["passes_bar"] else "not passed: this model's successor head is weak"
+        verdict = "passed" if heads["passes_bar"] else "NOT passed"
         lines.append(f"top heads (OV succession score): {top}; paper's bar > {heads['successor_bar']} {verdict} (paper: Pythia-1.4B L12H0 ~0.9)")
-    else:
-        lines.append("heads: not scanned")
-    mined = [(s["id"], s["mining"]) for s in doc["saes"] if s.get("mining")]
-    if mined:
-        found = ", ".join(f"{i} {m['n_classes_found']}/10" for i, m in mined)
-        cover = mined[0][1].get("mean_modal_coverage")
-        recur = (doc.get("mining") or {}).get("recurrence", {})
-        rec = f"; classes recurring across seeds: {len(recur.get('modal_classes', []))}" if recur else ""
-        lines.append(f"mod-10 classes found: {found}; mean modal coverage {cover if cover is None else round(cover, 3)} (paper 0.585){rec}")
-    else:
-        lines.append("mod-10 classes: no dictionary mined")
-    probes = doc.get("probes")
-    if probes:
-        p = probes["probe_mlp0"]
-        lines.append(f"probe accuracy (MLP0, leave one task out): mean {_mean(p['accuracy'].values()):.2f} over {len(p['accuracy'])} held-out tasks "
-                     f"vs shuffled-label control {_mean(p['shuffled_label_control'].values()):.2f} (chance 0.10; paper 94/102 non-number items)")
-        a = probes["arithmetic"]
-        lines.append(f"arithmetic through {probes['head']}: {a['SAE features']['overall']:.2f} with SAE features vs random directions "
-                     f"{a['random directions']['overall']:.2f}, probe directions {a['probe directions']['overall']:.2f} (paper 0.89 numbers 20-29, 0.53 months)")
-        c = probes["probe_feature_cosine"]
-        lines.append(f"probe/SAE-feature cosine: {c['mean']:.2f} vs random directions {c['random_baseline']:.2f} (paper 0.71)")
-    else:
-        lines += ["probes: not run", "arithmetic: not run", "probe/feature cosine: not run"]
+    for s in doc["saes"]:
+        m = s.get("mining")
+        if m:
+            cover = m.get("mean_modal_coverage")
+            lines.append(f"{s['id']}: {m['n_classes_found']}/10 mod-10 classes, mean modal coverage "
+                         f"{'n/a' if cover is None else f'{cover:.3f}'} (paper 0.585; no null computed for a lone dictionary)")
     return lines
 
 
 def report_md(doc: dict) -> str:
-    """report.md: the headline results, each beside its control and the paper's figure."""
+    """report.md: the headline results, each beside its null and the paper's figure."""
     prov = doc["provenance"]
-    out = [f"# successor-lens report: {doc['model']['name']}", "",
-           f"successor-lens {prov['version']}; weights {prov['weight_processing']}; source {prov['source']}.", "",
-           "## Summary", ""] + [f"- {line}" for line in summary_lines(doc)] + [""]
-    rows = []
-    heads = doc.get("heads")
-    if heads:
-        best = heads["top_heads"][0]
-        rows.append(["best succession score (OV)", f"{best['head']} {best['succession']:.3f}", f"copying score of that head {best['copying']:.3f}", "~0.9 (Pythia-1.4B L12H0), bar > 0.5"])
-    for s in doc["saes"]:
-        m = s.get("mining")
-        if m:
-            rows.append([f"mod-10 classes, {s['id']}", f"{m['n_classes_found']}/10, modal coverage {m['mean_modal_coverage'] or 0:.3f}", "chance selectivity 0.10", "10/10, coverage 0.585"])
-    probes = doc.get("probes")
-    if probes:
-        p, c, a = probes["probe_mlp0"], probes["probe_feature_cosine"], probes["arithmetic"]
-        for task, acc in p["accuracy"].items():
-            rows.append([f"probe, held-out {task}", f"{acc:.2f}", f"shuffled labels {p['shuffled_label_control'][task]:.2f}", "94/102 non-number items overall"])
-        rows.append(["probe/feature cosine", f"{c['mean']:.2f}", f"random {c['random_baseline']:.2f}", "0.71"])
-        for task, v in a["SAE features"]["per_task"].items():
-            rows.append([f"arithmetic {task} ({probes['head']})", f"{v:.2f}", f"random directions {a['random directions']['per_task'].get(task, float('nan')):.2f}",
-                         {"numbers": "0.89 (20-29)", "months": "0.53"}.get(task.split(":")[0], "fails (days, letters)" if task.split(":")[0] in ("days", "letters") else "-")])
-    out += ["## Measured beside control and paper", "", "| measure | this model | control | paper |", "| --- | --- | --- | --- |"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out = [f"# successor-lens report: {md(doc['model']['name'])}", "",
+           f"successor-lens {prov['version']}; weights {md(prov['weight_processing'])}; source {md(prov['source'])}.", "",
+           "## Summary", ""] + [f"- {md(line)}" for line in summary_lines(doc)] + [""]
+    s = doc.get("summary")
+    if s:
+        f = lambda v: "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+        yes = lambda k: "yes" if s["above_null"][k] else "**no**"  # noqa: E731
+        rows = [
+            ["best OV succession score", f"{s['best_head']} {f(s['best_score'])}", f"chance {f(s['best_score_null'])}", yes("best_score"), "~0.9 (L12H0), > 0.5"],
+            ["runner-up", f"{s['runner_up']} {f(s['runner_up_score'])}", "", "", "best ~8x runner-up"],
+            ["mod-10 classes found above both nulls (mean over SAEs)", f(s["classes_found"]), f(s["classes_found_null"]), yes("classes_found"), "10"],
+            ["mod-10 classes, raw count", f(s["classes_found_raw"]), f(s["classes_found_raw_null"]), yes("classes_found_raw"), ""],
+            ["class latents", f(s["class_latents"]), f(s["class_latents_null"]), yes("class_latents"), ""],
+            ["mean modal coverage (numbers / other)", f"{f(s['modal_coverage'])} ({f(s['modal_coverage_numbers'])} / {f(s['modal_coverage_other'])})",
+             f(s["modal_coverage_null"]), yes("modal_coverage"), "0.585"],
+            ["classes recurring across seeds", f"{s['recurring_classes']}/10 of {s['n_saes']} SAEs", "", "", "modal features recur"],
+            ["probe accuracy (held-out tasks pooled)", f(s["probe_accuracy"]), f"shuffled labels {f(s['probe_accuracy_null'])}", yes("probe_accuracy"), "94/102"],
+            ["probe/feature cosine", f(s["probe_feature_cosine"]), f"random 99% {f(s['probe_feature_cosine_null'])}", yes("probe_feature_cosine"), "0.71"],
+            ["arithmetic through " + md(s["analysis_head"]), f(s["arithmetic"]), f"random {f(s['arithmetic_random'])}, probe {f(s['arithmetic_probe'])}",
+             yes("arithmetic"), "0.89 (20-29), 0.53 months"],
+            ["head's ceiling / success when it is right", f"{f(s['arithmetic_ceiling'])} / {f(s['arithmetic_when_head_right'])}",
+             f"random when right {f(s['arithmetic_random_when_head_right'])}", "", ""],
+            ["failures that overshoot", f(s["overshoot"]), f"chance {f(s['overshoot_chance'])}", yes("overshoot"), "greater-than bias"],
+        ]
+        out += ["## Figures beside their nulls and the paper", "", f"Analysis head: {md(s['analysis_head'])} ({md(s['analysis_head_reason'])}).", "",
+                "| measure | this model | null | above null | paper |", "| --- | --- | --- | --- | --- |"]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        probes = doc.get("probes") or {}
+        p = probes.get("probe_mlp0")
+        if p:
+            out += ["", "| held-out task | probe | shuffled labels |", "| --- | --- | --- |"]
+            out += [f"| {md(t)} | {acc:.2f} | {p['shuffled_label_control'][t]:.2f} |" for t, acc in p["accuracy"].items()]
+        a = probes.get("arithmetic", {}).get("SAE features")
+        if a and a["per_task"]:
+            rnd = probes["arithmetic"]["random directions"]["per_task"]
+            out += ["", "| arithmetic, task | SAE features | random directions |", "| --- | --- | --- |"]
+            out += [f"| {md(t)} | {v:.2f} | {f(rnd.get(t))} |" for t, v in a["per_task"].items()]
     wild = doc.get("wild")
     if wild:
         out += ["", "## In the wild (direct effects on the corpus) and in context", "",
                 "| head | mean d loss | succession wins | " + " | ".join(wild["heads"][0]["category_shares"]) + " |",
                 "| --- | --- | --- | " + " | ".join("---" for _ in wild["heads"][0]["category_shares"]) + " |"]
-        out += [f"| {h['head']} | {h['mean_delta_loss']:.4f} | {h['head_wins']} | " + " | ".join(f"{v:.2f}" for v in h["category_shares"].values()) + " |"
+        out += [f"| {md(h['head'])} | {h['mean_delta_loss']:.4f} | {h['head_wins']} | " + " | ".join(f"{v:.2f}" for v in h["category_shares"].values()) + " |"
                 for h in wild["heads"]]
         out += ["", "Paper (Pythia-1.4B L12H0): acronym 0.238, greater-than 0.189 of the winning cases; the successor head wins 64/64 "
                     "numbered-listing prompts. In-context DLA on the answer, top heads: "
-                + ", ".join(f"{r['head']} {r['dla']:.3f} (OV {r['ov_succession'] if r['ov_succession'] is None else round(r['ov_succession'], 3)})"
+                + ", ".join(f"{md(r['head'])} {r['dla']:.3f} (OV {r['ov_succession'] if r['ov_succession'] is None else round(r['ov_succession'], 3)})"
                             for r in wild["in_context"]["ranking"][:5]) + "."]
     for edit in doc.get("edits") or []:
-        out += ["", f"## Edit {edit['name']}", "", "| KPI | before | after | delta |", "| --- | --- | --- | --- |"]
-        out += [f"| {r['metric']} | {r['before']:.3f} | {r['after']:.3f} | {r['delta']:+.3f} |" for r in edit["kpis"]]
-    if heads and not heads["passes_bar"]:
-        out += ["", "No head passes the paper's successor-head bar on this model, so the arithmetic through its best head is not "
-                    "expected to reproduce the paper's figures; the numbers above are reported as measured."]
+        out += ["", f"## Edit {md(edit['name'])}", "", "| KPI | before | after | delta |", "| --- | --- | --- | --- |"]
+        out += [f"| {md(r['metric'])} | {r['before']:.3f} | {r['after']:.3f} | {r['delta']:+.3f} |" for r in edit["kpis"]]
     return "\n".join(out) + "\n"
+
+
+def md(text) -> str:
+    """A string safe in Markdown table cells and text: HTML-escaped, pipes and backslashes escaped."""
+    import html
+
+    return html.escape(str(text), quote=False).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 # --- in the wild and edits -----------------------------------------------------------------------

@@ -32,6 +32,12 @@ class ItemTable:
     """[N] bool: row belongs to a held-out task (Roman numerals)."""
     successor: Tensor
     """[N] row of each item's successor in its task variant, -1 where there is none."""
+    tokens: Tensor
+    """[N] each item's (last) token: the logit a head's OV circuit is scored on."""
+    ids: list[tuple[int, ...]]
+    """Each item's token ids (one token for most; a split number's digits)."""
+    period: Tensor
+    """[N] the number of items of the task when it is cyclic (days: 7, months: 12), else 0."""
 
     @property
     def residues(self) -> Tensor:
@@ -41,18 +47,44 @@ class ItemTable:
     def base_tasks(self) -> list[str]:
         return [base_task(t) for t in self.tasks]
 
+    @property
+    def is_number(self) -> Tensor:
+        """[N] bool: the item belongs to the numbers task (either variant)."""
+        return torch.tensor([b == "numbers" for b in self.base_tasks])
+
+    def offsets(self) -> Tensor:
+        """[N, N] signed index offset of column item from row item; wrapped for cyclic tasks
+        (Sunday -> Monday is +1, not -6), so the offset profile of days and months is honest."""
+        off = self.indices[None, :] - self.indices[:, None]
+        period = self.period[:, None].expand_as(off)
+        cyclic = period > 0
+        wrapped = torch.remainder(off + period // 2, period.clamp_min(1)) - period // 2
+        return torch.where(cyclic, wrapped, off)
+
+    def permuted(self, generator: torch.Generator) -> "ItemTable":
+        """The same items with their indices permuted among the non-held-out rows: the
+        index-permutation null (any structure the miner finds in it is chance)."""
+        indices = self.indices.clone()
+        rows = (~self.held_out).nonzero().flatten()
+        indices[rows] = indices[rows[torch.randperm(len(rows), generator=generator)]]
+        return ItemTable(self.texts, self.tasks, indices, self.held_out, self.successor, self.tokens, self.ids, self.period)
+
     @staticmethod
     def from_token_set(token_set: TokenSet) -> "ItemTable":
         items = token_set.items
         successor = torch.full((len(items),), -1, dtype=torch.long)
         for row, succ in token_set.successor_pairs():
             successor[row] = succ
+        specs = token_set.tasks
         return ItemTable(
             texts=[i.text for i in items],
             tasks=[i.task for i in items],
             indices=torch.tensor([i.index for i in items]),
-            held_out=torch.tensor([token_set.tasks[i.task].held_out for i in items]),
+            held_out=torch.tensor([specs[i.task].held_out for i in items]),
             successor=successor,
+            tokens=torch.tensor([i.token for i in items], dtype=torch.long),
+            ids=[i.ids or (i.token,) for i in items],
+            period=torch.tensor([len(specs[i.task].indices) if specs[i.task].cyclic else 0 for i in items]),
         )
 
 

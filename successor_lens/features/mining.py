@@ -65,6 +65,15 @@ class MinedFeatures:
     task_profiles: Tensor
     task_names: list[str]
     config: MineConfig = field(default_factory=MineConfig)
+    modal_coverage_numbers: dict[int, float] = field(default_factory=dict)
+    """Modal coverage on the class's number items only (split numbers share their last digit, so
+    this part is easy: reported apart, docs/method.md)."""
+    modal_coverage_other: dict[int, float] = field(default_factory=dict)
+    """Modal coverage on the class's items of the other tasks."""
+    acts_FN: Tensor | None = None
+    """[d_sae, items] activations over the mined (non-held-out) items: the firing patterns that
+    recurrence matches across SAEs."""
+    W_dec: Tensor | None = None
 
     @property
     def classes_found(self) -> list[int]:
@@ -81,8 +90,23 @@ class MinedFeatures:
             "coverage": self.coverage,
             "modal_latent": self.modal_latent,
             "modal_coverage": self.modal_coverage,
-            "mean_modal_coverage": (sum(self.modal_coverage.values()) / len(self.modal_coverage)) if self.modal_coverage else None,
+            "mean_modal_coverage": _mean(self.modal_coverage),
+            "modal_coverage_numbers": self.modal_coverage_numbers,
+            "modal_coverage_other": self.modal_coverage_other,
+            "mean_modal_coverage_numbers": _mean(self.modal_coverage_numbers),
+            "mean_modal_coverage_other": _mean(self.modal_coverage_other),
         }
+
+    @property
+    def mean_modal_coverage(self) -> float:
+        """Mean over the ten classes; a class not found counts 0 (so a miner that finds fewer
+        classes cannot look better by averaging over fewer)."""
+        return sum(self.modal_coverage.get(c, 0.0) for c in range(self.config.modulus)) / self.config.modulus
+
+
+def _mean(d: dict) -> float | None:
+    values = [v for v in d.values() if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig()) -> MinedFeatures:
@@ -114,7 +138,8 @@ def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig())
                 unassigned.append(latent)
 
     W_dec = sae.W_dec.detach().cpu().float()
-    directions, coverage, modal_cov, modal = {}, {}, {}, {}
+    number = torch.tensor([b == "numbers" for b in base])
+    directions, coverage, modal_cov, modal, cov_num, cov_other = {}, {}, {}, {}, {}, {}
     for cls in sorted(set(latent_class.values())):
         members = [l for l, c in latent_class.items() if c == cls]
         rows = W_dec[members] / W_dec[members].norm(dim=-1, keepdim=True)
@@ -124,41 +149,105 @@ def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig())
         fired = acts_FN[members][:, in_class] > 0
         coverage[cls] = fired.any(0).float().mean().item()
         per_latent = fired.float().mean(-1)
-        modal[cls] = members[int(per_latent.argmax())]
+        best_latent = int(per_latent.argmax())
+        modal[cls] = members[best_latent]
         modal_cov[cls] = per_latent.max().item()
+        for part, out in ((number[in_class], cov_num), (~number[in_class], cov_other)):
+            out[cls] = fired[best_latent, part].float().mean().item() if part.any() else None
     tprof, tnames = task_profiles(acts_FN, tasks)
-    return MinedFeatures(latent_class, unassigned, share, directions, coverage, modal_cov, modal, profile, tprof, tnames, cfg)
+    return MinedFeatures(latent_class, unassigned, share, directions, coverage, modal_cov, modal, profile, tprof, tnames, cfg,
+                         cov_num, cov_other, acts_FN, W_dec)
 
 
 @dataclass
 class Recurrence:
-    """How often each class's features recur across SAEs trained with different seeds."""
+    """How each class's modal latent recurs across SAEs trained with different seeds.
+
+    Latents are matched by firing pattern over the items (cosine of their activation vectors):
+    decoder rows of small SAEs differ between seeds while what they fire on recurs. The decoder
+    cosine of each matched pair is reported as a second measure. Every ordered pair of SAEs is
+    compared, not only pairs with the first.
+    """
 
     counts: dict[int, int]
-    """Class -> number of SAEs (out of n) in which a feature matching the reference's appears."""
+    """Class -> SAEs whose modal latent for the class has a same-class match in every other SAE."""
     n_saes: int
     modal_directions: dict[int, Tensor]
-    """Class -> mean direction over the SAEs where it recurs, for classes found in at least half."""
+    """Class -> mean f_c over the SAEs that found it, for classes recurring in at least half."""
     threshold: float
+    pair_rate: dict[int, float | None]
+    """Class -> share of ordered SAE pairs (s, t) where s's modal latent has a match in t."""
+    match_cosine: dict[int, float | None]
+    """Class -> median firing-pattern cosine of the best match over those pairs."""
+    decoder_cosine: dict[int, float | None]
+    """Class -> median decoder-row cosine of the same matched pairs (the second measure)."""
 
     def summary(self) -> dict:
         return {
-            "n_saes": self.n_saes, "cosine_threshold": self.threshold,
+            "n_saes": self.n_saes, "match": "firing pattern over the items (cosine of activation vectors), all ordered pairs",
+            "cosine_threshold": self.threshold,
             "recurrence": {c: f"{n}/{self.n_saes}" for c, n in self.counts.items()},
+            "pair_rate": self.pair_rate, "match_cosine": self.match_cosine, "decoder_cosine": self.decoder_cosine,
             "modal_classes": sorted(self.modal_directions),
         }
 
 
+def _unit_rows(x: Tensor) -> Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 def recurrence(mined: list[MinedFeatures], threshold: float = 0.7) -> Recurrence:
-    """Match each class's feature direction across SAEs; keep the classes that recur ("modal")."""
-    counts, modal = {}, {}
-    classes = sorted({c for m in mined for c in m.directions})
+    """Match each class's modal latent across SAEs by firing pattern; keep classes that recur ("modal").
+
+    A class recurs from SAE s to SAE t when the latent of t whose activation pattern over the
+    items is closest (cosine) to s's modal latent reaches `threshold` and belongs to the same class.
+    """
+    n = len(mined)
+    counts, modal, pair_rate, match_cos, dec_cos = {}, {}, {}, {}, {}
+    classes = sorted({c for m in mined for c in m.modal_latent})
+    patterns = [_unit_rows(m.acts_FN) for m in mined]
     for cls in classes:
-        found = [m.directions[cls] for m in mined if cls in m.directions]
-        ref = found[0]
-        matching = [d for d in found if torch.dot(d, ref).item() >= threshold]
-        counts[cls] = len(matching)
-        if len(matching) * 2 >= len(mined):
-            mean = torch.stack(matching).mean(0)
+        hits, cosines, decoders = [], [], []
+        recurs_everywhere = 0
+        for s, ms in enumerate(mined):
+            if cls not in ms.modal_latent:
+                continue
+            latent = ms.modal_latent[cls]
+            ok = True
+            for t, mt in enumerate(mined):
+                if t == s:
+                    continue
+                sims = patterns[t] @ patterns[s][latent]
+                best = int(sims.argmax())
+                hit = bool(sims[best] >= threshold and mt.latent_class.get(best) == cls)
+                hits.append(hit)
+                cosines.append(float(sims[best]))
+                decoders.append(float(_unit_rows(mt.W_dec[best : best + 1])[0] @ _unit_rows(ms.W_dec[latent : latent + 1])[0]))
+                ok &= hit
+            recurs_everywhere += ok
+        counts[cls] = recurs_everywhere
+        pair_rate[cls] = sum(hits) / len(hits) if hits else None
+        match_cos[cls] = float(torch.tensor(cosines).median()) if cosines else None
+        dec_cos[cls] = float(torch.tensor(decoders).median()) if decoders else None
+        if recurs_everywhere * 2 >= n:
+            mean = torch.stack([m.directions[cls] for m in mined if cls in m.directions]).mean(0)
             modal[cls] = mean / mean.norm()
-    return Recurrence(counts, len(mined), modal, threshold)
+    return Recurrence(counts, n, modal, threshold, pair_rate, match_cos, dec_cos)
+
+
+@dataclass
+class MiningNull:
+    """What the miner reports on items whose indices carry no information, and on untrained SAEs."""
+
+    permuted: list[MinedFeatures]
+    """The same SAE mined with the item indices permuted (one per draw)."""
+    untrained: list[MinedFeatures]
+    """Untrained (initialisation-only) SAEs of the same shape, mined on the real indices."""
+
+
+def mining_null(sae, acts_ND: Tensor, table: ItemTable, untrained_saes: list, cfg: MineConfig = MineConfig(),
+                draws: int = 10, seed: int = 0) -> MiningNull:
+    gen = torch.Generator().manual_seed(seed)
+    permuted = [mine(sae, acts_ND, table.permuted(gen), cfg) for _ in range(draws)]
+    untrained = [mine(u, acts_ND, table, cfg) for u in untrained_saes]
+    return MiningNull(permuted, untrained)

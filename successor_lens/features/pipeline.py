@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -10,21 +10,26 @@ from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 
 from successor_lens.features.matrix import ItemTable
-from successor_lens.features.mining import MineConfig, MinedFeatures, Recurrence, mine, recurrence
+from successor_lens.features.mining import MineConfig, MinedFeatures, MiningNull, Recurrence, mine, mining_null, recurrence
 from successor_lens.io import atomic_path
-from successor_lens.sae_train.dictionary import load_dictionary
+from successor_lens.nulls import value_vs_draws
+from successor_lens.sae_train.dictionary import load_dictionary, untrained_like
 from successor_lens.sae_train.pipeline import default_train_config, train_sae
 from successor_lens.sae_train.runtime import Runtime
-from successor_lens.sites import hook_name, token_activations
-from successor_lens.tasks import Task, build_token_set, standard_tasks
+from successor_lens.sites import HOOKS, hook_name, item_activations
+from successor_lens.tasks import Task, build_token_set, sae_tasks
 
 FEATURES_FILE = "features.safetensors"
 
 
-def item_table(model: HookedTransformer, tasks: list[Task] | None = None) -> tuple[ItemTable, torch.Tensor]:
-    """The SAE-data items (default: numbers 0..500 and the other tasks, both variants, Roman held out)."""
-    token_set = build_token_set(model.tokenizer, tasks or standard_tasks(range(0, 501)))
-    return ItemTable.from_token_set(token_set), token_set.tokens
+def item_table(model: HookedTransformer, tasks: list[Task] | None = None) -> ItemTable:
+    """The SAE-data items (default `sae_tasks()`: numbers 0..500 and the other tasks, both variants, Roman held out)."""
+    return ItemTable.from_token_set(build_token_set(model.tokenizer, tasks or sae_tasks()))
+
+
+def item_acts(model: HookedTransformer, table: ItemTable, site_or_hook: str) -> torch.Tensor:
+    """The items' activations at a site ("mlp0", "embed") or any hook, on the CPU."""
+    return item_activations(model, table.ids, HOOKS.get(site_or_hook, site_or_hook))
 
 
 @dataclass
@@ -34,6 +39,49 @@ class MineRun:
     directions: dict[int, torch.Tensor]
     """The features passed downstream: modal (recurring) ones, else the first SAE's."""
     sae_sources: list[str]
+    nulls: list[MiningNull] = field(default_factory=list)
+    """Per SAE: the index-permutation and untrained-SAE nulls (empty when not computed)."""
+
+    def figures(self) -> dict:
+        """Headline mining figures (means over the SAEs), each with its null draws and verdict.
+
+        `classes_found` counts the classes whose modal feature beats every null draw for that class
+        (quality = selectivity x modal coverage, both nulls pooled); its null is the same count for
+        each null draw against the others (leave one out). `classes_found_raw` is the plain count
+        of classes with an assigned latent, beside the same nulls: on data with strong class
+        structure random latents pass it too (docs/method.md, "Nulls").
+        """
+        stats = {
+            "classes_found_raw": lambda m: len(m.classes_found),
+            "class_latents": lambda m: len(m.latent_class),
+            "modal_coverage": lambda m: m.mean_modal_coverage,
+        }
+        out = {}
+        have_nulls = bool(self.nulls and self.nulls[0].permuted and self.nulls[0].untrained)
+        for name, stat in stats.items():
+            value = mean([stat(m) for m in self.mined])
+            entry = {"value": value}
+            if have_nulls:
+                draws = len(self.nulls[0].permuted)
+                permuted = [mean([stat(n.permuted[r]) for n in self.nulls]) for r in range(draws)]
+                untrained = [stat(u) for u in self.nulls[0].untrained]
+                v_perm = value_vs_draws(value, permuted, "index-permutation null")
+                v_untr = value_vs_draws(value, untrained, "untrained-SAE null")
+                entry.update(permuted=permuted, untrained=untrained, null_permuted=v_perm.null, null_untrained=v_untr.null,
+                             null=max(v_perm.null, v_untr.null), above_null=v_perm.above and v_untr.above,
+                             test="above every draw of both the index-permutation and the untrained-SAE null")
+            out[name] = entry
+        if have_nulls:
+            found = [len(beats_null(m, n.permuted + self.nulls[0].untrained)) for m, n in zip(self.mined, self.nulls)]
+            pool = self.nulls[0].permuted + self.nulls[0].untrained
+            loo = [len(beats_null(d, pool[:r] + pool[r + 1 :])) for r, d in enumerate(pool)]
+            v = value_vs_draws(mean(found), loo, "same count for each null draw against the others")
+            out["classes_found"] = {"value": mean(found), "per_sae": found, "null_draws": loo, "null": v.null, "above_null": v.above,
+                                    "classes": [sorted(beats_null(m, n.permuted + self.nulls[0].untrained)) for m, n in zip(self.mined, self.nulls)],
+                                    "test": v.test}
+        else:
+            out["classes_found"] = {"value": out["classes_found_raw"]["value"], "test": "no null computed: the raw count"}
+        return out
 
     def to_json(self) -> dict:
         return {
@@ -41,17 +89,39 @@ class MineRun:
             "per_sae": [m.summary() for m in self.mined],
             "recurrence": self.recurrence.summary(),
             "downstream_features": sorted(self.directions),
-            "paper": {"mean_modal_coverage": 0.585, "model": "Pythia-1.4B"},
+            "figures": self.figures(),
+            "paper": PAPER_MINING,
         }
+
+
+def class_quality(m: MinedFeatures) -> dict[int, float]:
+    """Per class: the modal latent's selectivity times its coverage of the class (0 when not found)."""
+    return {c: float(m.selectivity[m.modal_latent[c]]) * m.modal_coverage[c] if c in m.modal_latent else 0.0
+            for c in range(m.config.modulus)}
+
+
+def beats_null(m: MinedFeatures, draws: list[MinedFeatures]) -> list[int]:
+    """Classes whose feature quality in `m` is above that class's quality in every null draw."""
+    q, nulls = class_quality(m), [class_quality(d) for d in draws]
+    return [c for c in q if q[c] > 0 and all(q[c] > n[c] for n in nulls)]
+
+
+PAPER_MINING = {"classes_found": 10, "mean_modal_coverage": 0.585, "model": "Pythia-1.4B"}
+NULL_DRAWS = 10
+"""Draws of each mining null (index permutations, untrained SAEs)."""
+
+
+def mean(values) -> float:
+    return sum(values) / len(values) if values else float("nan")
 
 
 def mine_model(
     model: HookedTransformer, out: Path, runtime: Runtime, saes: list[str] | None = None, seeds: int = 3,
     steps: int | None = None, cfg: MineConfig = MineConfig(), site: str = "mlp0", progress: bool = True,
-    tasks: list[Task] | None = None,
+    tasks: list[Task] | None = None, null_draws: int = NULL_DRAWS,
 ) -> MineRun:
-    table, tokens = item_table(model, tasks)
-    acts = token_activations(model, tokens, site).cpu()
+    table = item_table(model, tasks)
+    acts = item_acts(model, table, site)
     dictionaries, sources = [], []
     if saes:
         for path in saes:
@@ -67,7 +137,10 @@ def mine_model(
     mined = [mine(sae, acts, table, cfg) for sae in dictionaries]
     rec = recurrence(mined)
     directions = rec.modal_directions or mined[0].directions
-    return MineRun(mined, rec, directions, sources)
+    data_mean = acts[~table.held_out].mean(0)
+    untrained = [untrained_like(dictionaries[0], 1000 + r, data_mean) for r in range(null_draws)]
+    nulls = [mining_null(sae, acts, table, untrained if i == 0 else [], cfg, null_draws, seed=i) for i, sae in enumerate(dictionaries)]
+    return MineRun(mined, rec, directions, sources, nulls)
 
 
 def save_directions(path: Path, directions: dict[int, torch.Tensor]) -> Path:

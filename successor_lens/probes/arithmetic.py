@@ -2,9 +2,12 @@
 
 Vector arithmetic (METHOD.md section 3): x' = x_a - k f_{a mod 10} + k f_j, passed through the
 head's OV circuit; success when the top-1 among the task's own tokens is the successor of the
-item b in a's decade with index = j (mod 10) ("fifth" - f5 + f7 -> "eighth"). The scale k is
-chosen on a random half of the cases and success is reported on the other half. Controls:
-random directions (same unit norm, own best k) and the probe's directions instead of SAE features.
+item b in a's decade with index = j (mod 10) ("fifth" - f5 + f7 -> "eighth"); items are compared
+by their (last) token. The scale k is chosen on a random half of the cases from a grid wide
+enough that the choice sits inside it (an edge is reported), and success is reported on the other
+half. Controls: random directions (same unit norm, own best k) and the probe's directions instead
+of SAE features. The head's own ceiling: how often its clean OV top-1 on the target item b is
+succ(b); success is also reported on the cases where the head is right (docs/method.md).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from transformer_lens import HookedTransformer
 from successor_lens.features.matrix import ItemTable
 from successor_lens.sites import per_token
 
-SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
+SCALES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 """Candidate k, in units of the mean projection of an item's activation on its own class feature."""
 
 
@@ -74,17 +77,45 @@ def _cases(table: ItemTable, modulus: int = 10) -> list[tuple[int, int, int, int
 class ArithmeticResult:
     success: dict[str, float]
     """Task variant -> success rate on the report half."""
-    overall: float
-    scale: float
+    overall: float | None
+    """Success rate on the report half (None when there are no cases)."""
+    scale: float | None
     n_cases: dict[str, int]
-    overshoot: float
-    """Fraction of failures whose prediction has a larger index than the target."""
+    overshoot: float | None
+    """Fraction of failures whose prediction lies after the target (wrapped for cyclic tasks)."""
+    overshoot_chance: float | None
+    """Expected fraction if a failure picked any other item of the task uniformly."""
     predictions: list[tuple[str, str, int, str, str]]
     """(task, input text, class j, target text, predicted text) on the report half."""
+    hits: int = 0
+    n: int = 0
+    ceiling: float | None = None
+    """How often the head's clean OV top-1 on the target item b is succ(b), on the report half."""
+    conditional: float | None = None
+    """Success rate on the report cases where the head is right on b."""
+    n_head_right: int = 0
+    scale_at_edge: bool = False
+    """The chosen k is the smallest or largest of the grid (the best k may lie outside it)."""
+    n_failures: int = 0
+    n_overshoot: int = 0
+    reason: str | None = None
+    numbers_20_29: float | None = None
+    """Success on the report cases whose input is a number 20..29 (the paper's 0.89)."""
 
     def summary(self) -> dict:
-        return {"overall": self.overall, "per_task": self.success, "scale_k": self.scale, "n_cases": self.n_cases,
-                "failure_overshoot_fraction": self.overshoot}
+        return {"overall": self.overall, "per_task": self.success, "scale_k": self.scale, "scale_at_grid_edge": self.scale_at_edge,
+                "n_cases": self.n_cases, "hits": self.hits, "n": self.n, "head_ceiling": self.ceiling,
+                "success_when_head_right": self.conditional, "n_head_right": self.n_head_right,
+                "failure_overshoot_fraction": self.overshoot, "overshoot_chance": self.overshoot_chance,
+                "n_failures": self.n_failures, "n_overshoot": self.n_overshoot, "numbers_20_29": self.numbers_20_29, "reason": self.reason}
+
+
+def _after(table: ItemTable, target: Tensor, other: Tensor) -> Tensor:
+    """Whether `other` lies after `target` in its task (offsets wrapped for cyclic tasks)."""
+    off = table.indices[other] - table.indices[target]
+    period = table.period[target]
+    wrapped = torch.remainder(off + period // 2, period.clamp_min(1)) - period // 2
+    return torch.where(period > 0, wrapped, off) > 0
 
 
 @torch.no_grad()
@@ -92,8 +123,9 @@ def vector_arithmetic(
     circuit: OVCircuit, acts_ND: Tensor, table: ItemTable, directions: dict[int, Tensor], seed: int = 0
 ) -> ArithmeticResult:
     cases = [c for c in _cases(table) if c[1] in directions and int(table.residues[c[0]]) in directions]
-    if not cases:
-        raise ValueError("no arithmetic cases: the features cover too few residue classes for this token set")
+    if len(cases) < 2:
+        why = f"{len(cases)} arithmetic cases: the features cover {len(directions)} residue classes"
+        return ArithmeticResult({}, None, None, {}, None, None, [], reason=why)
     a, j, b, target = (torch.tensor(col) for col in zip(*cases))
     F_CD = torch.stack([directions.get(c, torch.zeros_like(next(iter(directions.values())))) for c in range(10)])
     own = table.residues
@@ -101,16 +133,21 @@ def vector_arithmetic(
     perm = torch.randperm(len(cases), generator=torch.Generator().manual_seed(seed))
     choose, report = perm[: len(cases) // 2], perm[len(cases) // 2 :]
     same_task = _task_mask(table)
+    tokens = table.tokens
+
+    def top(x: Tensor, rows: Tensor) -> Tensor:
+        return circuit.logits(x.float()).masked_fill(~same_task[rows], float("-inf")).argmax(-1)
 
     def predict(k: float, idx: Tensor) -> Tensor:
-        x = acts_ND[a[idx]] - k * F_CD[own[a[idx]]] + k * F_CD[j[idx]]
-        logits = circuit.logits(x.float())
-        return logits.masked_fill(~same_task[a[idx]], float("-inf")).argmax(-1)
+        return top(acts_ND[a[idx]] - k * F_CD[own[a[idx]]] + k * F_CD[j[idx]], a[idx])
 
-    best = max(SCALES, key=lambda s: (predict(s * unit, choose) == target[choose]).float().mean().item())
-    k = best * unit
+    right = lambda pred, idx: tokens[pred] == tokens[target[idx]]  # noqa: E731  (split numbers share last digits)
+    rates = [right(predict(s * unit, choose), choose).float().mean().item() for s in SCALES]
+    best_i = max(range(len(SCALES)), key=lambda i: (rates[i], -i))
+    k = SCALES[best_i] * unit
     pred = predict(k, report)
-    hit = pred == target[report]
+    hit = right(pred, report)
+    head_right = tokens[top(acts_ND[b[report]], b[report])] == tokens[target[report]]
     tasks = [table.tasks[int(x)] for x in a[report]]
     success, counts = {}, {}
     for t in dict.fromkeys(tasks):
@@ -118,10 +155,25 @@ def vector_arithmetic(
         success[t] = hit[mask].float().mean().item()
         counts[t] = int(mask.sum())
     miss = ~hit
-    over = (table.indices[pred[miss]] > table.indices[target[report][miss]]).float().mean().item() if miss.any() else 0.0
+    n_fail = int(miss.sum())
+    over = _after(table, target[report][miss], pred[miss])
+    chance = []
+    for t_row in target[report][miss].tolist():
+        others = (same_task[t_row] & (tokens != tokens[t_row])).nonzero().flatten()
+        if len(others):
+            chance.append(_after(table, torch.full_like(others, t_row), others).float().mean().item())
     preds = [(tasks[i], table.texts[int(a[report][i])], int(j[report][i]), table.texts[int(target[report][i])], table.texts[int(pred[i])])
              for i in range(len(report))]
-    return ArithmeticResult(success, hit.float().mean().item(), float(k), counts, over, preds)
+    n_right = int(head_right.sum())
+    twenties = torch.tensor([table.tasks[int(x)].split(":")[0] == "numbers" and 20 <= int(table.indices[x]) <= 29 for x in a[report]])
+    return ArithmeticResult(
+        success, hit.float().mean().item(), float(k), counts,
+        over.float().mean().item() if n_fail else None, sum(chance) / len(chance) if chance else None, preds,
+        hits=int(hit.sum()), n=len(report), ceiling=head_right.float().mean().item(),
+        conditional=hit[head_right].float().mean().item() if n_right else None, n_head_right=n_right,
+        scale_at_edge=best_i in (0, len(SCALES) - 1), n_failures=n_fail, n_overshoot=int(over.sum()),
+        numbers_20_29=hit[twenties].float().mean().item() if twenties.any() else None,
+    )
 
 
 def random_directions(like: dict[int, Tensor], seed: int = 0) -> dict[int, Tensor]:
@@ -138,11 +190,12 @@ def random_directions(like: dict[int, Tensor], seed: int = 0) -> dict[int, Tenso
 def offset_profile(circuit: OVCircuit, acts_ND: Tensor, table: ItemTable, max_offset: int = 10) -> dict[str, dict[int, float]]:
     """Mean (row-centred) OV logit of a candidate by its signed index offset from the input, per task.
 
-    A successor head peaks at +1; a greater-than bias shows as larger logits for all positive offsets.
+    A successor head peaks at +1; a greater-than bias shows as larger logits for all positive
+    offsets. Offsets of cyclic tasks wrap (Sunday -> Monday is +1).
     """
     logits = circuit.logits(acts_ND.float())
     same = _task_mask(table)
-    offsets = table.indices[None, :] - table.indices[:, None]
+    offsets = table.offsets()
     centred = logits - (logits * same).sum(-1, keepdim=True) / same.sum(-1, keepdim=True)
     profile: dict[str, dict[int, float]] = {}
     for task in dict.fromkeys(table.tasks + ["all"]):

@@ -96,6 +96,10 @@ class InContext:
     dla_per_task: dict[str, torch.Tensor]
     n_prompts: dict[str, int]
 
+    def per_head(self) -> dict[str, float]:
+        n_heads = self.dla.shape[1]
+        return {head_name(*divmod(i, n_heads)): float(v) for i, v in enumerate(self.dla.flatten().tolist())}
+
     def ranking(self, k: int = 10) -> list[tuple[str, float]]:
         n_heads = self.dla.shape[1]
         order = self.dla.flatten().argsort(descending=True)[:k].tolist()

@@ -3,6 +3,11 @@
 Both variants of a task (" days" and "days") are held out together, so a probe never sees a
 near-copy of a test item. The held-out Roman numerals are never trained on. A shuffled-label
 control (same model, labels permuted within the training set) gives the chance baseline.
+
+Inputs are centred and divided by one global scale, not standardised per dimension: a probe fit
+on per-dimension standardised inputs maps back to activation space as coef / scale, which
+stretches its rows along low-variance dimensions (docs/method.md, "Probes"). With one scale the
+probe rows are directions in activation space as they are.
 """
 
 from __future__ import annotations
@@ -13,14 +18,27 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.base import BaseEstimator, TransformerMixin
 from torch import Tensor
 
 from successor_lens.features.matrix import ItemTable
+from successor_lens.nulls import Verdict, missing, rate_vs_rate, value_vs_quantile
+
+
+class IsotropicScaler(TransformerMixin, BaseEstimator):
+    """Centre, then divide every dimension by the same number (the root mean squared deviation)."""
+
+    def fit(self, X, y=None):
+        self.mean_ = X.mean(0)
+        self.scale_ = float(np.sqrt(((X - self.mean_) ** 2).sum(1).mean())) or 1.0
+        return self
+
+    def transform(self, X):
+        return (X - self.mean_) / self.scale_
 
 
 def _fit(X: np.ndarray, y: np.ndarray, seed: int):
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed)).fit(X, y)
+    return make_pipeline(IsotropicScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed)).fit(X, y)
 
 
 @dataclass
@@ -34,8 +52,16 @@ class ProbeResult:
     """[classes, d] probe rows mapped back to activation space (fit on all training tasks), unit norm."""
     classes: list[int]
 
+    def verdict(self) -> Verdict:
+        """Pooled held-out accuracy (over every held-out task's items) vs the pooled shuffled-label control."""
+        n = sum(self.n_items.values())
+        hits = round(sum(self.accuracy[t] * self.n_items[t] for t in self.accuracy))
+        null_hits = round(sum(self.control[t] * self.n_items[t] for t in self.control))
+        return rate_vs_rate(hits, n, null_hits, n)
+
     def summary(self) -> dict:
-        return {"accuracy": self.accuracy, "shuffled_label_control": self.control, "n_items": self.n_items, "chance": 0.1}
+        return {"accuracy": self.accuracy, "shuffled_label_control": self.control, "n_items": self.n_items, "chance": 0.1,
+                "pooled": self.verdict().to_json()}
 
 
 def leave_one_task_out(acts_ND: Tensor, table: ItemTable, seed: int = 0, modulus: int = 10) -> ProbeResult:
@@ -56,35 +82,67 @@ def leave_one_task_out(acts_ND: Tensor, table: ItemTable, seed: int = 0, modulus
         control[task] = float((_fit(X[train], shuffled, seed).predict(X[test]) == y[test]).mean())
 
     full = _fit(X[~held], y[~held], seed)
-    scaler, clf = full[0], full[1]
-    W = torch.tensor(clf.coef_ / scaler.scale_, dtype=torch.float32)  # back to activation space
-    return ProbeResult(accuracy, control, counts, W / W.norm(dim=-1, keepdim=True), [int(c) for c in clf.classes_])
+    W = torch.tensor(full[1].coef_, dtype=torch.float32)  # one global scale: already activation-space directions
+    return ProbeResult(accuracy, control, counts, W / W.norm(dim=-1, keepdim=True), [int(c) for c in full[1].classes_])
+
+
+def class_mean_directions(acts_ND: Tensor, table: ItemTable, modulus: int = 10) -> dict[int, Tensor]:
+    """Unit direction of each class's mean activation minus the overall mean (non-held-out items)."""
+    keep = ~table.held_out
+    x, y = acts_ND[keep].float(), table.residues[keep] % modulus
+    centre = x.mean(0)
+    out = {}
+    for c in range(modulus):
+        if (y == c).any():
+            d = x[y == c].mean(0) - centre
+            out[c] = d / d.norm().clamp_min(1e-12)
+    return out
+
+
+RANDOM_DRAWS = 2000
+"""Draws of random directions for the cosine null."""
 
 
 @dataclass
 class CosineReport:
     per_class: dict[int, float]
-    mean: float
+    mean: float | None
     random_baseline: float
     """Mean |cosine| of the probe rows with random unit directions."""
-    mismatched_baseline: float
+    mismatched_baseline: float | None
     """Mean cosine of probe row c with SAE feature c' != c."""
+    verdict: Verdict
+    """The mean cosine vs the 99% quantile of the same mean with random unit directions."""
+    class_mean: float | None
+    """Mean cosine of probe row c with the class-mean direction c (a reference: what a feature
+    read off the data's class means would score)."""
 
     def summary(self) -> dict:
         return {"per_class": self.per_class, "mean": self.mean, "random_baseline": self.random_baseline,
-                "mismatched_class_baseline": self.mismatched_baseline, "paper_mean": 0.71}
+                "mismatched_class_baseline": self.mismatched_baseline, "class_mean_directions": self.class_mean,
+                "verdict": self.verdict.to_json(), "paper_mean": 0.71}
 
 
-def probe_feature_cosine(probe: ProbeResult, directions: dict[int, Tensor], seed: int = 0) -> CosineReport:
+def probe_feature_cosine(probe: ProbeResult, directions: dict[int, Tensor], seed: int = 0,
+                         class_means: dict[int, Tensor] | None = None) -> CosineReport:
     rows = {c: probe.directions[i] for i, c in enumerate(probe.classes)}
     shared = sorted(set(rows) & set(directions))
     per_class = {c: float(torch.dot(rows[c], directions[c])) for c in shared}
     gen = torch.Generator().manual_seed(seed)
-    rand = torch.randn(256, probe.directions.shape[1], generator=gen)
+    d = probe.directions.shape[1]
+    rand = torch.randn(256, d, generator=gen)
     rand /= rand.norm(dim=-1, keepdim=True)
     random_baseline = float((probe.directions @ rand.T).abs().mean())
     off = [float(torch.dot(rows[a], directions[b])) for a in shared for b in shared if a != b]
-    return CosineReport(
-        per_class, float(np.mean(list(per_class.values()))) if per_class else float("nan"),
-        random_baseline, float(np.mean(off)) if off else float("nan"),
-    )
+    mean = float(np.mean(list(per_class.values()))) if per_class else None
+    if shared:  # null: the same statistic with a random unit direction in place of each feature
+        R = torch.randn(RANDOM_DRAWS, len(shared), d, generator=gen)
+        R /= R.norm(dim=-1, keepdim=True)
+        P = torch.stack([rows[c] for c in shared])
+        draws = (R * P).sum(-1).mean(-1).tolist()
+        verdict = value_vs_quantile(mean, draws, "mean cosine with random unit directions")
+    else:
+        verdict = missing("no mod-10 class shared by the probe and the features")
+    cm = [float(torch.dot(rows[c], class_means[c])) for c in rows if class_means and c in class_means]
+    return CosineReport(per_class, mean, random_baseline, float(np.mean(off)) if off else None, verdict,
+                        float(np.mean(cm)) if cm else None)

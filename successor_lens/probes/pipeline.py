@@ -1,4 +1,5 @@
-"""Probes on a real model: leave-one-task-out probes, probe/feature cosine, arithmetic, offset profile."""
+"""Probes on a real model: leave-one-task-out probes, probe/feature cosine, arithmetic, offset profile,
+each beside its null (docs/method.md, "Nulls")."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from dataclasses import dataclass
 import torch
 from transformer_lens import HookedTransformer
 
-from successor_lens.features.pipeline import item_table
+from successor_lens.features.pipeline import item_acts, item_table
+from successor_lens.nulls import Verdict, missing, rate_vs_chance, rate_vs_rate
 from successor_lens.probes.arithmetic import ArithmeticResult, OVCircuit, offset_profile, random_directions, vector_arithmetic
+from successor_lens.probes.choice import HeadChoice, choose_head
 from successor_lens.probes.heads import parse_head_name, scan_heads
-from successor_lens.probes.linear import CosineReport, ProbeResult, leave_one_task_out, probe_feature_cosine
-from successor_lens.sites import token_activations
+from successor_lens.probes.incontext import in_context_dla, succession_prompts
+from successor_lens.probes.linear import CosineReport, ProbeResult, class_mean_directions, leave_one_task_out, probe_feature_cosine
 from successor_lens.tasks import Task, build_token_set
 
 PAPER = {
@@ -31,6 +34,13 @@ class ProbeRun:
     profile: dict[str, dict[int, float]]
     head: str
 
+    def verdicts(self) -> dict[str, Verdict]:
+        feats, rand = self.arithmetic["SAE features"], self.arithmetic["random directions"]
+        arith = rate_vs_rate(feats.hits, feats.n, rand.hits, rand.n) if feats.n and rand.n else missing(feats.reason or rand.reason or "no cases")
+        over = (rate_vs_chance(feats.n_overshoot, feats.n_failures, feats.overshoot_chance)
+                if feats.n_failures and feats.overshoot_chance is not None else missing("no failures"))
+        return {"probe_accuracy": self.probe.verdict(), "probe_feature_cosine": self.cosine.verdict, "arithmetic": arith, "overshoot": over}
+
     def to_json(self) -> dict:
         return {
             "head": self.head,
@@ -39,28 +49,45 @@ class ProbeRun:
             "arithmetic": {name: r.summary() for name, r in self.arithmetic.items()},
             "arithmetic_examples": self.arithmetic["SAE features"].predictions[:40],
             "offset_profile": self.profile,
+            "verdicts": {k: v.to_json() for k, v in self.verdicts().items()},
             "paper": PAPER,
         }
+
+
+def analysis_head(model: HookedTransformer, scan_tasks: list[Task] | None = None, override: str | None = None) -> HeadChoice:
+    """Scan every head and measure in-context DLA, then choose the analysis head (`probes/choice.py`)."""
+    scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks)).to_json()
+    prompts = succession_prompts(model.tokenizer, incontext_tasks(scan_tasks))
+    dla = in_context_dla(model, prompts).per_head() if prompts else None
+    return choose_head({h: v["succession"] for h, v in scan["heads"].items()}, dla, override)
+
+
+def incontext_tasks(scan_tasks: list[Task] | None) -> list[Task] | None:
+    """The list tasks of the in-context prompts, from the scan's tasks when they were given."""
+    from successor_lens.probes.incontext import LIST_TASKS
+
+    return [t for t in scan_tasks if t.name in LIST_TASKS] if scan_tasks else None
 
 
 def probe_model(
     model: HookedTransformer, directions: dict[int, torch.Tensor], head: str | None = None, seed: int = 0,
     tasks: list[Task] | None = None, scan_tasks: list[Task] | None = None,
 ) -> ProbeRun:
-    """Everything `successor-lens probe` measures, for the head `head` (default: the scan's best)."""
-    table, tokens = item_table(model, tasks)
-    mlp0 = token_activations(model, tokens, "mlp0").cpu()
-    embed = token_activations(model, tokens, "embed").cpu()
+    """Everything `successor-lens probe` measures, through `head` (default: chosen by `analysis_head`)."""
+    table = item_table(model, tasks)
+    mlp0 = item_acts(model, table, "mlp0")
+    embed = item_acts(model, table, "embed")
     probe = leave_one_task_out(mlp0, table, seed)
     probe_embed = leave_one_task_out(embed, table, seed)
-    cosine = probe_feature_cosine(probe, directions, seed)
+    cosine = probe_feature_cosine(probe, directions, seed, class_mean_directions(mlp0, table))
 
-    layer, index = parse_head_name(head) if head else scan_heads(model, build_token_set(model.tokenizer, scan_tasks)).best()
-    circuit = OVCircuit.from_model(model, layer, index, tokens)
+    head = head or analysis_head(model, scan_tasks).head
+    layer, index = parse_head_name(head)
+    circuit = OVCircuit.from_model(model, layer, index, table.tokens)
     probe_dirs = {c: probe.directions[i] for i, c in enumerate(probe.classes) if c in directions}
     arith = {
         "SAE features": vector_arithmetic(circuit, mlp0, table, directions, seed),
-        "random directions": vector_arithmetic(circuit, mlp0, table, random_directions(directions, seed), seed),
+        "random directions": vector_arithmetic(circuit, mlp0, table, random_directions(directions, seed) if directions else {}, seed),
         "probe directions": vector_arithmetic(circuit, mlp0, table, probe_dirs, seed),
     }
     return ProbeRun(probe, probe_embed, cosine, arith, offset_profile(circuit, mlp0, table), circuit.name)

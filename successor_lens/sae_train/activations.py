@@ -1,7 +1,8 @@
 """Activation sources for SAE training, cached to disk as safetensors shards with provenance.
 
 - Vocabulary level: each token alone at a site (`hook_embed` = W_E[t], or the layer-0 MLP of it),
-  for the succession tokens, every vocabulary token, or any token list.
+  for the succession items, every vocabulary token, or any token list; a succession item that
+  splits into several tokens (a number for a digit-splitting tokenizer) is read at its last token.
 - In context: the hook's activations over a text corpus (local text files through `datasets`,
   or a hub dataset name when online), one row per token position.
 
@@ -25,30 +26,32 @@ from transformer_lens import HookedTransformer
 
 from successor_lens.io import atomic_path, provenance, write_json
 from successor_lens.models import model_provenance
-from successor_lens.sites import hook_name, token_activations
-from successor_lens.tasks import Task, build_token_set, standard_tasks
+from successor_lens.sites import hook_name, item_activations
+from successor_lens.tasks import Task, build_token_set, sae_tasks
 
 SHARD_ROWS = 65536
 
 
-def succession_tokens(tokenizer, tasks: list[Task] | None = None) -> tuple[Tensor, dict]:
-    """Unique single-token items of the paper's SAE data: numbers 0..500 with and without a
-    leading space plus the other tasks (held-out Roman numerals excluded), or of `tasks`."""
-    token_set = build_token_set(tokenizer, tasks or standard_tasks(range(0, 501)), include_held_out=False)
-    tokens = torch.tensor(sorted({item.token for item in token_set.items}), dtype=torch.long)
-    source = {"token_set": "succession", "n_tokens": len(tokens), "n_dropped": len(token_set.dropped)}
+def succession_items(tokenizer, tasks: list[Task] | None = None) -> tuple[list[tuple[int, ...]], dict]:
+    """Unique items of the SAE data (`sae_tasks()`, or `tasks`), held-out Roman numerals excluded,
+    as token-id sequences: single tokens, and numbers that split into digits (read in context)."""
+    token_set = build_token_set(tokenizer, tasks or sae_tasks(), include_held_out=False)
+    items = sorted({item.ids or (item.token,) for item in token_set.items})
+    n_multi = sum(len(i) > 1 for i in items)
+    source = {"token_set": "succession", "n_tokens": len(items) - n_multi, "n_multi_token_items": n_multi,
+              "n_dropped": len(token_set.dropped)}
     if tasks:
         source["tasks"] = [[t.name, list(t.items)] for t in tasks]
-    return tokens, source
+    return items, source
 
 
-def vocab_tokens(model: HookedTransformer) -> tuple[Tensor, dict]:
-    return torch.arange(model.cfg.d_vocab), {"token_set": "vocab", "n_tokens": model.cfg.d_vocab}
+def vocab_tokens(model: HookedTransformer) -> tuple[list[tuple[int, ...]], dict]:
+    return [(t,) for t in range(model.cfg.d_vocab)], {"token_set": "vocab", "n_tokens": model.cfg.d_vocab}
 
 
-def vocab_activations(model: HookedTransformer, tokens: Tensor, site: str, batch: int = 8192) -> Iterator[Tensor]:
-    for start in tqdm(range(0, len(tokens), batch), desc=f"{site} activations", leave=False):
-        yield token_activations(model, tokens[start : start + batch], site).cpu()
+def vocab_activations(model: HookedTransformer, items: list[tuple[int, ...]], site: str, batch: int = 8192) -> Iterator[Tensor]:
+    for start in tqdm(range(0, len(items), batch), desc=f"{site} activations", leave=False):
+        yield item_activations(model, items[start : start + batch], hook_name(site))
 
 
 @torch.no_grad()

@@ -195,3 +195,21 @@ def evaluate(sae: SAE, acts: torch.Tensor | Iterable[torch.Tensor], batch_size: 
         mse=sq_err / n, fvu=sq_err / max(total, 1e-12), l0=l0 / n, dead_frac=(fired == 0).float().mean().item(),
         log10_density=torch.where(density > 0, density.clamp_min(1e-10).log10(), torch.full_like(density, -10.0)).tolist(),
     )
+
+
+@torch.no_grad()
+def untrained_like(sae, seed: int, data_mean: torch.Tensor | None = None):
+    """A copy of `sae` at initialisation, as our trainer starts one: random unit decoder rows,
+    W_enc = W_dec^T, zero encoder bias, b_dec at the data mean. The untrained-SAE null: what
+    mining reports on a dictionary of the same shape and activation function that learned nothing."""
+    import copy
+
+    fresh = copy.deepcopy(sae)
+    gen = torch.Generator().manual_seed(seed)
+    W_dec = torch.randn(fresh.W_dec.shape, generator=gen)
+    W_dec /= W_dec.norm(dim=-1, keepdim=True)
+    fresh.W_dec.data = W_dec.to(fresh.W_dec)
+    fresh.W_enc.data = W_dec.T.contiguous().to(fresh.W_enc)
+    fresh.b_enc.data.zero_()
+    fresh.b_dec.data = (data_mean if data_mean is not None else torch.zeros_like(fresh.b_dec)).to(fresh.b_dec)
+    return fresh

@@ -12,7 +12,7 @@ from successor_lens.corpus import load_texts
 from successor_lens.io import write_json
 from successor_lens.models import model_provenance
 from successor_lens.sae_train.activations import (
-    ShardedActivations, activation_meta, corpus_activations, succession_tokens,
+    ShardedActivations, activation_meta, corpus_activations, succession_items,
     vocab_activations, vocab_tokens, write_activations,
 )
 from successor_lens.sae_train.batches import ShuffledBatches
@@ -59,7 +59,7 @@ def activations_for(
     """Compute (or reuse) the cached activations for a site and token source (`tasks`: succession only)."""
     folder = out / "activations" / f"{site}-{tokens}"
     if tokens == "succession":
-        ids, source = succession_tokens(model.tokenizer, tasks)
+        ids, source = succession_items(model.tokenizer, tasks)
     elif tokens == "vocab":
         ids, source = vocab_tokens(model)
     elif tokens == "corpus":

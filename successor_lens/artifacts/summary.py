@@ -1,0 +1,112 @@
+"""summary.json: the headline figures of a run under stable keys, each with its null and the paper's figure.
+
+Built from the stage outputs (heads.json, incontext.json, mine.json, probe.json); the CLI summary,
+report.md and the atlas index print `lines`, which say in words when a figure is not above its
+null. Keys are stable: a new key may be added, none is renamed or removed without a version bump.
+"""
+
+from __future__ import annotations
+
+from successor_lens.nulls import Verdict, missing, rate_vs_chance, words
+
+SUMMARY_VERSION = "1.0"
+PAPER = {
+    "best_score": 0.9, "best_ratio": 8.0, "successor_bar": 0.5, "classes_found": 10, "modal_coverage": 0.585,
+    "probe_accuracy": "94/102 non-number items", "probe_feature_cosine": 0.71, "arithmetic": "0.89 numbers 20-29, 0.53 months",
+    "overshoot": "failures follow a greater-than bias", "model": "Pythia-1.4B (L12H0)",
+}
+
+
+def _verdict(d: dict | None, reason: str) -> Verdict:
+    if not d:
+        return missing(reason)
+    return Verdict(d.get("value"), d.get("null"), bool(d.get("above")), d.get("test", ""), d.get("p"))
+
+
+def head_verdict(heads: dict) -> Verdict:
+    """Best OV succession score vs the chance level of its pairs (binomial, Bonferroni over every head)."""
+    scored = {t: n for t, n in heads["n_pairs"].items() if t not in heads["held_out_tasks"]}
+    n = sum(scored.values())
+    chance = sum(heads["chance"][t] * k for t, k in scored.items()) / n
+    return rate_vs_chance(round(heads["best_score"] * n), n, chance, comparisons=len(heads["heads"]))
+
+
+def build_summary(model: str, heads: dict, choice: dict, mine: dict, probe: dict) -> dict:
+    ranked = heads["top_heads"]
+    best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+    v_head = head_verdict(heads)
+    fig = mine["figures"]
+    v_classes = _verdict({**fig["classes_found"], "above": fig["classes_found"].get("above_null")}, "no mining null")
+    v_raw = _verdict({**fig["classes_found_raw"], "above": fig["classes_found_raw"].get("above_null")}, "no mining null")
+    v_latents = _verdict({**fig["class_latents"], "above": fig["class_latents"].get("above_null")}, "no mining null")
+    v_cover = _verdict({**fig["modal_coverage"], "above": fig["modal_coverage"].get("above_null")}, "no mining null")
+    per_sae = mine["per_sae"]
+    pv = probe["verdicts"]
+    v_probe, v_cos, v_arith, v_over = (_verdict(pv[k], "not computed") for k in ("probe_accuracy", "probe_feature_cosine", "arithmetic", "overshoot"))
+    arith = probe["arithmetic"]
+    feats, rand, prob = arith["SAE features"], arith["random directions"], arith["probe directions"]
+    mean_of = lambda key: _mean([s.get(key) for s in per_sae])  # noqa: E731
+    s = {
+        "summary_version": SUMMARY_VERSION, "model": model,
+        "best_head": best["head"], "best_score": best["succession"], "best_score_null": v_head.null,
+        "runner_up": runner["head"] if runner else None, "runner_up_score": runner["succession"] if runner else None,
+        "best_ratio": best["succession"] / runner["succession"] if runner and runner["succession"] > 0 else None,
+        "passes_successor_bar": heads["passes_bar"],
+        "analysis_head": choice["head"], "analysis_head_reason": choice["reason"],
+        "classes_found": v_classes.value, "classes_found_null": v_classes.null,
+        "classes_found_raw": v_raw.value, "classes_found_raw_null": v_raw.null,
+        "class_latents": v_latents.value, "class_latents_null": v_latents.null,
+        "modal_coverage": v_cover.value, "modal_coverage_null": v_cover.null,
+        "modal_coverage_numbers": mean_of("mean_modal_coverage_numbers"), "modal_coverage_other": mean_of("mean_modal_coverage_other"),
+        "recurring_classes": len(mine["recurrence"]["modal_classes"]), "n_saes": mine["recurrence"]["n_saes"],
+        "probe_accuracy": v_probe.value, "probe_accuracy_null": v_probe.null,
+        "probe_feature_cosine": v_cos.value, "probe_feature_cosine_null": v_cos.null,
+        "probe_feature_cosine_class_mean": probe["probe_feature_cosine"]["class_mean_directions"],
+        "arithmetic": feats["overall"], "arithmetic_random": rand["overall"], "arithmetic_probe": prob["overall"],
+        "arithmetic_ceiling": feats["head_ceiling"], "arithmetic_when_head_right": feats["success_when_head_right"],
+        "arithmetic_random_when_head_right": rand["success_when_head_right"],
+        "arithmetic_numbers_20_29": feats["numbers_20_29"], "arithmetic_random_numbers_20_29": rand["numbers_20_29"],
+        "arithmetic_scale_at_grid_edge": feats["scale_at_grid_edge"],
+        "overshoot": feats["failure_overshoot_fraction"], "overshoot_chance": feats["overshoot_chance"],
+        "above_null": {"best_score": v_head.above, "classes_found": v_classes.above, "classes_found_raw": v_raw.above, "class_latents": v_latents.above,
+                       "modal_coverage": v_cover.above, "probe_accuracy": v_probe.above, "probe_feature_cosine": v_cos.above,
+                       "arithmetic": v_arith.above, "overshoot": v_over.above},
+        "tests": {"best_score": v_head.test, "classes_found": v_classes.test, "modal_coverage": v_cover.test,
+                  "probe_accuracy": v_probe.test, "probe_feature_cosine": v_cos.test, "arithmetic": v_arith.test, "overshoot": v_over.test},
+        "paper": PAPER,
+    }
+    s["lines"] = _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over, fig)
+    return s
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _f(v, fmt="{:.2f}") -> str:
+    return "n/a" if v is None else fmt.format(v)
+
+
+def _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over, fig) -> list[str]:
+    ratio = f", {s['best_ratio']:.1f}x the runner-up {s['runner_up']} {s['runner_up_score']:.3f}" if s["best_ratio"] else ""
+    bar = "passes" if s["passes_successor_bar"] else "does NOT pass"
+    per = ", ".join(str(n) for n in fig["classes_found"].get("per_sae", []))
+    lines = [
+        words(f"best head by OV succession score: {s['best_head']}", v_head, "~0.9, ~8x the runner-up", "{:.3f}")
+        + f"{ratio}; {bar} the paper's bar > 0.5",
+        f"analysis head: {s['analysis_head']} ({s['analysis_head_reason']})",
+        words(f"mod-10 classes found above both nulls (per SAE: {per})", v_classes, "10", "{:.1f}")
+        + f"; raw count {_f(v_raw.value, '{:.1f}')} vs null {_f(v_raw.null, '{:.1f}')} ({'above' if v_raw.above else 'NOT above'});"
+        + f" {s['recurring_classes']}/10 recur across seeds",
+        words("mean modal coverage", v_cover, "0.585") + f" (numbers {_f(s['modal_coverage_numbers'])}, other tasks {_f(s['modal_coverage_other'])})",
+        words("probe accuracy, held-out tasks pooled, vs shuffled labels", v_probe, "94/102 non-number items"),
+        words("probe/SAE-feature cosine, vs random directions", v_cos, "0.71")
+        + f" (class-mean directions {_f(s['probe_feature_cosine_class_mean'])})",
+        words(f"arithmetic through {s['analysis_head']}, vs random directions", v_arith, "0.89 numbers 20-29, 0.53 months")
+        + f"; the head's own ceiling {_f(s['arithmetic_ceiling'])}, success when the head is right {_f(s['arithmetic_when_head_right'])}"
+        + f" (random {_f(s['arithmetic_random_when_head_right'])}); numbers 20-29 {_f(s['arithmetic_numbers_20_29'])}"
+        + ("; the chosen scale is at the edge of its grid" if s["arithmetic_scale_at_grid_edge"] else ""),
+        words("failures that overshoot, vs chance", v_over, "a greater-than bias"),
+    ]
+    return lines

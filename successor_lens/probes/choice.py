@@ -1,0 +1,49 @@
+"""Which head the downstream analyses (arithmetic, logit effects) go through, chosen from evidence.
+
+The OV succession score alone ties on small models (two heads at 0.125 on SmolLM2, one of which
+does nothing in context), so the choice uses two independent measurements: the head's OV
+succession score and its direct logit attribution on the answer of in-context succession prompts
+(`probes/incontext.py`). Each is divided by its best value over all heads (DLA clipped at 0) and
+the head with the largest product wins: a head must both map items to successors and raise the
+answer in context. When no head raises the answer in context, the OV score decides alone; a
+user's `--head` overrides both. The choice and its reason are recorded in `heads_choice.json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class HeadChoice:
+    head: str
+    reason: str
+    candidates: list[dict]
+    """The top heads by the combined evidence: head, ov, dla, combined."""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def choose_head(ov_scores: dict[str, float], dla: dict[str, float] | None, override: str | None = None, top: int = 8) -> HeadChoice:
+    """Pick the analysis head from OV succession scores and in-context DLA (both keyed by head name)."""
+    dla = dla or {}
+    best_ov = max(ov_scores.values(), default=0.0)
+    best_dla = max([max(v, 0.0) for v in dla.values()], default=0.0)
+    rows = []
+    for name, ov in ov_scores.items():
+        d = dla.get(name)
+        combined = (ov / best_ov if best_ov > 0 else 0.0) * (max(d, 0.0) / best_dla if best_dla > 0 and d is not None else 0.0)
+        rows.append({"head": name, "ov": ov, "dla": d, "combined": combined})
+    by_ov = sorted(rows, key=lambda r: (-r["ov"], -(r["dla"] or 0.0), r["head"]))
+    if override:
+        ranked = sorted(rows, key=lambda r: (-r["combined"], -r["ov"]))
+        return HeadChoice(override, "given with --head", ranked[:top])
+    if best_dla <= 0 or best_ov <= 0:
+        why = "no head raises the answer in context" if best_dla <= 0 else "no head has a positive OV succession score"
+        return HeadChoice(by_ov[0]["head"], f"highest OV succession score ({why}; ties: higher in-context DLA)", by_ov[:top])
+    ranked = sorted(rows, key=lambda r: (-r["combined"], -r["ov"], r["head"]))
+    best = ranked[0]
+    reason = (f"largest product of OV succession score ({best['ov']:.3f}, {best['ov'] / best_ov:.2f} of the best) and in-context DLA "
+              f"on the answer ({best['dla']:.3f}, {max(best['dla'], 0) / best_dla:.2f} of the best)")
+    return HeadChoice(best["head"], reason, ranked[:top])

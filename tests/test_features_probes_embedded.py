@@ -5,18 +5,17 @@ import json
 
 from successor_lens.cli.main import main
 from successor_lens.features.mining import mine
-from successor_lens.features.pipeline import item_table
+from successor_lens.features.pipeline import item_acts, item_table
 from successor_lens.probes.linear import leave_one_task_out
 from successor_lens.sae_train.dictionary import load_dictionary
 from successor_lens.sae_train.pipeline import train_sae
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.trainer import TrainConfig
-from successor_lens.sites import token_activations
 
 
 def test_mod10_probe_generalises_to_held_out_digits_and_ordinals(embedded_model):
-    table, tokens = item_table(embedded_model)
-    acts = token_activations(embedded_model, tokens, "mlp0")
+    table = item_table(embedded_model)
+    acts = item_acts(embedded_model, table, "mlp0")
     probe = leave_one_task_out(acts, table)
     # METHOD.md section 4 measured digits and ordinals near-perfect; chance is 0.1
     assert probe.accuracy["numbers"] > 0.7 and probe.accuracy["ordinals"] > 0.7
@@ -24,8 +23,8 @@ def test_mod10_probe_generalises_to_held_out_digits_and_ordinals(embedded_model)
 
 
 def test_miner_finds_mod10_classes_in_an_sae_on_mlp0(embedded_model, tmp_path):
-    table, tokens = item_table(embedded_model)
-    acts = token_activations(embedded_model, tokens, "mlp0")
+    table = item_table(embedded_model)
+    acts = item_acts(embedded_model, table, "mlp0")
     run = train_sae(embedded_model, "mlp0", TrainConfig(d_sae=128, k=8, steps=800, batch_size=256), tmp_path, Runtime("cpu"), progress=False)
     mined = mine(load_dictionary(run.folder).sae, acts, table)
     summary = mined.summary()
@@ -42,7 +41,7 @@ def test_mine_and_probe_commands_write_results(tmp_path, capsys):
     assert len(mined["per_sae"]) == 2 and mined["recurrence"]["n_saes"] == 2
     assert main(["probe", "--out", str(tmp_path), "--head", "L23H3"]) == 0
     out = capsys.readouterr().out
-    assert "shuffled control" in out and "L23H3" in out
+    assert "shuffled control" in out and "L23H3" in out and "vs shuffled labels" in out and "its null" in out
     data = json.loads((tmp_path / "probe.json").read_text())
     assert set(data["arithmetic"]) == {"SAE features", "random directions", "probe directions"}
     assert data["probe_feature_cosine"]["paper_mean"] == 0.71

@@ -5,7 +5,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "successor_lens"
 STAGES = ["sae_train", "features", "probes", "artifacts"]
-SHARED = ["models", "tasks", "sites", "io", "confighelp", "corpus"]
+SHARED = ["models", "tasks", "sites", "io", "confighelp", "corpus", "nulls", "planted"]
 
 
 def imported_parts(path: Path) -> set[str]:

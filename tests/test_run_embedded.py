@@ -14,15 +14,16 @@ def test_run_on_the_embedded_model_writes_the_atlas_then_reuses_every_stage(embe
     out = capsys.readouterr().out
     assert "cached nothing" in out and f"atlas: {tmp_path / 'atlas' / 'index.html'}" in out
     summary = out.split("report.md)\n", 1)[1].strip().splitlines()
-    assert len(summary) == 5 and summary[0].lstrip().startswith("top heads (OV succession score): ")
+    assert len(summary) == 8 and summary[0].lstrip().startswith("best head by OV succession score: ")
     doc = json.loads((tmp_path / "atlas" / "atlas.json").read_text())
     jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
     assert doc["model"]["n_layers"] == 30 and doc["provenance"]["weight_processing"]["fold_ln"] is False
-    assert doc["heads"]["best_head"] == doc["logit_head"] and not doc["heads"]["passes_bar"]
-    assert "successor head is weak" in summary[0]
+    chosen = json.loads((tmp_path / "summary.json").read_text())["analysis_head"]
+    assert doc["logit_head"] == doc["probes"]["head"] == chosen and not doc["heads"]["passes_bar"]
+    assert "does NOT pass the paper's bar" in summary[0]
 
     assert main(args) == 0
-    assert "ran nothing; cached heads, activations, saes, mine, probes, atlas" in capsys.readouterr().out
+    assert "ran nothing; cached heads, incontext, activations, saes, mine, probes, atlas" in capsys.readouterr().out
 
     assert main(["atlas", "--sae", str(tmp_path / "saes" / "embed-s0"), "--latents", "2", "--out", str(tmp_path / "one")]) == 0
     one = json.loads((tmp_path / "one" / "atlas.json").read_text())

@@ -46,11 +46,19 @@ def test_run_executes_every_stage_and_ends_with_the_atlas(first_run):
     for name in ("index.html", "atlas.json", "atlas.schema.json", "report.md", "heads/L1H2.html", "images/heads.png"):
         assert (atlas / name).is_file(), name
     assert (first_run.out / "report.md").read_text() == (atlas / "report.md").read_text()
-    assert len(first_run.summary) == 5
-    assert first_run.summary[0].startswith("top heads (OV succession score): L1H2 1.000")
+    assert len(first_run.summary) == 8
+    assert first_run.summary[0].startswith("best head by OV succession score: L1H2: 1.000")
     doc = json.loads((atlas / "atlas.json").read_text())
     assert [s["id"] for s in doc["saes"]] == ["mlp0-s0", "mlp0-s1", "embed-s0"]
     assert doc["probes"]["head"] == "L1H2" and doc["logit_head"] == "L1H2"
+    summary = json.loads((first_run.out / "summary.json").read_text())
+    assert doc["summary"]["lines"] == summary["lines"] == first_run.summary
+    for key in ("best_head", "best_score", "runner_up_score", "analysis_head", "analysis_head_reason", "classes_found",
+                "classes_found_null", "modal_coverage", "modal_coverage_null", "probe_accuracy", "probe_accuracy_null",
+                "probe_feature_cosine", "probe_feature_cosine_null", "arithmetic", "arithmetic_random", "arithmetic_ceiling",
+                "overshoot", "overshoot_chance"):
+        assert key in summary, key
+    assert summary["analysis_head"] == "L1H2" and set(summary["above_null"]) >= {"classes_found", "probe_accuracy", "arithmetic"}
 
 
 def test_second_run_reuses_every_stage(model, first_run, tmp_path):
@@ -98,7 +106,7 @@ def test_interrupted_training_leaves_no_stage_record_and_the_next_run_completes(
     monkeypatch.setattr(pipeline_mod, "train_sae", train_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(model, out, CONFIG, progress=False, log=quiet)
-    assert sorted(p.stem for p in (out / ".stages").iterdir()) == ["activations", "heads"]
+    assert sorted(p.stem for p in (out / ".stages").iterdir()) == ["activations", "heads", "incontext"]
     assert not (out / "atlas").exists() and leftovers(out) == []
     monkeypatch.setattr(pipeline_mod, "train_sae", real)
     assert run_pipeline(model, out, CONFIG, progress=False, log=quiet).ran == ["saes", "mine", "probes", "atlas"]

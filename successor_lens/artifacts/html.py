@@ -90,7 +90,8 @@ def latent_href(sae_id: str, index: int, root: str = "") -> str:
 def index_page(atlas: dict, summary: list[str]) -> str:
     model = atlas["model"]
     prov = atlas["provenance"]
-    body = [h2("Summary"), Raw("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in summary) + "</ul>"),
+    body = [h2("Summary"), Raw("<ul>" + "".join(f'<li class="bad">{esc(line)}</li>' if "NOT " in line else f"<li>{esc(line)}</li>"
+                                                for line in summary) + "</ul>"),
             para(f"model {model['name']} ({model['n_layers']} layers x {model['n_heads']} heads, d_model {model['d_model']}); "
                  f"weights: {_processing(prov.get('weight_processing'))}; source: {prov.get('source')}; successor-lens {prov.get('version')}", "note")]
     heads = atlas["heads"]
@@ -152,8 +153,9 @@ def probe_sections(probes: dict) -> list[str]:
         h2("Linear probes: index mod 10, leave one task out"),
         table(["held-out task", "items", "MLP0 probe", "embedding probe", "shuffled-label control"], rows),
         img("images/probe_accuracy.png", "probe accuracy per held-out task"),
-        para(f"probe / SAE-feature cosine: mean {cos['mean']:.3f}; random directions {cos['random_baseline']:.3f}; "
-             f"mismatched classes {cos['mismatched_class_baseline']:.3f} (paper: {probes['paper']['probe_feature_cosine']})"),
+        para(f"probe / SAE-feature cosine: mean {cell(cos['mean'])}; random directions {cell(cos['random_baseline'])}; "
+             f"mismatched classes {cell(cos['mismatched_class_baseline'])}; class-mean directions {cell(cos.get('class_mean_directions'))} "
+             f"(paper: {probes['paper']['probe_feature_cosine']})"),
         h2(f"Vector arithmetic through {probes['head']}"),
         table(["task"] + list(arith), arows),
         img("images/arithmetic.png", "arithmetic success, features vs controls"),

@@ -27,7 +27,7 @@ from successor_lens.io import code_digest, digest, provenance, write_json, write
 from successor_lens.models import model_fingerprint, model_provenance
 from successor_lens.probes.heads import ScanConfig, scan_heads
 from successor_lens.probes.choice import choose_head
-from successor_lens.probes.incontext import in_context_dla, succession_prompts
+from successor_lens.probes.incontext import fitting, in_context_dla, succession_prompts
 from successor_lens.probes.pipeline import incontext_tasks, probe_model
 from successor_lens.sae_train.dictionary import load_dictionary
 from successor_lens.sae_train.pipeline import activations_for, default_train_config, train_sae
@@ -118,7 +118,7 @@ class _Stages:
 
     def incontext(self) -> list[Path]:
         heads = json.loads((self.out / "heads.json").read_text())
-        prompts = succession_prompts(self.model.tokenizer, incontext_tasks(self.config.scan_tasks))
+        prompts = fitting(self.model, succession_prompts(self.model.tokenizer, incontext_tasks(self.config.scan_tasks)))
         result = in_context_dla(self.model, prompts) if prompts else None
         if self.config.head and self.config.head not in heads["heads"]:
             raise ValueError(f"--head {self.config.head} is not a head of {self.model.cfg.model_name} "

@@ -86,7 +86,7 @@ def report_md(doc: dict) -> str:
             ["mean modal coverage (numbers / other)", f"{f(s['modal_coverage'])} ({f(s['modal_coverage_numbers'])} / {f(s['modal_coverage_other'])})",
              f(s["modal_coverage_null"]), yes("modal_coverage"), "0.585"],
             ["classes recurring across seeds", f"{s['recurring_classes']}/10 of {s['n_saes']} SAEs", "", "", "modal features recur"],
-            ["probe accuracy (held-out tasks pooled)", f(s["probe_accuracy"]), f"shuffled labels {f(s['probe_accuracy_null'])}", yes("probe_accuracy"), "94/102"],
+            ["probe accuracy (held-out non-number tasks pooled)", f(s["probe_accuracy"]), f"shuffled labels {f(s['probe_accuracy_null'])}", yes("probe_accuracy"), "94/102"],
             ["probe/feature cosine", f(s["probe_feature_cosine"]), f"random 99% {f(s['probe_feature_cosine_null'])}", yes("probe_feature_cosine"), "0.71"],
             ["arithmetic through " + md(s["analysis_head"]), f(s["arithmetic"]), f"random {f(s['arithmetic_random'])}, probe {f(s['arithmetic_probe'])}",
              yes("arithmetic"), "0.89 (20-29), 0.53 months"],

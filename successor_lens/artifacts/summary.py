@@ -100,7 +100,7 @@ def _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over
         + f"; raw count {_f(v_raw.value, '{:.1f}')} vs null {_f(v_raw.null, '{:.1f}')} ({'above' if v_raw.above else 'NOT above'});"
         + f" {s['recurring_classes']}/10 recur across seeds",
         words("mean modal coverage", v_cover, "0.585") + f" (numbers {_f(s['modal_coverage_numbers'])}, other tasks {_f(s['modal_coverage_other'])})",
-        words("probe accuracy, held-out tasks pooled, vs shuffled labels", v_probe, "94/102 non-number items"),
+        words("probe accuracy, held-out non-number tasks pooled, vs shuffled labels", v_probe, "94/102 non-number items"),
         words("probe/SAE-feature cosine, vs random directions", v_cos, "0.71")
         + f" (class-mean directions {_f(s['probe_feature_cosine_class_mean'])})",
         words(f"arithmetic through {s['analysis_head']}, vs random directions", v_arith, "0.89 numbers 20-29, 0.53 months")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from successor_lens.cli.common import add_model_arguments, out_dir, print_table, resolve_device
+from successor_lens.nulls import Verdict, words
 from successor_lens.confighelp import field_docs
 from successor_lens.features.mining import MineConfig
 
@@ -41,7 +42,11 @@ def run(args: argparse.Namespace) -> None:
     for c in range(10):
         cov = [f"{m.modal_coverage[c]:.2f}" if c in m.modal_coverage else "-" for m in result.mined]
         rows.append([c, result.recurrence.counts.get(c, 0), " ".join(cov), "yes" if c in result.recurrence.modal_directions else "no"])
-    print_table(["class", f"recurs (cos >= {result.recurrence.threshold} to the first)", "modal coverage per SAE", "modal"], rows)
-    mean = result.mined[0].summary()["mean_modal_coverage"]
-    print(f"mean modal coverage (SAE 1): {mean:.3f} (paper, Pythia-1.4B: 0.585)" if mean is not None else "no class found in SAE 1")
+    print_table(["class", f"SAEs recurring in all others (firing cos >= {result.recurrence.threshold})", "modal coverage per SAE", "modal"], rows)
+    figures = result.figures()
+    for name, label, paper in (("classes_found", "classes found above both nulls", "10"), ("classes_found_raw", "classes, raw count", "10"),
+                               ("modal_coverage", "mean modal coverage", "0.585")):
+        f = figures[name]
+        verdict = Verdict(f["value"], f.get("null"), bool(f.get("above_null")), f.get("test", ""))
+        print(words(label, verdict, paper) if "null" in f else f"{label}: {f['value']:.2f} (no null computed)")
     print("wrote " + ", ".join(str(p) for p in written))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from successor_lens.cli.common import add_model_arguments, out_dir, print_table, resolve_device
+from successor_lens.nulls import words
 
 HELP = "linear probes for index mod 10, probe/feature cosine, vector arithmetic through a head, greater-than profile"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    p.add_argument("--head", default=None, help="head as L{layer}H{head} (default: the top head of the scan)")
+    p.add_argument("--head", default=None, help="head as L{layer}H{head} (default: chosen from the OV succession score and in-context DLA together)")
     p.add_argument("--seed", type=int, default=0, help="seed for the controls and the k selection split")
     p.add_argument("--out", default=None, help="run folder with features.safetensors from `mine` (default runs/MODEL)")
 
@@ -36,13 +37,26 @@ def print_probe(result) -> None:
     print("leave-one-task-out probe for index mod 10 (chance 0.10):")
     print_table(["held-out task", "items", "MLP0", "embedding", "shuffled control"],
                 [[t, probe.n_items[t], probe.accuracy[t], embed.accuracy.get(t, float("nan")), probe.control[t]] for t in probe.accuracy])
-    print(f"probe/SAE-feature cosine: mean {cosine.mean:.3f} over {len(cosine.per_class)} classes; random directions "
-          f"{cosine.random_baseline:.3f}, mismatched classes {cosine.mismatched_baseline:.3f} (paper: 0.71)")
+    v = result.verdicts()
+    feats = arith["SAE features"]
+    print(words("probe accuracy, held-out non-number tasks pooled, vs shuffled labels", v["probe_accuracy"], "94/102 non-number items"))
+    print(words("probe/SAE-feature cosine, vs random directions", v["probe_feature_cosine"], "0.71")
+          + f"; mismatched classes {_f(cosine.mismatched_baseline)}, class-mean directions {_f(cosine.class_mean)}")
     print(f"vector arithmetic through {result.head} (k chosen on half of the cases, reported on the other half):")
-    tasks = list(arith["SAE features"].success)
+    tasks = list(feats.success)
     print_table(["task"] + list(arith), [[t] + [arith[n].success.get(t, float("nan")) for n in arith] for t in tasks]
-                + [["overall"] + [arith[n].overall for n in arith]])
+                + [["overall"] + [_nan(arith[n].overall) for n in arith]])
+    print(words("arithmetic vs random directions", v["arithmetic"], "0.89 numbers 20-29, 0.53 months")
+          + f"; the head's ceiling {_f(feats.ceiling)}, success when the head is right {_f(feats.conditional)}"
+          + ("; k is at the edge of its grid" if feats.scale_at_edge else ""))
     profile = result.profile["all"]
-    print(f"failures that overshoot (greater-than bias): {arith['SAE features'].overshoot:.2f}; "
-          f"offset profile peak at {max(profile, key=profile.get):+d} (a successor head peaks at +1)")
-    print("paper: arithmetic ~0.89 numbers 20-29, ~0.53 months, fails on days and letters")
+    print(words("failures that overshoot, vs chance", v["overshoot"], "a greater-than bias")
+          + (f"; offset profile peak at {max(profile, key=profile.get):+d} (a successor head peaks at +1)" if profile else ""))
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _nan(v) -> float:
+    return float("nan") if v is None else v

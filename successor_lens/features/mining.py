@@ -161,30 +161,30 @@ def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig())
 
 @dataclass
 class Recurrence:
-    """How each class's modal latent recurs across SAEs trained with different seeds.
+    """How each class's feature recurs across SAEs trained with different seeds.
 
-    Latents are matched by firing pattern over the items (cosine of their activation vectors):
-    decoder rows of small SAEs differ between seeds while what they fire on recurs. The decoder
-    cosine of each matched pair is reported as a second measure. Every ordered pair of SAEs is
-    compared, not only pairs with the first.
+    A class's firing pattern in an SAE is the summed activation of its latents over the items (a
+    class may split across two latents). Patterns are compared by cosine over every pair of SAEs:
+    decoder rows of small SAEs differ between seeds while what they fire on recurs. The cosine of
+    the class directions f_c of the same pairs is reported as a second measure.
     """
 
     counts: dict[int, int]
-    """Class -> SAEs whose modal latent for the class has a same-class match in every other SAE."""
+    """Class -> SAEs in which the class's pattern matches its pattern in at least one other SAE."""
     n_saes: int
     modal_directions: dict[int, Tensor]
-    """Class -> mean f_c over the SAEs that found it, for classes recurring in at least half."""
+    """Class -> mean f_c over the SAEs where it recurs, for classes recurring in at least half."""
     threshold: float
     pair_rate: dict[int, float | None]
-    """Class -> share of ordered SAE pairs (s, t) where s's modal latent has a match in t."""
+    """Class -> share of SAE pairs (both found the class) whose patterns match."""
     match_cosine: dict[int, float | None]
-    """Class -> median firing-pattern cosine of the best match over those pairs."""
+    """Class -> median firing-pattern cosine over those pairs."""
     decoder_cosine: dict[int, float | None]
-    """Class -> median decoder-row cosine of the same matched pairs (the second measure)."""
+    """Class -> median cosine of the class directions f_c over the same pairs (the second measure)."""
 
     def summary(self) -> dict:
         return {
-            "n_saes": self.n_saes, "match": "firing pattern over the items (cosine of activation vectors), all ordered pairs",
+            "n_saes": self.n_saes, "match": "class firing pattern over the items (summed activation of its latents), all pairs of SAEs",
             "cosine_threshold": self.threshold,
             "recurrence": {c: f"{n}/{self.n_saes}" for c, n in self.counts.items()},
             "pair_rate": self.pair_rate, "match_cosine": self.match_cosine, "decoder_cosine": self.decoder_cosine,
@@ -192,45 +192,36 @@ class Recurrence:
         }
 
 
-def _unit_rows(x: Tensor) -> Tensor:
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+def class_pattern(m: MinedFeatures, cls: int) -> Tensor:
+    members = [latent for latent, c in m.latent_class.items() if c == cls]
+    pattern = m.acts_FN[members].sum(0)
+    return pattern / pattern.norm().clamp_min(1e-12)
 
 
 def recurrence(mined: list[MinedFeatures], threshold: float = 0.7) -> Recurrence:
-    """Match each class's modal latent across SAEs by firing pattern; keep classes that recur ("modal").
-
-    A class recurs from SAE s to SAE t when the latent of t whose activation pattern over the
-    items is closest (cosine) to s's modal latent reaches `threshold` and belongs to the same class.
-    """
+    """Match each class's firing pattern across every pair of SAEs; keep classes that recur ("modal")."""
     n = len(mined)
     counts, modal, pair_rate, match_cos, dec_cos = {}, {}, {}, {}, {}
-    classes = sorted({c for m in mined for c in m.modal_latent})
-    patterns = [_unit_rows(m.acts_FN) for m in mined]
-    for cls in classes:
-        hits, cosines, decoders = [], [], []
-        recurs_everywhere = 0
-        for s, ms in enumerate(mined):
-            if cls not in ms.modal_latent:
-                continue
-            latent = ms.modal_latent[cls]
-            ok = True
-            for t, mt in enumerate(mined):
-                if t == s:
-                    continue
-                sims = patterns[t] @ patterns[s][latent]
-                best = int(sims.argmax())
-                hit = bool(sims[best] >= threshold and mt.latent_class.get(best) == cls)
-                hits.append(hit)
-                cosines.append(float(sims[best]))
-                decoders.append(float(_unit_rows(mt.W_dec[best : best + 1])[0] @ _unit_rows(ms.W_dec[latent : latent + 1])[0]))
-                ok &= hit
-            recurs_everywhere += ok
-        counts[cls] = recurs_everywhere
-        pair_rate[cls] = sum(hits) / len(hits) if hits else None
+    for cls in sorted({c for m in mined for c in m.directions}):
+        have = [i for i, m in enumerate(mined) if cls in m.directions]
+        patterns = {i: class_pattern(mined[i], cls) for i in have}
+        matched, cosines, decoders = set(), [], []
+        for x in range(len(have)):
+            for y in range(x + 1, len(have)):
+                s, t = have[x], have[y]
+                cos = float(patterns[s] @ patterns[t])
+                cosines.append(cos)
+                decoders.append(float(mined[s].directions[cls] @ mined[t].directions[cls]))
+                if cos >= threshold:
+                    matched |= {s, t}
+        counts[cls] = len(matched) if n > 1 else len(have)
+        n_pairs = len(cosines)
+        pair_rate[cls] = sum(c >= threshold for c in cosines) / n_pairs if n_pairs else None
         match_cos[cls] = float(torch.tensor(cosines).median()) if cosines else None
         dec_cos[cls] = float(torch.tensor(decoders).median()) if decoders else None
-        if recurs_everywhere * 2 >= n:
-            mean = torch.stack([m.directions[cls] for m in mined if cls in m.directions]).mean(0)
+        if counts[cls] * 2 >= n:
+            recurring = sorted(matched) if n > 1 else have
+            mean = torch.stack([mined[i].directions[cls] for i in recurring]).mean(0)
             modal[cls] = mean / mean.norm()
     return Recurrence(counts, n, modal, threshold, pair_rate, match_cos, dec_cos)
 

@@ -110,6 +110,16 @@ class ArithmeticResult:
                 "n_failures": self.n_failures, "n_overshoot": self.n_overshoot, "numbers_20_29": self.numbers_20_29, "reason": self.reason}
 
 
+def _nearest_rows(table: ItemTable, in_task: Tensor, target: int) -> dict[int, int]:
+    """Token -> the row of the task with that token nearest the target by index."""
+    rows = in_task.nonzero().flatten()
+    dist = (table.indices[rows] - table.indices[target]).abs()
+    out: dict[int, int] = {}
+    for r in rows[dist.argsort(stable=True)].tolist():
+        out.setdefault(int(table.tokens[r]), r)
+    return out
+
+
 def _after(table: ItemTable, target: Tensor, other: Tensor) -> Tensor:
     """Whether `other` lies after `target` in its task (offsets wrapped for cyclic tasks)."""
     off = table.indices[other] - table.indices[target]
@@ -156,12 +166,15 @@ def vector_arithmetic(
         counts[t] = int(mask.sum())
     miss = ~hit
     n_fail = int(miss.sum())
-    over = _after(table, target[report][miss], pred[miss])
-    chance = []
-    for t_row in target[report][miss].tolist():
-        others = (same_task[t_row] & (tokens != tokens[t_row])).nonzero().flatten()
+    over, chance = [], []
+    for t_row, p_row in zip(target[report][miss].tolist(), pred[miss].tolist()):
+        # split numbers share last digits: a predicted token stands for its item nearest the target
+        near = _nearest_rows(table, same_task[t_row], t_row)
+        over.append(bool(_after(table, torch.tensor([t_row]), torch.tensor([near[int(tokens[p_row])]]))))
+        others = torch.tensor([r for tok, r in near.items() if tok != int(tokens[t_row])])
         if len(others):
             chance.append(_after(table, torch.full_like(others, t_row), others).float().mean().item())
+    over = torch.tensor(over, dtype=torch.bool)
     preds = [(tasks[i], table.texts[int(a[report][i])], int(j[report][i]), table.texts[int(target[report][i])], table.texts[int(pred[i])])
              for i in range(len(report))]
     n_right = int(head_right.sum())

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from successor_lens.probes.heads import parse_head_name
+
 
 @dataclass(frozen=True)
 class HeadChoice:
@@ -35,14 +37,14 @@ def choose_head(ov_scores: dict[str, float], dla: dict[str, float] | None, overr
         d = dla.get(name)
         combined = (ov / best_ov if best_ov > 0 else 0.0) * (max(d, 0.0) / best_dla if best_dla > 0 and d is not None else 0.0)
         rows.append({"head": name, "ov": ov, "dla": d, "combined": combined})
-    by_ov = sorted(rows, key=lambda r: (-r["ov"], -(r["dla"] or 0.0), r["head"]))
+    by_ov = sorted(rows, key=lambda r: (-r["ov"], -(r["dla"] or 0.0), parse_head_name(r["head"])))
     if override:
         ranked = sorted(rows, key=lambda r: (-r["combined"], -r["ov"]))
         return HeadChoice(override, "given with --head", ranked[:top])
     if best_dla <= 0 or best_ov <= 0:
         why = "no head raises the answer in context" if best_dla <= 0 else "no head has a positive OV succession score"
         return HeadChoice(by_ov[0]["head"], f"highest OV succession score ({why}; ties: higher in-context DLA)", by_ov[:top])
-    ranked = sorted(rows, key=lambda r: (-r["combined"], -r["ov"], r["head"]))
+    ranked = sorted(rows, key=lambda r: (-r["combined"], -r["ov"], parse_head_name(r["head"])))
     best = ranked[0]
     reason = (f"largest product of OV succession score ({best['ov']:.3f}, {best['ov'] / best_ov:.2f} of the best) and in-context DLA "
               f"on the answer ({best['dla']:.3f}, {max(best['dla'], 0) / best_dla:.2f} of the best)")

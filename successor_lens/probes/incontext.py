@@ -80,6 +80,12 @@ def _answers(tokenizer, items: list[str], space: str) -> tuple[list[int | None],
     return (bare, True) if space_alone else (spaced, False)
 
 
+def fitting(model: HookedTransformer, prompts: list[Prompt]) -> list[Prompt]:
+    """The prompts that fit the model's context (BOS included)."""
+    extra = 1 if prepended_bos(model) is not None else 0
+    return [p for p in prompts if len(p.ids) + extra <= model.cfg.n_ctx]
+
+
 def encode_prompt(model: HookedTransformer, prompt: Prompt) -> torch.Tensor:
     bos = prepended_bos(model)
     return torch.tensor(([bos] if bos is not None else []) + list(prompt.ids))[None]

@@ -13,7 +13,7 @@ from successor_lens.nulls import Verdict, missing, rate_vs_chance, rate_vs_rate
 from successor_lens.probes.arithmetic import ArithmeticResult, OVCircuit, offset_profile, random_directions, vector_arithmetic
 from successor_lens.probes.choice import HeadChoice, choose_head
 from successor_lens.probes.heads import parse_head_name, scan_heads
-from successor_lens.probes.incontext import in_context_dla, succession_prompts
+from successor_lens.probes.incontext import fitting, in_context_dla, succession_prompts
 from successor_lens.probes.linear import CosineReport, ProbeResult, class_mean_directions, leave_one_task_out, probe_feature_cosine
 from successor_lens.tasks import Task, build_token_set
 
@@ -57,7 +57,7 @@ class ProbeRun:
 def analysis_head(model: HookedTransformer, scan_tasks: list[Task] | None = None, override: str | None = None) -> HeadChoice:
     """Scan every head and measure in-context DLA, then choose the analysis head (`probes/choice.py`)."""
     scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks)).to_json()
-    prompts = succession_prompts(model.tokenizer, incontext_tasks(scan_tasks))
+    prompts = fitting(model, succession_prompts(model.tokenizer, incontext_tasks(scan_tasks)))
     dla = in_context_dla(model, prompts).per_head() if prompts else None
     return choose_head({h: v["succession"] for h, v in scan["heads"].items()}, dla, override)
 

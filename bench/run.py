@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from successor_lens.artifacts.pipeline import STAGES
+
 
 def timed_run(out: Path, env: dict) -> tuple[float, str]:
     start = time.perf_counter()
@@ -39,9 +41,8 @@ def main() -> None:
         cold, _ = timed_run(out, env)
         stages = {p.stem: json.loads(p.read_text())["seconds"] for p in (out / ".stages").glob("*.json")}
         warm, stdout = timed_run(out, env)
-    order = ["heads", "activations", "saes", "mine", "probes", "atlas"]
     print(f"cold run{' (empty model cache)' if args.cold_model else ' (model cache warm)'}: {cold:6.1f} s (target < 300 s)")
-    for name in order:
+    for name in STAGES:
         print(f"    {name:<12}{stages.get(name, float('nan')):6.1f} s")
     print(f"    {'outside stages (imports, model load, hashing)':<12} {cold - sum(stages.values()):.1f} s")
     print(f"warm run (every stage cached): {warm:6.1f} s (target < 30 s)")

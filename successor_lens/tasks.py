@@ -1,4 +1,4 @@
-"""Succession tasks (METHOD.md section 1): ordered token sets, filtered to single tokens.
+"""Succession tasks (docs/method.md section 1): ordered token sets, filtered to single tokens.
 
 A *task* is an ordered list of items (numbers, days, months, ...). Each task comes in a
 leading-space variant (" Monday") and a no-space variant ("Monday"), which are separate token

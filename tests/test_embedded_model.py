@@ -36,7 +36,7 @@ def test_scan_covers_all_270_heads_and_the_copy_control_holds(embedded_model):
         assert result.scores.shape == (30, 9)
         assert torch.isfinite(result.scores).all()
     mlp0 = scan_heads(embedded_model, token_set)
-    # METHOD.md section 4: copying heads at 0.96-0.99 (L23H0, L23H2, L24H5); succession is weak.
+    # docs/method.md section 9: copying heads at 0.96-0.99 (L23H0, L23H2, L24H5); succession is weak.
     assert mlp0.copying.max().item() > 0.9
     assert mlp0.scores.max().item() < 0.5
 
@@ -96,3 +96,13 @@ def test_heads_command_writes_json_and_heatmap(tmp_path, capsys):
     assert len(data["heads"]) == 270 and data["best_head"].startswith("L")
     assert data["provenance"]["weight_processing"]["fold_ln"] is False
     assert (tmp_path / "heads.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_residual_scan_keeps_the_copying_control_of_the_other_embeddings(embedded_model):
+    from successor_lens.probes.heads import ScanConfig, scan_heads
+    from successor_lens.tasks import build_token_set
+
+    token_set = build_token_set(embedded_model.tokenizer)
+    best = {e: scan_heads(embedded_model, token_set, ScanConfig(embedding=e)).copying.max().item() for e in ("mlp0", "residual")}
+    # the copying heads (L23H0, L23H2 ~0.98 by mlp0) must stay copying heads; alone at position 0 this fell to 0.14
+    assert best["mlp0"] > 0.9 and abs(best["residual"] - best["mlp0"]) < 0.1, best

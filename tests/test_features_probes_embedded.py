@@ -17,7 +17,7 @@ def test_mod10_probe_generalises_to_held_out_digits_and_ordinals(embedded_model)
     table = item_table(embedded_model)
     acts = item_acts(embedded_model, table, "mlp0")
     probe = leave_one_task_out(acts, table)
-    # METHOD.md section 4 measured digits and ordinals near-perfect; chance is 0.1
+    # docs/method.md section 9 measured digits and ordinals near-perfect; chance is 0.1
     assert probe.accuracy["numbers"] > 0.7 and probe.accuracy["ordinals"] > 0.7
     assert probe.control["numbers"] < 0.4 and probe.control["ordinals"] < 0.4
 
@@ -28,7 +28,7 @@ def test_miner_finds_mod10_classes_in_an_sae_on_mlp0(embedded_model, tmp_path):
     run = train_sae(embedded_model, "mlp0", TrainConfig(d_sae=128, k=8, steps=800, batch_size=256), tmp_path, Runtime("cpu"), progress=False)
     mined = mine(load_dictionary(run.folder).sae, acts, table)
     summary = mined.summary()
-    assert summary["n_classes_found"] >= 5  # the model has the representation (METHOD.md section 4)
+    assert summary["n_classes_found"] >= 5  # the model has the representation (docs/method.md section 9)
     for c in mined.classes_found:
         assert 0 < mined.modal_coverage[c] <= 1
         assert abs(mined.directions[c].norm().item() - 1) < 1e-5

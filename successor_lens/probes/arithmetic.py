@@ -1,6 +1,6 @@
 """Causal checks through one head's OV circuit: vector arithmetic and the greater-than profile.
 
-Vector arithmetic (METHOD.md section 3): x' = x_a - k f_{a mod 10} + k f_j, passed through the
+Vector arithmetic (docs/method.md section 5): x' = x_a - k f_{a mod 10} + k f_j, passed through the
 head's OV circuit; success when the top-1 among the task's own tokens is the successor of the
 item b in a's decade with index = j (mod 10) ("fifth" - f5 + f7 -> "eighth"); items are compared
 by their (last) token. The scale k is chosen on a random half of the cases from a grid wide

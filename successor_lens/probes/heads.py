@@ -1,7 +1,7 @@
 """Successor-head scan: the succession score of every head, per task and overall.
 
 Score of a head = fraction of (task, token) pairs whose top-1 logit, among that task's own
-tokens, is the successor (METHOD.md section 2). The copying score (top-1 is the token itself)
+tokens, is the successor (docs/method.md section 2). The copying score (top-1 is the token itself)
 is computed from the same logits as a control for the OV path.
 """
 

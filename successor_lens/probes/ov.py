@@ -1,4 +1,4 @@
-"""Effective embeddings and the OV circuit of every head at once (METHOD.md section 2).
+"""Effective embeddings and the OV circuit of every head at once (docs/method.md section 2).
 
 Everything here is batched tensor algebra over [layer, head, token]: no Python loop over heads
 or tokens. Shapes use suffixes: L layers, H heads, N tokens, D d_model, E d_head, M candidates.

@@ -90,7 +90,7 @@ def latent_href(sae_id: str, index: int, root: str = "") -> str:
 def index_page(atlas: dict, summary: list[str]) -> str:
     model = atlas["model"]
     prov = atlas["provenance"]
-    body = [h2("Summary"), Raw("<ul>" + "".join(f'<li class="bad">{esc(line)}</li>' if "NOT " in line else f"<li>{esc(line)}</li>"
+    body = [h2("Summary"), Raw("<ul>" + "".join(f'<li class="bad">{esc(line)}</li>' if "NOT above its null" in line else f"<li>{esc(line)}</li>"
                                                 for line in summary) + "</ul>"),
             para(f"model {model['name']} ({model['n_layers']} layers x {model['n_heads']} heads, d_model {model['d_model']}); "
                  f"weights: {_processing(prov.get('weight_processing'))}; source: {prov.get('source')}; successor-lens {prov.get('version')}", "note")]

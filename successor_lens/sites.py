@@ -99,7 +99,3 @@ def _read_at_last(model: HookedTransformer, ids_NP: Tensor, hook: str) -> Tensor
         raise ValueError(f"hook {hook!r} is not a hook of {model.cfg.model_name}: check the dictionary's hook_name")
     return cache[hook][:, -1].reshape(len(ids_NP), -1).cpu().float()
 
-
-def hook_activations(model: HookedTransformer, tokens: Int[Tensor, "n"], hook: str, batch: int = 512) -> Float[Tensor, "n d"]:
-    """Activations of single `tokens` at any hook, each token taken alone (see `item_activations`)."""
-    return item_activations(model, [[int(t)] for t in tokens], hook, batch)

@@ -33,6 +33,13 @@ class Verdict:
     def to_json(self) -> dict:
         return {k: _finite(v) for k, v in asdict(self).items()}
 
+    @staticmethod
+    def from_json(d: dict | None, reason: str = "not computed") -> "Verdict":
+        """Read back `to_json` (or any dict with value/null/above/test); a missing one is `missing(reason)`."""
+        if not d or "above" not in d:
+            return missing(reason)
+        return Verdict(d.get("value"), d.get("null"), bool(d["above"]), d.get("test", ""), d.get("p"))
+
 
 def _finite(v):
     if isinstance(v, float) and not np.isfinite(v):

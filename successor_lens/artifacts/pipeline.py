@@ -26,9 +26,7 @@ from successor_lens.features.pipeline import FEATURES_FILE, load_directions, min
 from successor_lens.io import code_digest, digest, provenance, write_json, write_text
 from successor_lens.models import model_fingerprint, model_provenance
 from successor_lens.probes.heads import ScanConfig, scan_heads
-from successor_lens.probes.choice import choose_head
-from successor_lens.probes.incontext import fitting, in_context_dla, succession_prompts
-from successor_lens.probes.pipeline import incontext_tasks, probe_model
+from successor_lens.probes.pipeline import incontext_choice, probe_model
 from successor_lens.sae_train.dictionary import load_dictionary
 from successor_lens.sae_train.pipeline import activations_for, default_train_config, train_sae
 from successor_lens.sae_train.runtime import Runtime
@@ -118,15 +116,13 @@ class _Stages:
 
     def incontext(self) -> list[Path]:
         heads = json.loads((self.out / "heads.json").read_text())
-        prompts = fitting(self.model, succession_prompts(self.model.tokenizer, incontext_tasks(self.config.scan_tasks)))
-        result = in_context_dla(self.model, prompts) if prompts else None
         if self.config.head and self.config.head not in heads["heads"]:
             raise ValueError(f"--head {self.config.head} is not a head of {self.model.cfg.model_name} "
                              f"({self.model.cfg.n_layers} layers x {self.model.cfg.n_heads} heads)")
-        choice = choose_head({h: v["succession"] for h, v in heads["heads"].items()}, result.per_head() if result else None, self.config.head)
         ov = {h: v["succession"] for h, v in heads["heads"].items()}
-        doc = {"provenance": provenance(**model_provenance(self.model)), "n_prompts": len(prompts),
-               "in_context": result.summary(ov) if result else None, "choice": choice.to_json()}
+        measured = incontext_choice(self.model, ov, self.config.scan_tasks, self.config.head)
+        doc = {"provenance": provenance(**model_provenance(self.model)), "n_prompts": measured.n_prompts,
+               "in_context": measured.result.summary(ov) if measured.result else None, "choice": measured.choice.to_json()}
         return [write_json(self.out / "incontext.json", doc)]
 
     def activations(self) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -40,11 +41,6 @@ def write_probe(run: ProbeRun, model, out: Path) -> list[Path]:
 
 
 # --- headline results, from the atlas document ---------------------------------------------------
-
-
-def _mean(values) -> float:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else float("nan")
 
 
 def summary_lines(doc: dict) -> list[str]:
@@ -126,8 +122,6 @@ def report_md(doc: dict) -> str:
 
 def md(text) -> str:
     """A string safe in Markdown table cells and text: HTML-escaped, pipes and backslashes escaped."""
-    import html
-
     return html.escape(str(text), quote=False).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 

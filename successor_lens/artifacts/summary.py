@@ -7,7 +7,7 @@ null. Keys are stable: a new key may be added, none is renamed or removed withou
 
 from __future__ import annotations
 
-from successor_lens.nulls import Verdict, missing, rate_vs_chance, words
+from successor_lens.nulls import Verdict, rate_vs_chance, words
 
 SUMMARY_VERSION = "1.0"
 PAPER = {
@@ -15,12 +15,6 @@ PAPER = {
     "probe_accuracy": "94/102 non-number items", "probe_feature_cosine": 0.71, "arithmetic": "0.89 numbers 20-29, 0.53 months",
     "overshoot": "failures follow a greater-than bias", "model": "Pythia-1.4B (L12H0)",
 }
-
-
-def _verdict(d: dict | None, reason: str) -> Verdict:
-    if not d:
-        return missing(reason)
-    return Verdict(d.get("value"), d.get("null"), bool(d.get("above")), d.get("test", ""), d.get("p"))
 
 
 def head_verdict(heads: dict) -> Verdict:
@@ -36,13 +30,11 @@ def build_summary(model: str, heads: dict, choice: dict, mine: dict, probe: dict
     best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     v_head = head_verdict(heads)
     fig = mine["figures"]
-    v_classes = _verdict({**fig["classes_found"], "above": fig["classes_found"].get("above_null")}, "no mining null")
-    v_raw = _verdict({**fig["classes_found_raw"], "above": fig["classes_found_raw"].get("above_null")}, "no mining null")
-    v_latents = _verdict({**fig["class_latents"], "above": fig["class_latents"].get("above_null")}, "no mining null")
-    v_cover = _verdict({**fig["modal_coverage"], "above": fig["modal_coverage"].get("above_null")}, "no mining null")
+    v_classes, v_raw, v_latents, v_cover = (Verdict.from_json(fig[k], "no mining null")
+                                            for k in ("classes_found", "classes_found_raw", "class_latents", "modal_coverage"))
     per_sae = mine["per_sae"]
     pv = probe["verdicts"]
-    v_probe, v_cos, v_arith, v_over = (_verdict(pv[k], "not computed") for k in ("probe_accuracy", "probe_feature_cosine", "arithmetic", "overshoot"))
+    v_probe, v_cos, v_arith, v_over = (Verdict.from_json(pv[k]) for k in ("probe_accuracy", "probe_feature_cosine", "arithmetic", "overshoot"))
     arith = probe["arithmetic"]
     feats, rand, prob = arith["SAE features"], arith["random directions"], arith["probe directions"]
     mean_of = lambda key: _mean([s.get(key) for s in per_sae])  # noqa: E731

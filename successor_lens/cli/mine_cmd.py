@@ -47,6 +47,5 @@ def run(args: argparse.Namespace) -> None:
     for name, label, paper in (("classes_found", "classes found above both nulls", "10"), ("classes_found_raw", "classes, raw count", "10"),
                                ("modal_coverage", "mean modal coverage", "0.585")):
         f = figures[name]
-        verdict = Verdict(f["value"], f.get("null"), bool(f.get("above_null")), f.get("test", ""))
-        print(words(label, verdict, paper) if "null" in f else f"{label}: {f['value']:.2f} (no null computed)")
+        print(words(label, Verdict.from_json(f), paper) if "above" in f else f"{label}: {f['value']:.2f} (no null computed)")
     print("wrote " + ", ".join(str(p) for p in written))

@@ -52,14 +52,15 @@ class ItemTable:
         """[N] bool: the item belongs to the numbers task (either variant)."""
         return torch.tensor([b == "numbers" for b in self.base_tasks])
 
-    def offsets(self) -> Tensor:
-        """[N, N] signed index offset of column item from row item; wrapped for cyclic tasks
-        (Sunday -> Monday is +1, not -6), so the offset profile of days and months is honest."""
-        off = self.indices[None, :] - self.indices[:, None]
-        period = self.period[:, None].expand_as(off)
-        cyclic = period > 0
+    def offsets(self, rows: Tensor | None = None, cols: Tensor | None = None) -> Tensor:
+        """Signed index offset of each column item from each row item ([rows, cols]; all items by
+        default), wrapped for cyclic tasks (Sunday -> Monday is +1, not -6)."""
+        rows = torch.arange(len(self.indices)) if rows is None else rows
+        cols = torch.arange(len(self.indices)) if cols is None else cols
+        off = self.indices[cols][None, :] - self.indices[rows][:, None]
+        period = self.period[rows][:, None].expand_as(off)
         wrapped = torch.remainder(off + period // 2, period.clamp_min(1)) - period // 2
-        return torch.where(cyclic, wrapped, off)
+        return torch.where(period > 0, wrapped, off)
 
     def permuted(self, generator: torch.Generator) -> "ItemTable":
         """The same items with their indices permuted among the non-held-out rows: the

@@ -90,7 +90,7 @@ class MinedFeatures:
             "coverage": self.coverage,
             "modal_latent": self.modal_latent,
             "modal_coverage": self.modal_coverage,
-            "mean_modal_coverage": _mean(self.modal_coverage),
+            "mean_modal_coverage": self.mean_modal_coverage,
             "modal_coverage_numbers": self.modal_coverage_numbers,
             "modal_coverage_other": self.modal_coverage_other,
             "mean_modal_coverage_numbers": _mean(self.modal_coverage_numbers),

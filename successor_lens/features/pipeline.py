@@ -68,7 +68,7 @@ class MineRun:
                 v_perm = value_vs_draws(value, permuted, "index-permutation null")
                 v_untr = value_vs_draws(value, untrained, "untrained-SAE null")
                 entry.update(permuted=permuted, untrained=untrained, null_permuted=v_perm.null, null_untrained=v_untr.null,
-                             null=max(v_perm.null, v_untr.null), above_null=v_perm.above and v_untr.above,
+                             null=max(v_perm.null, v_untr.null), above=v_perm.above and v_untr.above,
                              test="above every draw of both the index-permutation and the untrained-SAE null")
             out[name] = entry
         if have_nulls:
@@ -76,7 +76,7 @@ class MineRun:
             pool = self.nulls[0].permuted + self.nulls[0].untrained
             loo = [len(beats_null(d, pool[:r] + pool[r + 1 :])) for r, d in enumerate(pool)]
             v = value_vs_draws(mean(found), loo, "same count for each null draw against the others")
-            out["classes_found"] = {"value": mean(found), "per_sae": found, "null_draws": loo, "null": v.null, "above_null": v.above,
+            out["classes_found"] = {"value": mean(found), "per_sae": found, "null_draws": loo, "null": v.null, "above": v.above,
                                     "classes": [sorted(beats_null(m, n.permuted + self.nulls[0].untrained)) for m, n in zip(self.mined, self.nulls)],
                                     "test": v.test}
         else:

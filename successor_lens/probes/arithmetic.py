@@ -120,12 +120,9 @@ def _nearest_rows(table: ItemTable, in_task: Tensor, target: int) -> dict[int, i
     return out
 
 
-def _after(table: ItemTable, target: Tensor, other: Tensor) -> Tensor:
-    """Whether `other` lies after `target` in its task (offsets wrapped for cyclic tasks)."""
-    off = table.indices[other] - table.indices[target]
-    period = table.period[target]
-    wrapped = torch.remainder(off + period // 2, period.clamp_min(1)) - period // 2
-    return torch.where(period > 0, wrapped, off) > 0
+def _after(table: ItemTable, target: int, others: Tensor) -> Tensor:
+    """Whether each of `others` lies after `target` in its task (offsets wrapped for cyclic tasks)."""
+    return table.offsets(torch.tensor([target]), others)[0] > 0
 
 
 @torch.no_grad()
@@ -170,10 +167,10 @@ def vector_arithmetic(
     for t_row, p_row in zip(target[report][miss].tolist(), pred[miss].tolist()):
         # split numbers share last digits: a predicted token stands for its item nearest the target
         near = _nearest_rows(table, same_task[t_row], t_row)
-        over.append(bool(_after(table, torch.tensor([t_row]), torch.tensor([near[int(tokens[p_row])]]))))
+        over.append(bool(_after(table, t_row, torch.tensor([near[int(tokens[p_row])]]))))
         others = torch.tensor([r for tok, r in near.items() if tok != int(tokens[t_row])])
         if len(others):
-            chance.append(_after(table, torch.full_like(others, t_row), others).float().mean().item())
+            chance.append(_after(table, t_row, others).float().mean().item())
     over = torch.tensor(over, dtype=torch.bool)
     preds = [(tasks[i], table.texts[int(a[report][i])], int(j[report][i]), table.texts[int(target[report][i])], table.texts[int(pred[i])])
              for i in range(len(report))]

@@ -13,7 +13,7 @@ from successor_lens.nulls import Verdict, missing, rate_vs_chance, rate_vs_rate
 from successor_lens.probes.arithmetic import ArithmeticResult, OVCircuit, offset_profile, random_directions, vector_arithmetic
 from successor_lens.probes.choice import HeadChoice, choose_head
 from successor_lens.probes.heads import parse_head_name, scan_heads
-from successor_lens.probes.incontext import fitting, in_context_dla, succession_prompts
+from successor_lens.probes.incontext import InContext, fitting, in_context_dla, succession_prompts
 from successor_lens.probes.linear import CosineReport, ProbeResult, class_mean_directions, leave_one_task_out, probe_feature_cosine
 from successor_lens.tasks import Task, build_token_set
 
@@ -54,12 +54,27 @@ class ProbeRun:
         }
 
 
-def analysis_head(model: HookedTransformer, scan_tasks: list[Task] | None = None, override: str | None = None) -> HeadChoice:
-    """Scan every head and measure in-context DLA, then choose the analysis head (`probes/choice.py`)."""
-    scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks)).to_json()
+@dataclass
+class InContextChoice:
+    """In-context DLA on the succession prompts (None when no prompt fits the model) and the head it chose."""
+
+    result: InContext | None
+    n_prompts: int
+    choice: HeadChoice
+
+
+def incontext_choice(model: HookedTransformer, ov_scores: dict[str, float], scan_tasks: list[Task] | None = None,
+                     override: str | None = None) -> InContextChoice:
+    """Measure in-context DLA on the prompts that fit the model, then choose the analysis head (`probes/choice.py`)."""
     prompts = fitting(model, succession_prompts(model.tokenizer, incontext_tasks(scan_tasks)))
-    dla = in_context_dla(model, prompts).per_head() if prompts else None
-    return choose_head({h: v["succession"] for h, v in scan["heads"].items()}, dla, override)
+    result = in_context_dla(model, prompts) if prompts else None
+    return InContextChoice(result, len(prompts), choose_head(ov_scores, result.per_head() if result else None, override))
+
+
+def analysis_head(model: HookedTransformer, scan_tasks: list[Task] | None = None, override: str | None = None) -> HeadChoice:
+    """Scan every head, then choose from the OV scores and in-context DLA (for `probe` without a run folder)."""
+    scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks)).to_json()
+    return incontext_choice(model, {h: v["succession"] for h, v in scan["heads"].items()}, scan_tasks, override).choice
 
 
 def incontext_tasks(scan_tasks: list[Task] | None) -> list[Task] | None:

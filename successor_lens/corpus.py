@@ -12,6 +12,7 @@ tutorial, HOWTOs, FAQ and What's New (the prose-heavy parts) and drop reST marku
 from __future__ import annotations
 
 import glob
+import os
 import random
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
+from successor_lens.errors import UserError
 from successor_lens.models import prepended_bos
 
 PYTHON_DOCS = "python-docs"
@@ -30,10 +32,14 @@ _UNDERLINE = re.compile(r"^\s*([=\-~^*#\"'`+])\1{3,}\s*$")
 _ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
 
 
+class CorpusError(UserError):
+    """The corpus cannot be read as text."""
+
+
 def python_docs_folder() -> Path:
     found = sorted(glob.glob(PYTHON_DOCS_GLOB))
     if not found:
-        raise FileNotFoundError(
+        raise CorpusError(
             f"the default corpus (Debian's python3-doc, {PYTHON_DOCS_GLOB}) is not installed: "
             "run `apt-get install python3-doc`, or pass --corpus PATH (text files) or a hub dataset name"
         )
@@ -52,22 +58,14 @@ def load_texts(source: str | list[Path], max_docs: int | None = None) -> list[st
     """Paragraphs from local files (a list, a file or a folder; `datasets` "text" loader), or a hub dataset name."""
     from datasets import load_dataset
 
-    if isinstance(source, list):
-        files = [str(p) for p in source]
-    elif Path(source).exists():
-        path = Path(source)
-        files = sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [str(path)]
-        if not files:
-            raise ValueError(f"{source}: folder has no text files: give a .txt file or a folder of them")
-    else:
-        files = None
+    files = [str(p) for p in source] if isinstance(source, list) else check_source(source)
     if files is not None:
         ds = load_dataset("text", data_files=files, split="train", sample_by="paragraph")
     else:
         try:
             ds = load_dataset(source, split="train", streaming=True)
         except Exception as err:
-            raise ValueError(f"{source!r} is not a local file and the hub dataset could not be loaded ({type(err).__name__}): give a local text file, or go online") from None
+            raise CorpusError(f"{source!r} is not a local file and the hub dataset could not be loaded ({type(err).__name__}): give a local text file, or go online") from None
     texts = []
     for row in ds:
         text = row.get("text", "")
@@ -75,7 +73,48 @@ def load_texts(source: str | list[Path], max_docs: int | None = None) -> list[st
             texts.append(text)
         if max_docs and len(texts) >= max_docs:
             break
+    if not texts:
+        raise CorpusError(f"{source if not isinstance(source, list) else 'the corpus'}: no text in it: give files with some prose")
     return texts
+
+
+def check_source(source: str | None) -> list[str] | None:
+    """Check a corpus argument before any work: the default needs python3-doc; a local file or folder
+    must hold UTF-8 text files. Returns the local files (None for the default or a hub dataset name)."""
+    if source in (None, PYTHON_DOCS):
+        python_docs_folder()
+        return None
+    path = Path(source)
+    if not path.exists():
+        if source.startswith((".", "/", "~")) or path.suffix in (".txt", ".md", ".rst", ".text"):
+            raise CorpusError(f"{source}: no such file or folder: give a text file or a folder of them")
+        if os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("", "0", "false", "False"):
+            raise CorpusError(f"{source!r} is not a local file and HF_DATASETS_OFFLINE=1 is set, so it cannot be a hub dataset: "
+                              "give a local text file or folder")
+        return None  # a hub dataset name
+    files = sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [str(path)]
+    if not files:
+        raise CorpusError(f"{source}: folder has no text files: give a .txt file or a folder of them")
+    if not any([_check_text_file(Path(f)) for f in files]):
+        raise CorpusError(f"{source}: no text in it (empty or blank files): give files with some prose")
+    return files
+
+
+def _check_text_file(path: Path, probe: int = 1 << 16) -> bool:
+    """A corpus file must be UTF-8 text (checked on its first 64 KiB: a NUL byte or invalid UTF-8
+    means binary). Returns whether that part holds any non-blank text."""
+    try:
+        head = path.read_bytes()[:probe] if path.stat().st_size <= probe else path.open("rb").read(probe)
+    except OSError as err:
+        raise CorpusError(f"{path}: cannot read it ({err.strerror}): check the --corpus path") from None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 4:  # not just a character cut at the probe's end
+            raise CorpusError(f"{path}: not UTF-8 text (byte {err.start}): give text files only") from None
+    if b"\0" in head:
+        raise CorpusError(f"{path}: a binary file (NUL bytes): give text files only")
+    return bool(head.strip())
 
 
 def load_corpus(source: str | None = None, max_docs: int | None = None) -> list[str]:
@@ -101,7 +140,7 @@ def token_windows(model: HookedTransformer, texts: list[str], n: int, length: in
         if len(ids) >= n * body:
             break
     if len(ids) < body:
-        raise ValueError(f"the corpus has {len(ids)} tokens, fewer than one window of {body}: give more text")
+        raise CorpusError(f"the corpus has {len(ids)} tokens, fewer than one window of {body}: give more text")
     rows = torch.tensor(ids[: (len(ids) // body) * body]).view(-1, body)[:n]
     if bos is not None:
         rows = torch.cat([torch.full((len(rows), 1), bos), rows], 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from successor_lens import __version__
+from successor_lens.errors import UserError
 
 
 def _umask() -> int:
@@ -21,12 +23,16 @@ def _umask() -> int:
     return mask
 
 
+TMP_TAG, OLD_TAG = ".sl-tmp-", ".sl-old-"
+"""Name parts of our temporary and moved-aside files; `remove_leftovers` deletes only these."""
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -43,20 +49,21 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds.
 
     The old folder is moved aside, the new one renamed in, then the old one deleted, so a reader
-    sees either the whole old folder or the whole new one. Leftovers of a killed run
-    (`.NAME.tmp-*`) are removed on the next call.
+    sees either the whole old folder or the whole new one. Permissions follow the umask. Only call
+    it on a folder this package owns (inside a claimed run folder, `rundir.py`): the target is
+    replaced whole. Leftovers of a killed write are removed by `remove_leftovers`.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file; atomic_dir replaces folders only")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        _share(tmp)
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}{OLD_TAG}", dir=path.parent))
         if path.exists():
-            os.replace(path, old)
+            os.replace(path, old / path.name)
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -64,11 +71,99 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _share(root: Path) -> None:
+    """Folder 0777 and files 0666 less the umask, as `open` would make them (mkdtemp makes 0700,
+    and some writers 0600)."""
+    mask = _umask()
+    os.chmod(root, 0o777 & ~mask)
+    for parent, dirs, files in os.walk(root):
+        for d in dirs:
+            os.chmod(os.path.join(parent, d), 0o777 & ~mask)
+        for f in files:
+            os.chmod(os.path.join(parent, f), 0o666 & ~mask)
+
+
+def remove_leftovers(root: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders a killed write left under `root` (ours by name:
+    hidden and tagged `.sl-tmp-` or `.sl-old-`). Call only with the folder's lock held."""
+    removed = []
+    for parent, dirs, files in os.walk(root):
+        for name in list(dirs) + files:
+            if name.startswith(".") and (TMP_TAG in name or OLD_TAG in name):
+                path = Path(parent) / name
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(path)
+        dirs[:] = [d for d in dirs if not (d.startswith(".") and (TMP_TAG in d or OLD_TAG in d))]
+    return removed
+
+
+def inside(root: str | os.PathLike, relative: str, what: str = "path") -> Path:
+    """`root / relative`, refused unless it stays inside `root` (a path read back from our own
+    JSON must not point elsewhere: no absolute paths, no `..` out)."""
+    root = Path(root).resolve()
+    target = (root / relative).resolve()
+    if Path(relative).is_absolute() or not target.is_relative_to(root):
+        raise UnsafePathError(f"{what} {relative!r} points outside {root}: the file was edited by hand; rebuild it")
+    return target
+
+
+class UnsafePathError(UserError, ValueError):
+    pass
+
+
+class BadFileError(UserError, ValueError):
+    """A safetensors file that cannot be read whole."""
+
+
+def check_safetensors(path: str | os.PathLike) -> dict:
+    """The header of a safetensors file, after checking that it is well formed and that every
+    tensor's bytes are present (catches truncation); `BadFileError` naming the problem otherwise."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise BadFileError(f"{path}: truncated ({size} bytes)")
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            raise BadFileError(f"{path}: truncated or corrupt header (header of {n} bytes in a {size}-byte file)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadFileError(f"{path}: corrupt safetensors header") from None
+    if not isinstance(header, dict):
+        raise BadFileError(f"{path}: corrupt safetensors header (a {type(header).__name__}, not a table of tensors)")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and isinstance(entry.get("shape"), list)):
+            raise BadFileError(f"{path}: corrupt safetensors header (tensor {name!r} has no valid shape and data_offsets)")
+        end = max(end, offsets[1])
+    if 8 + n + end > size:
+        raise BadFileError(f"{path}: truncated ({size} of {8 + n + end} bytes)")
+    return header
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write `obj` as indented JSON, atomically."""
+    """Write `obj` as indented JSON, atomically. NaN and inf become null (as pandas writes them):
+    bare `NaN` is not JSON and other parsers reject the file."""
+    text = json.dumps(_finite(json.loads(json.dumps(obj, default=_json_default))), indent=2, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
     return Path(path)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

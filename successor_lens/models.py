@@ -11,12 +11,14 @@ import hashlib
 import importlib.metadata
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from successor_lens.errors import UserError
 from successor_lens.io import atomic_path, write_json
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -40,8 +42,40 @@ WEIGHT_PROCESSING = {
 }
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model could not be loaded; the message is one line saying what is missing and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A model's dimensions, known before its weights load: arguments are checked against it first."""
+
+    name: str
+    n_layers: int
+    n_heads: int
+    d_model: int
+    n_ctx: int
+    d_vocab: int
+
+
+def model_shape(name: str) -> ModelShape:
+    """The shape of `name` from its config alone (no weights): the embedded model's config, a
+    control's, or a hub model's config from TransformerLens (the local hub cache when offline).
+    Raises `ModelLoadError` for a name that cannot be loaded, so that is known first too."""
+    from successor_lens.planted import CONTROLS, control_config
+
+    if name in _EMBEDDED:
+        cfg = _embedded_config(name)
+    elif name in CONTROLS:
+        cfg = control_config(name)
+    else:
+        cfg = _hub_config(name)
+    return ModelShape(name, cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.n_ctx, cfg.d_vocab)
+
+
+def shape_of(model: HookedTransformer) -> ModelShape:
+    c = model.cfg
+    return ModelShape(c.model_name, c.n_layers, c.n_heads, c.d_model, c.n_ctx, c.d_vocab)
 
 
 def cache_root() -> Path:
@@ -113,27 +147,43 @@ def model_fingerprint(model: HookedTransformer, samples: int = 4096) -> str:
 # --- hub models -------------------------------------------------------------------------------
 
 
-def _load_hub(name: str) -> HookedTransformer:
+def _check_hub_name(name: str) -> None:
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:
         get_official_model_name(name)
     except ValueError:
-        known = ", ".join([DEFAULT_MODEL, "gpt2", "EleutherAI/pythia-70m", "..."])
+        known = ", ".join([DEFAULT_MODEL, "planted-gpt2", "gpt2", "EleutherAI/pythia-70m", "..."])
         raise ModelLoadError(
             f"unknown model {name!r}: use {known} (any TransformerLens model name)"
         ) from None
+
+
+def _hub_config(name: str) -> HookedTransformerConfig:
+    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+
+    return _from_hub(name, get_pretrained_model_config)
+
+
+def _load_hub(name: str) -> HookedTransformer:
+    model = _from_hub(name, lambda n: HookedTransformer.from_pretrained_no_processing(n, dtype=torch.float32))
+    model.successor_lens_source = f"Hugging Face hub: {name}"
+    return model
+
+
+def _from_hub(name: str, load):
+    """`load(name)` for a TransformerLens name, through the Hugging Face hub or its local cache;
+    `ModelLoadError` in one line when the name is unknown or the files are not there."""
+    _check_hub_name(name)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
-        model = HookedTransformer.from_pretrained_no_processing(name, dtype=torch.float32)
+        return load(name)
     except Exception as err:  # the hub raises many types; the user needs one line
         why = "HF_HUB_OFFLINE=1 is set" if offline else f"{type(err).__name__}"
         raise ModelLoadError(
             f"cannot load {name!r} from the Hugging Face hub ({why}) and it is not in the local "
             f"hub cache: connect once to download it, or use --model {DEFAULT_MODEL} (offline)"
         ) from None
-    model.successor_lens_source = f"Hugging Face hub: {name}"
-    return model
 
 
 # --- the embedded model -----------------------------------------------------------------------
@@ -193,6 +243,17 @@ def llama_config(hf_config, model_name: str) -> HookedTransformerConfig:
         tie_word_embeddings=bool(getattr(hf_config, "tie_word_embeddings", False)),
         dtype=torch.float32,
     )
+
+
+def _embedded_config(name: str) -> HookedTransformerConfig:
+    """The embedded model's config: from the conversion cache, else parsed from the GGUF header."""
+    from transformers import AutoConfig
+
+    cached = cache_root() / name / "hf_config"
+    if (cached / "config.json").is_file():
+        return llama_config(AutoConfig.from_pretrained(cached), name)
+    gguf = embedded_gguf_path(name)
+    return llama_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name), name)
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:

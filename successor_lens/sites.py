@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from successor_lens.errors import ConfigError, UserError
 from successor_lens.models import prepended_bos
 
 Site = Literal["embed", "mlp0"]
@@ -24,7 +25,7 @@ HOOKS: dict[str, str] = {"embed": "hook_embed", "mlp0": "blocks.0.hook_mlp_out"}
 
 def hook_name(site: str) -> str:
     if site not in HOOKS:
-        raise ValueError(f"unknown site {site!r}: use one of {', '.join(HOOKS)}")
+        raise ConfigError(f"unknown site {site!r}: use one of {', '.join(HOOKS)}")
     return HOOKS[site]
 
 
@@ -96,6 +97,6 @@ def _read_at_last(model: HookedTransformer, ids_NP: Tensor, hook: str) -> Tensor
         stop = 1
     _, cache = model.run_with_cache(ids_NP, names_filter=lambda n: n == hook, stop_at_layer=stop)
     if hook not in cache:
-        raise ValueError(f"hook {hook!r} is not a hook of {model.cfg.model_name}: check the dictionary's hook_name")
+        raise UserError(f"hook {hook!r} is not a hook of {model.cfg.model_name}: check the dictionary's hook_name")
     return cache[hook][:, -1].reshape(len(ids_NP), -1).cpu().float()
 

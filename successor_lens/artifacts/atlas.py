@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformer_lens import HookedTransformer
 
+from successor_lens.errors import check_int
 from successor_lens.features.matrix import ItemTable, class_profiles, latent_matrix, selectivity
 from successor_lens.features.pipeline import item_acts, item_table
 from successor_lens.io import provenance
@@ -47,6 +48,11 @@ class AtlasConfig:
     ov_items: int = 12
     """Items per task in a head's input -> output token map."""
     hist_bins: int = 12
+
+    def __post_init__(self):
+        check_int("--latents", self.latents, 1, 100_000)
+        for name in ("heads", "top_tokens", "neighbours", "logit_tokens", "ov_items", "hist_bins"):
+            check_int(name, getattr(self, name), 1, 100_000)
 
 
 @dataclass

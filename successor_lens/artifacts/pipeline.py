@@ -19,15 +19,17 @@ from transformer_lens import HookedTransformer
 
 from successor_lens.artifacts.atlas import AtlasConfig, SAEEntry, collect
 from successor_lens.artifacts.report import extras, summary_lines, write_mine, write_probe, write_scan
-from successor_lens.artifacts.summary import build_summary
 from successor_lens.artifacts.site import write_atlas
+from successor_lens.artifacts.summary import build_summary
+from successor_lens.errors import ConfigError, check_int
 from successor_lens.features.mining import MineConfig
 from successor_lens.features.pipeline import FEATURES_FILE, load_directions, mine_model
-from successor_lens.io import code_digest, digest, provenance, write_json, write_text
+from successor_lens.io import code_digest, digest, inside, provenance, write_json, write_text
 from successor_lens.models import model_fingerprint, model_provenance
-from successor_lens.probes.heads import ScanConfig, scan_heads
+from successor_lens.probes.heads import ScanConfig, check_head, parse_head_name, scan_heads
 from successor_lens.probes.pipeline import incontext_choice, probe_model
-from successor_lens.sae_train.dictionary import load_dictionary
+from successor_lens.rundir import run_folder
+from successor_lens.sae_train.dictionary import load_dictionary, weights_digest
 from successor_lens.sae_train.pipeline import activations_for, default_train_config, train_sae
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.tasks import Task, build_token_set
@@ -53,6 +55,20 @@ class RunConfig:
     """Item tasks for the dictionaries, mining and probes (default: numbers 0..500 and the rest)."""
     scan_tasks: list[Task] | None = None
     """Tasks of the head scan (default: the standard set, numbers 1..200)."""
+
+    def __post_init__(self):
+        check_int("--seeds", self.seeds, 1, 64, "train at least one MLP0 dictionary (2 or more for the recurrence check)")
+        if self.steps is not None:
+            check_int("--steps", self.steps, 1)
+        check_int("seed", self.seed, 0)
+        if self.head is not None:
+            parse_head_name(self.head)
+
+    def check(self, shape) -> None:
+        """Checks against the model's shape (a `ModelShape`), before it loads."""
+        if self.head is not None:
+            check_head(self.head, shape)
+        default_train_config("succession", shape.d_model, steps=self.steps)
 
     def sae_names(self) -> dict[str, tuple[str, int]]:
         names = {f"mlp0-s{s}": ("mlp0", s) for s in range(self.seeds)}
@@ -82,7 +98,11 @@ class PipelineResult:
 
 
 class StageCache:
-    """Manifests in `out/.stages/`: the key and files of each finished stage."""
+    """Manifests in `out/.stages/`: the key of each finished stage and the size and mtime of every
+    file it wrote. A stage is fresh when its key matches and every file is as it left it, so a
+    file rewritten since (by a standalone command, or by a run killed half-way) makes it stale.
+    Before a stage writes anything, its manifest and every later stage's are removed
+    (`invalidate`), so a kill at any point leaves no manifest over a half-rewritten stage."""
 
     def __init__(self, out: Path):
         self.out = out
@@ -97,11 +117,30 @@ class StageCache:
 
     def fresh(self, stage: str, key: str) -> bool:
         m = self.manifest(stage)
-        return bool(m) and m["key"] == key and all((self.out / f).exists() for f in m["outputs"])
+        return bool(m) and m.get("key") == key and m.get("files") == self._stat(m.get("outputs", []))
+
+    def invalidate(self, stage: str) -> None:
+        for later in STAGES[STAGES.index(stage):]:
+            (self.folder / f"{later}.json").unlink(missing_ok=True)
 
     def record(self, stage: str, key: str, outputs: list[Path], seconds: float) -> None:
-        files = sorted(str(Path(p).relative_to(self.out)) for p in outputs)
-        write_json(self.folder / f"{stage}.json", {"stage": stage, "key": key, "outputs": files, "seconds": round(seconds, 3)})
+        names = sorted(str(inside(self.out, str(Path(p).relative_to(self.out)), "stage output").relative_to(self.out.resolve()))
+                       for p in outputs)
+        write_json(self.folder / f"{stage}.json", {"stage": stage, "key": key, "outputs": names, "files": self._stat(names),
+                                                   "seconds": round(seconds, 3)})
+
+    def _stat(self, names: list[str]) -> dict[str, list[int]] | None:
+        """{file: [size, mtime_ns]} of every file under the outputs; None when one is missing."""
+        files = {}
+        for name in names:
+            path = inside(self.out, name, "stage output")
+            if not path.exists():
+                return None
+            for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+                if f.is_file():
+                    st = f.stat()
+                    files[str(f.relative_to(self.out.resolve()))] = [st.st_size, st.st_mtime_ns]
+        return files
 
 
 class _Stages:
@@ -117,7 +156,7 @@ class _Stages:
     def incontext(self) -> list[Path]:
         heads = json.loads((self.out / "heads.json").read_text())
         if self.config.head and self.config.head not in heads["heads"]:
-            raise ValueError(f"--head {self.config.head} is not a head of {self.model.cfg.model_name} "
+            raise ConfigError(f"--head {self.config.head} is not a head of {self.model.cfg.model_name} "
                              f"({self.model.cfg.n_layers} layers x {self.model.cfg.n_heads} heads)")
         ov = {h: v["succession"] for h, v in heads["heads"].items()}
         measured = incontext_choice(self.model, ov, self.config.scan_tasks, self.config.head)
@@ -163,6 +202,8 @@ class _Stages:
         for name, (site, seed) in self.config.sae_names().items():
             d = load_dictionary(self.out / "saes" / name)
             mined = (mine_json["per_sae"][seed] if site == "mlp0" else mine_embed["per_sae"][0])
+            if mined.get("weights_sha256") != weights_digest(self.out / "saes" / name):
+                raise RuntimeError(f"saes/{name} is not the dictionary mine.json describes: the stage cache let a stale stage through")
             latent_class = {int(l): int(c) for c, ls in mined["latents_per_class"].items() for l in ls}
             entries.append(SAEEntry(name, d.sae, d.source, latent_class, _metrics_of(d), mined))
         doc = collect(self.model, entries, read("heads.json"), probe_json, mine_json, self.config.atlas, self.config.tasks,
@@ -186,28 +227,30 @@ def run_pipeline(
     out = Path(out)
     unknown = [s for s in force if s not in STAGES and s != "all"]
     if unknown:
-        raise ValueError(f"unknown stage {unknown[0]!r} for --force: use one of {', '.join(STAGES)} or all")
+        raise ConfigError(f"unknown stage {unknown[0]!r} for --force: use one of {', '.join(STAGES)} or all")
     first_forced = min([STAGES.index(s) for s in force if s in STAGES] + ([0] if "all" in force else []), default=len(STAGES))
-    stages = _Stages(model, out, config, runtime or Runtime("cpu"), progress)
-    cache = StageCache(out)
-    base = {"model": model_fingerprint(model), "code": code_digest()}
-    ran, cached, seconds, upstream = [], [], {}, []
-    for i, stage in enumerate(STAGES):
-        key = digest({**base, "stage": stage, "config": STAGE_CONFIG[stage](config), "upstream": upstream})
-        upstream = upstream + [key]
-        if i < first_forced and cache.fresh(stage, key):
-            cached.append(stage)
-            seconds[stage] = 0.0
-            log(f"[{i + 1}/{len(STAGES)}] {stage:<11} cached (took {cache.manifest(stage)['seconds']:.1f}s when computed)")
-            continue
-        log(f"[{i + 1}/{len(STAGES)}] {stage:<11} running ...")
-        start = time.perf_counter()
-        outputs = getattr(stages, stage)()
-        seconds[stage] = time.perf_counter() - start
-        cache.record(stage, key, outputs, seconds[stage])
-        ran.append(stage)
-        log(f"[{i + 1}/{len(STAGES)}] {stage:<11} done in {seconds[stage]:.1f}s")
-    doc = json.loads((out / "atlas" / "atlas.json").read_text())
+    with run_folder(out, "run", "run_pipeline"):
+        stages = _Stages(model, out, config, runtime or Runtime("cpu"), progress)
+        cache = StageCache(out)
+        base = {"model": model_fingerprint(model), "code": code_digest()}
+        ran, cached, seconds, upstream = [], [], {}, []
+        for i, stage in enumerate(STAGES):
+            key = digest({**base, "stage": stage, "config": STAGE_CONFIG[stage](config), "upstream": upstream})
+            upstream = upstream + [key]
+            if i < first_forced and cache.fresh(stage, key):
+                cached.append(stage)
+                seconds[stage] = 0.0
+                log(f"[{i + 1}/{len(STAGES)}] {stage:<11} cached (took {cache.manifest(stage)['seconds']:.1f}s when computed)")
+                continue
+            log(f"[{i + 1}/{len(STAGES)}] {stage:<11} running ...")
+            cache.invalidate(stage)  # before any write: a kill from here on leaves this and later stages stale
+            start = time.perf_counter()
+            outputs = getattr(stages, stage)()
+            seconds[stage] = time.perf_counter() - start
+            cache.record(stage, key, outputs, seconds[stage])
+            ran.append(stage)
+            log(f"[{i + 1}/{len(STAGES)}] {stage:<11} done in {seconds[stage]:.1f}s")
+        doc = json.loads((out / "atlas" / "atlas.json").read_text())
     return PipelineResult(out, out / "atlas" / "index.html", ran, cached, seconds, summary_lines(doc))
 
 
@@ -222,7 +265,7 @@ def atlas_for_dictionary(
     sae = dictionary.sae.to("cpu")
     hook = sae.cfg.metadata.hook_name
     if sae.cfg.d_in != model.cfg.d_model:
-        raise ValueError(f"{dictionary.source}: d_in {sae.cfg.d_in} but {model.cfg.model_name} has d_model {model.cfg.d_model}: pass the right --model")
+        raise ConfigError(f"{dictionary.source}: d_in {sae.cfg.d_in} but {model.cfg.model_name} has d_model {model.cfg.d_model}: pass the right --model")
     scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks))
     heads_json = scan.to_json()
     table = item_table(model, tasks)
@@ -232,8 +275,9 @@ def atlas_for_dictionary(
     entry = SAEEntry(sae_id, sae, dictionary.source, dict(mined.latent_class), _metrics_of(dictionary), mined.summary())
     doc = collect(model, [entry], heads_json, None, None, cfg, tasks, scan_tasks, head or heads_json["best_head"],
                   run_config={"sae": dictionary.source, "mine": asdict(mine_cfg)}, acts_by_hook={hook: acts})
-    index = write_atlas(doc, Path(out))
-    return index, summary_lines(json.loads((Path(out) / "atlas.json").read_text()))
+    with run_folder(out, "atlas", "atlas_for_dictionary"):
+        index = write_atlas(doc, Path(out) / "atlas")
+    return index, summary_lines(json.loads((index.parent / "atlas.json").read_text()))
 
 
 def _metrics_of(dictionary) -> dict | None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import html
 import json
-import re
+import sys
 from pathlib import Path
 
 from successor_lens.artifacts.plots import class_latent_heatmap, probe_figures, scan_figures, wild_figures
 from successor_lens.features.pipeline import FEATURES_FILE, MineRun, save_directions
 from successor_lens.io import provenance, write_json, write_text
 from successor_lens.models import model_provenance
+from successor_lens.probes.edits import check_name
 from successor_lens.probes.pipeline import ProbeRun
 
 
@@ -143,19 +144,29 @@ def write_edit(name: str, edits, table: list[dict], model, out: Path, data: dict
     out = Path(out)
     doc = {"name": name, "provenance": provenance(**model_provenance(model), **data),
            "spec": {"edits": [e.__dict__ for e in edits]}, "kpis": table}
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "edit"
-    written = [write_json(out / "edits" / f"{stem}.json", doc)]
+    written = [write_json(out / "edits" / f"{check_name(name)}.json", doc)]  # the name is the file name
     refresh_atlas(out)
     return written
 
 
 def extras(out: Path) -> dict:
-    """The optional atlas sections found in a run folder: edits (edits/*.json) and wild (wild.json)."""
+    """The optional atlas sections found in a run folder: edits (edits/*.json) and wild (wild.json).
+    A file in edits/ that is not an edit record (someone else's JSON) is left out, with a notice."""
     out = Path(out)
-    edits = [json.loads(p.read_text()) for p in sorted((out / "edits").glob("*.json"))]
+    edits = []
+    for path in sorted((out / "edits").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            if not (isinstance(record, dict) and isinstance(record.get("name"), str) and isinstance(record.get("spec"), dict)
+                    and isinstance(record.get("kpis"), list)):
+                raise ValueError
+        except (ValueError, OSError):
+            print(f"successor-lens: note: {path} is not an edit record written by `successor-lens edit`; left out of the atlas",
+                  file=sys.stderr)
+            continue
+        edits.append({k: record[k] for k in ("name", "spec", "kpis")})
     wild = json.loads((out / "wild.json").read_text()) if (out / "wild.json").is_file() else None
-    return {"edits": [{k: e[k] for k in ("name", "spec", "kpis")} for e in edits],
-            "wild": {k: wild[k] for k in ("heads", "in_context")} if wild else None}
+    return {"edits": edits, "wild": {k: wild[k] for k in ("heads", "in_context")} if wild else None}
 
 
 def refresh_atlas(out: Path) -> None:

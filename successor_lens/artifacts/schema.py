@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from successor_lens.artifacts.atlas import SCHEMA_VERSION
+from successor_lens.errors import UserError
 
 _num = {"type": "number"}
 _nums = {"type": "array", "items": _num}
@@ -101,7 +102,7 @@ SCHEMA = {
 }
 
 
-class AtlasFormatError(ValueError):
+class AtlasFormatError(UserError, ValueError):
     pass
 
 

@@ -15,11 +15,13 @@ import torch
 from successor_lens.artifacts import html, plots
 from successor_lens.artifacts.report import report_md, summary_lines
 from successor_lens.artifacts.schema import SCHEMA
-from successor_lens.io import atomic_dir, write_json, write_text
+from successor_lens.io import atomic_dir, inside, write_json, write_text
 
 
 def write_atlas(atlas: dict, folder: str | Path) -> Path:
-    """The static site `folder/index.html` with its pages, figures, JSON and report."""
+    """The static site `folder/index.html` with its pages, figures, JSON and report. `folder` is
+    replaced whole: it must be a folder this package owns (`atlas` inside a claimed run folder).
+    Every page and image path in the document must stay inside the site."""
     folder = Path(folder)
     doc = json.loads(json.dumps(atlas, default=_plain))  # exactly what atlas.json will hold
     with atomic_dir(folder) as tmp:
@@ -29,10 +31,10 @@ def write_atlas(atlas: dict, folder: str | Path) -> Path:
         _figures(doc, tmp / "images")
         write_text(tmp / "index.html", html.index_page(doc, summary_lines(doc)))
         for record in (doc["heads"] or {}).get("pages", []):
-            write_text(tmp / record["page"], html.head_page(record))
+            write_text(inside(tmp, record["page"], "atlas page"), html.head_page(record))
         for sae in doc["saes"]:
             for record in sae["latents"]:
-                write_text(tmp / record["page"], html.latent_page(sae, record))
+                write_text(inside(tmp, record["page"], "atlas page"), html.latent_page(sae, record))
     return folder / "index.html"
 
 
@@ -49,7 +51,7 @@ def _figures(doc: dict, images: Path) -> None:
         plots.scan_figures(name, heads["config"]["embedding"], heads["succession"], heads["copying"], images)
         for record in heads["pages"]:
             profile = {"all": {int(k): v for k, v in record["offset_profile"].items()}}
-            plots.offset_plot(profile, images.parent / record["image"], f"{record['head']}: OV logit by index offset")
+            plots.offset_plot(profile, inside(images.parent, record["image"], "atlas image"), f"{record['head']}: OV logit by index offset")
     for sae in doc["saes"]:
         d_sae = sae["d_sae"]
         profiles = torch.zeros(d_sae, 10)
@@ -58,9 +60,9 @@ def _figures(doc: dict, images: Path) -> None:
             profiles[record["index"]] = torch.tensor(record["class_profile"])
             if record["mod10_class"] is not None:
                 latent_class[record["index"]] = record["mod10_class"]
-        plots.class_latent_heatmap(profiles, latent_class, images.parent / sae["image"], f"{name} {sae['id']}: class x latent")
+        plots.class_latent_heatmap(profiles, latent_class, inside(images.parent, sae["image"], "atlas image"), f"{name} {sae['id']}: class x latent")
         for record in sae["latents"]:
-            plots.histogram(record["freq_hist_data_bar_heights"], record["freq_hist_data_bar_values"], images.parent / record["image"],
+            plots.histogram(record["freq_hist_data_bar_heights"], record["freq_hist_data_bar_values"], inside(images.parent, record["image"], "atlas image"),
                             f"{sae['id']} latent {record['index']}")
     if doc.get("wild"):
         plots.wild_figures(doc["wild"], images)

@@ -15,6 +15,7 @@ import torch
 from sklearn.cluster import KMeans
 from torch import Tensor
 
+from successor_lens.errors import check_float, check_int
 from successor_lens.features.matrix import ItemTable, class_profiles, latent_matrix, selectivity, task_profiles
 
 
@@ -37,10 +38,8 @@ class MineConfig:
     """KMeans seed."""
 
     def __post_init__(self):
-        if not 0 < self.selectivity <= 1:
-            raise ValueError("selectivity must lie in (0, 1]")
-        if self.n_clusters < 1:
-            raise ValueError("n_clusters must be positive")
+        check_float("--selectivity", self.selectivity, 0, 1, open_lo=True)
+        check_int("--n-clusters", self.n_clusters, 1)
 
 
 @dataclass

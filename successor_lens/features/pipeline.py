@@ -9,11 +9,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 
+from successor_lens.errors import ConfigError, UserError
 from successor_lens.features.matrix import ItemTable
 from successor_lens.features.mining import MineConfig, MinedFeatures, MiningNull, Recurrence, mine, mining_null, recurrence
-from successor_lens.io import atomic_path
+from successor_lens.io import BadFileError, atomic_path, check_safetensors
 from successor_lens.nulls import value_vs_draws
-from successor_lens.sae_train.dictionary import load_dictionary, untrained_like
+from successor_lens.sae_train.dictionary import load_dictionary, untrained_like, weights_digest
 from successor_lens.sae_train.pipeline import default_train_config, train_sae
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sites import HOOKS, hook_name, item_activations
@@ -40,6 +41,8 @@ class MineRun:
     """The features passed downstream: modal (recurring) ones, else the first SAE's."""
     sae_sources: list[str]
     nulls: list[MiningNull] = field(default_factory=list)
+    sae_digests: list[str | None] = field(default_factory=list)
+    """Per SAE: sha256 of its weights file, so every artefact can be matched to the dictionary it describes."""
     """Per SAE: the index-permutation and untrained-SAE nulls (empty when not computed)."""
 
     def figures(self) -> dict:
@@ -86,7 +89,7 @@ class MineRun:
     def to_json(self) -> dict:
         return {
             "saes": self.sae_sources,
-            "per_sae": [m.summary() for m in self.mined],
+            "per_sae": [{**m.summary(), "weights_sha256": d} for m, d in zip(self.mined, self.sae_digests or [None] * len(self.mined))],
             "recurrence": self.recurrence.summary(),
             "downstream_features": sorted(self.directions),
             "figures": self.figures(),
@@ -123,6 +126,8 @@ def mine_model(
     table = item_table(model, tasks)
     acts = item_acts(model, table, site)
     dictionaries, sources = [], []
+    if saes is not None and not saes:
+        raise ConfigError("no dictionary to mine: pass --sae FOLDER, or leave it out to train --seeds new ones")
     if saes:
         for path in saes:
             d = load_dictionary(path, device="cpu", expected_d_in=model.cfg.d_model, expected_hook=hook_name(site))
@@ -140,7 +145,7 @@ def mine_model(
     data_mean = acts[~table.held_out].mean(0)
     untrained = [untrained_like(dictionaries[0], 1000 + r, data_mean) for r in range(null_draws)]
     nulls = [mining_null(sae, acts, table, untrained if i == 0 else [], cfg, null_draws, seed=i) for i, sae in enumerate(dictionaries)]
-    return MineRun(mined, rec, directions, sources, nulls)
+    return MineRun(mined, rec, directions, sources, nulls, [weights_digest(s) for s in sources])
 
 
 def save_directions(path: Path, directions: dict[int, torch.Tensor]) -> Path:
@@ -151,5 +156,13 @@ def save_directions(path: Path, directions: dict[int, torch.Tensor]) -> Path:
 
 def load_directions(path: Path) -> dict[int, torch.Tensor]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `successor-lens mine` with the same --out first")
-    return {int(k[1:]): v for k, v in load_file(path).items()}
+        raise UserError(f"{path} not found: run `successor-lens mine` (or `run`) with the same --out first")
+    try:
+        check_safetensors(path)
+        tensors = load_file(path)
+        directions = {int(k[1:]): v for k, v in tensors.items()}
+    except (BadFileError, ValueError, OSError) as err:
+        raise UserError(f"{path}: unreadable ({str(err).splitlines()[0] if str(err) else type(err).__name__}): rerun `successor-lens mine`") from None
+    if not all(0 <= c <= 9 and v.ndim == 1 and torch.isfinite(v).all() for c, v in directions.items()):
+        raise UserError(f"{path}: not the mod-10 feature directions f0..f9 (finite vectors): rerun `successor-lens mine`")
+    return directions

@@ -17,19 +17,29 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformer_lens import HookedTransformer
 
+from successor_lens.errors import ConfigError, check_float, check_int
 from successor_lens.probes.incontext import Prompt, by_length
 
 KINDS = ("ablate_head", "scale_head", "add_feature", "subtract_feature")
 
 
-class EditSpecError(ValueError):
+class EditSpecError(ConfigError):
     pass
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""An edit's name: its file is edits/NAME.json, so the name is the file name (no two names share one)."""
+MAX_FACTOR = 1e4
+"""Bound on |factor| and |scale|: beyond it the edited activations overflow fp16 and swamp every other signal."""
+_FIELDS = {"ablate_head": {"mode"}, "scale_head": {"factor"}, "add_feature": {"feature", "scale", "positions"},
+           "subtract_feature": {"feature", "scale", "positions"}}
 
 
 @dataclass
@@ -44,40 +54,78 @@ class Edit:
     positions: str = "all"
 
 
-def parse_spec(spec: dict, model: HookedTransformer, source: str = "spec") -> list[Edit]:
+def parse_spec(spec, shape, source: str = "spec") -> list[Edit]:
+    """The edits of a spec, every field checked (types, ranges against the model's shape `shape`:
+    a `ModelShape` or a loaded model, finite numbers) before any work."""
+    cfg = getattr(shape, "cfg", shape)
     if not isinstance(spec, dict) or not isinstance(spec.get("edits"), list) or not spec["edits"]:
         raise EditSpecError(f'{source}: expected {{"edits": [...]}} with at least one edit, e.g. {{"edits": [{{"kind": "ablate_head", "layer": 0, "head": 0}}]}}')
+    unknown = set(spec) - {"name", "edits", "description"}
+    if unknown:
+        raise EditSpecError(f"{source}: unknown top-level field {sorted(unknown)[0]!r}: a spec has name, description and edits")
     edits = []
     for n, raw in enumerate(spec["edits"]):
         where = f"{source}: edit {n}"
         if not isinstance(raw, dict) or raw.get("kind") not in KINDS:
             raise EditSpecError(f"{where}: kind must be one of {', '.join(KINDS)}")
-        unknown = set(raw) - {"kind", "layer", "head", "mode", "factor", "feature", "scale", "positions"}
+        kind = raw["kind"]
+        unknown = set(raw) - {"kind", "layer", "head"} - _FIELDS[kind]
         if unknown:
-            raise EditSpecError(f"{where}: unknown field {sorted(unknown)[0]!r}: see the spec format in `successor-lens edit --help`")
+            raise EditSpecError(f"{where}: field {sorted(unknown)[0]!r} does not apply to {kind} (it takes layer, head"
+                                f"{''.join(', ' + f for f in sorted(_FIELDS[kind]))}): see `successor-lens edit --help`")
+        if "layer" not in raw or "head" not in raw:
+            raise EditSpecError(f"{where}: needs integer layer and head")
+        fix = f"{cfg.n_layers} layers x {cfg.n_heads} heads"
         try:
-            edit = Edit(**raw)
-        except TypeError:
-            raise EditSpecError(f"{where}: needs integer layer and head") from None
-        if not (isinstance(edit.layer, int) and 0 <= edit.layer < model.cfg.n_layers and isinstance(edit.head, int) and 0 <= edit.head < model.cfg.n_heads):
-            raise EditSpecError(f"{where}: head L{edit.layer}H{edit.head} does not exist ({model.cfg.n_layers} layers x {model.cfg.n_heads} heads)")
-        if edit.mode not in ("zero", "mean") or edit.positions not in ("all", "items"):
-            raise EditSpecError(f"{where}: mode must be zero or mean, positions all or items")
-        if edit.kind.endswith("feature") and not (isinstance(edit.feature, int) and 0 <= edit.feature <= 9):
-            raise EditSpecError(f"{where}: {edit.kind} needs a feature class 0..9")
+            edit = Edit(kind, check_int(f"{where}: layer", raw["layer"], 0, cfg.n_layers - 1, fix),
+                        check_int(f"{where}: head", raw["head"], 0, cfg.n_heads - 1, fix))
+            if "mode" in raw:
+                edit.mode = _choice(f"{where}: mode", raw["mode"], ("zero", "mean"))
+            if "positions" in raw:
+                edit.positions = _choice(f"{where}: positions", raw["positions"], ("all", "items"))
+            if "factor" in raw:
+                edit.factor = check_float(f"{where}: factor", raw["factor"], -MAX_FACTOR, MAX_FACTOR)
+            if "scale" in raw:
+                edit.scale = check_float(f"{where}: scale", raw["scale"], -MAX_FACTOR, MAX_FACTOR)
+            if kind.endswith("feature"):
+                edit.feature = check_int(f"{where}: feature", raw.get("feature"), 0, 9, f"{kind} needs a feature class 0..9")
+        except ConfigError as err:
+            raise EditSpecError(str(err)) from None
         edits.append(edit)
     return edits
 
 
-def load_spec(path: str | os.PathLike, model: HookedTransformer) -> tuple[str, list[Edit]]:
+def _choice(name: str, value, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise EditSpecError(f"{name} is {value!r}: use {' or '.join(allowed)}")
+    return value
+
+
+def check_name(name, source: str = "spec") -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise EditSpecError(f"{source}: name {str(name)[:40]!r}{'...' if len(str(name)) > 40 else ''} must be 1-64 letters, digits, "
+                            "'_', '.' or '-' (it names the file edits/NAME.json): rename it")
+    return name
+
+
+def load_spec(path: str | os.PathLike, shape) -> tuple[str, list[Edit]]:
+    """Read and check a spec file: (name, edits). The name is the spec's `name`, else the file's stem."""
     path = Path(path)
+    example = '{"edits": [{"kind": "ablate_head", "layer": 0, "head": 0}]}'
+    if path.is_dir():
+        raise EditSpecError(f"{path} is a folder: pass a JSON spec file such as {example}")
     try:
         spec = json.loads(path.read_text())
     except FileNotFoundError:
-        raise EditSpecError(f"{path}: no such spec file: write one such as {{\"edits\": [{{\"kind\": \"ablate_head\", \"layer\": 0, \"head\": 0}}]}}") from None
+        raise EditSpecError(f"{path}: no such spec file: write one such as {example}") from None
+    except UnicodeDecodeError:
+        raise EditSpecError(f"{path}: not a text file: pass a JSON spec such as {example}") from None
     except json.JSONDecodeError as err:
         raise EditSpecError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    return str(spec.get("name") or path.stem) if isinstance(spec, dict) else path.stem, parse_spec(spec, model, str(path))
+    edits = parse_spec(spec, shape, str(path))
+    if "name" in spec:
+        return check_name(spec["name"], str(path)), edits
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem).strip("._")[:64] or "edit", edits
 
 
 @dataclass

@@ -7,6 +7,7 @@ is computed from the same logits as a control for the OV path.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -14,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from successor_lens.errors import ConfigError, UserError
 from successor_lens.probes.ov import EMBEDDINGS, Embedding, effective_embeddings, head_inputs, ov_logits
 from successor_lens.tasks import TokenSet
 
@@ -27,11 +29,20 @@ def head_name(layer: int, head: int) -> str:
 
 def parse_head_name(name: str) -> tuple[int, int]:
     """"L23H3" -> (23, 3)."""
-    try:
-        layer, head = name.upper().removeprefix("L").split("H")
-        return int(layer), int(head)
-    except ValueError:
-        raise ValueError(f"head {name!r} is not of the form L{{layer}}H{{head}}, e.g. L23H3") from None
+    match = re.fullmatch(r"L(\d{1,4})H(\d{1,4})", name.strip().upper()) if isinstance(name, str) else None
+    if not match:
+        raise ConfigError(f"head {name!r} is not of the form L{{layer}}H{{head}}, e.g. L23H3")
+    return int(match[1]), int(match[2])
+
+
+def check_head(name: str, shape) -> str:
+    """`name` as a head of a model of this shape (`ModelShape` or a model), or one line saying which exist."""
+    cfg = getattr(shape, "cfg", shape)
+    layer, head = parse_head_name(name)
+    if layer >= cfg.n_layers or head >= cfg.n_heads:
+        raise ConfigError(f"head {name} does not exist: {getattr(cfg, 'model_name', None) or cfg.name} has {cfg.n_layers} layers x "
+                          f"{cfg.n_heads} heads (L0H0..L{cfg.n_layers - 1}H{cfg.n_heads - 1})")
+    return f"L{layer}H{head}"
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ class ScanConfig:
 
     def __post_init__(self):
         if self.embedding not in EMBEDDINGS:
-            raise ValueError(f"unknown embedding {self.embedding!r}: use one of {', '.join(EMBEDDINGS)}")
+            raise ConfigError(f"unknown embedding {self.embedding!r}: use one of {', '.join(EMBEDDINGS)}")
 
 
 @dataclass
@@ -110,7 +121,7 @@ def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig
     """Score every head of every layer in one batched pass."""
     pairs = token_set.successor_pairs()
     if not pairs:
-        raise ValueError("no (token, successor) pairs: every task lost its items to tokenization")
+        raise UserError("no (token, successor) pairs: every task lost its items to tokenization")
     device = model.W_E.device
     tokens = token_set.tokens.to(device)
     x = effective_embeddings(model, tokens, config.embedding, config.mlp0_norm)

@@ -7,7 +7,9 @@
   or a hub dataset name when online), one row per token position.
 
 Shards are written one at a time (so a corpus larger than memory streams through) and read
-back lazily; `meta.json` is written last, so a half-written cache is never mistaken for a whole one.
+back lazily. A cache is written in a temporary folder that replaces the old one whole (meta.json
+last), so a half-written cache is never mistaken for a whole one; a cached shard that does not
+read back whole is recomputed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from successor_lens.io import atomic_path, provenance, write_json
+from successor_lens.errors import UserError
+from successor_lens.io import BadFileError, atomic_dir, check_safetensors, provenance, write_json
 from successor_lens.models import model_provenance
 from successor_lens.sites import hook_name, item_activations
 from successor_lens.tasks import Task, build_token_set, sae_tasks
@@ -76,34 +79,30 @@ def corpus_activations(
 
 
 def write_activations(folder: str | os.PathLike, chunks: Iterable[Tensor], meta: dict) -> "ShardedActivations":
-    """Stream chunks into shards of at most SHARD_ROWS rows; meta.json (with a data hash) last."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("shard_*.safetensors"):
-        old.unlink()
-    (folder / "meta.json").unlink(missing_ok=True)
+    """Stream chunks into shards of at most SHARD_ROWS rows, meta.json (with a data hash) last, in
+    a temporary folder that replaces `folder` whole once every shard is written."""
     digest, sizes, pending, n_pending = hashlib.sha256(), [], [], 0
+    with atomic_dir(folder) as tmp:
 
-    def flush():
-        nonlocal pending, n_pending
-        if not pending:
-            return
-        shard = torch.cat(pending).float().contiguous()
-        with atomic_path(folder / f"shard_{len(sizes):05d}.safetensors") as tmp:
-            save_file({"acts": shard}, tmp)
-        digest.update(shard.numpy().tobytes())
-        sizes.append(len(shard))
-        pending, n_pending = [], 0
+        def flush():
+            nonlocal pending, n_pending
+            if not pending:
+                return
+            shard = torch.cat(pending).float().contiguous()
+            save_file({"acts": shard}, tmp / f"shard_{len(sizes):05d}.safetensors")
+            digest.update(shard.numpy().tobytes())
+            sizes.append(len(shard))
+            pending, n_pending = [], 0
 
-    for chunk in chunks:
-        pending.append(chunk)
-        n_pending += len(chunk)
-        if n_pending >= SHARD_ROWS:
-            flush()
-    flush()
-    if not sizes:
-        raise ValueError("no activations were produced: the token set or corpus is empty")
-    write_json(folder / "meta.json", {**meta, "shard_rows": sizes, "n_rows": sum(sizes), "data_sha256": digest.hexdigest()})
+        for chunk in chunks:
+            pending.append(chunk)
+            n_pending += len(chunk)
+            if n_pending >= SHARD_ROWS:
+                flush()
+        flush()
+        if not sizes:
+            raise UserError("no activations were produced: the token set or corpus is empty")
+        write_json(tmp / "meta.json", {**meta, "shard_rows": sizes, "n_rows": sum(sizes), "data_sha256": digest.hexdigest()})
     return ShardedActivations(folder)
 
 
@@ -115,7 +114,10 @@ class ShardedActivations:
         meta_path = self.folder / "meta.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{self.folder}: no meta.json (incomplete or missing activation cache): recompute it")
-        self.meta = json.loads(meta_path.read_text())
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadFileError(f"{meta_path}: not valid JSON") from None
         self.sizes = self.meta["shard_rows"]
         self.starts = torch.tensor([0] + list(torch.tensor(self.sizes).cumsum(0)[:-1].tolist()))
         self._loaded: dict[int, Tensor] = {}
@@ -123,6 +125,17 @@ class ShardedActivations:
 
     def __len__(self) -> int:
         return int(self.meta["n_rows"])
+
+    def check(self) -> None:
+        """Every shard present and whole, with the rows meta.json says (headers only; cheap):
+        `BadFileError` otherwise, and the cache is recomputed."""
+        for i, rows in enumerate(self.sizes):
+            path = self.folder / f"shard_{i:05d}.safetensors"
+            if not path.is_file():
+                raise BadFileError(f"{path}: missing")
+            entry = check_safetensors(path).get("acts")
+            if not isinstance(entry, dict) or entry.get("shape") != [rows, self.meta["d_in"]]:
+                raise BadFileError(f"{path}: holds {entry.get('shape') if isinstance(entry, dict) else 'no acts'}, not [{rows}, {self.meta['d_in']}] rows")
 
     def _shard(self, i: int) -> Tensor:
         if i not in self._loaded:

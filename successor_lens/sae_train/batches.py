@@ -8,6 +8,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from successor_lens.errors import UserError
+
 
 class BatchSource(Protocol):
     d_in: int
@@ -27,7 +29,7 @@ class ShuffledBatches:
 
     def __init__(self, data, batch_size: int, seed: int = 0):
         if len(data) == 0:
-            raise ValueError("no activations to train on: the token set or corpus is empty")
+            raise UserError("no activations to train on: the token set or corpus is empty")
         self.data = data
         self.batch_size = batch_size
         self.seed = seed

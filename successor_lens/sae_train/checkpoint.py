@@ -12,10 +12,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 
-from successor_lens.io import atomic_path
+from successor_lens.errors import UserError
+from successor_lens.io import BadFileError, atomic_path, check_safetensors
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 
@@ -45,9 +46,16 @@ class Checkpointer:
             return None
         path = paths[-1]
         try:
+            check_safetensors(path)
             with safe_open(path, framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["state"])
-        except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as err:
+                state = json.loads((f.metadata() or {})["state"])
+                if not isinstance(state, dict):
+                    raise KeyError("state")
+                return {k: f.get_tensor(k) for k in f.keys()}, state
+        except KeyError:
+            raise CheckpointError(f"checkpoint {path} has no training state in its metadata (not written by successor-lens?): "
+                                  "delete it to resume from the one before") from None
+        except (SafetensorError, BadFileError, json.JSONDecodeError, OSError) as err:
             raise CheckpointError(f"checkpoint {path} is unreadable ({err}): delete it to resume from the one before") from None
 
 

@@ -8,51 +8,55 @@ package version, data hash). The folder appears whole or not at all.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from sae_lens import SAE
 
+from successor_lens.errors import UserError
+from successor_lens.io import BadFileError, atomic_dir, check_safetensors, write_json
 from successor_lens.io import provenance as base_provenance
-from successor_lens.io import write_json
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 PROVENANCE_FILE = "provenance.json"
 
 
-class DictionaryError(RuntimeError):
+class DictionaryError(UserError, RuntimeError):
     """A dictionary could not be loaded; one line naming the file and the problem."""
 
 
-def save_dictionary(sae, folder: str | os.PathLike, provenance: dict[str, Any]) -> Path:
-    """Write the inference form of `sae` and its provenance into `folder`, atomically."""
+def save_dictionary(sae, folder: str | os.PathLike, provenance: dict[str, Any], finish: Callable[[Path], None] | None = None) -> Path:
+    """Write the inference form of `sae` and its provenance into `folder`, atomically (the folder
+    is replaced whole: give one inside a run folder of ours). `finish(tmp)` may add files (the
+    metrics of the saved weights) before the folder appears."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as tmp:
         if hasattr(sae, "save_inference_model"):
             sae.save_inference_model(tmp)
         else:
             sae.save_model(tmp)
         write_json(tmp / PROVENANCE_FILE, base_provenance(**provenance))
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if finish is not None:
+            finish(tmp)
     return folder
+
+
+def weights_digest(folder: str | os.PathLike) -> str | None:
+    """sha256 of a dictionary folder's weights file (None for a release or a folder without one)."""
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass
@@ -82,6 +86,7 @@ def load_dictionary(
     else:
         sae, prov = _load_release(str(path_or_release), sae_id, device)
         source = f"sae-lens release {path_or_release}/{sae_id}"
+    check_weights(sae, source)
     d_in = sae.cfg.d_in
     if expected_d_in is not None and d_in != expected_d_in:
         raise DictionaryError(f"{source}: d_in is {d_in} but the hook has d_model {expected_d_in}: use a dictionary trained on this model")
@@ -101,31 +106,37 @@ def _load_folder(path: Path, device: str):
         cfg = json.loads((path / CFG_FILE).read_text())
     except json.JSONDecodeError as err:
         raise DictionaryError(f"{path / CFG_FILE}: not valid JSON ({err.msg} at line {err.lineno}): re-save the dictionary") from None
-    _check_safetensors(path / WEIGHTS_FILE)
+    if not isinstance(cfg, dict):
+        raise DictionaryError(f"{path / CFG_FILE}: not an sae-lens config (a JSON {type(cfg).__name__}): re-save the dictionary")
+    try:
+        check_safetensors(path / WEIGHTS_FILE)
+    except BadFileError as err:
+        raise DictionaryError(f"{err}: re-download or re-train it") from None
     try:
         sae = SAE.load_from_disk(path, device=device)
     except Exception as err:  # sae-lens raises many kinds; one line is what a user needs
-        raise DictionaryError(f"{path}: sae-lens cannot load it ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+        raise DictionaryError(f"{path}: sae-lens cannot load it ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]})") from None
     prov_path = path / PROVENANCE_FILE
-    prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {"config": cfg}
+    try:
+        prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {"config": cfg}
+    except json.JSONDecodeError:
+        raise DictionaryError(f"{prov_path}: not valid JSON: re-save the dictionary, or delete the file to load it without provenance") from None
     return sae, prov
 
 
-def _check_safetensors(path: Path) -> None:
-    """Read the header and check that every tensor's bytes are present (catches truncation)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise DictionaryError(f"{path}: truncated ({size} bytes): re-download or re-train it")
-        n = int.from_bytes(head, "little")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError, MemoryError, OverflowError):
-            raise DictionaryError(f"{path}: corrupt safetensors header: re-download or re-train it") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end > size:
-        raise DictionaryError(f"{path}: truncated ({size} of {8 + n + end} bytes): re-download or re-train it")
+def check_weights(sae, source: str) -> None:
+    """The tensors an SAE needs, with consistent shapes and finite values; `DictionaryError` otherwise."""
+    d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
+    expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,)}
+    params = dict(sae.named_parameters())
+    for name, shape in expected.items():
+        if name not in params or tuple(params[name].shape) != shape:
+            got = "missing" if name not in params else f"shape {tuple(params[name].shape)}"
+            raise DictionaryError(f"{source}: {name} is {got}, expected {shape} for d_in {d_in}, d_sae {d_sae}: re-save the dictionary")
+    for name, value in params.items():
+        if not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise DictionaryError(f"{source}: {name} holds {bad} NaN or inf values: the dictionary is corrupt or diverged; re-train it")
 
 
 def _load_release(release: str, sae_id: str | None, device: str):

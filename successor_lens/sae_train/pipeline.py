@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
-from successor_lens.corpus import load_texts
-from successor_lens.io import write_json
+from successor_lens.corpus import load_corpus
+from successor_lens.errors import ConfigError
+from successor_lens.io import BadFileError, digest, write_json
 from successor_lens.models import model_provenance
 from successor_lens.sae_train.activations import (
     ShardedActivations, activation_meta, corpus_activations, succession_items,
@@ -36,7 +38,7 @@ DEFAULTS = {
 def default_train_config(tokens: str, d_model: int, **overrides) -> TrainConfig:
     """The TrainConfig for a token source, with `overrides` (None values ignored) on top."""
     if tokens not in DEFAULTS:
-        raise ValueError(f"unknown token source {tokens!r}: use succession, vocab or corpus")
+        raise ConfigError(f"unknown token source {tokens!r}: use succession, vocab or corpus")
     values = {k: v for k, v in DEFAULTS[tokens].items() if v is not None}
     values.setdefault("d_sae", 8 * d_model)
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -64,19 +66,28 @@ def activations_for(
         ids, source = vocab_tokens(model)
     elif tokens == "corpus":
         if not corpus:
-            raise ValueError("--tokens corpus needs a PATH (a text file or folder) or a hub dataset name")
+            raise ConfigError("--tokens corpus needs a PATH (a text file or folder) or a hub dataset name")
         ids, source = None, {"token_set": "corpus", "corpus": corpus}
     else:
-        raise ValueError(f"unknown token source {tokens!r}: use succession, vocab or corpus")
+        raise ConfigError(f"unknown token source {tokens!r}: use succession, vocab or corpus")
     meta = activation_meta(model, site, source)
     try:
         cached = ShardedActivations(folder)
         if all(cached.meta.get(k) == v for k, v in meta.items()):
+            cached.check()
             return cached
     except FileNotFoundError:
         pass
-    chunks = vocab_activations(model, ids, site) if ids is not None else corpus_activations(model, load_texts(corpus), site)
+    except BadFileError as err:
+        print(f"successor-lens: note: cached activations unreadable ({err}); recomputing them", file=sys.stderr)
+    chunks = vocab_activations(model, ids, site) if ids is not None else corpus_activations(model, load_corpus(corpus), site)
     return write_activations(folder, chunks, meta)
+
+
+def checkpoint_folder(out: Path, name: str, cfg: TrainConfig, data_sha256: str) -> Path:
+    """Checkpoints of one training config on one dataset: `checkpoints/NAME/KEY`, so runs with other
+    options in the same folder never prune or resume each other's checkpoints."""
+    return Path(out) / "checkpoints" / name / digest({"train_config": asdict(cfg), "data_sha256": data_sha256})
 
 
 def train_sae(
@@ -97,14 +108,23 @@ def train_sae(
     meta = {"model_name": model.cfg.model_name, "hook_name": hook_name(site), "hook_head_index": None, "prepend_bos": model.cfg.default_prepend_bos}
     sae = make_sae(cfg, acts.meta["d_in"], meta)
     name = name or f"sae-{site}-{tokens}-{cfg.arch}-s{cfg.seed}"
-    checkpointer = Checkpointer(out / "checkpoints" / name)
+    checkpointer = Checkpointer(checkpoint_folder(out, name, cfg, acts.meta["data_sha256"]))
+    if resume and not checkpointer.paths():
+        others = sorted(p.name for p in checkpointer.folder.parent.glob("*") if p != checkpointer.folder and any(p.glob("ckpt_*")))
+        print(f"successor-lens: note: --resume: no checkpoint of these options in {checkpointer.folder.parent}"
+              + (f" (there are checkpoints of other options: {', '.join(others)}; pass the options of the run to resume)" if others else "")
+              + "; starting from step 0", file=sys.stderr)
     result = train(cfg, sae, ShuffledBatches(acts, cfg.batch_size, cfg.seed), runtime, checkpointer=checkpointer, resume=resume, progress=progress)
+    evaluated: list[SAEMetrics] = []
+
+    def add_metrics(tmp: Path) -> None:  # measured on the weights as saved, as sae-lens loads them
+        evaluated.append(evaluate(SAE.load_from_disk(tmp, device=runtime.device), acts.chunks()))
+        write_json(tmp / "metrics.json", {"fvu_formula": "sum((x - x_hat)^2) / sum((x - mean(x))^2)", **asdict(evaluated[0])})
+
     folder = save_dictionary(sae, out / name, {
         **model_provenance(model), "site": site, "hook": hook_name(site), "token_source": tokens, "corpus": corpus,
         "train_config": asdict(cfg), "data_sha256": acts.meta["data_sha256"], "n_rows": len(acts),
         "steps_done": result.steps, "resumed_from": result.resumed_from,
-    })
-    loaded = SAE.load_from_disk(folder, device=runtime.device)
-    metrics = evaluate(loaded, acts.chunks())
-    write_json(folder / "metrics.json", {"fvu_formula": "sum((x - x_hat)^2) / sum((x - mean(x))^2)", **asdict(metrics)})
+    }, finish=add_metrics)
+    loaded, metrics = SAE.load_from_disk(folder, device=runtime.device), evaluated[0]
     return TrainRun(folder, loaded, metrics, result, cfg)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from successor_lens.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -18,11 +20,11 @@ class Runtime:
 
     def __post_init__(self):
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"unknown precision {self.precision!r}: use auto, fp32, bf16 or fp16")
+            raise ConfigError(f"unknown precision {self.precision!r}: use auto, fp32, bf16 or fp16")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device cuda was asked for but torch sees no CUDA device: use --device cpu")
+            raise ConfigError("device cuda was asked for but torch sees no CUDA device: use --device cpu")
         if self.precision == "fp16" and not self.device.startswith("cuda"):
-            raise ValueError("fp16 with a GradScaler needs CUDA: use --precision bf16 or fp32 on CPU")
+            raise ConfigError("fp16 with a GradScaler needs CUDA: use --precision bf16 or fp32 on CPU")
 
     @property
     def compute_dtype(self) -> torch.dtype:

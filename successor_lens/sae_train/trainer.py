@@ -27,8 +27,9 @@ from sae_lens import (
 from sae_lens.saes.sae import TrainCoefficientConfig, TrainingSAE, TrainStepInput
 from tqdm.auto import tqdm
 
+from successor_lens.errors import ConfigError, UserError, check_float, check_int
 from successor_lens.sae_train.batches import BatchSource
-from successor_lens.sae_train.checkpoint import Checkpointer, load_optimizer, optimizer_tensors
+from successor_lens.sae_train.checkpoint import Checkpointer, CheckpointError, load_optimizer, optimizer_tensors
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.sparse import encode_at, sparse_decode, sparse_encode
 
@@ -36,7 +37,7 @@ ARCHS = ("topk", "batchtopk", "standard", "jumprelu")
 SPARSE_ARCHS = ("topk", "batchtopk")
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
     """NaN or inf in the activations or the loss; training stopped, the last checkpoint is kept."""
 
 
@@ -79,13 +80,18 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.arch not in ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r}: use one of {', '.join(ARCHS)}")
-        if self.arch in SPARSE_ARCHS and not 0 < self.k <= self.d_sae:
-            raise ValueError(f"k={self.k} must be between 1 and d_sae={self.d_sae}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be positive")
+            raise ConfigError(f"unknown architecture {self.arch!r}: use one of {', '.join(ARCHS)}")
+        for name in ("d_sae", "steps", "batch_size", "checkpoint_every", "log_every", "dead_after_steps"):
+            check_int(f"--{name.replace('_', '-')}", getattr(self, name), 1)
+        if self.arch in SPARSE_ARCHS:
+            check_int("--k", self.k, 1, self.d_sae, "k active latents need at least k latents (--d-sae)")
+        check_int("aux_k", self.aux_k, 0)
+        check_int("--seed", self.seed, 0)
+        check_float("--lr", self.lr, 0, 1, open_lo=True)
+        for name in ("l1_coefficient", "l0_coefficient", "aux_coefficient", "warmup_frac", "decay_frac"):
+            check_float(f"--{name.replace('_', '-')}", getattr(self, name), 0)
         if not 0 <= self.warmup_frac + self.decay_frac <= 1:
-            raise ValueError("warmup_frac + decay_frac must lie in [0, 1]")
+            raise ConfigError("warmup_frac + decay_frac must lie in [0, 1]")
 
     def lr_at(self, step: int) -> float:
         warm = max(1, round(self.warmup_frac * self.steps))
@@ -193,7 +199,7 @@ def train(
 ) -> TrainResult:
     """Train `sae` in place for `cfg.steps` steps (or until `stop_after`, to simulate a stop)."""
     if batches.d_in != sae.cfg.d_in:
-        raise ValueError(f"activations have d_in={batches.d_in} but the SAE expects {sae.cfg.d_in}: train a new SAE for this site")
+        raise UserError(f"activations have d_in={batches.d_in} but the SAE expects {sae.cfg.d_in}: train a new SAE for this site")
     device = torch.device(runtime.device)
     sae.to(device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
@@ -203,8 +209,9 @@ def train(
 
     if resume and checkpointer is not None and (found := checkpointer.latest()) is not None:
         tensors, meta = found
-        if meta["config"] != asdict(cfg):
-            raise ValueError(f"--resume: the checkpoint in {checkpointer.folder} was made with a different config; use a new --out or the same options")
+        if meta.get("config") != asdict(cfg):
+            raise CheckpointError(f"--resume: the checkpoint in {checkpointer.folder} was made with a different config; use a new --out or the same options")
+        _check_checkpoint(checkpointer, tensors, meta, sae, cfg)
         sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
         sae.to(device)
         load_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta)
@@ -280,3 +287,18 @@ def _remove_parallel_grad(sae: TrainingSAE) -> None:
         return
     W = sae.W_dec
     W.grad -= (W.grad * W).sum(-1, keepdim=True) * W
+
+
+def _check_checkpoint(checkpointer: Checkpointer, tensors: dict[str, torch.Tensor], meta: dict, sae: TrainingSAE, cfg: TrainConfig) -> None:
+    """A checkpoint must hold this SAE's tensors with their shapes, finite, and a step in range."""
+    where = f"--resume: checkpoint {checkpointer.paths()[-1]}"
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 < step <= cfg.steps or not isinstance(meta.get("param_groups"), list):
+        raise CheckpointError(f"{where} has no valid training state: delete it to resume from the one before")
+    expected = {f"sae.{k}": tuple(v.shape) for k, v in sae.state_dict().items()} | {"since_fired": (cfg.d_sae,)}
+    for name, shape in expected.items():
+        if name not in tensors or tuple(tensors[name].shape) != shape:
+            got = "missing" if name not in tensors else f"shape {tuple(tensors[name].shape)}"
+            raise CheckpointError(f"{where}: tensor {name} is {got}, expected {shape}: delete it to resume from the one before")
+        if tensors[name].is_floating_point() and not torch.isfinite(tensors[name]).all():
+            raise CheckpointError(f"{where}: tensor {name} holds NaN or inf: delete it to resume from the one before")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import resolve_device
+from successor_lens.cli.common import positive_int, resolve_device
 
 HELP = "build the feature atlas of any saved or sae-lens pretrained dictionary alone"
 
@@ -15,21 +15,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model (default: the one named in the dictionary's metadata)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--head", default=None, help="head for the logit effects, as L{layer}H{head} (default: the scan's best)")
-    p.add_argument("--latents", type=int, default=40, help="latent pages at most")
-    p.add_argument("--out", required=True, help="folder for the atlas (index.html goes inside)")
+    p.add_argument("--latents", type=positive_int, default=40, help="latent pages at most")
+    p.add_argument("--out", required=True, help="a new (or empty) folder of its own for the atlas: OUT/atlas/index.html")
 
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.atlas import AtlasConfig
     from successor_lens.artifacts.pipeline import atlas_for_dictionary
-    from successor_lens.models import DEFAULT_MODEL, load_model
+    from successor_lens.errors import ConfigError
+    from successor_lens.models import DEFAULT_MODEL, load_model, model_shape
+    from successor_lens.probes.heads import check_head
+    from successor_lens.rundir import check_folder, run_folder
     from successor_lens.sae_train.dictionary import load_dictionary
 
     device = resolve_device(args.device)
+    config = AtlasConfig(latents=args.latents)
+    check_folder(args.out, "atlas")  # refuse a folder that is not ours before any work
     d = load_dictionary(args.sae, args.sae_id, device="cpu")
     name = args.model or d.sae.cfg.metadata.model_name or DEFAULT_MODEL
-    model = load_model(name, device=device)
-    index, summary = atlas_for_dictionary(model, d, args.out, AtlasConfig(latents=args.latents), args.head)
+    shape = model_shape(name)
+    if d.sae.cfg.d_in != shape.d_model:
+        raise ConfigError(f"{d.source}: d_in {d.sae.cfg.d_in} but {name} has d_model {shape.d_model}: pass the right --model")
+    head = check_head(args.head, shape) if args.head else None
+    with run_folder(args.out, "atlas") as out:
+        model = load_model(name, device=device)
+        index, summary = atlas_for_dictionary(model, d, out, config, head)
     print(f"atlas: {index}")
     for line in summary[:2]:
         print("  " + line)

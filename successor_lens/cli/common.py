@@ -1,26 +1,79 @@
-"""Arguments shared by several commands."""
+"""Arguments shared by several commands, and the checks every command runs before the model loads."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from successor_lens.errors import ConfigError
 from successor_lens.models import DEFAULT_MODEL
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}, embedded, offline; or any TransformerLens name)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    return _int(text, 0)
+
+
+def _int(text: str, lo: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < lo:
+        raise argparse.ArgumentTypeError(f"{value} must be >= {lo}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (NaN and inf refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
 
 
 def resolve_device(name: str | None) -> str:
+    """`--device` checked against what torch sees: cpu, cuda, cuda:N (or mps)."""
     import torch
 
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device: use --device cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name!r} is not a device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name} was asked for but torch sees no CUDA device: use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s): use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("--device mps was asked for but torch sees no MPS device: use --device cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {name!r}: use cpu, cuda or cuda:N")
     return name
+
+
+def check_ctx(ctx: int, shape, lo: int = 16) -> int:
+    """Tokens per corpus window: at least `lo` (shorter windows leave no context to measure in) and at
+    most the model's context length."""
+    if not lo <= ctx <= shape.n_ctx:
+        raise ConfigError(f"--ctx {ctx} is outside [{lo}, {shape.n_ctx}] ({shape.name} reads at most {shape.n_ctx} tokens; "
+                          f"shorter than {lo} leaves no context): pick a length in that range")
+    return ctx
 
 
 def out_dir(args: argparse.Namespace) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, out_dir, print_table, resolve_device
+from successor_lens.cli.common import add_model_arguments, check_ctx, nonnegative_int, out_dir, positive_int, print_table, resolve_device
 
 HELP = "apply an edit spec (ablate/scale a head, add/subtract a mod-10 feature at a head's input) and print the KPI table"
 SPEC_HELP = ('JSON spec, e.g. {"edits": [{"kind": "ablate_head", "layer": 23, "head": 3}]}; kinds: ablate_head (mode zero|mean), '
@@ -15,9 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--spec", required=True, help=SPEC_HELP)
     p.add_argument("--corpus", default=None, help="text file or folder, or a hub dataset name (default: Debian's python3-doc, offline)")
-    p.add_argument("--contexts", type=int, default=32, help="corpus windows for the side-effect KPIs")
-    p.add_argument("--ctx", type=int, default=128, help="tokens per window")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--contexts", type=positive_int, default=32, help="corpus windows for the side-effect KPIs")
+    p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL); features.safetensors is read from it")
 
 
@@ -25,24 +25,30 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.report import write_edit
     from successor_lens.corpus import load_corpus, token_windows
     from successor_lens.features.pipeline import FEATURES_FILE, load_directions
-    from successor_lens.models import load_model
+    from successor_lens.models import load_model, model_shape
     from successor_lens.probes.edits import EditSet, kpi_table, load_spec, measure
     from successor_lens.probes.incontext import succession_prompts
+    from successor_lens.rundir import check_folder, run_folder
     from successor_lens.tasks import build_token_set
 
-    out = out_dir(args)
-    model = load_model(args.model, device=resolve_device(args.device))
-    name, edits = load_spec(args.spec, model)
+    device = resolve_device(args.device)
+    shape = model_shape(args.model)
+    name, edits = load_spec(args.spec, shape)
+    check_ctx(args.ctx, shape)
+    out = check_folder(out_dir(args), "run")
     directions = load_directions(out / FEATURES_FILE) if any(e.kind.endswith("feature") for e in edits) else {}
-    items = build_token_set(model.tokenizer).tokens
-    edit_set = EditSet(model, edits, directions, items)
-    windows = token_windows(model, load_corpus(args.corpus), args.contexts, args.ctx, args.seed)
-    edit_set.prepare(windows[:8])
-    prompts = succession_prompts(model.tokenizer)
-    before = measure(model, prompts, windows)
-    after = measure(model, prompts, windows, edit_set)
-    table = kpi_table(before, after)
-    written = write_edit(name, edits, table, model, out, {"corpus": args.corpus or "python-docs", "windows": list(windows.shape), "prompts": len(prompts)})
+    texts = load_corpus(args.corpus)
+    with run_folder(out, "run"):
+        model = load_model(args.model, device=device)
+        items = build_token_set(model.tokenizer).tokens
+        edit_set = EditSet(model, edits, directions, items)
+        windows = token_windows(model, texts, args.contexts, args.ctx, args.seed)
+        edit_set.prepare(windows[:8])
+        prompts = succession_prompts(model.tokenizer)
+        before = measure(model, prompts, windows)
+        after = measure(model, prompts, windows, edit_set)
+        table = kpi_table(before, after)
+        written = write_edit(name, edits, table, model, out, {"corpus": args.corpus or "python-docs", "windows": list(windows.shape), "prompts": len(prompts)})
     print(f"edit {name!r}: " + "; ".join(f"{e.kind} L{e.layer}H{e.head}" for e in edits))
     print(f"on {len(prompts)} succession prompts and {windows.numel() - len(windows)} corpus positions ({len(windows)} windows):")
     print_table(["KPI", "before", "after", "delta"], [[r["metric"], r["before"], r["after"], r["delta"]] for r in table])

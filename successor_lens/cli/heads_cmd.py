@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, out_dir, print_table, resolve_device
+from successor_lens.cli.common import add_model_arguments, out_dir, positive_int, print_table, resolve_device
 from successor_lens.confighelp import field_docs
 from successor_lens.probes.heads import SUCCESSOR_BAR, ScanConfig, parse_head_name
 
@@ -16,21 +16,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     docs = field_docs(ScanConfig)
     p.add_argument("--embedding", default="mlp0", choices=["mlp0", "embed+mlp0", "residual"], help=docs["embedding"])
     p.add_argument("--no-mlp0-norm", action="store_true", help="do not " + docs["mlp0_norm"][0].lower() + docs["mlp0_norm"][1:])
-    p.add_argument("--top", type=int, default=10, help="how many heads to print")
+    p.add_argument("--top", type=positive_int, default=10, help="how many heads to print")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.report import write_scan
-    from successor_lens.models import load_model
+    from successor_lens.models import load_model, model_shape
     from successor_lens.probes.heads import scan_heads
+    from successor_lens.rundir import run_folder
     from successor_lens.tasks import build_token_set
 
     config = ScanConfig(embedding=args.embedding, mlp0_norm=not args.no_mlp0_norm)
-    model = load_model(args.model, device=resolve_device(args.device))
-    token_set = build_token_set(model.tokenizer)
-    result = scan_heads(model, token_set, config)
-    json_path, png_path, _ = write_scan(result, model, out_dir(args))
+    device = resolve_device(args.device)
+    model_shape(args.model)  # an unknown or missing model is one line before any work
+    with run_folder(out_dir(args), "run") as out:
+        model = load_model(args.model, device=device)
+        token_set = build_token_set(model.tokenizer)
+        result = scan_heads(model, token_set, config)
+        json_path, png_path, _ = write_scan(result, model, out)
 
     print(f"{args.model}: {len(token_set.items)} single-token items in {len(token_set.task_names)} task variants, "
           f"{len(token_set.dropped)} dropped (listed in heads.json)")

@@ -1,4 +1,5 @@
-"""Entry point: `successor-lens COMMAND ...`. Known errors print one line and exit 2."""
+"""Entry point: `successor-lens COMMAND ...`. User errors print one line and exit 2; anything else
+is a bug and keeps its traceback (exit 1)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import sys
 
 from successor_lens.cli import atlas_cmd, edit_cmd, heads_cmd, mine_cmd, probe_cmd, run_cmd, train_cmd, wild_cmd
+from successor_lens.errors import UserError
 
 COMMANDS = {
     "run": run_cmd, "heads": heads_cmd, "train": train_cmd, "mine": mine_cmd, "probe": probe_cmd, "atlas": atlas_cmd,
@@ -14,12 +16,15 @@ COMMANDS = {
 }
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one line, no traceback."""
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage block is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="successor-lens", description=__doc__)
+    parser = Parser(prog="successor-lens", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
@@ -31,17 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     args = build_parser().parse_args(argv)
-    from successor_lens.artifacts.schema import AtlasFormatError
-    from successor_lens.models import ModelLoadError
-    from successor_lens.probes.edits import EditSpecError
-    from successor_lens.sae_train.checkpoint import CheckpointError
-    from successor_lens.sae_train.dictionary import DictionaryError
-    from successor_lens.sae_train.trainer import NonFiniteError
-
     try:
         args._run(args)
-    except (AtlasFormatError, EditSpecError, ModelLoadError, DictionaryError, CheckpointError, NonFiniteError, UserError, ValueError, FileNotFoundError) as err:
-        print(f"successor-lens {args.command}: error: {err}", file=sys.stderr)
+    except UserError as err:
+        print(f"successor-lens {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     return 0
 

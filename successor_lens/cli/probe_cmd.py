@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, out_dir, print_table, resolve_device
+from successor_lens.cli.common import add_model_arguments, nonnegative_int, out_dir, print_table, resolve_device
 from successor_lens.nulls import words
 
 HELP = "linear probes for index mod 10, probe/feature cosine, vector arithmetic through a head, greater-than profile"
@@ -13,21 +13,26 @@ HELP = "linear probes for index mod 10, probe/feature cosine, vector arithmetic 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--head", default=None, help="head as L{layer}H{head} (default: chosen from the OV succession score and in-context DLA together)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the controls and the k selection split")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed for the controls and the k selection split")
     p.add_argument("--out", default=None, help="run folder with features.safetensors from `mine` (default runs/MODEL)")
 
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.report import write_probe
     from successor_lens.features.pipeline import FEATURES_FILE, load_directions
-    from successor_lens.models import load_model
+    from successor_lens.models import load_model, model_shape
+    from successor_lens.probes.heads import check_head
     from successor_lens.probes.pipeline import probe_model
+    from successor_lens.rundir import run_folder
 
-    out = out_dir(args)
-    directions = load_directions(out / FEATURES_FILE)
-    model = load_model(args.model, device=resolve_device(args.device))
-    result = probe_model(model, directions, args.head, args.seed)
-    written = write_probe(result, model, out)
+    device = resolve_device(args.device)
+    shape = model_shape(args.model)
+    head = check_head(args.head, shape) if args.head else None
+    with run_folder(out_dir(args), "run") as out:
+        directions = load_directions(out / FEATURES_FILE)
+        model = load_model(args.model, device=device)
+        result = probe_model(model, directions, head, args.seed)
+        written = write_probe(result, model, out)
     print_probe(result)
     print("wrote " + ", ".join(str(p) for p in written))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, out_dir, resolve_device
+from successor_lens.cli.common import add_model_arguments, out_dir, positive_int, resolve_device
 
 HELP = "the main job: head scan -> activations -> SAEs -> mod-10 mining -> probes -> feature atlas (cached stages)"
 
@@ -16,26 +16,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL); the atlas goes to OUT/atlas/index.html")
     p.add_argument("--force", action="append", default=[], metavar="STAGE", choices=list(STAGES) + ["all"],
                    help=f"recompute STAGE and every later one even if cached ({', '.join(STAGES)} or all; repeatable)")
-    p.add_argument("--seeds", type=int, default=3, help="MLP0 dictionaries to train (seeds 0..N-1) for the recurrence check")
-    p.add_argument("--steps", type=int, default=None, help="training steps per dictionary (default 1500)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="MLP0 dictionaries to train (seeds 0..N-1) for the recurrence check")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps per dictionary (default 1500)")
     p.add_argument("--head", default=None, help="head for arithmetic and logit effects, as L{layer}H{head} (default: the scan's best)")
-    p.add_argument("--latents", type=int, default=24, help="latent pages per dictionary in the atlas")
+    p.add_argument("--latents", type=positive_int, default=24, help="latent pages per dictionary in the atlas")
 
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.atlas import AtlasConfig
     from successor_lens.artifacts.pipeline import RunConfig, run_pipeline
-    from successor_lens.models import load_model
-    from successor_lens.probes.heads import parse_head_name
+    from successor_lens.models import load_model, model_shape
+    from successor_lens.rundir import run_folder
     from successor_lens.sae_train.runtime import Runtime
 
-    if args.head:
-        parse_head_name(args.head)
     runtime = Runtime(resolve_device(args.device))
     config = RunConfig(seeds=args.seeds, steps=args.steps, head=args.head, atlas=AtlasConfig(latents=args.latents))
-    print(f"loading {args.model} ...", flush=True)
-    model = load_model(args.model, device=runtime.device)
-    result = run_pipeline(model, out_dir(args), config, runtime, tuple(args.force))
+    config.check(model_shape(args.model))
+    with run_folder(out_dir(args), "run") as out:
+        print(f"loading {args.model} ...", flush=True)
+        model = load_model(args.model, device=runtime.device)
+        result = run_pipeline(model, out, config, runtime, tuple(args.force))
     total = sum(result.seconds.values())
     print(f"ran {', '.join(result.ran) or 'nothing'}; cached {', '.join(result.cached) or 'nothing'}; {total:.1f}s in stages")
     print(f"atlas: {result.atlas}  (open it in a browser; report: {result.out / 'report.md'})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from successor_lens.cli.common import add_model_arguments, out_dir, resolve_device
+from successor_lens.cli.common import add_model_arguments, finite_float, nonnegative_int, out_dir, positive_int, resolve_device
 from successor_lens.confighelp import field_docs
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.trainer import ARCHS, TrainConfig
@@ -18,12 +18,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     docs = field_docs(TrainConfig)
     p.add_argument("--site", choices=["mlp0", "embed"], default="mlp0", help="mlp0 = blocks.0.hook_mlp_out, embed = hook_embed")
-    p.add_argument("--tokens", default="succession", help="succession (default), vocab, or corpus")
+    p.add_argument("--tokens", default="succession", choices=["succession", "vocab", "corpus"], help="succession (default), vocab, or corpus")
     p.add_argument("corpus", nargs="?", default=None, help="with --tokens corpus: a text file, a folder of them, or a hub dataset name")
     p.add_argument("--arch", choices=ARCHS, default="topk", help=docs["arch"])
     types = {f.name: f.type for f in fields(TrainConfig)}
     for name in _FLAGS:
-        kind = float if types[name] in ("float", float) else int
+        kind = finite_float if types[name] in ("float", float) else nonnegative_int if name == "seed" else positive_int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=docs[name])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=field_docs(Runtime)["precision"])
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (same options)")
@@ -37,13 +37,23 @@ def config_from_args(args: argparse.Namespace, d_model: int) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.models import load_model
+    from successor_lens.corpus import check_source
+    from successor_lens.errors import ConfigError
+    from successor_lens.models import load_model, model_shape
+    from successor_lens.rundir import run_folder
     from successor_lens.sae_train.pipeline import train_sae
 
     runtime = Runtime(resolve_device(args.device), args.precision)
-    model = load_model(args.model, device=runtime.device)
-    cfg = config_from_args(args, model.cfg.d_model)
-    run_ = train_sae(model, args.site, cfg, out_dir(args), runtime, tokens=args.tokens, corpus=args.corpus, resume=args.resume)
+    if args.tokens == "corpus":
+        if not args.corpus:
+            raise ConfigError("--tokens corpus needs a CORPUS argument: a text file, a folder of them, or a hub dataset name")
+        check_source(args.corpus)
+    elif args.corpus:
+        raise ConfigError(f"a corpus ({args.corpus}) was given but --tokens is {args.tokens}: add --tokens corpus, or drop the corpus")
+    cfg = config_from_args(args, model_shape(args.model).d_model)
+    with run_folder(out_dir(args), "run") as out:
+        model = load_model(args.model, device=runtime.device)
+        run_ = train_sae(model, args.site, cfg, out, runtime, tokens=args.tokens, corpus=args.corpus, resume=args.resume)
     m = run_.metrics
     resumed = f" (resumed from step {run_.result.resumed_from})" if run_.result.resumed_from else ""
     print(f"{args.site} SAE ({cfg.arch}, d_sae {cfg.d_sae}, k {cfg.k}, {cfg.steps} steps{resumed}) on {args.tokens} activations:")

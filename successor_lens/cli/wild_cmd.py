@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, out_dir, print_table, resolve_device
+from successor_lens.cli.common import add_model_arguments, check_ctx, nonnegative_int, out_dir, positive_int, print_table, resolve_device
 
 HELP = "in-the-wild direct effects of heads on a text corpus (categories, wins) and in-context succession attribution"
 
@@ -13,34 +13,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--head", action="append", default=None, help="head L{layer}H{head} to analyse (repeatable; default: the scan's top 2)")
     p.add_argument("--corpus", default=None, help="text file or folder, or a hub dataset name (default: Debian's python3-doc, offline)")
-    p.add_argument("--contexts", type=int, default=64, help="corpus windows")
-    p.add_argument("--ctx", type=int, default=128, help="tokens per window")
-    p.add_argument("--top", type=int, default=100, help="positions (where each head helps most) to classify")
-    p.add_argument("--rank-positions", type=int, default=128, help="random positions where every head's exact effect is measured (head ranking)")
-    p.add_argument("--cases", type=int, default=64, help="succession cases (next token follows an item seen shortly before) to attribute")
-    p.add_argument("--seed", type=int, default=0, help="seed of the window order and the ranking sample")
+    p.add_argument("--contexts", type=positive_int, default=64, help="corpus windows")
+    p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
+    p.add_argument("--top", type=positive_int, default=100, help="positions (where each head helps most) to classify")
+    p.add_argument("--rank-positions", type=positive_int, default=128, help="random positions where every head's exact effect is measured (head ranking)")
+    p.add_argument("--cases", type=positive_int, default=64, help="succession cases (next token follows an item seen shortly before) to attribute")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the window order and the ranking sample")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.report import write_wild
     from successor_lens.corpus import load_corpus, token_windows
-    from successor_lens.models import load_model
-    from successor_lens.probes.heads import parse_head_name, scan_heads
+    from successor_lens.models import load_model, model_shape
+    from successor_lens.probes.heads import check_head, parse_head_name, scan_heads
     from successor_lens.probes.incontext import in_context_dla, succession_prompts
     from successor_lens.probes.wild import WildConfig, wild_analysis
+    from successor_lens.rundir import run_folder
     from successor_lens.tasks import build_token_set
 
-    heads = [parse_head_name(h) for h in args.head] if args.head else None
+    device = resolve_device(args.device)
+    shape = model_shape(args.model)
+    heads = [parse_head_name(check_head(h, shape)) for h in args.head] if args.head else None
+    check_ctx(args.ctx, shape)
     texts = load_corpus(args.corpus)
-    model = load_model(args.model, device=resolve_device(args.device))
-    scan = scan_heads(model, build_token_set(model.tokenizer))
-    ov = {name: score for name, score, _ in scan.top_heads(model.cfg.n_layers * model.cfg.n_heads)}
-    heads = heads or [parse_head_name(name) for name, _, _ in scan.top_heads(2)]
-    windows = token_windows(model, texts, args.contexts, args.ctx, args.seed)
-    results = wild_analysis(model, windows, heads, WildConfig(top_positions=args.top, rank_positions=args.rank_positions, succession_cases=args.cases, seed=args.seed))
-    incontext = in_context_dla(model, succession_prompts(model.tokenizer))
-    written = write_wild(results, incontext, ov, model, out_dir(args), {"corpus": args.corpus or "python-docs", "windows": list(windows.shape)})
+    with run_folder(out_dir(args), "run") as out:
+        model = load_model(args.model, device=device)
+        scan = scan_heads(model, build_token_set(model.tokenizer))
+        ov = {name: score for name, score, _ in scan.top_heads(model.cfg.n_layers * model.cfg.n_heads)}
+        heads = heads or [parse_head_name(name) for name, _, _ in scan.top_heads(2)]
+        windows = token_windows(model, texts, args.contexts, args.ctx, args.seed)
+        results = wild_analysis(model, windows, heads, WildConfig(top_positions=args.top, rank_positions=args.rank_positions, succession_cases=args.cases, seed=args.seed))
+        incontext = in_context_dla(model, succession_prompts(model.tokenizer))
+        written = write_wild(results, incontext, ov, model, out, {"corpus": args.corpus or "python-docs", "windows": list(windows.shape)})
 
     print(f"{len(windows)} windows x {windows.shape[1]} tokens of {args.corpus or 'the Python docs (python3-doc)'}")
     print("category shares of the positions where each head helps most (mean-ablation, direct path):")

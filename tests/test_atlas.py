@@ -158,26 +158,55 @@ def test_atlas_for_a_saved_dictionary_alone(run, tmp_path):
     model, atlas = run
     d = load_dictionary(atlas.parent / "saes" / "mlp0-s0")
     index, summary = atlas_for_dictionary(model, d, tmp_path / "one", AtlasConfig(latents=3), tasks=RUN_TASKS, scan_tasks=RUN_TASKS)
-    doc = json.loads((tmp_path / "one" / "atlas.json").read_text())
+    doc = json.loads((tmp_path / "one" / "atlas" / "atlas.json").read_text())
+    assert index == tmp_path / "one" / "atlas" / "index.html"
     jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
     assert index.is_file() and doc["probes"] is None and len(doc["saes"]) == 1
     assert doc["saes"][0]["hook_name"] == "blocks.0.hook_mlp_out" and len(doc["saes"][0]["latents"]) == 3
     assert summary[0].startswith("top heads") and summary[1].startswith("L0-mlp_out: ") and len(summary) == 2
 
 
-def test_an_edit_run_in_the_folder_shows_in_the_atlas_and_report(run, tmp_path):
-    from successor_lens.artifacts.report import write_edit
+def test_an_edit_run_in_the_folder_shows_in_the_atlas_and_report(run, tmp_path, capsys):
+    from successor_lens.artifacts.report import refresh_atlas, write_edit
     from successor_lens.probes.edits import Edit
 
     model, atlas = run
     out = tmp_path / "run"
     shutil.copytree(atlas.parent, out)
     table = [{"metric": "corpus next-token loss (nats)", "before": 1.0, "after": 1.5, "delta": 0.5}]
-    write_edit("ablate <L1H2>", [Edit("ablate_head", 1, 2)], table, model, out, {"corpus": "test"})
+    write_edit("ablate-L1H2", [Edit("ablate_head", 1, 2)], table, model, out, {"corpus": "test"})
+    assert json.loads((out / "edits" / "ablate-L1H2.json").read_text())["name"] == "ablate-L1H2"
+    # a record with a hostile name (by hand, or from a version that allowed any name) is escaped everywhere
+    hostile = json.loads((out / "edits" / "ablate-L1H2.json").read_text()) | {"name": "ablate <L1H2>"}
+    (out / "edits" / "ablate-L1H2.json").write_text(json.dumps(hostile))
+    (out / "edits" / "unrelated.json").write_text('{"someone": "else"}')
+    (out / "edits" / "broken.json").write_text("{not json")
+    refresh_atlas(out)
     doc = json.loads((out / "atlas" / "atlas.json").read_text())
+    assert [e["name"] for e in doc["edits"]] == ["ablate <L1H2>"]  # the two others are left out, with a notice
+    assert capsys.readouterr().err.count("is not an edit record") == 2
     jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
     assert doc["edits"][0]["kpis"] == table
     index = (out / "atlas" / "index.html").read_text()
     assert "Edit: ablate &lt;L1H2&gt;" in index and "corpus next-token loss (nats)" in index
     report = (out / "report.md").read_text()
     assert "## Edit ablate &lt;L1H2&gt;" in report and "<L1H2>" not in report  # Markdown renders raw HTML: escaped
+
+
+def test_paths_read_back_from_atlas_json_stay_inside_the_atlas(run, tmp_path):
+    from successor_lens.artifacts.report import refresh_atlas
+    from successor_lens.errors import UserError
+
+    _, atlas = run
+    out = tmp_path / "run"
+    shutil.copytree(atlas.parent, out)
+    before = {p: p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()}
+    for field, value in (("page", "../../escaped.html"), ("image", str(tmp_path / "escaped.png"))):
+        doc = json.loads((out / "atlas" / "atlas.json").read_text())
+        doc["saes"][0]["latents"][0][field] = value
+        (out / "atlas" / "atlas.json").write_text(json.dumps(doc))
+        with pytest.raises(UserError, match="atlas (page|image) .* points outside"):
+            refresh_atlas(out)
+        assert not list(tmp_path.rglob("escaped*"))
+        (out / "atlas" / "atlas.json").write_bytes(before[out / "atlas" / "atlas.json"])
+    assert {p: p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()} == before

@@ -26,7 +26,7 @@ def test_run_on_the_embedded_model_writes_the_atlas_then_reuses_every_stage(embe
     assert "ran nothing; cached heads, incontext, activations, saes, mine, probes, atlas" in capsys.readouterr().out
 
     assert main(["atlas", "--sae", str(tmp_path / "saes" / "embed-s0"), "--latents", "2", "--out", str(tmp_path / "one")]) == 0
-    one = json.loads((tmp_path / "one" / "atlas.json").read_text())
+    one = json.loads((tmp_path / "one" / "atlas" / "atlas.json").read_text())
     assert one["saes"][0]["hook_name"] == "hook_embed" and len(one["saes"][0]["latents"]) == 2
 
 

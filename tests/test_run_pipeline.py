@@ -11,6 +11,7 @@ from successor_lens.artifacts import pipeline as pipeline_mod
 from successor_lens.artifacts.atlas import AtlasConfig
 from successor_lens.artifacts.pipeline import STAGES, RunConfig, run_pipeline
 from successor_lens.features.mining import MineConfig
+from successor_lens.io import OLD_TAG, TMP_TAG
 
 CONFIG = RunConfig(seeds=2, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=5))
 
@@ -37,7 +38,7 @@ def copy_run(first_run, tmp_path):
 
 
 def leftovers(folder):
-    return [p for p in folder.rglob(".*") if ".tmp" in p.name or ".old-" in p.name]
+    return [p for p in folder.rglob(".*") if TMP_TAG in p.name or OLD_TAG in p.name]
 
 
 def test_run_executes_every_stage_and_ends_with_the_atlas(first_run):
@@ -130,7 +131,7 @@ def test_interrupted_atlas_keeps_the_previous_atlas_whole(model, first_run, tmp_
     after = {p.relative_to(out): p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()}
     assert after == before and leftovers(out) == []
     monkeypatch.setattr(html_mod, "latent_page", real)
-    killed = out / ".atlas.tmp-killed"  # what a SIGKILL mid-build would leave
+    killed = out / f".atlas{TMP_TAG}killed"  # what a SIGKILL mid-build would leave
     killed.mkdir()
     (killed / "index.html").write_text("<html>half")
     assert run_pipeline(model, out, changed, progress=False, log=quiet).ran == ["atlas"]

@@ -8,8 +8,9 @@ from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 from transformer_lens import HookedTransformer
 
 from conftest import tiny_config
+from successor_lens.errors import UserError
 from successor_lens.sae_train.batches import ShuffledBatches
-from successor_lens.sae_train.checkpoint import Checkpointer
+from successor_lens.sae_train.checkpoint import CheckpointError, Checkpointer
 from successor_lens.sae_train.dictionary import DictionaryError, evaluate, load_dictionary, save_dictionary
 from successor_lens.sae_train.pipeline import train_sae
 from successor_lens.sae_train.runtime import Runtime
@@ -96,7 +97,7 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     ckpt = Checkpointer(tmp_path)
     train(cfg, make_sae(cfg, 32), ShuffledBatches(X, 128), checkpointer=ckpt, stop_after=5, progress=False)
     other = TrainConfig(d_sae=32, k=8, steps=10, batch_size=128)
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(CheckpointError, match="different config"):
         train(other, make_sae(other, 32), ShuffledBatches(X, 128), checkpointer=ckpt, resume=True, progress=False)
 
 
@@ -124,7 +125,7 @@ def test_nan_activations_stop_with_a_clear_error_and_keep_the_last_good_checkpoi
 def test_dimension_mismatch_is_a_clear_error():
     X, _ = planted_data(n=512)
     cfg = TrainConfig(d_sae=32, k=4, steps=5, batch_size=128)
-    with pytest.raises(ValueError, match="d_in=32 but the SAE expects 16"):
+    with pytest.raises(UserError, match="d_in=32 but the SAE expects 16"):
         train(cfg, make_sae(cfg, 16), ShuffledBatches(X, 128), progress=False)
 
 

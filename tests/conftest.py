@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# A Hugging Face cache of the tests' own (set before huggingface_hub is imported, which reads it
+# once): the `hub_models` fixture fills it with tiny models under official names (hub_cache.py).
+HF_HOME = tempfile.mkdtemp(prefix="successor-lens-hf-")
+os.environ["HF_HOME"] = HF_HOME
+atexit.register(shutil.rmtree, HF_HOME, True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -103,6 +111,14 @@ def embedded_model():
     return load_model()
 
 
+@pytest.fixture(scope="session")
+def gemma_model():
+    """The second embedded model, Gemma 3 270M (converted on first use: about a minute)."""
+    from successor_lens.models import load_model
+
+    return load_model("gemma3-270m")
+
+
 HOSTILE = ["<script>alert(1)</script>", 'say "hi" & bye', "bell\x07"]
 RUN_TASKS = [
     Task("numbers", tuple(DIGITS), tuple(range(10))),
@@ -184,3 +200,11 @@ def require_system_package(found: bool, what: str, install: str) -> None:
     if os.environ.get("SUCCESSOR_LENS_REQUIRE_SYSTEM_PACKAGES"):
         pytest.fail(f"{what} is required here (SUCCESSOR_LENS_REQUIRE_SYSTEM_PACKAGES) but not installed: {install}")
     pytest.skip(f"{what} not installed: {install} (the CI installs it)")
+
+
+@pytest.fixture(scope="session")
+def hub_models():
+    """The tests' Hugging Face cache, holding gpt2, EleutherAI/pythia-70m and 01-ai/Yi-6B (tiny, random)."""
+    from hub_cache import fill
+
+    return fill(HF_HOME)

@@ -61,9 +61,10 @@ def img(src: str, alt: str) -> Raw:
     return Raw(f'<img src="{esc(src)}" alt="{esc(alt)}">')
 
 
-def page(title: str, body: list[str], root: str = "") -> str:
-    """A whole document; `root` is the relative path back to the atlas folder."""
-    nav = f'<nav>{link(root + "index.html", "atlas index")}{link(root + "atlas.json", "atlas.json")}{link(root + "report.md", "report.md")}</nav>'
+def page(title: str, body: list[str], root: str = "", nav: bool = True) -> str:
+    """A whole document; `root` is the relative path back to the atlas folder (`nav`: the atlas's links)."""
+    nav = (f'<nav>{link(root + "index.html", "atlas index")}{link(root + "atlas.json", "atlas.json")}{link(root + "report.md", "report.md")}</nav>'
+           if nav else "")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'

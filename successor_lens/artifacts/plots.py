@@ -144,3 +144,22 @@ def wild_figures(wild: dict, folder: Path) -> list[Path]:
                      "where each head helps most: category shares", "share of positions"),
         head_heatmap(dla, folder / "incontext_dla.png", "in-context succession: DLA on the answer", vmax=max(float(dla.max()), 1e-6)),
     ]
+
+
+def succession_distribution(names: list[str], scores: list[list[float]], path) -> Path:
+    """Every head's OV succession score, one column of points per model, the best head labelled and
+    the paper's bar (0.5) drawn: a successor head stands far above its model's other heads."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(names), 3.8))
+    gen = torch.Generator().manual_seed(0)
+    for i, (name, values) in enumerate(zip(names, scores)):
+        x = i + (torch.rand(len(values), generator=gen) - 0.5) * 0.5
+        ax.scatter(x, values, s=8, alpha=0.6)
+        best = max(range(len(values)), key=values.__getitem__)
+        ax.annotate(f"best {values[best]:.2f}", (float(x[best]), values[best]), xytext=(-10, 5), textcoords="offset points", fontsize=8)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="paper's bar (0.5)")
+    ax.set_xticks(range(len(names)), names, rotation=15)
+    ax.set_ylabel("OV succession score (every head)")
+    ax.set_ylim(-0.02, 1.12)
+    ax.legend(loc="center left", fontsize=8)
+    ax.set_title("Succession score of every head, per model")
+    return save(fig, path)

@@ -77,8 +77,13 @@ def check_ctx(ctx: int, shape, lo: int = 16) -> int:
 
 
 def out_dir(args: argparse.Namespace) -> Path:
+    """--out, else runs/MODEL (a local checkpoint folder: runs/ and its folder's name)."""
+    from successor_lens.models import source_kind
+
     if args.out:
         return Path(args.out)
+    if source_kind(args.model) == "local":
+        return Path("runs") / (Path(args.model).expanduser().resolve().name or "local-model")
     return Path("runs") / args.model.replace("/", "_")
 
 

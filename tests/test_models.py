@@ -1,0 +1,143 @@
+"""Every kind of model source, loaded as a user would: hub names through TransformerLens's own
+`from_pretrained` on the tests' offline Hugging Face cache (tiny random models under official names),
+local checkpoint folders, the embedded models, and the conversion cache (strict, keyed by content)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from hub_cache import COMMIT, snapshot, tiny_gemma3
+from successor_lens import models
+from successor_lens.cli.common import out_dir
+from successor_lens.models import ModelLoadError, load_model, model_provenance, model_shape, shape_of
+from successor_lens.tasks import build_token_set
+
+HUB = ["gpt2", "EleutherAI/pythia-70m", "01-ai/Yi-6B"]
+
+
+def max_logit_gap(ours, hf_model, vocab: int) -> float:
+    ids = torch.randint(0, vocab, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # ids given: no BOS is added on either side
+        return (ours(ids) - hf_model(ids).logits).abs().max().item()
+
+
+def same_shape(shape, model) -> bool:
+    return {k: v for k, v in vars(shape).items() if k != "name"} == {k: v for k, v in vars(shape_of(model)).items() if k != "name"}
+
+
+@pytest.mark.parametrize("name", HUB)
+def test_hub_names_load_through_transformer_lens_as_online(hub_models, name):
+    ours = load_model(name)
+    hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval()  # the same cache, as transformers reads it
+    assert max_logit_gap(ours, hf_model, ours.cfg.d_vocab) < 1e-4
+    prov = model_provenance(ours)
+    assert prov["kind"] == "hub" and prov["hub_snapshot"] == COMMIT and prov["source"] == f"Hugging Face hub: {name}"
+    assert same_shape(model_shape(name), ours)  # the shape known before the weights load is the loaded one
+
+
+def test_tokenizers_are_read_as_they_are(hub_models, embedded_model):
+    gpt2 = load_model("gpt2")
+    facts = model_provenance(gpt2)["tokenizer"]
+    assert facts["numbers"] == "single tokens" and facts["numbers_0_500_single_token"] == 446 and facts["prepends_bos"]
+    token_set = build_token_set(gpt2.tokenizer)
+    numbers = [(a, b) for a, b in token_set.successor_pairs() if token_set.items[a].task == "numbers"]
+    assert len(numbers) == 199  # " 1".." 200" as single tokens, as in the paper
+    yi = model_provenance(load_model("01-ai/Yi-6B"))["tokenizer"]
+    assert yi["numbers"] == "digit strings" and yi["prepends_bos"] and yi["bos_token"] == "<s>"
+    smol = model_provenance(embedded_model)["tokenizer"]
+    assert smol["numbers"] == "digit strings" and not smol["prepends_bos"]
+
+
+@pytest.mark.parametrize("repo, folder", [("gpt2", "gpt2-finetune"), ("EleutherAI/pythia-70m", "pythia-step1000"),
+                                          ("01-ai/Yi-6B", "my-llama-checkpoint"), (None, "my-gemma-3")])
+def test_local_folders_load_and_match_transformers(hub_models, tmp_path, repo, folder):
+    path = tmp_path / folder  # names with "llama" or "gemma" in them: the config must come from config.json
+    if repo:
+        shutil.copytree(snapshot(hub_models, repo), path)
+    else:
+        model, tok = tiny_gemma3()
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+    ours = load_model(str(path))
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    assert max_logit_gap(ours, hf_model, ours.cfg.d_vocab) < 1e-4
+    prov = model_provenance(ours)
+    assert prov["kind"] == "local" and prov["model"] == folder and len(prov["weights_sha256"]) == 64
+    assert same_shape(model_shape(str(path)), ours)
+    assert out_dir(Namespace(out=None, model=str(path))) == Path("runs") / folder  # never the checkpoint folder itself
+
+
+def test_local_folder_problems_are_one_line(hub_models, tmp_path):
+    good = snapshot(hub_models, "gpt2")
+    cases = {"no-config": ("config.json", "no config.json"), "pickled": ("model.safetensors", r"no \*.safetensors weights"),
+             "no-tokenizer": ("tokenizer", "no tokenizer files")}
+    for name, (drop, message) in cases.items():
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        for f in folder.glob(drop + "*"):
+            f.unlink()
+        if name == "pickled":
+            (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+        with pytest.raises(ModelLoadError, match=message) as err:
+            model_shape(str(folder))
+        assert "\n" not in str(err.value)
+    with pytest.raises(ModelLoadError, match="no such folder"):
+        load_model(str(tmp_path / "missing"))
+
+
+def test_gemma3_config_from_the_checkpoint_is_transformer_lens_own(gemma_model):
+    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+    from transformers import AutoConfig
+
+    ours = models.gemma3_config(AutoConfig.from_pretrained(models.cache_root() / "gemma3-270m" / "hf_config"), "gemma3-270m")
+    theirs = get_pretrained_model_config("google/gemma-3-270m")
+    skip = {"model_name", "tokenizer_name", "n_params", "device", "dtype", "init_weights", "eps"}  # init_weights: how TL builds, not what
+    a, b = ours.to_dict(), theirs.to_dict()
+    assert {k: str(v) for k, v in a.items() if k not in skip} == {k: str(v) for k, v in b.items() if k not in skip}
+    assert a["eps"] == pytest.approx(b["eps"], rel=1e-6)  # the GGUF stores 1e-6 as float32
+
+
+def test_gemma_logits_match_transformers(gemma_model):
+    hf_model, tokenizer = models.load_embedded_hf("gemma3-270m")
+    ids = torch.tensor([tokenizer.encode("Monday, Tuesday, Wednesday, 1, 2, 3,")])  # with its BOS
+    with torch.no_grad():
+        assert (gemma_model(ids) - hf_model(ids).logits).abs().max().item() < 1e-3
+    prov = model_provenance(gemma_model)
+    assert prov["kind"] == "embedded" and prov["gguf_sha256"] == models._published_sha256("gemma3-270m", "gemma-3-270m-q4_k_m.gguf")
+    assert prov["tokenizer"]["numbers"] == "digit strings" and prov["tokenizer"]["prepends_bos"]
+    assert same_shape(model_shape("gemma3-270m"), gemma_model)
+
+
+def test_the_conversion_cache_is_strict_and_keyed_by_content(embedded_model, tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    cache = tmp_path / "smollm2-135m"
+    shutil.copytree(models.cache_root() / "smollm2-135m", cache)
+    converted = []
+    monkeypatch.setattr(models, "_convert_embedded", lambda name, folder, key: converted.append(key) or pytest.fail("converted"))
+    assert torch.equal(load_model("smollm2-135m", cache_dir=cache).W_E, embedded_model.W_E)  # the key matches: no conversion
+
+    state = load_file(cache / "weights.safetensors")
+    dropped = sorted(state)[3]
+    save_file({k: v for k, v in state.items() if k != dropped}, cache / "weights.safetensors")
+    with pytest.raises(ModelLoadError, match=f"missing tensor {dropped}: delete .* to convert the model again"):
+        load_model("smollm2-135m", cache_dir=cache)
+
+    def converts(**change):
+        meta = json.loads((cache / "meta.json").read_text())
+        meta["key"].update(change)
+        (cache / "meta.json").write_text(json.dumps(meta))
+        with pytest.raises(pytest.fail.Exception, match="converted"):
+            load_model("smollm2-135m", cache_dir=cache)
+        return converted.pop()
+
+    assert converts(transformers="0.0.1")["transformers"] != "0.0.1"  # another library version: converted again
+    assert converts(transformer_lens="0.0.1")["transformer_lens"] != "0.0.1"
+    assert converts(gguf_sha256="0" * 64)["gguf_sha256"] == models.cache_key("smollm2-135m")["gguf_sha256"]  # another GGUF

@@ -1,6 +1,10 @@
 """The whole job on models other than the default: each hub-name fixture (GPT-2, GPT-NeoX, Llama
-architecture; tiny and random, so every headline figure must come out NOT above its null), the
-second embedded model (Gemma 3 270M), and the cross-model report over their run folders."""
+architecture; tiny, random weights), the second embedded model (Gemma 3 270M), and the cross-model
+report over their run folders.
+
+The fixtures are not null controls (random-gpt2 is: test_controls.py). With a tokenizer that splits
+numbers into digits, a number read at its last digit carries its index mod 10 in its last token, so
+even random weights show mod-10 structure on numbers, and some figures come out above their nulls."""
 
 from __future__ import annotations
 
@@ -25,13 +29,15 @@ def runs(hub_models, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["gpt2", "EleutherAI/pythia-70m", "01-ai/Yi-6B"])
-def test_run_completes_on_each_hub_model_and_says_nothing_beats_its_null(runs, name):
+def test_run_completes_on_each_hub_model_with_every_figure_beside_its_null(runs, name):
     summary = json.loads((runs[name] / "summary.json").read_text())
-    assert summary["provenance"]["kind"] == "hub" and summary["provenance"]["model"] == name
+    assert summary["provenance"]["kind"] == "hub" and summary["provenance"]["source"] == f"Hugging Face hub: {name}"
     assert set(FIGURES) <= set(summary["above_null"])
-    # random weights: a figure above its null here would be a false positive of the stage
-    assert not any(summary["above_null"][k] for k in ("classes_found", "modal_coverage", "probe_feature_cosine", "arithmetic")), summary["above_null"]
-    assert all("NOT above its null" in line for line in summary["lines"] if line.startswith(("mod-10", "mean modal", "arithmetic")))
+    lines = dict(zip(("best head", "analysis", "classes", "coverage", "probe", "cosine", "arithmetic", "overshoot"), summary["lines"]))
+    for key, figure in (("classes", "classes_found"), ("coverage", "modal_coverage"), ("probe", "probe_accuracy"),
+                        ("cosine", "probe_feature_cosine"), ("arithmetic", "arithmetic"), ("overshoot", "overshoot")):
+        # the words say what the verdict says
+        assert ("NOT above its null" in lines[key]) == (not summary["above_null"][figure]), (key, lines[key])
     assert (runs[name] / "atlas" / "index.html").is_file()
 
 
@@ -50,7 +56,7 @@ def test_compare_puts_the_runs_side_by_side_with_links(runs, tmp_path, capsys):
     assert main(["compare", str(a), str(b), "--out", str(out)]) == 0
     table = (out / "compare.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| measure"))
-    assert "gpt2" in header and "EleutherAI/pythia-70m" in header and "paper" in header
+    assert "| gpt2 | pythia-70m | paper" in header  # TransformerLens's model names
     for folder in (a, b):
         summary = json.loads((folder / "summary.json").read_text())
         assert f"{summary['best_head']} {summary['best_score']:.3f}" in table
@@ -58,7 +64,7 @@ def test_compare_puts_the_runs_side_by_side_with_links(runs, tmp_path, capsys):
     assert page.count('atlas/index.html"') == 2 and "Content-Security-Policy" in page
     assert (out / "succession_scores.png").read_bytes()[:4] == b"\x89PNG"
     doc = json.loads((out / "compare.json").read_text())
-    assert doc["header"][1:3] == ["gpt2", "EleutherAI/pythia-70m"] and len(doc["rows"]) >= 10
+    assert doc["header"][1:3] == ["gpt2", "pythia-70m"] and len(doc["rows"]) >= 10
 
     capsys.readouterr()
     assert main(["compare", str(a), str(tmp_path), "--out", str(tmp_path / "cmp2")]) == 2  # not a run folder

@@ -193,7 +193,7 @@ def tokenizer_facts(model: HookedTransformer) -> dict[str, Any] | None:
     if cached is None:
         single = [len(tok.encode(f" {n}", add_special_tokens=False)) == 1 for n in range(501)]
         kind = "single tokens" if all(single[:201]) else ("digit strings" if sum(single) <= 10 else "mixed")
-        cached = {"class": type(tok).__name__, "vocab_size": len(tok), "bos_token": getattr(tok, "bos_token", None),
+        cached = {"class": type(tok).__name__, "vocab_size": len(tok) if hasattr(tok, "__len__") else model.cfg.d_vocab, "bos_token": getattr(tok, "bos_token", None),
                   "prepends_bos": bool(model.cfg.default_prepend_bos), "numbers_0_500_single_token": sum(single), "numbers": kind}
         model._successor_lens_tokenizer_facts = cached
     return cached

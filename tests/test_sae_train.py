@@ -217,3 +217,45 @@ def test_streamed_evaluation_matches_the_whole_tensor():
     with torch.no_grad():
         err = (sae.decode(sae.encode(X)) - X).pow(2).sum()
     assert abs(whole.fvu - (err / (X - X.mean(0)).pow(2).sum()).item()) < 1e-5  # the stated formula
+
+
+class _Identity:
+    def encode(self, x):
+        return x
+
+    def decode(self, f):
+        return f
+
+
+class _Zero(_Identity):
+    def decode(self, f):
+        return torch.zeros_like(f)
+
+
+def test_spliced_loss_is_all_recovered_by_an_identity_and_none_by_zero():
+    from successor_lens.sae_train.spliced import spliced_loss
+
+    model = HookedTransformer(tiny_config(d_vocab=300)).eval()
+    windows = torch.randint(0, 300, (6, 16), generator=torch.Generator().manual_seed(0))
+    same = spliced_loss(model, _Identity(), windows, "blocks.0.hook_mlp_out", batch=4)
+    none = spliced_loss(model, _Zero(), windows, "blocks.0.hook_mlp_out", batch=4)
+    assert same.loss_recovered == pytest.approx(1.0, abs=1e-6) and same.kl_spliced == pytest.approx(0.0, abs=1e-6)
+    assert none.loss_recovered == pytest.approx(0.0, abs=1e-6) and none.kl_spliced == pytest.approx(none.kl_zero)
+    assert same.n_tokens == 6 * 15 and none.zero_ablated != pytest.approx(none.clean)
+    # against a dense reference: the loss the model itself reports
+    assert same.clean == pytest.approx(model(windows, return_type="loss").item(), rel=1e-5)
+
+
+def test_a_corpus_dictionary_records_its_spliced_in_loss(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Step {i}: count one, two, three and four; then Monday, Tuesday and Wednesday." for i in range(200)))
+    model = HookedTransformer(tiny_config(d_vocab=300)).eval()
+    from conftest import WordTokenizer
+
+    model.tokenizer = WordTokenizer([chr(65 + i % 26) * (1 + i // 26) for i in range(290)])
+    cfg = TrainConfig(d_sae=64, k=8, steps=30, batch_size=128)
+    run = train_sae(model, "mlp0", cfg, tmp_path / "out", Runtime("cpu"), tokens="corpus", corpus=str(corpus), progress=False)
+    saved = json.loads((run.folder / "metrics.json").read_text())["spliced"]
+    assert run.spliced is not None and saved["n_tokens"] == run.spliced.n_tokens == 16 * 31  # 16 windows of n_ctx 32
+    c, s, z = saved["clean"], saved["spliced"], saved["zero_ablated"]
+    assert saved["loss_recovered"] == pytest.approx((z - s) / (z - c)) and saved["kl_spliced"] >= 0

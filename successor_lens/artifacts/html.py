@@ -110,8 +110,11 @@ def index_page(atlas: dict, summary: list[str]) -> str:
     for d in atlas["saes"]:
         m = d.get("metrics") or {}
         found = sum(1 for v in d["classes"].values() if v)
-        rows.append([d["id"], d["hook_name"], d["architecture"], d["d_sae"], m.get("l0"), m.get("fvu"), m.get("dead_frac"), f"{found}/10"])
-    body.append(table(["dictionary", "hook", "arch", "d_sae", "L0", "FVU", "dead", "mod-10 classes"], rows, left=3))
+        spliced = m.get("spliced") or {}
+        rows.append([d["id"], d["hook_name"], d["architecture"], d["d_sae"], m.get("l0"), m.get("fvu"), m.get("dead_frac"),
+                     spliced.get("loss_recovered", "n/a (not in context)"), spliced.get("kl_spliced", ""), f"{found}/10"])
+    body.append(table(["dictionary", "hook", "arch", "d_sae", "L0", "FVU", "dead", "loss recovered (spliced in)", "KL to clean",
+                       "mod-10 classes"], rows, left=3))
     body.append(h2("mod-10 class x latent overview"))
     for d in atlas["saes"]:
         cls_rows = [[c, Raw(" ".join(link(latent_href(d["id"], l), l) if _has_page(d, l) else esc(l) for l in ls)) if ls else "none",

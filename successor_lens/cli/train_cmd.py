@@ -59,4 +59,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"{args.site} SAE ({cfg.arch}, d_sae {cfg.d_sae}, k {cfg.k}, {cfg.steps} steps{resumed}) on {args.tokens} activations:")
     print(f"  L0 {m.l0:.2f}   FVU {m.fvu:.4f}   MSE {m.mse:.4g}   dead fraction {m.dead_frac:.3f}")
     print("  FVU = sum((x - x_hat)^2) / sum((x - mean x)^2), evaluated by sae-lens's own encode/decode on the saved SAE")
+    if run_.spliced is not None:
+        print("  " + run_.spliced.summary())
     print(f"saved {run_.folder} (loads with sae_lens.SAE.load_from_disk)")

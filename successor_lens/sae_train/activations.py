@@ -63,6 +63,7 @@ def corpus_activations(
 ) -> Iterator[Tensor]:
     """The site's activations at every position of the tokenized corpus, in context."""
     hook = hook_name(site)
+    seq_len = min(seq_len, model.cfg.n_ctx)
     ids = []
     for text in texts:
         ids.extend(model.tokenizer.encode(text, add_special_tokens=False))

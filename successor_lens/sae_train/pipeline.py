@@ -9,7 +9,7 @@ from pathlib import Path
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
-from successor_lens.corpus import load_corpus
+from successor_lens.corpus import load_corpus, token_windows
 from successor_lens.errors import ConfigError
 from successor_lens.io import BadFileError, digest, write_json
 from successor_lens.models import model_provenance
@@ -21,6 +21,7 @@ from successor_lens.sae_train.batches import ShuffledBatches
 from successor_lens.sae_train.checkpoint import Checkpointer
 from successor_lens.sae_train.dictionary import SAEMetrics, evaluate, save_dictionary
 from successor_lens.sae_train.runtime import Runtime
+from successor_lens.sae_train.spliced import SplicedLoss, spliced_loss
 from successor_lens.sae_train.trainer import TrainConfig, TrainResult, make_sae, train
 from successor_lens.sites import hook_name
 from successor_lens.tasks import Task
@@ -33,6 +34,10 @@ DEFAULTS = {
     "vocab": {"d_sae": None, "k": 32, "batch_size": 4096, "steps": 2000},
     "corpus": {"d_sae": None, "k": 32, "batch_size": 4096, "steps": 2000},
 }
+
+
+SPLICE_WINDOWS = 16
+"""Corpus windows (seed 1, 128 tokens) for the spliced-in loss of an in-context dictionary."""
 
 
 def default_train_config(tokens: str, d_model: int, **overrides) -> TrainConfig:
@@ -53,6 +58,8 @@ class TrainRun:
     metrics: SAEMetrics
     result: TrainResult
     config: TrainConfig
+    spliced: SplicedLoss | None = None
+    """For corpus (in-context) dictionaries: the next-token loss with the reconstruction spliced in."""
 
 
 def activations_for(
@@ -116,10 +123,17 @@ def train_sae(
               + "; starting from step 0", file=sys.stderr)
     result = train(cfg, sae, ShuffledBatches(acts, cfg.batch_size, cfg.seed), runtime, checkpointer=checkpointer, resume=resume, progress=progress)
     evaluated: list[SAEMetrics] = []
+    spliced: list[SplicedLoss] = []
 
     def add_metrics(tmp: Path) -> None:  # measured on the weights as saved, as sae-lens loads them
-        evaluated.append(evaluate(SAE.load_from_disk(tmp, device=runtime.device), acts.chunks()))
-        write_json(tmp / "metrics.json", {"fvu_formula": "sum((x - x_hat)^2) / sum((x - mean(x))^2)", **asdict(evaluated[0])})
+        saved = SAE.load_from_disk(tmp, device=runtime.device)
+        evaluated.append(evaluate(saved, acts.chunks()))
+        extra = {}
+        if tokens == "corpus":  # an in-context dictionary: the loss with its reconstruction spliced in
+            windows = token_windows(model, load_corpus(corpus), SPLICE_WINDOWS, min(128, model.cfg.n_ctx), seed=1)
+            spliced.append(spliced_loss(model, saved, windows, hook_name(site)))
+            extra = {"spliced": {**asdict(spliced[0]), "windows": list(windows.shape), "window_seed": 1}}
+        write_json(tmp / "metrics.json", {"fvu_formula": "sum((x - x_hat)^2) / sum((x - mean(x))^2)", **asdict(evaluated[0]), **extra})
 
     folder = save_dictionary(sae, out / name, {
         **model_provenance(model), "site": site, "hook": hook_name(site), "token_source": tokens, "corpus": corpus,
@@ -127,4 +141,4 @@ def train_sae(
         "steps_done": result.steps, "resumed_from": result.resumed_from,
     }, finish=add_metrics)
     loaded, metrics = SAE.load_from_disk(folder, device=runtime.device), evaluated[0]
-    return TrainRun(folder, loaded, metrics, result, cfg)
+    return TrainRun(folder, loaded, metrics, result, cfg, spliced[0] if spliced else None)

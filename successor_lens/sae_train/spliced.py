@@ -1,0 +1,73 @@
+"""SAE quality the way users compare SAEs: the model's next-token loss with the reconstruction
+spliced in at the SAE's hook, against the clean model and against zero ablation of that hook.
+
+    loss_recovered = (zero - spliced) / (zero - clean)    (1: as good as the clean model, 0: as bad as ablation)
+    kl_spliced     = mean over positions of KL(clean next-token distribution || spliced one)
+
+as SAELens's evals report them (`ce_loss_score`, `kl_div_with_sae`). Measured on corpus windows,
+every position but the last predicting the next token (BOS included when the model prepends one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+
+@dataclass
+class SplicedLoss:
+    clean: float
+    """Next-token loss of the model as it is (nats per token)."""
+    spliced: float
+    """With the SAE's reconstruction in place of the hook's activation."""
+    zero_ablated: float
+    """With the hook's activation set to zero."""
+    loss_recovered: float | None
+    """(zero - spliced) / (zero - clean); None when ablation does not change the loss."""
+    kl_spliced: float
+    """Mean KL(clean || spliced) of the next-token distributions (nats)."""
+    kl_zero: float
+    """Mean KL(clean || zero-ablated)."""
+    n_tokens: int
+
+    def summary(self) -> str:
+        rec = "n/a" if self.loss_recovered is None else f"{self.loss_recovered:.3f}"
+        return (f"next-token loss clean {self.clean:.4f}, SAE spliced in {self.spliced:.4f}, zero-ablated {self.zero_ablated:.4f}: "
+                f"loss recovered {rec}; KL to clean {self.kl_spliced:.4f} (zero ablation {self.kl_zero:.4f}) over {self.n_tokens} tokens")
+
+
+@torch.no_grad()
+def spliced_loss(model: HookedTransformer, sae, windows: Tensor, hook: str, batch: int = 8) -> SplicedLoss:
+    """`sae` is anything with encode/decode over the hook's activations (an sae-lens SAE)."""
+    device = model.W_E.device
+    sums = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl_spliced": 0.0, "kl_zero": 0.0}
+    n = 0
+
+    def splice(act, hook):
+        return sae.decode(sae.encode(act.float())).to(act.dtype)
+
+    def zero(act, hook):
+        return torch.zeros_like(act)
+
+    for chunk in windows.split(batch):
+        tokens = chunk.to(device)
+        target = tokens[:, 1:]
+        logp = {name: F.log_softmax(logits[:, :-1].float(), -1) for name, logits in (
+            ("clean", model(tokens)),
+            ("spliced", model.run_with_hooks(tokens, fwd_hooks=[(hook, splice)])),
+            ("zero", model.run_with_hooks(tokens, fwd_hooks=[(hook, zero)])),
+        )}
+        for name, lp in logp.items():
+            sums[name] -= lp.gather(-1, target[..., None]).sum().item()
+        p_clean = logp["clean"].exp()
+        for name in ("spliced", "zero"):
+            sums[f"kl_{name}"] += (p_clean * (logp["clean"] - logp[name])).sum().item()
+        n += target.numel()
+    clean, spliced, zero_ = sums["clean"] / n, sums["spliced"] / n, sums["zero"] / n
+    gap = zero_ - clean
+    return SplicedLoss(clean, spliced, zero_, (zero_ - spliced) / gap if abs(gap) > 1e-9 else None,
+                       sums["kl_spliced"] / n, sums["kl_zero"] / n, n)

@@ -1,3 +1,87 @@
-"""successor-lens: SAE feature analysis of how language models represent ordinal tokens."""
+"""successor-lens: SAE feature analysis of how language models represent ordinal tokens.
+
+The Python API, imported lazily (so `import successor_lens` and the CLI's `--help` stay fast)::
+
+    import successor_lens as sl
+
+    model = sl.load_model("planted-gpt2")                       # or "smollm2-135m", "gpt2", "./my-checkpoint"
+    scan = sl.scan_heads(model, sl.build_token_set(model.tokenizer))
+    run = sl.train_sae(model, "mlp0", sl.TrainConfig(d_sae=128, k=8, steps=300, batch_size=256), "runs/api", sl.Runtime("cpu"))
+    result = sl.run(model, "runs/api-run")                      # the whole job, cached stages
+
+See README.md, "Python API".
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, tuple[str, str]] = {
+    # models and tasks
+    "load_model": ("successor_lens.models", "load_model"),
+    "model_shape": ("successor_lens.models", "model_shape"),
+    "model_provenance": ("successor_lens.models", "model_provenance"),
+    "build_token_set": ("successor_lens.tasks", "build_token_set"),
+    "standard_tasks": ("successor_lens.tasks", "standard_tasks"),
+    "Task": ("successor_lens.tasks", "Task"),
+    # the successor-head scan
+    "scan_heads": ("successor_lens.probes.heads", "scan_heads"),
+    "ScanConfig": ("successor_lens.probes.heads", "ScanConfig"),
+    # SAEs
+    "train_sae": ("successor_lens.sae_train.pipeline", "train_sae"),
+    "TrainConfig": ("successor_lens.sae_train.trainer", "TrainConfig"),
+    "Runtime": ("successor_lens.sae_train.runtime", "Runtime"),
+    "load_dictionary": ("successor_lens.sae_train.dictionary", "load_dictionary"),
+    "save_dictionary": ("successor_lens.sae_train.dictionary", "save_dictionary"),
+    "spliced_loss": ("successor_lens.sae_train.spliced", "spliced_loss"),
+    # mod-10 features
+    "item_table": ("successor_lens.features.pipeline", "item_table"),
+    "item_acts": ("successor_lens.features.pipeline", "item_acts"),
+    "mine": ("successor_lens.features.mining", "mine"),
+    "MineConfig": ("successor_lens.features.mining", "MineConfig"),
+    # probes, arithmetic, edits
+    "run_probes": ("successor_lens.probes.pipeline", "probe_model"),
+    # artefacts and the whole job
+    "write_atlas": ("successor_lens.artifacts.site", "write_atlas"),
+    "compare_runs": ("successor_lens.artifacts.compare", "compare_runs"),
+    "run": ("successor_lens.artifacts.pipeline", "run_pipeline"),
+    "RunConfig": ("successor_lens.artifacts.pipeline", "RunConfig"),
+    "UserError": ("successor_lens.errors", "UserError"),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'successor_lens' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    value = getattr(import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from successor_lens.artifacts.compare import compare_runs
+    from successor_lens.artifacts.pipeline import RunConfig
+    from successor_lens.artifacts.pipeline import run_pipeline as run
+    from successor_lens.artifacts.site import write_atlas
+    from successor_lens.errors import UserError
+    from successor_lens.features.mining import MineConfig, mine
+    from successor_lens.features.pipeline import item_acts, item_table
+    from successor_lens.models import load_model, model_provenance, model_shape
+    from successor_lens.probes.heads import ScanConfig, scan_heads
+    from successor_lens.probes.pipeline import probe_model as run_probes
+    from successor_lens.sae_train.dictionary import load_dictionary, save_dictionary
+    from successor_lens.sae_train.pipeline import train_sae
+    from successor_lens.sae_train.runtime import Runtime
+    from successor_lens.sae_train.spliced import spliced_loss
+    from successor_lens.sae_train.trainer import TrainConfig
+    from successor_lens.tasks import Task, build_token_set, standard_tasks

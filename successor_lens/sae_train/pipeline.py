@@ -110,6 +110,14 @@ def train_sae(
     name: str | None = None,
     tasks: list[Task] | None = None,
 ) -> TrainRun:
+    """Train one SAE on `site` ("mlp0" or "embed") of `model` and save it in `out/name` (an sae-lens
+    folder with provenance.json and metrics.json).
+
+    `tokens`: "succession" (the task items, `tasks`), "vocab" (every token) or "corpus" (every
+    position of `corpus` in context; the spliced-in loss is measured too). Activations are cached in
+    `out/activations/`, checkpoints in `out/checkpoints/NAME/KEY/` (`resume` continues the one with
+    this config). The caller owns `out` (the CLI claims and locks it: rundir.py).
+    """
     out = Path(out)
     acts = activations_for(model, site, tokens, out, corpus, tasks)
     meta = {"model_name": model.cfg.model_name, "hook_name": hook_name(site), "hook_head_index": None, "prepend_bos": model.cfg.default_prepend_bos}

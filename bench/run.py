@@ -1,7 +1,8 @@
 """Wall time of `successor-lens run` on the default model: cold (empty run folder), then warm.
 
-Prints the per-stage breakdown from the stage manifests and the warm/cold ratio; with
---cold-model the first run also rebuilds the converted-model cache (a first install).
+Prints the per-stage breakdown from the stage manifests and the warm/cold ratio, and the time of
+`successor-lens --help` and of an argument error (no model, no torch import); with --cold-model the
+first run also rebuilds the converted-model cache (a first install).
 Targets (issue 5): cold under 5 minutes, warm under 30 s on 2 cores.
 """
 
@@ -16,7 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from successor_lens.artifacts.pipeline import STAGES
+from successor_lens.confighelp import constant
+
+STAGES = constant("successor_lens.artifacts.pipeline:STAGES")
 
 
 def timed_run(out: Path, env: dict) -> tuple[float, str]:
@@ -27,6 +30,16 @@ def timed_run(out: Path, env: dict) -> tuple[float, str]:
     if done.returncode:
         sys.exit(f"run failed:\n{done.stderr[-3000:]}")
     return wall, done.stdout
+
+
+def timed_cli(args: list[str], env: dict, repeats: int = 5) -> float:
+    """Median wall time of a CLI call that needs no model (help, argument errors)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "successor_lens.cli.main", *args], capture_output=True, env=env)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -47,6 +60,9 @@ def main() -> None:
     print(f"    {'outside stages (imports, model load, hashing)':<12} {cold - sum(stages.values()):.1f} s")
     print(f"warm run (every stage cached): {warm:6.1f} s (target < 30 s)")
     print(f"warm / cold: {warm / cold:.3f} ({cold / warm:.1f}x faster)")
+    bare = timed_cli(["--version"], env)
+    print(f"successor-lens --help: {timed_cli(['--help'], env):.2f} s; an argument error (run --steps 0): "
+          f"{timed_cli(['run', '--steps', '0'], env):.2f} s; --version: {bare:.2f} s (median of 5; no torch import)")
     print("summary of the run:")
     print("\n".join(line for line in stdout.splitlines() if line.startswith("  ")))
 

@@ -69,19 +69,19 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from successor_lens.artifacts.compare import compare_runs
-    from successor_lens.artifacts.pipeline import RunConfig
-    from successor_lens.artifacts.pipeline import run_pipeline as run
-    from successor_lens.artifacts.site import write_atlas
-    from successor_lens.errors import UserError
-    from successor_lens.features.mining import MineConfig, mine
-    from successor_lens.features.pipeline import item_acts, item_table
-    from successor_lens.models import load_model, model_provenance, model_shape
-    from successor_lens.probes.heads import ScanConfig, scan_heads
-    from successor_lens.probes.pipeline import probe_model as run_probes
-    from successor_lens.sae_train.dictionary import load_dictionary, save_dictionary
-    from successor_lens.sae_train.pipeline import train_sae
-    from successor_lens.sae_train.runtime import Runtime
-    from successor_lens.sae_train.spliced import spliced_loss
-    from successor_lens.sae_train.trainer import TrainConfig
-    from successor_lens.tasks import Task, build_token_set, standard_tasks
+    from successor_lens.artifacts.compare import compare_runs  # noqa: F401
+    from successor_lens.artifacts.pipeline import RunConfig  # noqa: F401
+    from successor_lens.artifacts.pipeline import run_pipeline as run  # noqa: F401
+    from successor_lens.artifacts.site import write_atlas  # noqa: F401
+    from successor_lens.errors import UserError  # noqa: F401
+    from successor_lens.features.mining import MineConfig, mine  # noqa: F401
+    from successor_lens.features.pipeline import item_acts, item_table  # noqa: F401
+    from successor_lens.models import load_model, model_provenance, model_shape  # noqa: F401
+    from successor_lens.probes.heads import ScanConfig, scan_heads  # noqa: F401
+    from successor_lens.probes.pipeline import probe_model as run_probes  # noqa: F401
+    from successor_lens.sae_train.dictionary import load_dictionary, save_dictionary  # noqa: F401
+    from successor_lens.sae_train.pipeline import train_sae  # noqa: F401
+    from successor_lens.sae_train.runtime import Runtime  # noqa: F401
+    from successor_lens.sae_train.spliced import spliced_loss  # noqa: F401
+    from successor_lens.sae_train.trainer import TrainConfig  # noqa: F401
+    from successor_lens.tasks import Task, build_token_set, standard_tasks  # noqa: F401

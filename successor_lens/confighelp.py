@@ -1,21 +1,42 @@
-"""Read the one-line docstrings under dataclass fields, so CLI help and code share one text."""
+"""Read dataclass field docs, field types and module constants from the source, so CLI help and code
+share one text, and the CLI can build its help without importing the modules (torch, sae-lens):
+`successor-lens --help` and argument errors stay instant."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import textwrap
 from functools import lru_cache
 
 
 @lru_cache(maxsize=None)
-def field_docs(cls: type) -> dict[str, str]:
+def _module_tree(module: str) -> ast.Module:
+    """The parsed source of `module`, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    with open(spec.origin, encoding="utf-8") as f:
+        return ast.parse(f.read())
+
+
+def _class_body(where) -> list[ast.stmt]:
+    """`where`: a class, or "package.module:Class" (read from the source, not imported)."""
+    if isinstance(where, str):
+        module, name = where.split(":")
+        for node in _module_tree(module).body:
+            if isinstance(node, ast.ClassDef) and node.name == name:
+                return node.body
+        raise LookupError(f"no class {name} in {module}")
+    return ast.parse(textwrap.dedent(inspect.getsource(where))).body[0].body
+
+
+@lru_cache(maxsize=None)
+def field_docs(where) -> dict[str, str]:
     """Field name -> the string literal that follows its annotation in the class body."""
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        body = _class_body(where)
     except (OSError, TypeError):
         return {}
-    body = tree.body[0].body
     docs = {}
     for node, nxt in zip(body, body[1:]):
         if (
@@ -27,3 +48,20 @@ def field_docs(cls: type) -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
+
+
+@lru_cache(maxsize=None)
+def field_types(where) -> dict[str, str]:
+    """Field name -> its annotation as written ("int", "float", "str | None", ...)."""
+    return {node.target.id: ast.unparse(node.annotation) for node in _class_body(where)
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+
+
+def constant(where: str):
+    """The literal value of a module-level constant, "package.module:NAME", read from the source."""
+    module, name = where.split(":")
+    for node in _module_tree(module).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"no constant {name} in {module}")

@@ -53,3 +53,14 @@ def test_import_is_light():
     code = "import sys, successor_lens; print(sorted(m for m in ('torch', 'transformer_lens', 'sae_lens') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_cli_answers_help_and_argument_errors_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom successor_lens.cli.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'transformer_lens', 'sae_lens', 'sklearn') if m in sys.modules))")
+    for args in (["--help"], ["--version"], ["train", "--help"], ["run", "--steps", "0"], ["mine", "--selectivity", "x"]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip().splitlines()[-1] == "[]", (args, done.stderr)

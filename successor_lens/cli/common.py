@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from successor_lens.confighelp import constant
 from successor_lens.errors import ConfigError
-from successor_lens.models import DEFAULT_MODEL
+
+DEFAULT_MODEL = constant("successor_lens.models:DEFAULT_MODEL")  # read, not imported: the CLI starts instantly
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:

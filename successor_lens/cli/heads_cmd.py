@@ -6,14 +6,13 @@ import argparse
 
 from successor_lens.cli.common import add_model_arguments, out_dir, positive_int, print_table, resolve_device
 from successor_lens.confighelp import field_docs
-from successor_lens.probes.heads import SUCCESSOR_BAR, ScanConfig, parse_head_name
 
 HELP = "find successor heads: succession and copying scores of every head (heads.json + heatmap)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    docs = field_docs(ScanConfig)
+    docs = field_docs("successor_lens.probes.heads:ScanConfig")
     p.add_argument("--embedding", default="mlp0", choices=["mlp0", "embed+mlp0", "residual"], help=docs["embedding"])
     p.add_argument("--no-mlp0-norm", action="store_true", help="do not " + docs["mlp0_norm"][0].lower() + docs["mlp0_norm"][1:])
     p.add_argument("--top", type=positive_int, default=10, help="how many heads to print")
@@ -23,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.report import write_scan
     from successor_lens.models import load_model, model_shape
-    from successor_lens.probes.heads import scan_heads
+    from successor_lens.probes.heads import SUCCESSOR_BAR, ScanConfig, parse_head_name, scan_heads
     from successor_lens.rundir import run_folder
     from successor_lens.tasks import build_token_set
 

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from successor_lens import __version__
 from successor_lens.cli import atlas_cmd, compare_cmd, edit_cmd, heads_cmd, mine_cmd, probe_cmd, run_cmd, train_cmd, wild_cmd
 from successor_lens.errors import UserError
 
@@ -25,6 +26,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="successor-lens", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"successor-lens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)

@@ -6,15 +6,13 @@ import argparse
 
 from successor_lens.cli.common import add_model_arguments, finite_float, out_dir, positive_int, print_table, resolve_device
 from successor_lens.confighelp import field_docs
-from successor_lens.features.mining import MineConfig
-from successor_lens.nulls import Verdict, words
 
 HELP = "mine mod-10 features from SAEs on MLP0 outputs (trains --seeds SAEs unless --sae is given)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    docs = field_docs(MineConfig)
+    docs = field_docs("successor_lens.features.mining:MineConfig")
     p.add_argument("--sae", action="append", default=None, help="an SAE folder to mine (repeat for several); default: train --seeds new ones")
     p.add_argument("--seeds", type=positive_int, default=3, help="SAEs to train with seeds 0..N-1 for the recurrence check")
     p.add_argument("--steps", type=positive_int, default=1500, help="training steps per SAE")
@@ -25,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.report import write_mine
+    from successor_lens.features.mining import MineConfig
     from successor_lens.features.pipeline import mine_model
     from successor_lens.models import load_model, model_shape
     from successor_lens.rundir import run_folder
@@ -43,6 +42,8 @@ def run(args: argparse.Namespace) -> None:
         model = load_model(args.model, device=runtime.device)
         result = mine_model(model, out, runtime, args.sae, args.seeds, args.steps, cfg)
         written = write_mine(result, model, out)
+
+    from successor_lens.nulls import Verdict, words
 
     found = [len(m.classes_found) for m in result.mined]
     print(f"mod-10 classes found per SAE: {found} (of 10); recurrence across {len(result.mined)} SAEs:")

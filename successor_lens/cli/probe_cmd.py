@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from successor_lens.cli.common import add_model_arguments, nonnegative_int, out_dir, print_table, resolve_device
-from successor_lens.nulls import words
 
 HELP = "linear probes for index mod 10, probe/feature cosine, vector arithmetic through a head, greater-than profile"
 
@@ -38,6 +37,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def print_probe(result) -> None:
+    from successor_lens.nulls import words
+
     probe, embed, cosine, arith = result.probe, result.probe_embed, result.cosine, result.arithmetic
     print("leave-one-task-out probe for index mod 10 (chance 0.10):")
     print_table(["held-out task", "items", "MLP0", "embedding", "shuffled control"],

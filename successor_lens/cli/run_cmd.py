@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 from successor_lens.cli.common import add_model_arguments, out_dir, positive_int, resolve_device
+from successor_lens.confighelp import constant
 
 HELP = "the main job: head scan -> activations -> SAEs -> mod-10 mining -> probes -> feature atlas (cached stages)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from successor_lens.artifacts.pipeline import STAGES
-
+    STAGES = constant("successor_lens.artifacts.pipeline:STAGES")  # noqa: N806 (read from the source: --help stays instant)
     add_model_arguments(p)
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL); the atlas goes to OUT/atlas/index.html")
     p.add_argument("--force", action="append", default=[], metavar="STAGE", choices=list(STAGES) + ["all"],

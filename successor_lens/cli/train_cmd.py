@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 
 from successor_lens.cli.common import add_model_arguments, finite_float, nonnegative_int, out_dir, positive_int, resolve_device
-from successor_lens.confighelp import field_docs
-from successor_lens.sae_train.runtime import Runtime
-from successor_lens.sae_train.trainer import ARCHS, TrainConfig
+from successor_lens.confighelp import constant, field_docs, field_types
+
+TRAIN_CONFIG, RUNTIME = "successor_lens.sae_train.trainer:TrainConfig", "successor_lens.sae_train.runtime:Runtime"
 
 HELP = "train an SAE on the embedding or MLP0 output (sae-lens format, with provenance)"
 _FLAGS = ("d_sae", "k", "steps", "batch_size", "lr", "seed", "checkpoint_every", "l1_coefficient", "l0_coefficient")
@@ -16,16 +15,16 @@ _FLAGS = ("d_sae", "k", "steps", "batch_size", "lr", "seed", "checkpoint_every",
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    docs = field_docs(TrainConfig)
+    docs = field_docs(TRAIN_CONFIG)
     p.add_argument("--site", choices=["mlp0", "embed"], default="mlp0", help="mlp0 = blocks.0.hook_mlp_out, embed = hook_embed")
     p.add_argument("--tokens", default="succession", choices=["succession", "vocab", "corpus"], help="succession (default), vocab, or corpus")
     p.add_argument("corpus", nargs="?", default=None, help="with --tokens corpus: a text file, a folder of them, or a hub dataset name")
-    p.add_argument("--arch", choices=ARCHS, default="topk", help=docs["arch"])
-    types = {f.name: f.type for f in fields(TrainConfig)}
+    p.add_argument("--arch", choices=constant("successor_lens.sae_train.trainer:ARCHS"), default="topk", help=docs["arch"])
+    types = field_types(TRAIN_CONFIG)
     for name in _FLAGS:
-        kind = finite_float if types[name] in ("float", float) else nonnegative_int if name == "seed" else positive_int
+        kind = finite_float if types[name] == "float" else nonnegative_int if name == "seed" else positive_int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=docs[name])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=field_docs(Runtime)["precision"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=field_docs(RUNTIME)["precision"])
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (same options)")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 
@@ -42,6 +41,7 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.models import load_model, model_shape
     from successor_lens.rundir import run_folder
     from successor_lens.sae_train.pipeline import train_sae
+    from successor_lens.sae_train.runtime import Runtime
 
     runtime = Runtime(resolve_device(args.device), args.precision)
     if args.tokens == "corpus":

@@ -4,8 +4,8 @@ A command writes only inside a folder it owns. A folder is ours when it holds th
 `.successor-lens.json` (written when we create or first claim the folder); an existing folder that
 is not ours and not empty is refused, so `--out ~/Documents` or `--out notes.txt` cannot touch a
 user's files. The marker names the folder's kind: "run" (the pipeline's stages, `heads`, `train`,
-`mine`, `probe`, `wild`, `edit`), "atlas" (`atlas --sae`) or "compare" (`compare`), and a command
-refuses a folder of another kind.
+`mine`, `probe`, `wild`, `edit`), "atlas" (`atlas --sae`), "compare" (`compare`) or "convert" (`convert`), and a
+command refuses a folder of another kind.
 
 While a command works it holds an advisory lock (`fcntl.flock` on `.successor-lens.lock`, released
 by the kernel when the process dies, even by SIGKILL), so a second command on the same folder stops
@@ -30,7 +30,7 @@ from successor_lens.io import provenance, remove_leftovers, write_json
 MARKER = ".successor-lens.json"
 LOCK = ".successor-lens.lock"
 HOLDER = ".successor-lens.holder.json"
-KINDS = ("run", "atlas", "compare")
+KINDS = ("run", "atlas", "compare", "convert")
 
 
 class FolderError(UserError):

@@ -21,6 +21,7 @@ from sae_lens import SAE
 from successor_lens.errors import UserError
 from successor_lens.io import BadFileError, atomic_dir, check_safetensors, write_json
 from successor_lens.io import provenance as base_provenance
+from successor_lens.sae_train.formats import LOADERS, FormatError, detect
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -73,15 +74,18 @@ def load_dictionary(
     device: str = "cpu",
     expected_d_in: int | None = None,
     expected_hook: str | None = None,
+    converter=None,
 ) -> Dictionary:
-    """Load a local sae-lens folder (ours or anyone's) or an sae-lens registry release.
+    """Load a dictionary folder (sae-lens's layout, ours or anyone's; EleutherAI sparsify's; or
+    dictionary_learning's, detected by their files: `formats.py`) or an sae-lens registry release.
+    `converter` is an sae-lens disk loader (`SAE.load_from_disk(converter=...)`) for any other layout.
 
     Fails with one line on a missing or corrupt file, a dimension or hook mismatch, or (for a
     release) when the hub is unreachable.
     """
     path = Path(path_or_release)
     if path.exists() or os.sep in str(path_or_release) or str(path_or_release).startswith("."):
-        sae, prov = _load_folder(path, device)
+        sae, prov = _load_folder(path, device, converter)
         source = str(path)
     else:
         sae, prov = _load_release(str(path_or_release), sae_id, device)
@@ -96,9 +100,12 @@ def load_dictionary(
     return Dictionary(sae, prov, source)
 
 
-def _load_folder(path: Path, device: str):
+def _load_folder(path: Path, device: str, converter=None):
     if not path.is_dir():
         raise DictionaryError(f"{path}: no such folder: give a folder with {CFG_FILE} and {WEIGHTS_FILE}")
+    fmt = detect(path)
+    if converter is not None or fmt in LOADERS:
+        return _load_converted(path, device, converter or LOADERS[fmt], fmt or "custom converter")
     for name in (CFG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise DictionaryError(f"{path / name}: missing: this is not an sae-lens dictionary folder")
@@ -122,6 +129,18 @@ def _load_folder(path: Path, device: str):
     except json.JSONDecodeError:
         raise DictionaryError(f"{prov_path}: not valid JSON: re-save the dictionary, or delete the file to load it without provenance") from None
     return sae, prov
+
+
+def _load_converted(path: Path, device: str, converter, fmt: str):
+    """A folder in another library's layout, through an sae-lens disk loader (`formats.py`)."""
+    try:
+        sae = SAE.load_from_disk(path, device=device, converter=converter)
+    except (FormatError, DictionaryError):
+        raise
+    except Exception as err:
+        raise DictionaryError(f"{path}: cannot load it as a {fmt} dictionary ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]})") from None
+    meta = sae.cfg.metadata
+    return sae, {"format": fmt, "hook_source": getattr(meta, "hook_source", None), "config": sae.cfg.to_dict()}
 
 
 def check_weights(sae, source: str) -> None:
@@ -159,6 +178,27 @@ def _load_release(release: str, sae_id: str | None, device: str):
         why = "HF_HUB_OFFLINE=1 is set" if offline else type(err).__name__
         raise DictionaryError(f"cannot download {release}/{sae_id} ({why}): connect to the hub once, or load a local folder") from None
     return sae, {"release": release, "sae_id": sae_id, "config": sae.cfg.to_dict()}
+
+
+def convert(source: Dictionary, fmt: str, out: str | os.PathLike) -> tuple[Path, dict[str, float]]:
+    """Write `source` in layout `fmt` as OUT/NAME (swapped in whole), read it back, and return the
+    folder and the largest encode and decode differences on random inputs (0 for an exact copy)."""
+    from successor_lens.sae_train.formats import WRITERS, tl_to_sparsify_hook
+
+    sae, out = source.sae.to("cpu"), Path(out)
+    hook = sae.cfg.metadata.hook_name or "sae"
+    name = tl_to_sparsify_hook(hook) if fmt == "sparsify" else hook
+    with atomic_dir(out / name) as tmp:
+        WRITERS[fmt](sae, tmp)
+        write_json(tmp / PROVENANCE_FILE, base_provenance(converted_from=source.source, format=fmt, source_provenance=source.provenance))
+    if fmt == "sparsify":  # the run-level config sparsify keeps beside its hookpoint folders
+        write_json(out / "config.json", {"model": sae.cfg.metadata.model_name, "hookpoints": [name]})
+    back = load_dictionary(out / name).sae
+    x = torch.randn(1024, sae.cfg.d_in, generator=torch.Generator().manual_seed(0)) * 3 + sae.b_dec.detach().float()
+    with torch.no_grad():
+        f, g = sae.encode(x), back.encode(x)
+        error = {"encode": (f - g).abs().max().item(), "decode": (sae.decode(f) - back.decode(g)).abs().max().item()}
+    return out / name, error
 
 
 @dataclass

@@ -1,0 +1,29 @@
+"""`successor-lens convert SRC --to FORMAT --out DIR`: a dictionary in another library's layout."""
+
+from __future__ import annotations
+
+import argparse
+
+from successor_lens.confighelp import constant
+
+HELP = "convert a dictionary between the sae-lens, EleutherAI sparsify and dictionary_learning layouts (numeric round trip checked)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SRC", help="a dictionary folder in any of the three layouts, or an sae-lens release name")
+    p.add_argument("--sae-id", default=None, help="the SAE id within an sae-lens release")
+    p.add_argument("--to", required=True, choices=constant("successor_lens.sae_train.formats:FORMATS"), help="the layout to write")
+    p.add_argument("--out", required=True, help="a new (or empty) folder; the dictionary goes to OUT/NAME (a sparsify hookpoint, or the hook name)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from successor_lens.rundir import check_folder, run_folder
+    from successor_lens.sae_train.dictionary import convert, load_dictionary
+
+    check_folder(args.out, "convert")
+    source = load_dictionary(args.source, args.sae_id)
+    with run_folder(args.out, "convert") as out:
+        folder, error = convert(source, args.to, out)
+    print(f"{source.source} ({source.sae.cfg.architecture()}, d_in {source.sae.cfg.d_in}, d_sae {source.sae.cfg.d_sae}, "
+          f"hook {source.sae.cfg.metadata.hook_name}) -> {args.to}: {folder}")
+    print(f"round trip on 1024 random inputs: max |encode difference| {error['encode']:.3g}, max |decode difference| {error['decode']:.3g}")

@@ -162,7 +162,56 @@ def load_model(
         model = _load_hub(name)
     model.to(device)
     model.eval()
+    model.successor_lens_fingerprint = source_fingerprint(name)
+    model.successor_lens_weights = model_fingerprint(model)  # to notice weights edited after loading
     return model
+
+
+@dataclass
+class LazyModel:
+    """`load_model(name, device)` deferred until called; its `fingerprint` is known at once."""
+
+    name: str
+    device: str = "cpu"
+    log: Any = print
+
+    def __post_init__(self):
+        self.fingerprint = source_fingerprint(self.name)
+
+    def __call__(self) -> HookedTransformer:
+        self.log(f"loading {self.name} ...")
+        return load_model(self.name, device=self.device)
+
+
+def source_fingerprint(name: str) -> str:
+    """A content hash of what `load_model(name)` loads, computed without loading it: the GGUF's
+    sha256 and the converting libraries (embedded), the weight files' sha256 and config (local
+    folder, hub snapshot), or the generator's source (controls). File hashes are remembered per
+    (path, size, mtime), so this is instant after the first time: the stage cache of a fully cached
+    run never needs the model."""
+    kind = source_kind(name)
+    if kind == "embedded":
+        return digest({"kind": kind, **cache_key(name)})
+    if kind == "control":
+        import successor_lens.planted as planted
+
+        return digest({"kind": kind, "name": name, "code": _files_sha256([Path(planted.__file__)])})
+    folder = _local_folder(name) if kind == "local" else _hub_snapshot_folder(name)
+    files = sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
+    return digest({"kind": kind, "files": _files_sha256(files), "transformer_lens": importlib.metadata.version("transformer-lens")})
+
+
+def _hub_snapshot_folder(name: str) -> Path:
+    """The Hugging Face cache snapshot that `from_pretrained` reads for a TransformerLens name."""
+    from huggingface_hub import try_to_load_from_cache
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    _check_hub_name(name)
+    path = try_to_load_from_cache(get_official_model_name(name), "config.json")
+    if not isinstance(path, str):
+        _hub_config(name)  # the one-line error of a model that is not cached (offline) ...
+        raise ModelLoadError(f"{name!r} is not in the local Hugging Face cache: run once online to download it")  # ... or online, not yet
+    return Path(path).parent
 
 
 def model_provenance(model: HookedTransformer) -> dict[str, Any]:

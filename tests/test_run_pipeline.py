@@ -138,3 +138,27 @@ def test_interrupted_atlas_keeps_the_previous_atlas_whole(model, first_run, tmp_
     assert leftovers(out) == []
     doc = json.loads((out / "atlas" / "atlas.json").read_text())
     assert all(len(s["latents"]) <= 4 for s in doc["saes"])
+
+
+def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the_loaded_one(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from successor_lens.cli.main import main
+    from successor_lens.models import LazyModel, load_model
+
+    args = ["run", "--model", "planted-gpt2", "--seeds", "2", "--steps", "30", "--latents", "2", "--out", str(tmp_path)]
+    assert main(args) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("successor_lens.models.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(args) == 0
+    assert "ran nothing" in capsys.readouterr().out
+    monkeypatch.undo()
+
+    lazy = LazyModel("planted-gpt2")
+    model = load_model("planted-gpt2")
+    config = RunConfig(seeds=2, steps=30, atlas=AtlasConfig(latents=2))
+    assert model.successor_lens_fingerprint == lazy.fingerprint  # the API and the CLI share the cache
+    assert run_pipeline(model, tmp_path, config, progress=False, log=quiet).ran == []
+    with torch.no_grad():
+        model.W_E[0] += 1.0  # edited after loading: no longer what the cache was computed from
+    assert run_pipeline(model, tmp_path, config, progress=False, log=quiet).ran == list(STAGES)

@@ -25,7 +25,7 @@ from successor_lens.errors import ConfigError, check_int
 from successor_lens.features.mining import MineConfig
 from successor_lens.features.pipeline import FEATURES_FILE, load_directions, mine_model
 from successor_lens.io import code_digest, digest, inside, provenance, write_json, write_text
-from successor_lens.models import model_fingerprint, model_provenance
+from successor_lens.models import LazyModel, model_fingerprint, model_provenance
 from successor_lens.probes.heads import ScanConfig, check_head, parse_head_name, scan_heads
 from successor_lens.probes.pipeline import incontext_choice, probe_model
 from successor_lens.rundir import run_folder
@@ -144,10 +144,18 @@ class StageCache:
 
 
 class _Stages:
-    """The stage bodies; each returns the files it wrote. Later stages read earlier ones from disk."""
+    """The stage bodies; each returns the files it wrote. Later stages read earlier ones from disk.
+    The model is loaded on first use (`model` may be a function that loads it), so a fully cached
+    run never loads it."""
 
-    def __init__(self, model: HookedTransformer, out: Path, config: RunConfig, runtime: Runtime, progress: bool):
-        self.model, self.out, self.config, self.runtime, self.progress = model, out, config, runtime, progress
+    def __init__(self, model, out: Path, config: RunConfig, runtime: Runtime, progress: bool):
+        self._model, self.out, self.config, self.runtime, self.progress = model, out, config, runtime, progress
+
+    @property
+    def model(self) -> HookedTransformer:
+        if not isinstance(self._model, HookedTransformer):
+            self._model = self._model()
+        return self._model
 
     def heads(self) -> list[Path]:
         token_set = build_token_set(self.model.tokenizer, self.config.scan_tasks)
@@ -215,15 +223,26 @@ class _Stages:
         return [index, self.out / "atlas" / "atlas.json", report, summary_path]
 
 
+def _fingerprint(model) -> str:
+    """The model's content hash in the stage keys: the one recorded at load (`models.source_fingerprint`,
+    also what a `LazyModel` knows before loading), else a hash of the weights of a model built in code."""
+    if isinstance(model, HookedTransformer):
+        weights = model_fingerprint(model)
+        loaded = getattr(model, "successor_lens_fingerprint", None)
+        return loaded if loaded and getattr(model, "successor_lens_weights", None) == weights else weights  # edited since: its weights
+    return model.fingerprint
+
+
 def _config_json(config: RunConfig) -> dict:
     return json.loads(json.dumps(asdict(config), default=str))
 
 
 def run_pipeline(
-    model: HookedTransformer, out: str | Path, config: RunConfig = RunConfig(), runtime: Runtime | None = None,
+    model: HookedTransformer | LazyModel, out: str | Path, config: RunConfig = RunConfig(), runtime: Runtime | None = None,
     force: tuple[str, ...] = (), progress: bool = True, log: Callable[[str], None] = print,
 ) -> PipelineResult:
-    """Run (or reuse) every stage; returns which stages ran and the five-line summary."""
+    """Run (or reuse) every stage; returns which stages ran and the summary lines. `model` is a loaded
+    model or a `LazyModel` (loaded only if a stage has to run)."""
     out = Path(out)
     unknown = [s for s in force if s not in STAGES and s != "all"]
     if unknown:
@@ -232,7 +251,7 @@ def run_pipeline(
     with run_folder(out, "run", "run_pipeline"):
         stages = _Stages(model, out, config, runtime or Runtime("cpu"), progress)
         cache = StageCache(out)
-        base = {"model": model_fingerprint(model), "code": code_digest()}
+        base = {"model": _fingerprint(model), "code": code_digest()}
         ran, cached, seconds, upstream = [], [], {}, []
         for i, stage in enumerate(STAGES):
             key = digest({**base, "stage": stage, "config": STAGE_CONFIG[stage](config), "upstream": upstream})

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.atlas import AtlasConfig
     from successor_lens.artifacts.pipeline import RunConfig, run_pipeline
-    from successor_lens.models import load_model, model_shape
+    from successor_lens.models import LazyModel, model_shape
     from successor_lens.rundir import run_folder
     from successor_lens.sae_train.runtime import Runtime
 
@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> None:
     config = RunConfig(seeds=args.seeds, steps=args.steps, head=args.head, atlas=AtlasConfig(latents=args.latents))
     config.check(model_shape(args.model))
     with run_folder(out_dir(args), "run") as out:
-        print(f"loading {args.model} ...", flush=True)
-        model = load_model(args.model, device=runtime.device)
+        model = LazyModel(args.model, runtime.device, log=lambda line: print(line, flush=True))  # loaded only if a stage runs
         result = run_pipeline(model, out, config, runtime, tuple(args.force))
     total = sum(result.seconds.values())
     print(f"ran {', '.join(result.ran) or 'nothing'}; cached {', '.join(result.cached) or 'nothing'}; {total:.1f}s in stages")

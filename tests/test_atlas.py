@@ -210,3 +210,28 @@ def test_paths_read_back_from_atlas_json_stay_inside_the_atlas(run, tmp_path):
         assert not list(tmp_path.rglob("escaped*"))
         (out / "atlas" / "atlas.json").write_bytes(before[out / "atlas" / "atlas.json"])
     assert {p: p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()} == before
+
+
+def test_the_atlas_build_counts_every_file_it_shows_progress_for(run, tmp_path, monkeypatch):
+    from successor_lens.artifacts import site
+
+    _, atlas = run
+    doc = json.loads((atlas / "atlas.json").read_text())
+    seen = []
+
+    class Bar:
+        def __init__(self, total, **_):
+            self.total, self.n = total, 0
+
+        def update(self, n=1):
+            self.n += n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen.append((self.n, self.total))
+
+    monkeypatch.setattr(site, "tqdm", Bar)
+    site.write_atlas(doc, tmp_path / "atlas")
+    assert seen and seen[0][0] == seen[0][1] > len(doc["saes"])  # the bar ends full: its total is the work done

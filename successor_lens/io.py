@@ -182,6 +182,16 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
+def file_sha256(paths: list[Path]) -> str:
+    """sha256 of the files' contents, concatenated in order, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 def provenance(**fields: Any) -> dict[str, Any]:
     """The record every artefact carries: package version plus whatever the stage knows."""
     return {"package": "successor-lens", "version": __version__, **fields}

@@ -32,7 +32,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from successor_lens.errors import UserError
-from successor_lens.io import atomic_dir, digest, write_json
+from successor_lens.io import atomic_dir, digest, file_sha256, write_json
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -242,7 +242,7 @@ def tokenizer_facts(model: HookedTransformer) -> dict[str, Any] | None:
     if cached is None:
         single = [len(tok.encode(f" {n}", add_special_tokens=False)) == 1 for n in range(501)]
         kind = "single tokens" if all(single[:201]) else ("digit strings" if sum(single) <= 10 else "mixed")
-        cached = {"class": type(tok).__name__, "vocab_size": len(tok) if hasattr(tok, "__len__") else model.cfg.d_vocab, "bos_token": getattr(tok, "bos_token", None),
+        cached = {"class": type(tok).__name__, "vocab_size": len(tok), "bos_token": getattr(tok, "bos_token", None),
                   "prepends_bos": bool(model.cfg.default_prepend_bos), "numbers_0_500_single_token": sum(single), "numbers": kind}
         model._successor_lens_tokenizer_facts = cached
     return cached
@@ -293,17 +293,10 @@ def _hub_config(name: str) -> HookedTransformerConfig:
 
 def _load_hub(name: str) -> HookedTransformer:
     model = _from_hub(name, lambda n: HookedTransformer.from_pretrained_no_processing(n, dtype=torch.float32))
-    model.successor_lens_source = {"kind": "hub", "source": f"Hugging Face hub: {name}", **_hub_snapshot(model.cfg.model_name, name)}
+    model.successor_lens_source = {"kind": "hub", "source": f"Hugging Face hub: {name}", "hub_snapshot": _hub_snapshot_folder(name).name}
     return model
 
 
-def _hub_snapshot(official: str, name: str) -> dict[str, Any]:
-    """The cached snapshot TransformerLens loaded (its commit), when the hub cache holds it."""
-    from huggingface_hub import try_to_load_from_cache
-    from transformer_lens.loading_from_pretrained import get_official_model_name
-
-    path = try_to_load_from_cache(get_official_model_name(name), "config.json")
-    return {"hub_snapshot": Path(path).parent.name} if isinstance(path, str) else {}
 
 
 def _from_hub(name: str, load):
@@ -564,12 +557,7 @@ def _files_sha256(paths: list[Path]) -> str:
     except (OSError, json.JSONDecodeError):
         memo = {}
     if stamp not in memo:
-        h = hashlib.sha256()
-        for path in paths:
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
-        memo[stamp] = h.hexdigest()
+        memo[stamp] = file_sha256(paths)
         try:
             write_json(memo_path, memo)
         except OSError:

@@ -38,6 +38,9 @@ class WordTokenizer:
             return [self.vocab[text]]
         return [len(self.vocab) + (ord(c) % 7) for c in text]
 
+    def __len__(self) -> int:
+        return len(self.vocab) + 7  # the word list, then 7 character ids (encode)
+
     def decode(self, ids) -> str:
         ids = [ids] if isinstance(ids, int) else list(ids)
         return "".join(self.inverse.get(int(i), "?") for i in ids)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from successor_lens.artifacts import html
 from successor_lens.artifacts.plots import succession_distribution
-from successor_lens.artifacts.report import md
+from successor_lens.artifacts.report import extras, md
 from successor_lens.artifacts.summary import PAPER
 from successor_lens.errors import UserError
 from successor_lens.io import provenance, write_json, write_text
@@ -33,13 +33,7 @@ def load_run(folder: str | os.PathLike) -> dict:
         raise UserError(f"{folder}: no {Path(err.filename).name}: finish the run first (`successor-lens run --out {folder}`)") from None
     except json.JSONDecodeError:
         raise UserError(f"{folder}: summary.json or heads.json is not valid JSON: rerun `successor-lens run --out {folder} --force atlas`") from None
-    edits = []
-    for path in sorted((folder / "edits").glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-            edits.append({"name": record["name"], "kpis": {k["metric"]: k["delta"] for k in record["kpis"]}})
-        except (ValueError, KeyError, TypeError):
-            continue  # not an edit record (the atlas says so too)
+    edits = [{"name": e["name"], "kpis": {k["metric"]: k["delta"] for k in e["kpis"]}} for e in extras(folder)["edits"]]
     return {"folder": folder, "summary": summary, "succession": [h["succession"] for h in heads["heads"].values()],
             "tokenizer": summary.get("provenance", {}).get("tokenizer"), "source": summary.get("provenance", {}).get("source"), "edits": edits}
 
@@ -106,7 +100,7 @@ def compare_runs(folders: list[str | os.PathLike], out: str | os.PathLike) -> tu
              f"![succession score of every head, per model]({image.name})", ""]
     body = [html.para("Headline figures of each run beside its null (computed in the same run) and the paper's figure. "
                       "A figure marked NOT above is not above its null."),
-            html.table(header, [row for row in rows]),
+            html.table(header, rows),
             html.Raw("<p>Atlases: " + " ".join(html.link(link, n) for n, link in zip(names, links)) + "</p>"),
             html.h2("Succession score of every head"), html.img(image.name, "succession score of every head, per model")]
     written = [

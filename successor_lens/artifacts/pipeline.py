@@ -68,7 +68,6 @@ class RunConfig:
         """Checks against the model's shape (a `ModelShape`), before it loads."""
         if self.head is not None:
             check_head(self.head, shape)
-        default_train_config("succession", shape.d_model, steps=self.steps)
 
     def sae_names(self) -> dict[str, tuple[str, int]]:
         names = {f"mlp0-s{s}": ("mlp0", s) for s in range(self.seeds)}

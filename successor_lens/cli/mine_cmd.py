@@ -28,14 +28,12 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.models import load_model, model_shape
     from successor_lens.rundir import run_folder
     from successor_lens.sae_train.dictionary import load_dictionary
-    from successor_lens.sae_train.pipeline import default_train_config
     from successor_lens.sae_train.runtime import Runtime
     from successor_lens.sites import hook_name
 
     runtime = Runtime(resolve_device(args.device))
     cfg = MineConfig(selectivity=args.selectivity, n_clusters=args.n_clusters)
     shape = model_shape(args.model)
-    default_train_config("succession", shape.d_model, steps=args.steps)
     for path in args.sae or []:  # each dictionary readable, finite and of this model's MLP0, before the model loads
         load_dictionary(path, expected_d_in=shape.d_model, expected_hook=hook_name("mlp0"))
     with run_folder(out_dir(args), "run") as out:

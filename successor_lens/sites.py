@@ -90,13 +90,19 @@ def _read_at_last(model: HookedTransformer, ids_NP: Tensor, hook: str) -> Tensor
     ids_NP = ids_NP.to(model.W_E.device)
     if bos is not None:
         ids_NP = torch.cat([torch.full_like(ids_NP[:, :1], bos), ids_NP], 1)
-    stop = None  # run only as deep as the hook
+    return hook_activations(model, ids_NP, hook)[:, -1].reshape(len(ids_NP), -1).cpu().float()
+
+
+@torch.no_grad()
+def hook_activations(model: HookedTransformer, ids_NP: Tensor, hook: str) -> Float[Tensor, "n pos d"]:
+    """The activations at `hook` of token windows (BOS already in them when wanted), running the
+    model only as deep as the hook."""
+    stop = None
     if hook.startswith("blocks.") and hook.split(".")[1].isdigit():
         stop = int(hook.split(".")[1]) + 1 if int(hook.split(".")[1]) + 1 < model.cfg.n_layers else None
     elif hook in ("hook_embed", "hook_pos_embed"):
         stop = 1
-    _, cache = model.run_with_cache(ids_NP, names_filter=lambda n: n == hook, stop_at_layer=stop)
+    _, cache = model.run_with_cache(ids_NP.to(model.W_E.device), names_filter=lambda n: n == hook, stop_at_layer=stop)
     if hook not in cache:
         raise UserError(f"hook {hook!r} is not a hook of {model.cfg.model_name}: check the dictionary's hook_name")
-    return cache[hook][:, -1].reshape(len(ids_NP), -1).cpu().float()
-
+    return cache[hook]

@@ -12,12 +12,13 @@ import pytest
 
 from conftest import HOSTILE, RUN_TASKS, make_run_model, require_system_package
 from successor_lens.artifacts.atlas import AtlasConfig, SCHEMA_VERSION
+from successor_lens.artifacts.export import read_export
 from successor_lens.artifacts.pipeline import RunConfig, atlas_for_dictionary, run_pipeline
 from successor_lens.artifacts.schema import SCHEMA, AtlasFormatError, load_atlas
 from successor_lens.artifacts.site import write_atlas
 from successor_lens.sae_train.dictionary import load_dictionary
 
-CONFIG = RunConfig(seeds=1, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=4))
+CONFIG = RunConfig(seeds=1, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=4, corpus="succession-lists", contexts=16, context_tokens=24))
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,9 @@ def test_atlas_json_validates_against_its_schema(run):
 def test_round_trip_rebuilds_the_same_site_from_the_json(run, tmp_path):
     _, atlas = run
     doc = load_atlas(atlas / "atlas.json")
-    write_atlas(doc, tmp_path / "again")
-    for path in pages(atlas) + [atlas / "atlas.json", atlas / "report.md"]:
+    exports = {sae["id"]: read_export(atlas / sae["export"]["folder"]) for sae in doc["saes"]}
+    write_atlas(doc, tmp_path / "again", exports=exports)
+    for path in pages(atlas) + [atlas / "atlas.json", atlas / "report.md"] + sorted((atlas / "neuronpedia").rglob("*.json")):
         rel = path.relative_to(atlas)
         assert (tmp_path / "again" / rel).read_bytes() == path.read_bytes(), rel
 
@@ -233,5 +235,6 @@ def test_the_atlas_build_counts_every_file_it_shows_progress_for(run, tmp_path, 
             seen.append((self.n, self.total))
 
     monkeypatch.setattr(site, "tqdm", Bar)
-    site.write_atlas(doc, tmp_path / "atlas")
+    exports = {sae["id"]: read_export(atlas / sae["export"]["folder"]) for sae in doc["saes"]}
+    site.write_atlas(doc, tmp_path / "atlas", exports=exports)
     assert seen and seen[0][0] == seen[0][1] > len(doc["saes"])  # the bar ends full: its total is the work done

@@ -162,3 +162,28 @@ def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the
     with torch.no_grad():
         model.W_E[0] += 1.0  # edited after loading: no longer what the cache was computed from
     assert run_pipeline(model, tmp_path, config, progress=False, log=quiet).ran == list(STAGES)
+
+
+def test_a_fully_cached_cli_run_answers_without_importing_torch_and_only_while_every_stage_is_fresh(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from successor_lens.cli.main import main
+
+    args = ["run", "--model", "planted-gpt2", "--seeds", "1", "--steps", "30", "--latents", "2", "--contexts", "8", "--out", str(tmp_path)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    code = ("import sys; from successor_lens.cli.main import main; code = main(sys.argv[1:]); "
+            "print('imported:', sorted(m for m in ('torch', 'transformer_lens', 'sae_lens') if m in sys.modules)); sys.exit(code)")
+    again = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "ran nothing" in again.stdout and "imported: []" in again.stdout
+    assert again.stdout.split("atlas: ")[1].split("imported:")[0] == first.split("atlas: ")[1]  # the same result lines
+    # a stage output changed on disk: the shortcut declines and the pipeline reruns that stage and the later ones
+    report = tmp_path / "report.md"
+    report.write_text(report.read_text() + "\n")
+    assert main(args) == 0
+    assert "ran atlas" in capsys.readouterr().out
+    # another request (a different option) is never answered from the last one's keys
+    assert main(args[:-2] + ["--latents", "3", "--out", str(tmp_path)]) == 0
+    assert "ran atlas" in capsys.readouterr().out

@@ -24,7 +24,7 @@ from successor_lens.probes.heads import SUCCESSOR_BAR, parse_head_name
 from successor_lens.probes.ov import direction_logits, effective_embeddings, head_token_logits
 from successor_lens.tasks import Task, build_token_set
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 PAPER = {
     "successor_head": "Pythia-1.4B L12H0 succession score ~0.9, ~8x the runner-up",
     "mean_modal_coverage": 0.585,
@@ -47,12 +47,32 @@ class AtlasConfig:
     """Tokens listed on each side of a latent's logit effect."""
     ov_items: int = 12
     """Items per task in a head's input -> output token map."""
-    hist_bins: int = 12
+    hist_bins: int = 24
+    """Bars of the activation and logit histograms."""
+    corpus: str | None = None
+    """Where the export's contexts come from: python-docs, succession-lists, a text file or folder, or a
+    hub dataset (None: python-docs when python3-doc is installed, else succession-lists)."""
+    contexts: int = 128
+    """Corpus windows every latent is measured on (the export's n_prompts_total)."""
+    context_tokens: int = 64
+    """Tokens per corpus window (n_tokens_in_prompt)."""
+    top_contexts: int = 8
+    """Top activating contexts exported per latent (one per window)."""
+    context_before: int = 10
+    """Tokens shown before the qualifying token of a context."""
+    context_after: int = 4
+    """Tokens shown after it."""
+    export_batch: int = 128
+    """Latents per export batch file (sae-dashboard's n_features_at_a_time)."""
 
     def __post_init__(self):
         check_int("--latents", self.latents, 1, 100_000)
-        for name in ("heads", "top_tokens", "neighbours", "logit_tokens", "ov_items", "hist_bins"):
+        check_int("--contexts", self.contexts, 1, 1_000_000)
+        check_int("--context-tokens", self.context_tokens, 2, 100_000)
+        for name in ("heads", "top_tokens", "neighbours", "logit_tokens", "ov_items", "hist_bins", "top_contexts", "export_batch"):
             check_int(name, getattr(self, name), 1, 100_000)
+        for name in ("context_before", "context_after"):
+            check_int(name, getattr(self, name), 0, 100_000)
 
 
 @dataclass

@@ -16,7 +16,8 @@ body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding
 table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ccc;padding:2px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}code.tok{background:#eef;padding:0 3px;white-space:pre}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}.note{color:#555}.ok{color:#060}.bad{color:#a00}
-nav a{margin-right:1em}
+nav a{margin-right:1em}.ctx{font-family:ui-monospace,monospace;white-space:pre;font-size:90%}
+.ctx span{border-radius:2px}.ctx .q{outline:1px solid #c60}td.ctx{text-align:left}
 """
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -29,12 +30,27 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
+def visible(text: str) -> str:
+    """Control characters as escapes (a newline shows as \\n)."""
+    return _CONTROL.sub(lambda m: {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
 def tok(text: str | None) -> Raw:
     """A token shown as text: control characters as escapes, then HTML-escaped."""
     if text is None:
         return Raw("&ndash;")
-    visible = _CONTROL.sub(lambda m: {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
-    return Raw(f'<code class="tok">{esc(visible)}</code>')
+    return Raw(f'<code class="tok">{esc(visible(text))}</code>')
+
+
+def context(a: dict) -> Raw:
+    """A corpus context with the latent's value behind each token (orange, darker = larger; the
+    qualifying token outlined; the value on hover)."""
+    top = max(max(a["values"], default=0.0), 1e-12)
+    spans = []
+    for i, (t, v) in enumerate(zip(a["tokens"], a["values"])):
+        q = ' class="q"' if i == a["qualifying_token_index"] else ""
+        spans.append(f'<span{q} style="background:rgba(255,140,0,{max(v, 0.0) / top:.2f})" title="{v:.3f}">{esc(visible(t))}</span>')
+    return Raw('<span class="ctx">' + "".join(spans) + "</span>")
 
 
 def link(href: str, text) -> Raw:
@@ -124,6 +140,11 @@ def index_page(atlas: dict, summary: list[str]) -> str:
         others = [r for r in d["latents"] if r["mod10_class"] is None]
         if others:
             body.append(Raw("<p>other latents with a page: " + " ".join(link(r["page"], r["index"]) for r in others) + "</p>"))
+        if d.get("export"):
+            ex = d["export"]
+            body.append(Raw(f"<p>{link(ex['pages'][0], 'every latent')} ({ex['latents']}, {ex['live']} live on {esc(ex['dataset'])}; "
+                            f"{len(ex['pages'])} pages) with its corpus contexts; Neuronpedia / SAEDashboard export: "
+                            f"{link(ex['folder'] + '/run_settings.json', ex['folder'] + '/')}</p>"))
     if atlas.get("probes"):
         body += probe_sections(atlas["probes"])
     if atlas.get("wild"):
@@ -213,22 +234,64 @@ def head_page(record: dict) -> str:
     return page(f"head {record['head']}", body, root="../")
 
 
-def latent_page(sae: dict, r: dict) -> str:
+def latent_page(sae: dict, r: dict, exported: tuple[dict, dict] | None = None) -> str:
     root = "../../"
     cls = r["mod10_class"]
     body = [para(f"dictionary {sae['id']} ({sae['hook_name']}), latent {r['index']}: fires on {r['frac_nonzero']:.1%} of the items; "
                  f"max {r['maxActApprox']:.3f}"),
-            para(f"mod-10 class: {cls if cls is not None else 'none'} (best class {r['best_class']}, selectivity {r['selectivity']:.2f}; chance 0.10)"),
-            h2("Top activating items"),
-            table(["token", "task", "index", "activation"], [[tok(a["tokens"][0]), a["task"], a["item_index"], a["values"][0]] for a in r["activations"]], left=2),
-            h2("Activation histogram (non-zero)"), img(root + r["image"], f"activation histogram of latent {r['index']}"),
-            h2("Mean activation per class (index mod 10)"), table(["class"] + list(range(10)), [["mean"] + r["class_profile"]]),
-            h2("Decoder-direction neighbours"),
-            table(["latent", "cosine"], [[link(latent_href(sae["id"], i, root), i) if _has_page(sae, i) else i, c]
-                                         for i, c in zip(r["decoder_neighbours"]["indices"], r["decoder_neighbours"]["cosines"])])]
+            para(f"mod-10 class: {cls if cls is not None else 'none'} (best class {r['best_class']}, selectivity {r['selectivity']:.2f}; chance 0.10)")]
+    if exported:
+        body += corpus_sections(sae, *exported)
+    body += [h2("Top activating items"),
+             table(["token", "task", "index", "activation"], [[tok(a["tokens"][0]), a["task"], a["item_index"], a["values"][0]] for a in r["activations"]], left=2),
+             h2("Activation histogram over the items (non-zero)"), img(root + r["image"], f"activation histogram of latent {r['index']}"),
+             h2("Mean activation per class (index mod 10)"), table(["class"] + list(range(10)), [["mean"] + r["class_profile"]]),
+             h2("Decoder-direction neighbours"),
+             table(["latent", "cosine"], [[link(latent_href(sae["id"], i, root), i) if _has_page(sae, i) else i, c]
+                                          for i, c in zip(r["decoder_neighbours"]["indices"], r["decoder_neighbours"]["cosines"])])]
     if r["logit_head"]:
         n = len(r["pos_str"])
         body += [h2(f"Logit effect through {r['logit_head']} (decoder direction -> OV -> unembedding)"),
                  table(["promoted", "logit", "suppressed", "logit"],
                        [[tok(r["pos_str"][i]), r["pos_values"][i], tok(r["neg_str"][i]), r["neg_values"][i]] for i in range(n)], left=0)]
     return page(f"{sae['id']} latent {r['index']}", body, root=root)
+
+
+def corpus_sections(sae: dict, f: dict, extra: dict) -> list[str]:
+    """A latent's corpus view from the export: top contexts, density, direct-path logits."""
+    ex = sae["export"]
+    body = [h2(f"Top contexts in the corpus ({ex['dataset']}, {ex['n_prompts_total']} windows x {ex['n_tokens_in_prompt']} tokens)"),
+            para(f"density: fires on {f['frac_nonzero']:.2%} of the corpus tokens; max {extra['max_activation']:.3f}", "note")]
+    if f["activations"]:
+        body.append(table(["max", "context (the latent's value behind each token)"], [[a["bin_max"], context(a)] for a in f["activations"]], left=0))
+    else:
+        body.append(para("never fires on these windows (dead on this corpus).", "bad"))
+    n = len(f["pos_str"])
+    body += [h2("Direct-path logits (decoder direction -> unembedding)"),
+             table(["promoted", "logit", "suppressed", "logit"],
+                   [[tok(f["pos_str"][i]), f["pos_values"][i], tok(f["neg_str"][i]), f["neg_values"][i]] for i in range(n)], left=0)]
+    return body
+
+
+LATENTS_PER_PAGE = 256
+
+
+def latents_index_page(sae: dict, pairs: list[tuple[dict, dict]], k: int) -> str:
+    """Page `k` of the dictionary's every-latent index: density, top direct-path logits and the two
+    top corpus contexts of each latent, highlighted."""
+    root = "../../"
+    ex = sae["export"]
+    pages = ex["pages"]
+    nav = Raw("<p>pages: " + " ".join(esc(n + 1) if n == k else link(f"all-{n}.html", n + 1) for n in range(len(pages))) + "</p>")
+    rows = []
+    for f, extra in pairs:
+        l = f["feature_index"]
+        label = link(f"{l}.html", l) if _has_page(sae, l) else l
+        contexts = Raw("<br>".join(context(a) for a in f["activations"][:2])) if f["activations"] else "dead on this corpus"
+        rows.append([label, extra["mod10_class"] if extra["mod10_class"] is not None else "", f["frac_nonzero"], extra["max_activation"],
+                     Raw(" ".join(tok(t) for t in f["pos_str"][:3])), contexts])
+    body = [para(f"{ex['latents']} latents, {ex['live']} fire on the corpus ({ex['dataset']}, {ex['n_prompts_total']} windows x "
+                 f"{ex['n_tokens_in_prompt']} tokens). Export for Neuronpedia / SAEDashboard: {ex['folder']}/.", "note"),
+            nav, table(["latent", "class", "density", "max", "top logits (direct)", "top contexts"], rows, left=1), nav]
+    first, last = pairs[0][0]["feature_index"], pairs[-1][0]["feature_index"]
+    return page(f"{sae['id']}: latents {first}-{last}", body, root=root)

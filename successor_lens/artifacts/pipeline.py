@@ -18,13 +18,16 @@ from typing import Callable
 from transformer_lens import HookedTransformer
 
 from successor_lens.artifacts.atlas import AtlasConfig, SAEEntry, collect
+from successor_lens.artifacts.export import build_exports
 from successor_lens.artifacts.report import extras, summary_lines, write_mine, write_probe, write_scan
 from successor_lens.artifacts.site import write_atlas
+from successor_lens.artifacts.stages import STAGES, StageCache, cached_line
 from successor_lens.artifacts.summary import build_summary
+from successor_lens.corpus import context_corpus, corpus_digest
 from successor_lens.errors import ConfigError, check_int
 from successor_lens.features.mining import MineConfig
 from successor_lens.features.pipeline import FEATURES_FILE, load_directions, mine_model
-from successor_lens.io import code_digest, digest, inside, provenance, write_json, write_text
+from successor_lens.io import code_digest, digest, provenance, write_json, write_text
 from successor_lens.models import LazyModel, model_fingerprint, model_provenance
 from successor_lens.probes.heads import ScanConfig, check_head, parse_head_name, scan_heads
 from successor_lens.probes.pipeline import incontext_choice, probe_model
@@ -33,8 +36,6 @@ from successor_lens.sae_train.dictionary import load_dictionary, weights_digest
 from successor_lens.sae_train.pipeline import activations_for, default_train_config, train_sae
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.tasks import Task, build_token_set
-
-STAGES = ("heads", "incontext", "activations", "saes", "mine", "probes", "atlas")
 
 
 @dataclass
@@ -82,8 +83,15 @@ STAGE_CONFIG: dict[str, Callable[[RunConfig], dict]] = {
     "saes": lambda c: {"seeds": c.seeds, "steps": c.steps},
     "mine": lambda c: {"mine": asdict(c.mine)},
     "probes": lambda c: {"seed": c.seed},
-    "atlas": lambda c: {"atlas": asdict(c.atlas)},
+    "atlas": lambda c: _atlas_key(c),
 }
+
+
+def _atlas_key(c: RunConfig) -> dict:
+    """The atlas stage's config with its corpus resolved (None and the name it stands for are one key)
+    and the corpus's content hash."""
+    corpus = context_corpus(c.atlas.corpus)
+    return {"atlas": {**asdict(c.atlas), "corpus": corpus}, "corpus": corpus_digest(corpus), "tasks": c.tasks}
 
 
 @dataclass
@@ -94,52 +102,8 @@ class PipelineResult:
     cached: list[str]
     seconds: dict[str, float]
     summary: list[str]
-
-
-class StageCache:
-    """Manifests in `out/.stages/`: the key of each finished stage and the size and mtime of every
-    file it wrote. A stage is fresh when its key matches and every file is as it left it, so a
-    file rewritten since (by a standalone command, or by a run killed half-way) makes it stale.
-    Before a stage writes anything, its manifest and every later stage's are removed
-    (`invalidate`), so a kill at any point leaves no manifest over a half-rewritten stage."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.folder = out / ".stages"
-
-    def manifest(self, stage: str) -> dict | None:
-        path = self.folder / f"{stage}.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-
-    def fresh(self, stage: str, key: str) -> bool:
-        m = self.manifest(stage)
-        return bool(m) and m.get("key") == key and m.get("files") == self._stat(m.get("outputs", []))
-
-    def invalidate(self, stage: str) -> None:
-        for later in STAGES[STAGES.index(stage):]:
-            (self.folder / f"{later}.json").unlink(missing_ok=True)
-
-    def record(self, stage: str, key: str, outputs: list[Path], seconds: float) -> None:
-        names = sorted(str(inside(self.out, str(Path(p).relative_to(self.out)), "stage output").relative_to(self.out.resolve()))
-                       for p in outputs)
-        write_json(self.folder / f"{stage}.json", {"stage": stage, "key": key, "outputs": names, "files": self._stat(names),
-                                                   "seconds": round(seconds, 3)})
-
-    def _stat(self, names: list[str]) -> dict[str, list[int]] | None:
-        """{file: [size, mtime_ns]} of every file under the outputs; None when one is missing."""
-        files = {}
-        for name in names:
-            path = inside(self.out, name, "stage output")
-            if not path.exists():
-                return None
-            for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
-                if f.is_file():
-                    st = f.stat()
-                    files[str(f.relative_to(self.out.resolve()))] = [st.st_size, st.st_mtime_ns]
-        return files
+    keys: dict[str, str] = field(default_factory=dict)
+    """Each stage's cache key (`StageCache.remember`)."""
 
 
 class _Stages:
@@ -216,7 +180,8 @@ class _Stages:
         doc = collect(self.model, entries, read("heads.json"), probe_json, mine_json, self.config.atlas, self.config.tasks,
                       self.config.scan_tasks, probe_json["head"], run_config=_config_json(self.config))
         doc.update(extras(self.out), summary=summary)
-        index = write_atlas(doc, self.out / "atlas")
+        exports = build_exports(self.model, entries, self.config.atlas, probe_json["head"], self.config.tasks, self.config.seed, self.progress)
+        index = write_atlas(doc, self.out / "atlas", self.progress, exports)
         report = self.out / "report.md"
         write_text(report, (self.out / "atlas" / "report.md").read_text())
         return [index, self.out / "atlas" / "atlas.json", report, summary_path]
@@ -251,14 +216,14 @@ def run_pipeline(
         stages = _Stages(model, out, config, runtime or Runtime("cpu"), progress)
         cache = StageCache(out)
         base = {"model": _fingerprint(model), "code": code_digest()}
-        ran, cached, seconds, upstream = [], [], {}, []
+        ran, cached, seconds, upstream, keys = [], [], {}, [], {}
         for i, stage in enumerate(STAGES):
             key = digest({**base, "stage": stage, "config": STAGE_CONFIG[stage](config), "upstream": upstream})
-            upstream = upstream + [key]
+            upstream, keys[stage] = upstream + [key], key
             if i < first_forced and cache.fresh(stage, key):
                 cached.append(stage)
                 seconds[stage] = 0.0
-                log(f"[{i + 1}/{len(STAGES)}] {stage:<11} cached (took {cache.manifest(stage)['seconds']:.1f}s when computed)")
+                log(cached_line(i, cache.manifest(stage)["seconds"]))
                 continue
             log(f"[{i + 1}/{len(STAGES)}] {stage:<11} running ...")
             cache.invalidate(stage)  # before any write: a kill from here on leaves this and later stages stale
@@ -269,7 +234,7 @@ def run_pipeline(
             ran.append(stage)
             log(f"[{i + 1}/{len(STAGES)}] {stage:<11} done in {seconds[stage]:.1f}s")
         doc = json.loads((out / "atlas" / "atlas.json").read_text())
-    return PipelineResult(out, out / "atlas" / "index.html", ran, cached, seconds, summary_lines(doc))
+    return PipelineResult(out, out / "atlas" / "index.html", ran, cached, seconds, summary_lines(doc), keys)
 
 
 def atlas_for_dictionary(
@@ -293,8 +258,9 @@ def atlas_for_dictionary(
     entry = SAEEntry(sae_id, sae, dictionary.source, dict(mined.latent_class), _metrics_of(dictionary), mined.summary())
     doc = collect(model, [entry], heads_json, None, None, cfg, tasks, scan_tasks, head or heads_json["best_head"],
                   run_config={"sae": dictionary.source, "mine": asdict(mine_cfg)}, acts_by_hook={hook: acts})
+    exports = build_exports(model, [entry], cfg, head or heads_json["best_head"], tasks)
     with run_folder(out, "atlas", "atlas_for_dictionary"):
-        index = write_atlas(doc, Path(out) / "atlas")
+        index = write_atlas(doc, Path(out) / "atlas", exports=exports)
     return index, summary_lines(json.loads((index.parent / "atlas.json").read_text()))
 
 

@@ -42,13 +42,13 @@ def head_heatmap(scores_LH: Tensor, path: str | os.PathLike, title: str, top: in
 def class_latent_heatmap(profile_FC: Tensor, latent_class: dict[int, int], path, title: str) -> Path:
     """Mean activation per residue class for the latents assigned to a class, grouped by class."""
     latents = sorted(latent_class, key=lambda l: (latent_class[l], l))
-    fig, ax = plt.subplots(figsize=(max(4, 0.3 * len(latents) + 2), 3.5))
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(latents) + 2), 4))
     if latents:
         data = profile_FC[latents].T
         data = data / data.max(0, keepdim=True).values.clamp_min(1e-12)
         im = ax.imshow(data.numpy(), aspect="auto", cmap="magma", origin="lower")
         ax.set_xticks(range(len(latents)))
-        ax.set_xticklabels([f"{l}\n(c{latent_class[l]})" for l in latents], fontsize=6)
+        ax.set_xticklabels([f"{l} (c{latent_class[l]})" for l in latents], fontsize=8, rotation=60, ha="right", rotation_mode="anchor")
         fig.colorbar(im, ax=ax, label="activation / latent max")
     else:
         ax.text(0.5, 0.5, "no latent passed the selectivity threshold", ha="center", va="center", transform=ax.transAxes)

@@ -14,25 +14,39 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_lens.artifacts import html, plots
+from successor_lens.artifacts.export import EXPORT_FOLDER, export_features, export_summary, read_export, write_export
 from successor_lens.artifacts.report import report_md, summary_lines
 from successor_lens.artifacts.schema import SCHEMA
+from successor_lens.errors import UserError
 from successor_lens.io import atomic_dir, inside, write_json, write_text
 
 
-def write_atlas(atlas: dict, folder: str | Path, progress: bool = True) -> Path:
+def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports: dict[str, dict] | None = None) -> Path:
     """The static site `folder/index.html` with its pages, figures, JSON and report. `folder` is
     replaced whole: it must be a folder this package owns (`atlas` inside a claimed run folder).
-    Every page and image path in the document must stay inside the site. A progress bar counts
-    the pages and figures (stderr)."""
+    Every page and image path in the document must stay inside the site. `exports` ({sae id:
+    files}, `export.build_exports`) is the Neuronpedia export written into `neuronpedia/` with an
+    every-latent index; without it, the export already in `folder` is kept (a re-render). A progress
+    bar counts the pages and figures (stderr)."""
     folder = Path(folder)
     doc = json.loads(json.dumps(atlas, default=_plain))  # exactly what atlas.json will hold
+    if exports is None:
+        exports = {sae["id"]: _read_existing(folder, sae) for sae in doc["saes"] if sae.get("export")}
+    for sae in doc["saes"]:
+        if sae["id"] in exports:
+            sae["export"] = export_summary(sae["id"], exports[sae["id"]], html.LATENTS_PER_PAGE)
+    features = {sae_id: export_features(files) for sae_id, files in exports.items()}
     head_pages = (doc["heads"] or {}).get("pages", [])
     n_latents = sum(len(sae["latents"]) for sae in doc["saes"])
-    with atomic_dir(folder) as tmp, tqdm(total=2 * (len(head_pages) + n_latents) + len(doc["saes"]) + 1, desc="atlas",
+    n_index = sum(len(sae["export"]["pages"]) for sae in doc["saes"] if sae.get("export"))
+    with atomic_dir(folder) as tmp, tqdm(total=2 * (len(head_pages) + n_latents) + len(doc["saes"]) + 1 + n_index + len(exports), desc="atlas",
                                          unit="file", leave=False, disable=not progress) as bar:
         write_json(tmp / "atlas.json", doc)
         write_json(tmp / "atlas.schema.json", SCHEMA)
         write_text(tmp / "report.md", report_md(doc))
+        for sae_id, files in exports.items():
+            write_export(files, inside(tmp, f"{EXPORT_FOLDER}/{sae_id}", "export folder"))
+            bar.update()
         _figures(doc, tmp / "images", bar.update)
         write_text(tmp / "index.html", html.index_page(doc, summary_lines(doc)))
         bar.update()
@@ -40,10 +54,24 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True) -> Path:
             write_text(inside(tmp, record["page"], "atlas page"), html.head_page(record))
             bar.update()
         for sae in doc["saes"]:
+            pairs = features.get(sae["id"], [])
+            by_index = {f["feature_index"]: (f, e) for f, e in pairs}
             for record in sae["latents"]:
-                write_text(inside(tmp, record["page"], "atlas page"), html.latent_page(sae, record))
+                write_text(inside(tmp, record["page"], "atlas page"), html.latent_page(sae, record, by_index.get(record["index"])))
+                bar.update()
+            for k, name in enumerate((sae.get("export") or {}).get("pages", [])):
+                chunk = pairs[k * html.LATENTS_PER_PAGE : (k + 1) * html.LATENTS_PER_PAGE]
+                write_text(inside(tmp, name, "atlas page"), html.latents_index_page(sae, chunk, k))
                 bar.update()
     return folder / "index.html"
+
+
+def _read_existing(folder: Path, sae: dict) -> dict:
+    path = inside(folder, sae["export"]["folder"], "export folder")
+    files = read_export(path) if path.is_dir() else {}
+    if "run_settings.json" not in files:
+        raise UserError(f"{path}: the atlas's Neuronpedia export is missing: rebuild the atlas (`successor-lens run --force atlas`)")
+    return files
 
 
 def _plain(obj):

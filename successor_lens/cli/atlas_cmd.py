@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import positive_int, resolve_device
+from successor_lens.cli.common import add_context_arguments, context_options, positive_int, resolve_device
 
 HELP = "build the feature atlas of any saved or sae-lens pretrained dictionary alone"
 
@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--head", default=None, help="head for the logit effects, as L{layer}H{head} (default: the scan's best)")
     p.add_argument("--latents", type=positive_int, default=40, help="latent pages at most")
+    add_context_arguments(p)
     p.add_argument("--out", required=True, help="a new (or empty) folder of its own for the atlas: OUT/atlas/index.html")
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.sae_train.dictionary import load_dictionary
 
     device = resolve_device(args.device)
-    config = AtlasConfig(latents=args.latents)
+    config = AtlasConfig(latents=args.latents, **context_options(args))
     check_folder(args.out, "atlas")  # refuse a folder that is not ours before any work
     d = load_dictionary(args.sae, args.sae_id, device="cpu")
     name = args.model or d.sae.cfg.metadata.model_name or DEFAULT_MODEL

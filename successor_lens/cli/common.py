@@ -8,7 +8,7 @@ from pathlib import Path
 from successor_lens.confighelp import constant
 from successor_lens.errors import ConfigError
 
-DEFAULT_MODEL = constant("successor_lens.models:DEFAULT_MODEL")  # read, not imported: the CLI starts instantly
+DEFAULT_MODEL = constant("successor_lens.sources:DEFAULT_MODEL")  # read, not imported: the CLI starts instantly
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,7 +80,7 @@ def check_ctx(ctx: int, shape, lo: int = 16) -> int:
 
 def out_dir(args: argparse.Namespace) -> Path:
     """--out, else runs/MODEL (a local checkpoint folder: runs/ and its folder's name)."""
-    from successor_lens.models import source_kind
+    from successor_lens.sources import source_kind
 
     if args.out:
         return Path(args.out)
@@ -96,3 +96,20 @@ def print_table(header: list[str], rows: list[list], file=None) -> None:
         print("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))), file=file)
         if n == 0:
             print("  ".join("-" * w for w in widths), file=file)
+
+
+def add_context_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", default=None, help="where the atlas's latent contexts come from: a text file or folder, a hub dataset, "
+                   "python-docs or succession-lists (default: python-docs when python3-doc is installed, else succession-lists)")
+    p.add_argument("--contexts", type=positive_int, default=128, help="corpus windows every latent is measured on (default 128)")
+
+
+def context_options(args: argparse.Namespace) -> dict:
+    """The atlas's corpus options, the corpus checked (and the default resolved) before any model loads."""
+    from successor_lens.corpus import SUCCESSION_LISTS, context_corpus
+
+    corpus = context_corpus(args.corpus)
+    if args.corpus is None and corpus == SUCCESSION_LISTS:
+        print("note: python3-doc is not installed, so the atlas's latent contexts come from the built-in succession lists; "
+              "`apt-get install python3-doc` or --corpus PATH gives natural text", flush=True)
+    return {"corpus": corpus, "contexts": args.contexts}

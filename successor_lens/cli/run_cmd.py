@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, out_dir, positive_int, resolve_device
+from successor_lens.cli.common import add_context_arguments, add_model_arguments, context_options, out_dir, positive_int, resolve_device
 from successor_lens.confighelp import constant
 
 HELP = "the main job: head scan -> activations -> SAEs -> mod-10 mining -> probes -> feature atlas (cached stages)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    STAGES = constant("successor_lens.artifacts.pipeline:STAGES")  # noqa: N806 (read from the source: --help stays instant)
+    STAGES = constant("successor_lens.artifacts.stages:STAGES")  # noqa: N806 (read from the source: --help stays instant)
     add_model_arguments(p)
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL); the atlas goes to OUT/atlas/index.html")
     p.add_argument("--force", action="append", default=[], metavar="STAGE", choices=list(STAGES) + ["all"],
@@ -20,23 +20,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=None, help="training steps per dictionary (default 1500)")
     p.add_argument("--head", default=None, help="head for arithmetic and logit effects, as L{layer}H{head} (default: the scan's best)")
     p.add_argument("--latents", type=positive_int, default=24, help="latent pages per dictionary in the atlas")
+    add_context_arguments(p)
 
 
 def run(args: argparse.Namespace) -> None:
+    import json
+
+    from successor_lens.artifacts.stages import STAGES, StageCache, cached_line
+    from successor_lens.corpus import corpus_digest
+    from successor_lens.io import code_digest
+    from successor_lens.rundir import run_folder
+    from successor_lens.sources import source_fingerprint
+
+    context = context_options(args)
+    out = out_dir(args)
+    # everything the stage keys depend on, by content: a request seen before whose stages are all still
+    # fresh is answered from the cache without importing torch, the model code or the pipeline
+    request = {"model": source_fingerprint(args.model), "code": code_digest(), "corpus": corpus_digest(context["corpus"]),
+               **{k: getattr(args, k) for k in ("seeds", "steps", "head", "latents")}, **context}
+    with run_folder(out, "run"):
+        seconds = None if args.force else StageCache(out).replay(request)
+        if seconds is not None:
+            for i, stage in enumerate(STAGES):
+                print(cached_line(i, seconds[stage]))
+            print(f"ran nothing; cached {', '.join(STAGES)}; 0.0s in stages")
+            _print_result(out, json.loads((out / "atlas" / "atlas.json").read_text())["summary"]["lines"])
+            return
+        result = _run(args, out, context)
+        StageCache(out).remember(request, result.keys)
+    total = sum(result.seconds.values())
+    print(f"ran {', '.join(result.ran) or 'nothing'}; cached {', '.join(result.cached) or 'nothing'}; {total:.1f}s in stages")
+    _print_result(out, result.summary)
+
+
+def _run(args: argparse.Namespace, out, context: dict):
     from successor_lens.artifacts.atlas import AtlasConfig
     from successor_lens.artifacts.pipeline import RunConfig, run_pipeline
     from successor_lens.models import LazyModel, model_shape
-    from successor_lens.rundir import run_folder
     from successor_lens.sae_train.runtime import Runtime
 
     runtime = Runtime(resolve_device(args.device))
-    config = RunConfig(seeds=args.seeds, steps=args.steps, head=args.head, atlas=AtlasConfig(latents=args.latents))
+    config = RunConfig(seeds=args.seeds, steps=args.steps, head=args.head, atlas=AtlasConfig(latents=args.latents, **context))
     config.check(model_shape(args.model))
-    with run_folder(out_dir(args), "run") as out:
-        model = LazyModel(args.model, runtime.device, log=lambda line: print(line, flush=True))  # loaded only if a stage runs
-        result = run_pipeline(model, out, config, runtime, tuple(args.force))
-    total = sum(result.seconds.values())
-    print(f"ran {', '.join(result.ran) or 'nothing'}; cached {', '.join(result.cached) or 'nothing'}; {total:.1f}s in stages")
-    print(f"atlas: {result.atlas}  (open it in a browser; report: {result.out / 'report.md'})")
-    for line in result.summary:
+    model = LazyModel(args.model, runtime.device, log=lambda line: print(line, flush=True))  # loaded only if a stage runs
+    return run_pipeline(model, out, config, runtime, tuple(args.force))
+
+
+def _print_result(out, summary: list[str]) -> None:
+    print(f"atlas: {out / 'atlas' / 'index.html'}  (open it in a browser; report: {out / 'report.md'})")
+    for line in summary:
         print("  " + line)

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=docs[name])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=field_docs(RUNTIME)["precision"])
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (same options)")
+    p.add_argument("--nproc", type=positive_int, default=1, help="data-parallel processes on this machine (launches torchrun "
+                   "--standalone --nproc-per-node N; gloo on CPU, nccl on CUDA); for several nodes run torchrun yourself")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 
 
@@ -35,15 +37,19 @@ def config_from_args(args: argparse.Namespace, d_model: int) -> TrainConfig:
     return default_train_config(args.tokens, d_model, arch=args.arch, **{name: getattr(args, name) for name in _FLAGS})
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int | None:
+    import os
+    from contextlib import nullcontext
+
     from successor_lens.corpus import check_source
     from successor_lens.errors import ConfigError
     from successor_lens.models import load_model, model_shape
-    from successor_lens.rundir import run_folder
+    from successor_lens.rundir import check_folder, run_folder
+    from successor_lens.sae_train.distributed import Dist
     from successor_lens.sae_train.pipeline import train_sae
     from successor_lens.sae_train.runtime import Runtime
 
-    runtime = Runtime(resolve_device(args.device), args.precision)
+    device = resolve_device(args.device)
     if args.tokens == "corpus":
         if not args.corpus:
             raise ConfigError("--tokens corpus needs a CORPUS argument: a text file, a folder of them, or a hub dataset name")
@@ -51,9 +57,19 @@ def run(args: argparse.Namespace) -> None:
     elif args.corpus:
         raise ConfigError(f"a corpus ({args.corpus}) was given but --tokens is {args.tokens}: add --tokens corpus, or drop the corpus")
     cfg = config_from_args(args, model_shape(args.model).d_model)
-    with run_folder(out_dir(args), "run") as out:
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if args.nproc > 1 and not under_torchrun:
+        Dist(0, args.nproc).check_batch(cfg.batch_size)
+        check_folder(out_dir(args), "run")
+        return _launch(args)
+    dist = Dist.from_env(device)
+    runtime = Runtime(dist.device(device), args.precision)
+    dist.check_batch(cfg.batch_size)
+    with run_folder(out_dir(args), "run") if dist.main else nullcontext(out_dir(args)) as out:  # rank 0 owns the folder
         model = load_model(args.model, device=runtime.device)
-        run_ = train_sae(model, args.site, cfg, out, runtime, tokens=args.tokens, corpus=args.corpus, resume=args.resume)
+        run_ = train_sae(model, args.site, cfg, out, runtime, tokens=args.tokens, corpus=args.corpus, resume=args.resume, dist=dist)
+    if not dist.main:
+        return None
     m = run_.metrics
     resumed = f" (resumed from step {run_.result.resumed_from})" if run_.result.resumed_from else ""
     print(f"{args.site} SAE ({cfg.arch}, d_sae {cfg.d_sae}, k {cfg.k}, {cfg.steps} steps{resumed}) on {args.tokens} activations:")
@@ -62,3 +78,25 @@ def run(args: argparse.Namespace) -> None:
     if run_.spliced is not None:
         print("  " + run_.spliced.summary())
     print(f"saved {run_.folder} (loads with sae_lens.SAE.load_from_disk)")
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """`train --nproc N`: the same command under torchrun on this machine, one process per rank."""
+    import subprocess
+    import sys
+
+    argv, skip = [], False
+    for a in args._argv:  # the command line without --nproc
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "successor_lens", *argv]
+    print(f"launching {args.nproc} processes: torchrun --standalone --nproc-per-node={args.nproc} -m successor_lens {' '.join(argv)}", flush=True)
+    code = subprocess.run(cmd).returncode
+    if code:
+        print(f"successor-lens train: a training process failed (exit {code}, see above); checkpoints are kept in "
+              f"{out_dir(args) / 'checkpoints'}: rerun the same command with --resume to continue", file=sys.stderr)
+    return code

@@ -14,8 +14,9 @@ from successor_lens.errors import UserError
 class BatchSource(Protocol):
     d_in: int
 
-    def batch(self, step: int) -> Tensor:
-        """The [batch, d_in] activations for training step `step`."""
+    def batch(self, step: int, part: tuple[int, int] | None = None) -> Tensor:
+        """The [batch, d_in] activations for training step `step`; with `part` = (rank, world), only
+        that rank's contiguous share of it (data-parallel training reads nothing else)."""
         ...
 
 
@@ -54,8 +55,11 @@ class ShuffledBatches:
             out[mask] = self._perm(epoch)[offsets[mask]]
         return out
 
-    def batch(self, step: int) -> Tensor:
+    def batch(self, step: int, part: tuple[int, int] | None = None) -> Tensor:
         idx = self.indices(step)
+        if part is not None:
+            rank, world = part
+            idx = idx.view(world, -1)[rank]
         if isinstance(self.data, Tensor):
             return self.data[idx]
         return self.data.rows(idx)

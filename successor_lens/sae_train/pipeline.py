@@ -19,6 +19,7 @@ from successor_lens.sae_train.activations import (
 )
 from successor_lens.sae_train.batches import ShuffledBatches
 from successor_lens.sae_train.checkpoint import Checkpointer
+from successor_lens.sae_train.distributed import Dist
 from successor_lens.sae_train.dictionary import SAEMetrics, evaluate, save_dictionary
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.spliced import SplicedLoss, spliced_loss
@@ -62,11 +63,15 @@ class TrainRun:
     """For corpus (in-context) dictionaries: the next-token loss with the reconstruction spliced in."""
 
 
+def activations_folder(out: Path, site: str, tokens: str) -> Path:
+    return Path(out) / "activations" / f"{site}-{tokens}"
+
+
 def activations_for(
     model: HookedTransformer, site: str, tokens: str, out: Path, corpus: str | None = None, tasks: list[Task] | None = None,
 ) -> ShardedActivations:
     """Compute (or reuse) the cached activations for a site and token source (`tasks`: succession only)."""
-    folder = out / "activations" / f"{site}-{tokens}"
+    folder = activations_folder(out, site, tokens)
     if tokens == "succession":
         ids, source = succession_items(model.tokenizer, tasks)
     elif tokens == "vocab":
@@ -109,7 +114,8 @@ def train_sae(
     progress: bool = True,
     name: str | None = None,
     tasks: list[Task] | None = None,
-) -> TrainRun:
+    dist: Dist = Dist(),
+) -> TrainRun | None:
     """Train one SAE on `site` ("mlp0" or "embed") of `model` and save it in `out/name` (an sae-lens
     folder with provenance.json and metrics.json).
 
@@ -117,19 +123,30 @@ def train_sae(
     position of `corpus` in context; the spliced-in loss is measured too). Activations are cached in
     `out/activations/`, checkpoints in `out/checkpoints/NAME/KEY/` (`resume` continues the one with
     this config). The caller owns `out` (the CLI claims and locks it: rundir.py).
+
+    With `dist` (several processes): rank 0 harvests the activations while the others wait, every
+    rank trains on its part of each batch, rank 0 writes checkpoints and the dictionary; the other
+    ranks write nothing and return None.
     """
     out = Path(out)
-    acts = activations_for(model, site, tokens, out, corpus, tasks)
+    if dist.main:
+        acts = activations_for(model, site, tokens, out, corpus, tasks)
+    dist.barrier()
+    if not dist.main:
+        acts = ShardedActivations(activations_folder(out, site, tokens))  # read only: rank 0 just wrote it
     meta = {"model_name": model.cfg.model_name, "hook_name": hook_name(site), "hook_head_index": None, "prepend_bos": model.cfg.default_prepend_bos}
     sae = make_sae(cfg, acts.meta["d_in"], meta)
     name = name or f"sae-{site}-{tokens}-{cfg.arch}-s{cfg.seed}"
     checkpointer = Checkpointer(checkpoint_folder(out, name, cfg, acts.meta["data_sha256"]))
-    if resume and not checkpointer.paths():
+    if resume and not checkpointer.paths() and dist.main:
         others = sorted(p.name for p in checkpointer.folder.parent.glob("*") if p != checkpointer.folder and any(p.glob("ckpt_*")))
         print(f"successor-lens: note: --resume: no checkpoint of these options in {checkpointer.folder.parent}"
               + (f" (there are checkpoints of other options: {', '.join(others)}; pass the options of the run to resume)" if others else "")
               + "; starting from step 0", file=sys.stderr)
-    result = train(cfg, sae, ShuffledBatches(acts, cfg.batch_size, cfg.seed), runtime, checkpointer=checkpointer, resume=resume, progress=progress)
+    result = train(cfg, sae, ShuffledBatches(acts, cfg.batch_size, cfg.seed), runtime, checkpointer=checkpointer, resume=resume,
+                   progress=progress, dist=dist)
+    if not dist.main:
+        return None
     evaluated: list[SAEMetrics] = []
     spliced: list[SplicedLoss] = []
 
@@ -146,7 +163,7 @@ def train_sae(
     folder = save_dictionary(sae, out / name, {
         **model_provenance(model), "site": site, "hook": hook_name(site), "token_source": tokens, "corpus": corpus,
         "train_config": asdict(cfg), "data_sha256": acts.meta["data_sha256"], "n_rows": len(acts),
-        "steps_done": result.steps, "resumed_from": result.resumed_from,
+        "steps_done": result.steps, "resumed_from": result.resumed_from, "processes": dist.world,
     }, finish=add_metrics)
     loaded, metrics = SAE.load_from_disk(folder, device=runtime.device), evaluated[0]
     return TrainRun(folder, loaded, metrics, result, cfg, spliced[0] if spliced else None)

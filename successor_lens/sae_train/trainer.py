@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from successor_lens.errors import ConfigError, UserError, check_float, check_int
 from successor_lens.sae_train.batches import BatchSource
 from successor_lens.sae_train.checkpoint import Checkpointer, CheckpointError, load_optimizer, optimizer_tensors
+from successor_lens.sae_train.distributed import Dist
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.sparse import encode_at, sparse_decode, sparse_encode
 
@@ -136,7 +137,7 @@ class StepStats:
     """[d_sae] bool: which latents fired in this batch."""
 
 
-def _sparse_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torch.Tensor, runtime: Runtime) -> StepStats:
+def _sparse_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torch.Tensor, runtime: Runtime, dist: Dist = Dist()) -> StepStats:
     x_in = x - sae.b_dec
     codes = sparse_encode(x_in, sae.W_enc, sae.b_enc, cfg.arch, cfg.k, runtime.compute_dtype)
     x_hat = sparse_decode(codes.cols, codes.vals, codes.offsets, sae.W_dec) + sae.b_dec
@@ -148,7 +149,7 @@ def _sparse_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torc
         aux = encode_at(x_in, sae.W_enc, sae.b_enc, masked.topk(k_aux, dim=-1, sorted=False).indices, codes.pre_BF)
         err = (x - x_hat).detach()
         e_hat = sparse_decode(aux[0], aux[1], aux[2], sae.W_dec)
-        aux_loss = (e_hat - err).pow(2).sum(-1).mean() / err.sub(err.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+        aux_loss = (e_hat - err).pow(2).sum(-1).mean() / batch_variance(err, dist).clamp_min(1e-12)
         loss = loss + cfg.aux_coefficient * aux_loss
     active = codes.vals.detach() > 0
     fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=x.device)
@@ -157,6 +158,14 @@ def _sparse_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torc
         rate = sae.cfg.topk_threshold_lr
         sae.topk_threshold = (1 - rate) * sae.topk_threshold + rate * codes.vals.detach()[active].min().double()
     return StepStats(loss, x_hat.detach(), active.sum().item() / x.shape[0], fired)
+
+
+def batch_variance(x: torch.Tensor, dist: Dist = Dist()) -> torch.Tensor:
+    """Mean squared distance of the rows to their mean, over the global batch (all ranks' parts)."""
+    x = x.detach().double()  # sums in float64: no cancellation when the mean is large
+    sums = dist.sum_(torch.cat([x.sum(0), x.pow(2).sum()[None], torch.tensor([float(len(x))], dtype=torch.float64, device=x.device)]))
+    total, sq, n = sums[:-2], sums[-2], sums[-1]
+    return ((sq - total.pow(2).sum() / n) / n).float()
 
 
 def _saelens_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torch.Tensor, step: int, runtime: Runtime) -> StepStats:
@@ -196,8 +205,14 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    dist: Dist = Dist(),
 ) -> TrainResult:
-    """Train `sae` in place for `cfg.steps` steps (or until `stop_after`, to simulate a stop)."""
+    """Train `sae` in place for `cfg.steps` steps (or until `stop_after`, to simulate a stop). With
+    `dist` (several processes, distributed.py) each rank trains on its part of every global batch and
+    the gradients are averaged; every rank resumes from the checkpointer's folder, only rank 0 writes."""
+    dist.check_batch(cfg.batch_size)
+    if dist.active and cfg.arch == "batchtopk":
+        raise ConfigError("batchtopk chooses its latents over the whole batch, across ranks: train it in one process, or use topk")
     if batches.d_in != sae.cfg.d_in:
         raise UserError(f"activations have d_in={batches.d_in} but the SAE expects {sae.cfg.d_in}: train a new SAE for this site")
     device = torch.device(runtime.device)
@@ -220,21 +235,26 @@ def train(
     else:
         with torch.no_grad():  # b_dec starts at the data mean (batch 0 is fixed by the seed)
             sae.b_dec.data = batches.batch(0).to(device).float().mean(0)
+    if dist.active:  # every rank must start from the same state: the same checkpoint, or the same seeded init
+        steps = dist.max_(torch.tensor([start, -start], device=device))
+        if int(steps[0]) != -int(steps[1]):
+            raise ConfigError(f"rank {dist.rank}: the ranks resumed from different steps: put --out on a filesystem every node shares")
+        dist.broadcast_(list(sae.state_dict().values()) + [since_fired])
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=f"train {cfg.arch}", disable=not progress)
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=f"train {cfg.arch}", disable=not progress or not dist.main)
     last_log: dict[str, float] = {}
     sq_err = var = l0_sum = 0.0
     n = 0
     for step in bar:
-        x = batches.batch(step).to(device, non_blocking=True).float()
+        x = (batches.batch(step, dist.part()) if dist.active else batches.batch(step)).to(device, non_blocking=True).float()
         if not torch.isfinite(x).all():
             raise NonFiniteError(f"activation batch {step} contains NaN or inf: check the activation source (last good checkpoint kept)")
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr_at(step)
         dead = since_fired >= cfg.dead_after_steps
         if cfg.arch in SPARSE_ARCHS:
-            stats = _sparse_step(cfg, sae, x, dead, runtime)
+            stats = _sparse_step(cfg, sae, x, dead, runtime, dist)
         else:
             stats = _saelens_step(cfg, sae, x, dead, step, runtime)
         if not torch.isfinite(stats.loss):
@@ -242,6 +262,7 @@ def train(
         (scaler.scale(stats.loss) if scaler else stats.loss).backward()
         if scaler:
             scaler.unscale_(optimizer)
+        dist.average_gradients(sae.parameters())
         if cfg.arch in SPARSE_ARCHS:
             _remove_parallel_grad(sae)
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
@@ -255,17 +276,19 @@ def train(
             with torch.no_grad():
                 sae.W_dec.data /= sae.W_dec.norm(dim=-1, keepdim=True)
         since_fired += 1
-        since_fired[stats.fired] = 0
+        since_fired[dist.max_(stats.fired.to(torch.uint8)).bool()] = 0
 
-        with torch.no_grad():
-            sq_err += (stats.x_hat - x).pow(2).sum().item()
-            var += (x - x.mean(0)).pow(2).sum().item()
-            l0_sum += stats.l0
+        with torch.no_grad():  # over the global batch
+            parts = dist.sum_(torch.tensor([(stats.x_hat - x).pow(2).sum().item(), stats.l0 * len(x), stats.loss.item()], device=device))
+            sq_err += parts[0].item()
+            var += batch_variance(x, dist).item() * len(x) * dist.world
+            l0_sum += parts[1].item() / (len(x) * dist.world)
+            loss_now = parts[2].item() / dist.world
             n += 1
         done = step + 1
         if done % cfg.log_every == 0 or done == end:
             last_log = {
-                "step": done, "loss": stats.loss.item(), "fvu": sq_err / max(var, 1e-12), "l0": l0_sum / n,
+                "step": done, "loss": loss_now, "fvu": sq_err / max(var, 1e-12), "l0": l0_sum / n,
                 "dead_frac": (since_fired >= cfg.dead_after_steps).float().mean().item(), "lr": cfg.lr_at(step),
             }
             bar.set_postfix(l0=f"{last_log['l0']:.1f}", fvu=f"{last_log['fvu']:.3f}", dead=f"{last_log['dead_frac']:.2f}")
@@ -273,7 +296,7 @@ def train(
                 on_log(done, last_log)
             sq_err = var = l0_sum = 0.0
             n = 0
-        if checkpointer is not None and (done % cfg.checkpoint_every == 0 or done == end):
+        if checkpointer is not None and dist.main and (done % cfg.checkpoint_every == 0 or done == end):
             tensors, opt_meta = _state_tensors(sae, optimizer, since_fired)
             checkpointer.save(done, tensors, {"config": asdict(cfg), **opt_meta})
     bar.close()

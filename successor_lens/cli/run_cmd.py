@@ -34,36 +34,43 @@ def run(args: argparse.Namespace) -> None:
 
     context = context_options(args)
     out = out_dir(args)
+    if args.device is not None:
+        resolve_device(args.device)  # (imports torch: only when a device is named)
     # everything the stage keys depend on, by content: a request seen before whose stages are all still
     # fresh is answered from the cache without importing torch, the model code or the pipeline
     request = {"model": source_fingerprint(args.model), "code": code_digest(), "corpus": corpus_digest(context["corpus"]),
                **{k: getattr(args, k) for k in ("seeds", "steps", "head", "latents")}, **context}
-    with run_folder(out, "run"):
-        seconds = None if args.force else StageCache(out).replay(request)
-        if seconds is not None:
-            for i, stage in enumerate(STAGES):
-                print(cached_line(i, seconds[stage]))
-            print(f"ran nothing; cached {', '.join(STAGES)}; 0.0s in stages")
-            _print_result(out, json.loads((out / "atlas" / "atlas.json").read_text())["summary"]["lines"])
-            return
-        result = _run(args, out, context)
-        StageCache(out).remember(request, result.keys)
+    if not args.force and StageCache(out).replay(request) is not None:
+        with run_folder(out, "run"):  # read under the lock, so no other run is rewriting the stages
+            seconds = StageCache(out).replay(request)
+            if seconds is not None:
+                for i, stage in enumerate(STAGES):
+                    print(cached_line(i, seconds[stage]))
+                print(f"ran nothing; cached {', '.join(STAGES)}; 0.0s in stages")
+                _print_result(out, json.loads((out / "atlas" / "atlas.json").read_text())["summary"]["lines"])
+                return
+    result = _run(args, out, context, request)
     total = sum(result.seconds.values())
     print(f"ran {', '.join(result.ran) or 'nothing'}; cached {', '.join(result.cached) or 'nothing'}; {total:.1f}s in stages")
     _print_result(out, result.summary)
 
 
-def _run(args: argparse.Namespace, out, context: dict):
+def _run(args: argparse.Namespace, out, context: dict, request: dict):
     from successor_lens.artifacts.atlas import AtlasConfig
     from successor_lens.artifacts.pipeline import RunConfig, run_pipeline
+    from successor_lens.artifacts.stages import StageCache
     from successor_lens.models import LazyModel, model_shape
+    from successor_lens.rundir import run_folder
     from successor_lens.sae_train.runtime import Runtime
 
     runtime = Runtime(resolve_device(args.device))
     config = RunConfig(seeds=args.seeds, steps=args.steps, head=args.head, atlas=AtlasConfig(latents=args.latents, **context))
-    config.check(model_shape(args.model))
-    model = LazyModel(args.model, runtime.device, log=lambda line: print(line, flush=True))  # loaded only if a stage runs
-    return run_pipeline(model, out, config, runtime, tuple(args.force))
+    config.check(model_shape(args.model))  # every argument checked before the folder is claimed
+    with run_folder(out, "run"):
+        model = LazyModel(args.model, runtime.device, log=lambda line: print(line, flush=True))  # loaded only if a stage runs
+        result = run_pipeline(model, out, config, runtime, tuple(args.force))
+        StageCache(out).remember(request, result.keys)
+    return result
 
 
 def _print_result(out, summary: list[str]) -> None:

@@ -17,7 +17,7 @@ import random
 import re
 from pathlib import Path
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from successor_lens.errors import UserError
 from successor_lens.io import file_sha256
@@ -123,6 +123,28 @@ def _check_text_file(path: Path, probe: int = 1 << 16) -> bool:
     if b"\0" in head:
         raise CorpusError(f"{path}: a binary file (NUL bytes): give text files only")
     return bool(head.strip())
+
+
+def stream_texts(source: str | None = None) -> Iterator[str]:
+    """The corpus's paragraphs one at a time through a `datasets` stream, never all in memory: the
+    same paragraphs, in the same order, as `load_corpus` (Python docs, local files, a hub dataset)."""
+    from datasets import load_dataset
+
+    docs = source in (None, PYTHON_DOCS)
+    if docs:
+        root = python_docs_folder()
+        files = [str(p) for part in PYTHON_DOCS_PARTS for p in sorted((root / part).rglob("*.rst.txt"))]
+    else:
+        files = check_source(source)
+    try:
+        ds = (load_dataset("text", data_files=files, split="train", sample_by="paragraph", streaming=True) if files is not None
+              else load_dataset(source, split="train", streaming=True))
+    except Exception as err:
+        raise CorpusError(f"{source!r} could not be opened as a stream ({type(err).__name__}): give a local text file, or go online") from None
+    for row in ds:
+        text = clean_rest(row.get("text", "")) if docs else row.get("text", "")
+        if text.strip():
+            yield text
 
 
 def load_corpus(source: str | None = None, max_docs: int | None = None) -> list[str]:

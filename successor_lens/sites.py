@@ -9,6 +9,7 @@ in context instead (`item_activations`).
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Sequence
 
 import torch
@@ -23,10 +24,35 @@ Site = Literal["embed", "mlp0"]
 HOOKS: dict[str, str] = {"embed": "hook_embed", "mlp0": "blocks.0.hook_mlp_out"}
 
 
+_HOOK = re.compile(r"^(blocks\.(\d+)\.)?([a-z0-9_]+\.)?hook_[a-z0-9_]+$")
+
+
 def hook_name(site: str) -> str:
-    if site not in HOOKS:
-        raise ConfigError(f"unknown site {site!r}: use one of {', '.join(HOOKS)}")
-    return HOOKS[site]
+    """A site's TransformerLens hook: `mlp0` and `embed` by name, or any hook name written out
+    (`blocks.3.hook_resid_post`, `blocks.0.attn.hook_z`, `hook_embed`)."""
+    if site in HOOKS:
+        return HOOKS[site]
+    if not _HOOK.match(site):
+        raise ConfigError(f"unknown site {site!r}: use {', '.join(HOOKS)} or a TransformerLens hook name such as blocks.3.hook_resid_post")
+    return site
+
+
+def check_site(site: str, n_layers: int) -> str:
+    """`hook_name(site)`, its layer checked against the model's (before the model loads)."""
+    hook = hook_name(site)
+    layer = _HOOK.match(hook).group(2)
+    if layer is not None and int(layer) >= n_layers:
+        raise ConfigError(f"site {site}: layer {layer} but the model has layers 0..{n_layers - 1}: pick one of those")
+    return hook
+
+
+def hook_depth(hook: str, n_layers: int) -> int | None:
+    """`stop_at_layer` that still computes `hook` (None: the whole model)."""
+    match = _HOOK.match(hook)
+    if match and match.group(2) is not None:
+        stop = int(match.group(2)) + 1
+        return stop if stop < n_layers else None
+    return 1 if hook in ("hook_embed", "hook_pos_embed") else None
 
 
 def per_token(module, x_ND: Tensor) -> Tensor:
@@ -97,12 +123,7 @@ def _read_at_last(model: HookedTransformer, ids_NP: Tensor, hook: str) -> Tensor
 def hook_activations(model: HookedTransformer, ids_NP: Tensor, hook: str) -> Float[Tensor, "n pos d"]:
     """The activations at `hook` of token windows (BOS already in them when wanted), running the
     model only as deep as the hook."""
-    stop = None
-    if hook.startswith("blocks.") and hook.split(".")[1].isdigit():
-        stop = int(hook.split(".")[1]) + 1 if int(hook.split(".")[1]) + 1 < model.cfg.n_layers else None
-    elif hook in ("hook_embed", "hook_pos_embed"):
-        stop = 1
-    _, cache = model.run_with_cache(ids_NP.to(model.W_E.device), names_filter=lambda n: n == hook, stop_at_layer=stop)
+    _, cache = model.run_with_cache(ids_NP.to(model.W_E.device), names_filter=lambda n: n == hook, stop_at_layer=hook_depth(hook, model.cfg.n_layers))
     if hook not in cache:
         raise UserError(f"hook {hook!r} is not a hook of {model.cfg.model_name}: check the dictionary's hook_name")
     return cache[hook]

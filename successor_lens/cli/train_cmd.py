@@ -16,7 +16,11 @@ _FLAGS = ("d_sae", "k", "steps", "batch_size", "lr", "seed", "checkpoint_every",
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     docs = field_docs(TRAIN_CONFIG)
-    p.add_argument("--site", choices=["mlp0", "embed"], default="mlp0", help="mlp0 = blocks.0.hook_mlp_out, embed = hook_embed")
+    p.add_argument("--site", choices=["mlp0", "embed"], default=None, help="mlp0 = blocks.0.hook_mlp_out (default), embed = hook_embed")
+    p.add_argument("--sites", default=None, help="several sites in one job, comma-separated: mlp0, embed or TransformerLens hook names "
+                   "(blocks.3.hook_resid_post,...); one harvest (one forward pass per batch for a corpus), one SAE per site")
+    p.add_argument("--site-parallel", action="store_true", help="with --sites and several processes: each process trains its own "
+                   "sites on whole batches instead of every process splitting every batch")
     p.add_argument("--tokens", default="succession", choices=["succession", "vocab", "corpus"], help="succession (default), vocab, or corpus")
     p.add_argument("corpus", nargs="?", default=None, help="with --tokens corpus: a text file, a folder of them, or a hub dataset name")
     p.add_argument("--arch", choices=constant("successor_lens.sae_train.trainer:ARCHS"), default="topk", help=docs["arch"])
@@ -46,8 +50,9 @@ def run(args: argparse.Namespace) -> int | None:
     from successor_lens.models import load_model, model_shape
     from successor_lens.rundir import check_folder, run_folder
     from successor_lens.sae_train.distributed import Dist
-    from successor_lens.sae_train.pipeline import train_sae
+    from successor_lens.sae_train.pipeline import train_sites
     from successor_lens.sae_train.runtime import Runtime
+    from successor_lens.sites import check_site
 
     device = resolve_device(args.device)
     if args.tokens == "corpus":
@@ -56,7 +61,17 @@ def run(args: argparse.Namespace) -> int | None:
         check_source(args.corpus)
     elif args.corpus:
         raise ConfigError(f"a corpus ({args.corpus}) was given but --tokens is {args.tokens}: add --tokens corpus, or drop the corpus")
-    cfg = config_from_args(args, model_shape(args.model).d_model)
+    shape = model_shape(args.model)
+    cfg = config_from_args(args, shape.d_model)
+    if args.sites and args.site:
+        raise ConfigError("--site and --sites both given: use --sites for several, --site for one")
+    sites = [s.strip() for s in args.sites.split(",")] if args.sites else [args.site or "mlp0"]
+    for site in sites:
+        check_site(site, shape.n_layers)
+    if len(set(sites)) != len(sites) or not all(sites):
+        raise ConfigError(f"--sites {args.sites}: a site is empty or repeated: list each site once")
+    if args.site_parallel and not args.sites:
+        raise ConfigError("--site-parallel splits the sites of --sites over the processes: give --sites")
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.nproc > 1 and not under_torchrun:
         Dist(0, args.nproc).check_batch(cfg.batch_size)
@@ -64,15 +79,22 @@ def run(args: argparse.Namespace) -> int | None:
         return _launch(args)
     dist = Dist.from_env(device)
     runtime = Runtime(dist.device(device), args.precision)
-    dist.check_batch(cfg.batch_size)
+    if not args.site_parallel:
+        dist.check_batch(cfg.batch_size)
     with run_folder(out_dir(args), "run") if dist.main else nullcontext(out_dir(args)) as out:  # rank 0 owns the folder
         model = load_model(args.model, device=runtime.device)
-        run_ = train_sae(model, args.site, cfg, out, runtime, tokens=args.tokens, corpus=args.corpus, resume=args.resume, dist=dist)
-    if not dist.main:
-        return None
+        runs = train_sites(model, sites, cfg, out, runtime, tokens=args.tokens, corpus=args.corpus, resume=args.resume, dist=dist,
+                           site_parallel=args.site_parallel)
+    for run_ in runs:
+        _report(run_, args.tokens)
+    return None
+
+
+def _report(run_, tokens: str) -> None:
+    cfg = run_.config
     m = run_.metrics
     resumed = f" (resumed from step {run_.result.resumed_from})" if run_.result.resumed_from else ""
-    print(f"{args.site} SAE ({cfg.arch}, d_sae {cfg.d_sae}, k {cfg.k}, {cfg.steps} steps{resumed}) on {args.tokens} activations:")
+    print(f"{run_.site} SAE ({cfg.arch}, d_sae {cfg.d_sae}, k {cfg.k}, {cfg.steps} steps{resumed}) on {tokens} activations:")
     print(f"  L0 {m.l0:.2f}   FVU {m.fvu:.4f}   MSE {m.mse:.4g}   dead fraction {m.dead_frac:.3f}")
     print("  FVU = sum((x - x_hat)^2) / sum((x - mean x)^2), evaluated by sae-lens's own encode/decode on the saved SAE")
     if run_.spliced is not None:

@@ -14,7 +14,9 @@ read back whole is recomputed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -29,7 +31,7 @@ from transformer_lens import HookedTransformer
 from successor_lens.errors import UserError
 from successor_lens.io import BadFileError, atomic_dir, check_safetensors, provenance, write_json
 from successor_lens.models import model_provenance
-from successor_lens.sites import hook_name, item_activations
+from successor_lens.sites import hook_depth, hook_name, item_activations
 from successor_lens.tasks import Task, build_token_set, sae_tasks
 
 SHARD_ROWS = 65536
@@ -57,54 +59,94 @@ def vocab_activations(model: HookedTransformer, items: list[tuple[int, ...]], si
         yield item_activations(model, items[start : start + batch], hook_name(site))
 
 
+def corpus_rows(tokenizer, texts: Iterable[str], seq_len: int, max_tokens: int) -> Iterator[Tensor]:
+    """Token windows of `seq_len` from a stream of texts, made as the texts arrive: memory holds one
+    window, never the corpus. The first `max_tokens` tokens are used; a corpus shorter than one
+    window is one short row."""
+    buffer: list[int] = []
+    used = 0
+    for text in texts:
+        buffer.extend(tokenizer.encode(text, add_special_tokens=False))
+        while len(buffer) >= seq_len and used + seq_len <= max_tokens:
+            yield torch.tensor(buffer[:seq_len])
+            del buffer[:seq_len]
+            used += seq_len
+        if used + seq_len > max_tokens:
+            if used == 0 and buffer:
+                yield torch.tensor(buffer[:max_tokens])
+            return
+    if used == 0 and buffer:
+        yield torch.tensor(buffer[:max_tokens])
+
+
 @torch.no_grad()
 def corpus_activations(
-    model: HookedTransformer, texts: Iterable[str], site: str, seq_len: int = 128, max_tokens: int = 200_000, batch: int = 16
-) -> Iterator[Tensor]:
-    """The site's activations at every position of the tokenized corpus, in context."""
-    hook = hook_name(site)
-    seq_len = min(seq_len, model.cfg.n_ctx)
-    ids = []
-    for text in texts:
-        ids.extend(model.tokenizer.encode(text, add_special_tokens=False))
-        if len(ids) >= max_tokens:
-            break
-    ids = torch.tensor(ids[:max_tokens])
-    n = len(ids) // seq_len * seq_len
-    windows = ids[:n].view(-1, seq_len) if n else ids[None]  # a corpus shorter than one window is one row
+    model: HookedTransformer, texts: Iterable[str], sites: str | list[str], seq_len: int = 128, max_tokens: int = 200_000, batch: int = 16,
+) -> Iterator[Tensor] | Iterator[dict[str, Tensor]]:
+    """The sites' activations at every position of the corpus, in context, `batch` windows at a time:
+    every site from the same forward pass (run only as deep as the deepest). `texts` may be a stream
+    (`corpus.load_texts(..., streaming=True)`): memory is bounded by the batch, not the corpus. One
+    site gives row tensors; a list gives {site: rows} per batch."""
+    names = [sites] if isinstance(sites, str) else list(sites)
+    hooks = {hook_name(s): s for s in names}
+    depths = [hook_depth(h, model.cfg.n_layers) for h in hooks]
+    stop = None if None in depths else max(depths)
+    rows = corpus_rows(model.tokenizer, texts, min(seq_len, model.cfg.n_ctx), max_tokens)
     device = model.W_E.device
-    for start in tqdm(range(0, len(windows), batch), desc=f"{site} corpus activations", leave=False):
-        chunk = windows[start : start + batch].to(device)
-        _, cache = model.run_with_cache(chunk, names_filter=hook, stop_at_layer=1)
-        yield cache[hook].reshape(-1, model.cfg.d_model).cpu()
+    bar = tqdm(desc=f"{', '.join(names)} corpus activations", unit="window", leave=False)
+    while chunk := list(itertools.islice(rows, batch)):
+        _, cache = model.run_with_cache(torch.stack(chunk).to(device), names_filter=lambda n: n in hooks, stop_at_layer=stop)
+        out = {site: cache[hook].reshape(-1, cache[hook].shape[2:].numel()).cpu() for hook, site in hooks.items()}
+        bar.update(len(chunk))
+        yield out[names[0]] if isinstance(sites, str) else out
+    bar.close()
 
 
 def write_activations(folder: str | os.PathLike, chunks: Iterable[Tensor], meta: dict) -> "ShardedActivations":
     """Stream chunks into shards of at most SHARD_ROWS rows, meta.json (with a data hash) last, in
     a temporary folder that replaces `folder` whole once every shard is written."""
-    digest, sizes, pending, n_pending = hashlib.sha256(), [], [], 0
-    with atomic_dir(folder) as tmp:
+    return write_many({"one": folder}, ({"one": c} for c in chunks), {"one": meta})["one"]
 
-        def flush():
-            nonlocal pending, n_pending
-            if not pending:
-                return
-            shard = torch.cat(pending).float().contiguous()
-            save_file({"acts": shard}, tmp / f"shard_{len(sizes):05d}.safetensors")
-            digest.update(shard.numpy().tobytes())
-            sizes.append(len(shard))
-            pending, n_pending = [], 0
 
+def write_many(folders: dict[str, str | os.PathLike], chunks: Iterable[dict[str, Tensor]], metas: dict[str, dict]) -> dict[str, "ShardedActivations"]:
+    """`write_activations` for several sites fed by one stream of {site: rows} (one forward pass per
+    batch for all of them); each folder is swapped in whole when the stream ends."""
+    with contextlib.ExitStack() as stack:
+        writers = {site: _ShardWriter(stack.enter_context(atomic_dir(folder))) for site, folder in folders.items()}
         for chunk in chunks:
-            pending.append(chunk)
-            n_pending += len(chunk)
-            if n_pending >= SHARD_ROWS:
-                flush()
-        flush()
-        if not sizes:
+            for site, rows in chunk.items():
+                writers[site].add(rows)
+        for site, writer in writers.items():
+            writer.finish(metas[site])
+    return {site: ShardedActivations(folder) for site, folder in folders.items()}
+
+
+class _ShardWriter:
+    def __init__(self, folder: Path):
+        self.folder, self.digest, self.sizes, self.pending, self.n_pending = folder, hashlib.sha256(), [], [], 0
+
+    def add(self, rows: Tensor) -> None:
+        self.pending.append(rows)
+        self.n_pending += len(rows)
+        if self.n_pending >= SHARD_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        shard = torch.cat(self.pending).float().contiguous()
+        save_file({"acts": shard}, self.folder / f"shard_{len(self.sizes):05d}.safetensors")
+        self.digest.update(shard.numpy().tobytes())
+        self.sizes.append(len(shard))
+        self.pending, self.n_pending = [], 0
+
+    def finish(self, meta: dict) -> None:
+        self.flush()
+        if not self.sizes:
             raise UserError("no activations were produced: the token set or corpus is empty")
-        write_json(tmp / "meta.json", {**meta, "shard_rows": sizes, "n_rows": sum(sizes), "data_sha256": digest.hexdigest()})
-    return ShardedActivations(folder)
+        d_in = load_file(self.folder / "shard_00000.safetensors")["acts"].shape[1]
+        write_json(self.folder / "meta.json", {**meta, "d_in": d_in, "shard_rows": self.sizes, "n_rows": sum(self.sizes),
+                                               "data_sha256": self.digest.hexdigest()})
 
 
 class ShardedActivations:
@@ -160,4 +202,5 @@ class ShardedActivations:
 
 
 def activation_meta(model: HookedTransformer, site: str, source: dict) -> dict:
-    return provenance(**model_provenance(model), site=site, hook=hook_name(site), d_in=model.cfg.d_model, **source)
+    """The provenance of a site's activations (`d_in` is added from the rows when they are written)."""
+    return provenance(**model_provenance(model), site=site, hook=hook_name(site), **source)

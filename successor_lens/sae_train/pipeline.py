@@ -9,13 +9,13 @@ from pathlib import Path
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
-from successor_lens.corpus import load_corpus, token_windows
+from successor_lens.corpus import load_corpus, stream_texts, token_windows
 from successor_lens.errors import ConfigError
 from successor_lens.io import BadFileError, digest, write_json
 from successor_lens.models import model_provenance
 from successor_lens.sae_train.activations import (
     ShardedActivations, activation_meta, corpus_activations, succession_items,
-    vocab_activations, vocab_tokens, write_activations,
+    vocab_activations, vocab_tokens, write_activations, write_many,
 )
 from successor_lens.sae_train.batches import ShuffledBatches
 from successor_lens.sae_train.checkpoint import Checkpointer
@@ -61,6 +61,7 @@ class TrainRun:
     config: TrainConfig
     spliced: SplicedLoss | None = None
     """For corpus (in-context) dictionaries: the next-token loss with the reconstruction spliced in."""
+    site: str = ""
 
 
 def activations_folder(out: Path, site: str, tokens: str) -> Path:
@@ -71,7 +72,15 @@ def activations_for(
     model: HookedTransformer, site: str, tokens: str, out: Path, corpus: str | None = None, tasks: list[Task] | None = None,
 ) -> ShardedActivations:
     """Compute (or reuse) the cached activations for a site and token source (`tasks`: succession only)."""
-    folder = activations_folder(out, site, tokens)
+    return harvest(model, [site], tokens, out, corpus, tasks)[site]
+
+
+def harvest(
+    model: HookedTransformer, sites: list[str], tokens: str, out: Path, corpus: str | None = None, tasks: list[Task] | None = None,
+) -> dict[str, ShardedActivations]:
+    """The cached activations of several sites, computing the missing ones: for a corpus, all of them
+    from one forward pass per batch over a `datasets` stream (memory bounded by the batch, each site
+    written as shards with provenance)."""
     if tokens == "succession":
         ids, source = succession_items(model.tokenizer, tasks)
     elif tokens == "vocab":
@@ -82,18 +91,27 @@ def activations_for(
         ids, source = None, {"token_set": "corpus", "corpus": corpus}
     else:
         raise ConfigError(f"unknown token source {tokens!r}: use succession, vocab or corpus")
-    meta = activation_meta(model, site, source)
-    try:
-        cached = ShardedActivations(folder)
-        if all(cached.meta.get(k) == v for k, v in meta.items()):
-            cached.check()
-            return cached
-    except FileNotFoundError:
-        pass
-    except BadFileError as err:
-        print(f"successor-lens: note: cached activations unreadable ({err}); recomputing them", file=sys.stderr)
-    chunks = vocab_activations(model, ids, site) if ids is not None else corpus_activations(model, load_corpus(corpus), site)
-    return write_activations(folder, chunks, meta)
+    found, missing = {}, {}
+    for site in dict.fromkeys(sites):
+        folder, meta = activations_folder(out, site, tokens), activation_meta(model, site, source)
+        try:
+            cached = ShardedActivations(folder)
+            if all(cached.meta.get(k) == v for k, v in meta.items()):
+                cached.check()
+                found[site] = cached
+                continue
+        except FileNotFoundError:
+            pass
+        except BadFileError as err:
+            print(f"successor-lens: note: cached activations unreadable ({err}); recomputing them", file=sys.stderr)
+        missing[site] = (folder, meta)
+    if ids is not None:
+        for site, (folder, meta) in missing.items():
+            found[site] = write_activations(folder, vocab_activations(model, ids, site), meta)
+    elif missing:
+        stream = corpus_activations(model, stream_texts(corpus), list(missing))
+        found.update(write_many({s: f for s, (f, _) in missing.items()}, stream, {s: m for s, (_, m) in missing.items()}))
+    return {site: found[site] for site in sites}
 
 
 def checkpoint_folder(out: Path, name: str, cfg: TrainConfig, data_sha256: str) -> Path:
@@ -166,4 +184,22 @@ def train_sae(
         "steps_done": result.steps, "resumed_from": result.resumed_from, "processes": dist.world,
     }, finish=add_metrics)
     loaded, metrics = SAE.load_from_disk(folder, device=runtime.device), evaluated[0]
-    return TrainRun(folder, loaded, metrics, result, cfg, spliced[0] if spliced else None)
+    return TrainRun(folder, loaded, metrics, result, cfg, spliced[0] if spliced else None, site)
+
+
+def train_sites(
+    model: HookedTransformer, sites: list[str], cfg: TrainConfig, out: Path, runtime: Runtime, tokens: str = "succession",
+    corpus: str | None = None, resume: bool = False, progress: bool = True, tasks: list[Task] | None = None,
+    dist: Dist = Dist(), site_parallel: bool = False,
+) -> list[TrainRun]:
+    """One SAE per site, from one harvest (for a corpus: one forward pass per batch for every site),
+    each trained exactly as `train_sae` trains it alone. Several ranks split every batch
+    (data parallel), or with `site_parallel` each rank trains its own sites (sites[rank::world]) on
+    whole batches. Returns the runs this process saved."""
+    if dist.main:
+        harvest(model, sites, tokens, out, corpus, tasks)
+    dist.barrier()
+    mine = sites[dist.rank :: dist.world] if site_parallel else sites
+    runs = [train_sae(model, site, cfg, out, runtime, tokens, corpus, resume, progress and (dist.main or site_parallel), tasks=tasks,
+                      dist=Dist() if site_parallel else dist) for site in mine]
+    return [r for r in runs if r is not None]

@@ -259,3 +259,41 @@ def test_a_corpus_dictionary_records_its_spliced_in_loss(tmp_path):
     assert run.spliced is not None and saved["n_tokens"] == run.spliced.n_tokens == 16 * 31  # 16 windows of n_ctx 32
     c, s, z = saved["clean"], saved["spliced"], saved["zero_ablated"]
     assert saved["loss_recovered"] == pytest.approx((z - s) / (z - c)) and saved["kl_spliced"] >= 0
+
+
+@pytest.mark.parametrize("workspace", [False, True])
+def test_the_sparse_topk_step_equals_a_dense_reference_in_loss_and_every_gradient(workspace):
+    """The sparse path's own backward (sparse.py) against plain dense autograd of the same math:
+    TopK encode, decode, and the AuxK term on dead latents."""
+    from successor_lens.sae_train.trainer import _sparse_step
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(arch="topk", d_sae=32, k=4, aux_coefficient=0.25)
+    sae = make_sae(cfg, 12)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_(0, 0.1)
+    x = torch.randn(20, 12) * 2 + 1
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[::3] = True
+    buffer = torch.empty(20, 32) if workspace else None
+    stats = _sparse_step(cfg, sae, x, dead, Runtime(), workspace=buffer)
+    stats.loss.backward()
+    sparse = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    sae.zero_grad()
+
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    keep = torch.zeros_like(pre).scatter(1, pre.detach().topk(cfg.k, dim=-1).indices, 1.0)
+    x_hat = (pre.relu() * keep) @ sae.W_dec + sae.b_dec
+    loss = (x_hat - x).pow(2).sum(-1).mean()
+    err = (x - x_hat).detach()
+    k_aux = min(12 // 2, int(dead.sum()))
+    aux_keep = torch.zeros_like(pre).scatter(1, pre.detach().masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1).indices, 1.0)
+    e_hat = (pre.relu() * aux_keep) @ sae.W_dec
+    aux = (e_hat - err).pow(2).sum(-1).mean() / err.sub(err.mean(0)).pow(2).sum(-1).mean()
+    dense_loss = loss + cfg.aux_coefficient * aux
+    dense_loss.backward()
+    assert torch.allclose(stats.loss, dense_loss, rtol=1e-5)
+    for name, p in sae.named_parameters():
+        assert p.grad.abs().max() > 0, name
+        assert torch.allclose(sparse[name], p.grad, atol=1e-5, rtol=1e-4), (name, (sparse[name] - p.grad).abs().max())

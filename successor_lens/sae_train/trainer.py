@@ -137,16 +137,17 @@ class StepStats:
     """[d_sae] bool: which latents fired in this batch."""
 
 
-def _sparse_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torch.Tensor, runtime: Runtime, dist: Dist = Dist()) -> StepStats:
-    x_in = x - sae.b_dec
-    codes = sparse_encode(x_in, sae.W_enc, sae.b_enc, cfg.arch, cfg.k, runtime.compute_dtype)
+def _sparse_step(cfg: TrainConfig, sae: TrainingSAE, x: torch.Tensor, dead: torch.Tensor, runtime: Runtime, dist: Dist = Dist(),
+                 workspace: torch.Tensor | None = None) -> StepStats:
+    x_in = (x - sae.b_dec).detach()  # b_dec's encoder gradient is passed separately (sparse.py)
+    codes = sparse_encode(x_in, sae.W_enc, sae.b_enc, cfg.arch, cfg.k, runtime.compute_dtype, sae.b_dec, workspace)
     x_hat = sparse_decode(codes.cols, codes.vals, codes.offsets, sae.W_dec) + sae.b_dec
     loss = (x_hat - x).pow(2).sum(-1).mean()
     n_dead = int(dead.sum())
     if n_dead and cfg.aux_coefficient > 0:
         k_aux = min(cfg.aux_k or x.shape[1] // 2, n_dead)
-        masked = codes.pre_BF.masked_fill(~dead, float("-inf"))
-        aux = encode_at(x_in, sae.W_enc, sae.b_enc, masked.topk(k_aux, dim=-1, sorted=False).indices, codes.pre_BF)
+        chosen = codes.pre_BF.masked_fill_(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False).indices  # in place: pre_BF is done with
+        aux = encode_at(x_in, sae.W_enc, sae.b_enc, chosen, codes.pre_BF, sae.b_dec)
         err = (x - x_hat).detach()
         e_hat = sparse_decode(aux[0], aux[1], aux[2], sae.W_dec)
         aux_loss = (e_hat - err).pow(2).sum(-1).mean() / batch_variance(err, dist).clamp_min(1e-12)
@@ -217,7 +218,7 @@ def train(
         raise UserError(f"activations have d_in={batches.d_in} but the SAE expects {sae.cfg.d_in}: train a new SAE for this site")
     device = torch.device(runtime.device)
     sae.to(device)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=True)  # one kernel per step (CPU and CUDA)
     scaler = runtime.grad_scaler()
     since_fired = torch.zeros(cfg.d_sae, device=device)
     start, resumed_from = 0, None
@@ -246,6 +247,7 @@ def train(
     last_log: dict[str, float] = {}
     sq_err = var = l0_sum = 0.0
     n = 0
+    workspace = None
     for step in bar:
         x = (batches.batch(step, dist.part()) if dist.active else batches.batch(step)).to(device, non_blocking=True).float()
         if not torch.isfinite(x).all():
@@ -254,7 +256,9 @@ def train(
             group["lr"] = cfg.lr_at(step)
         dead = since_fired >= cfg.dead_after_steps
         if cfg.arch in SPARSE_ARCHS:
-            stats = _sparse_step(cfg, sae, x, dead, runtime, dist)
+            if workspace is None or workspace.shape[0] != len(x):
+                workspace = torch.empty(len(x), cfg.d_sae, device=device)  # the [B, F] pre-activations, reused every step
+            stats = _sparse_step(cfg, sae, x, dead, runtime, dist, workspace)
         else:
             stats = _saelens_step(cfg, sae, x, dead, step, runtime)
         if not torch.isfinite(stats.loss):

@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from successor_lens.sae_train.activations import ShardedActivations
 from successor_lens.sae_train.batches import ShuffledBatches
 from successor_lens.sae_train.distributed import Dist
 from successor_lens.sae_train.trainer import TrainConfig, make_sae, train
@@ -141,3 +142,36 @@ def test_train_nproc_2_equals_one_process_and_a_killed_rank_resumes_to_the_same_
     assert "resumed from step" in out
     for key, value in weights(tmp_path / "killed").items():
         assert torch.allclose(value, reference[key], atol=1e-5, rtol=0), key
+
+
+# --- the harvest split across ranks ------------------------------------------------------------------
+
+
+def _harvest_rank(rank: int, world: int, port: int, corpus: str, out: str) -> None:
+    from successor_lens.models import load_model
+    from successor_lens.sae_train.pipeline import harvest
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist = Dist.from_env("cpu")
+    harvest(load_model("planted-gpt2"), ["mlp0", "blocks.1.hook_resid_post"], "corpus", Path(out), corpus=corpus, dist=dist)
+    torch.distributed.destroy_process_group()
+
+
+def test_a_corpus_harvest_split_across_two_ranks_equals_one_process(tmp_path):
+    from successor_lens.models import load_model
+    from successor_lens.sae_train.activations import corpus_batches
+    from successor_lens.sae_train.pipeline import harvest
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Item {i}: on day {i % 7} we counted {i}, {i + 1} and {i + 2}, then went on." for i in range(400)) + "\n")
+    model = load_model("planted-gpt2")
+    one = harvest(model, ["mlp0", "blocks.1.hook_resid_post"], "corpus", tmp_path / "one", corpus=str(corpus))
+    from successor_lens.corpus import stream_texts
+
+    assert sum(1 for _ in corpus_batches(model, stream_texts(str(corpus)), ["mlp0"])) >= 4  # several batches for each rank
+    torch.multiprocessing.spawn(_harvest_rank, args=(2, free_port(), str(corpus), str(tmp_path / "two")), nprocs=2)
+    two = {site: ShardedActivations(tmp_path / "two" / "activations" / f"{site}-corpus") for site in one}
+    for site, acts in one.items():
+        assert two[site].meta["data_sha256"] == acts.meta["data_sha256"] and two[site].meta["n_rows"] == acts.meta["n_rows"], site
+        assert torch.equal(torch.cat(list(two[site].chunks())), torch.cat(list(acts.chunks()))), site
+    assert not [p for p in (tmp_path / "two" / "activations").iterdir() if p.name.startswith(".")]  # no staging left

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from successor_lens.errors import UserError
-from successor_lens.io import BadFileError, atomic_dir, check_safetensors, provenance, write_json
+from successor_lens.io import TMP_TAG, BadFileError, atomic_dir, atomic_path, check_safetensors, provenance, write_json
 from successor_lens.models import model_provenance
 from successor_lens.sites import hook_depth, hook_name, item_activations
 from successor_lens.tasks import Task, build_token_set, sae_tasks
@@ -79,27 +80,69 @@ def corpus_rows(tokenizer, texts: Iterable[str], seq_len: int, max_tokens: int) 
         yield torch.tensor(buffer[:max_tokens])
 
 
-@torch.no_grad()
 def corpus_activations(
     model: HookedTransformer, texts: Iterable[str], sites: str | list[str], seq_len: int = 128, max_tokens: int = 200_000, batch: int = 16,
 ) -> Iterator[Tensor] | Iterator[dict[str, Tensor]]:
     """The sites' activations at every position of the corpus, in context, `batch` windows at a time:
     every site from the same forward pass (run only as deep as the deepest). `texts` may be a stream
-    (`corpus.load_texts(..., streaming=True)`): memory is bounded by the batch, not the corpus. One
-    site gives row tensors; a list gives {site: rows} per batch."""
-    names = [sites] if isinstance(sites, str) else list(sites)
-    hooks = {hook_name(s): s for s in names}
+    (`corpus.stream_texts`): memory is bounded by the batch, not the corpus. One site gives row
+    tensors; a list gives {site: rows} per batch."""
+    for _, out in corpus_batches(model, texts, [sites] if isinstance(sites, str) else list(sites), seq_len, max_tokens, batch):
+        yield out[sites] if isinstance(sites, str) else out
+
+
+@torch.no_grad()
+def corpus_batches(
+    model: HookedTransformer, texts: Iterable[str], sites: list[str], seq_len: int = 128, max_tokens: int = 200_000, batch: int = 16,
+    part: tuple[int, int] | None = None,
+) -> Iterator[tuple[int, dict[str, Tensor]]]:
+    """(batch index, {site: rows}) for every batch of windows; with `part` = (rank, world) only the
+    batches j with j % world == rank are run (every rank still reads the stream to know where the
+    windows fall, which costs tokenising, not forward passes)."""
+    hooks = {hook_name(s): s for s in sites}
     depths = [hook_depth(h, model.cfg.n_layers) for h in hooks]
     stop = None if None in depths else max(depths)
     rows = corpus_rows(model.tokenizer, texts, min(seq_len, model.cfg.n_ctx), max_tokens)
     device = model.W_E.device
-    bar = tqdm(desc=f"{', '.join(names)} corpus activations", unit="window", leave=False)
-    while chunk := list(itertools.islice(rows, batch)):
-        _, cache = model.run_with_cache(torch.stack(chunk).to(device), names_filter=lambda n: n in hooks, stop_at_layer=stop)
-        out = {site: cache[hook].reshape(-1, cache[hook].shape[2:].numel()).cpu() for hook, site in hooks.items()}
+    bar = tqdm(desc=f"{', '.join(sites)} corpus activations", unit="window", leave=False, disable=part is not None and part[0] != 0)
+    for j in itertools.count():
+        chunk = list(itertools.islice(rows, batch))
+        if not chunk:
+            break
+        if part is None or j % part[1] == part[0]:
+            _, cache = model.run_with_cache(torch.stack(chunk).to(device), names_filter=lambda n: n in hooks, stop_at_layer=stop)
+            yield j, {site: cache[hook].reshape(-1, cache[hook].shape[2:].numel()).cpu() for hook, site in hooks.items()}
         bar.update(len(chunk))
-        yield out[names[0]] if isinstance(sites, str) else out
     bar.close()
+
+
+def write_ranked(folders: dict[str, Path], batches: Iterable[tuple[int, dict[str, Tensor]]], metas: dict[str, dict], dist) -> dict[str, "ShardedActivations"]:
+    """The harvest split across the ranks of a job: each rank writes the batches it ran as part files
+    in a staging folder beside each site's folder (on a filesystem every rank shares); rank 0 then
+    folds them, in batch order, into the same shards, data hash and meta.json one process writes.
+    A killed job leaves only the staging folder, a tagged leftover the next run removes."""
+    staging = {site: Path(folder).parent / f".{Path(folder).name}{TMP_TAG}ranks" for site, folder in folders.items()}
+    if dist.main:
+        for path in staging.values():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True)
+    dist.barrier()
+    for j, chunk in batches:
+        for site, rows in chunk.items():
+            with atomic_path(staging[site] / f"part_{j:08d}.safetensors") as tmp:
+                save_file({"acts": rows.float().contiguous()}, tmp)
+    dist.barrier()
+    if dist.main:
+        for site, folder in folders.items():
+            parts = sorted(staging[site].glob("part_*.safetensors"))
+            with atomic_dir(folder) as tmp:
+                writer = _ShardWriter(tmp)
+                for part in parts:
+                    writer.add(load_file(part)["acts"])
+                writer.finish(metas[site])
+            shutil.rmtree(staging[site])
+    dist.barrier()
+    return {site: ShardedActivations(folder) for site, folder in folders.items()}
 
 
 def write_activations(folder: str | os.PathLike, chunks: Iterable[Tensor], meta: dict) -> "ShardedActivations":

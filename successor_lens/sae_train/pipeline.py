@@ -14,8 +14,8 @@ from successor_lens.errors import ConfigError
 from successor_lens.io import BadFileError, digest, write_json
 from successor_lens.models import model_provenance
 from successor_lens.sae_train.activations import (
-    ShardedActivations, activation_meta, corpus_activations, succession_items,
-    vocab_activations, vocab_tokens, write_activations, write_many,
+    ShardedActivations, activation_meta, corpus_activations, corpus_batches, succession_items,
+    vocab_activations, vocab_tokens, write_activations, write_many, write_ranked,
 )
 from successor_lens.sae_train.batches import ShuffledBatches
 from successor_lens.sae_train.checkpoint import Checkpointer
@@ -77,10 +77,13 @@ def activations_for(
 
 def harvest(
     model: HookedTransformer, sites: list[str], tokens: str, out: Path, corpus: str | None = None, tasks: list[Task] | None = None,
+    dist: Dist = Dist(),
 ) -> dict[str, ShardedActivations]:
     """The cached activations of several sites, computing the missing ones: for a corpus, all of them
     from one forward pass per batch over a `datasets` stream (memory bounded by the batch, each site
-    written as shards with provenance)."""
+    written as shards with provenance). Every rank of a job calls it: a corpus harvest is split
+    across the ranks by batch (`write_ranked`) and ends in the same shards as one process; the
+    small item-level harvests run on rank 0."""
     if tokens == "succession":
         ids, source = succession_items(model.tokenizer, tasks)
     elif tokens == "vocab":
@@ -105,13 +108,19 @@ def harvest(
         except BadFileError as err:
             print(f"successor-lens: note: cached activations unreadable ({err}); recomputing them", file=sys.stderr)
         missing[site] = (folder, meta)
-    if ids is not None:
-        for site, (folder, meta) in missing.items():
-            found[site] = write_activations(folder, vocab_activations(model, ids, site), meta)
-    elif missing:
-        stream = corpus_activations(model, stream_texts(corpus), list(missing))
-        found.update(write_many({s: f for s, (f, _) in missing.items()}, stream, {s: m for s, (_, m) in missing.items()}))
-    return {site: found[site] for site in sites}
+    dist.barrier()  # every rank has looked at the cache before anyone rewrites it
+    folders, metas = {s: f for s, (f, _) in missing.items()}, {s: m for s, (_, m) in missing.items()}
+    if missing and ids is None and dist.active:
+        batches = corpus_batches(model, stream_texts(corpus), list(missing), part=(dist.rank, dist.world))
+        found.update(write_ranked(folders, batches, metas, dist))
+    elif missing and dist.main:
+        if ids is not None:
+            for site in missing:
+                found[site] = write_activations(folders[site], vocab_activations(model, ids, site), metas[site])
+        else:
+            found.update(write_many(folders, corpus_activations(model, stream_texts(corpus), list(missing)), metas))
+    dist.barrier()
+    return {site: found[site] if site in found else ShardedActivations(activations_folder(out, site, tokens)) for site in sites}
 
 
 def checkpoint_folder(out: Path, name: str, cfg: TrainConfig, data_sha256: str) -> Path:
@@ -142,16 +151,12 @@ def train_sae(
     `out/activations/`, checkpoints in `out/checkpoints/NAME/KEY/` (`resume` continues the one with
     this config). The caller owns `out` (the CLI claims and locks it: rundir.py).
 
-    With `dist` (several processes): rank 0 harvests the activations while the others wait, every
+    With `dist` (several processes): the ranks split a corpus harvest between them (`harvest`), every
     rank trains on its part of each batch, rank 0 writes checkpoints and the dictionary; the other
-    ranks write nothing and return None.
+    ranks write only their part of the harvest and return None.
     """
     out = Path(out)
-    if dist.main:
-        acts = activations_for(model, site, tokens, out, corpus, tasks)
-    dist.barrier()
-    if not dist.main:
-        acts = ShardedActivations(activations_folder(out, site, tokens))  # read only: rank 0 just wrote it
+    acts = harvest(model, [site], tokens, out, corpus, tasks, dist)[site]
     meta = {"model_name": model.cfg.model_name, "hook_name": hook_name(site), "hook_head_index": None, "prepend_bos": model.cfg.default_prepend_bos}
     sae = make_sae(cfg, acts.meta["d_in"], meta)
     name = name or f"sae-{site}-{tokens}-{cfg.arch}-s{cfg.seed}"
@@ -196,9 +201,7 @@ def train_sites(
     each trained exactly as `train_sae` trains it alone. Several ranks split every batch
     (data parallel), or with `site_parallel` each rank trains its own sites (sites[rank::world]) on
     whole batches. Returns the runs this process saved."""
-    if dist.main:
-        harvest(model, sites, tokens, out, corpus, tasks)
-    dist.barrier()
+    harvest(model, sites, tokens, out, corpus, tasks, dist)  # every rank takes part (a corpus is split by batch)
     mine = sites[dist.rank :: dist.world] if site_parallel else sites
     runs = [train_sae(model, site, cfg, out, runtime, tokens, corpus, resume, progress and (dist.main or site_parallel), tasks=tasks,
                       dist=Dist() if site_parallel else dist) for site in mine]

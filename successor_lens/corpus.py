@@ -54,6 +54,12 @@ def python_docs_folder() -> Path:
     return Path(found[-1])
 
 
+def python_docs_files() -> list[Path]:
+    """The default corpus's files: the prose-heavy parts of the Python docs' reST sources."""
+    root = python_docs_folder()
+    return [p for part in PYTHON_DOCS_PARTS for p in sorted((root / part).rglob("*.rst.txt"))]
+
+
 def clean_rest(text: str) -> str:
     """reST source to readable text: no directive, option or underline lines; roles and literals unwrapped."""
     lines = [l for l in text.splitlines() if not _DIRECTIVE.match(l) and not _UNDERLINE.match(l)]
@@ -132,8 +138,7 @@ def stream_texts(source: str | None = None) -> Iterator[str]:
 
     docs = source in (None, PYTHON_DOCS)
     if docs:
-        root = python_docs_folder()
-        files = [str(p) for part in PYTHON_DOCS_PARTS for p in sorted((root / part).rglob("*.rst.txt"))]
+        files = [str(p) for p in python_docs_files()]
     else:
         files = check_source(source)
     try:
@@ -150,8 +155,7 @@ def stream_texts(source: str | None = None) -> Iterator[str]:
 def load_corpus(source: str | None = None, max_docs: int | None = None) -> list[str]:
     """Paragraphs of the corpus: `python-docs` (default), a local file or folder, or a hub dataset name."""
     if source in (None, PYTHON_DOCS):
-        root = python_docs_folder()
-        files = [p for part in PYTHON_DOCS_PARTS for p in sorted((root / part).rglob("*.rst.txt"))]
+        files = python_docs_files()
         texts = [clean_rest(t) for t in load_texts(files)]
         return [t for t in texts if t.strip()][: max_docs or None]
     return load_texts(source, max_docs)
@@ -201,8 +205,7 @@ def corpus_digest(source: str) -> str:
     if source == SUCCESSION_LISTS:
         return SUCCESSION_LISTS
     if source == PYTHON_DOCS:
-        root = python_docs_folder()
-        return file_sha256([p for part in PYTHON_DOCS_PARTS for p in sorted((root / part).rglob("*.rst.txt"))])
+        return file_sha256(python_docs_files())
     files = check_source(source)
     return file_sha256([Path(f) for f in files]) if files is not None else f"hub dataset {source}"
 

@@ -37,21 +37,26 @@ def hook_name(site: str) -> str:
     return site
 
 
+def hook_layer(hook: str) -> int | None:
+    """N for a hook in block N (`blocks.N.*`), None for one outside the blocks."""
+    match = _HOOK.match(hook)
+    return int(match.group(2)) if match and match.group(2) is not None else None
+
+
 def check_site(site: str, n_layers: int) -> str:
     """`hook_name(site)`, its layer checked against the model's (before the model loads)."""
     hook = hook_name(site)
-    layer = _HOOK.match(hook).group(2)
-    if layer is not None and int(layer) >= n_layers:
+    layer = hook_layer(hook)
+    if layer is not None and layer >= n_layers:
         raise ConfigError(f"site {site}: layer {layer} but the model has layers 0..{n_layers - 1}: pick one of those")
     return hook
 
 
 def hook_depth(hook: str, n_layers: int) -> int | None:
     """`stop_at_layer` that still computes `hook` (None: the whole model)."""
-    match = _HOOK.match(hook)
-    if match and match.group(2) is not None:
-        stop = int(match.group(2)) + 1
-        return stop if stop < n_layers else None
+    layer = hook_layer(hook)
+    if layer is not None:
+        return layer + 1 if layer + 1 < n_layers else None
     return 1 if hook in ("hook_embed", "hook_pos_embed") else None
 
 

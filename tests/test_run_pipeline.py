@@ -170,7 +170,10 @@ def test_a_fully_cached_cli_run_answers_without_importing_torch_and_only_while_e
 
     from successor_lens.cli.main import main
 
-    args = ["run", "--model", "planted-gpt2", "--seeds", "1", "--steps", "30", "--latents", "2", "--contexts", "8", "--out", str(tmp_path)]
+    corpus = tmp_path.parent / f"{tmp_path.name}-corpus.txt"
+    corpus.write_text("On Monday we counted 1, 2, 3 and 4.\n\nChapter 5 came after chapter 4.\n" * 40)
+    args = ["run", "--model", "planted-gpt2", "--seeds", "1", "--steps", "30", "--latents", "2", "--contexts", "8",
+            "--corpus", str(corpus), "--out", str(tmp_path)]
     assert main(args) == 0
     first = capsys.readouterr().out
     code = ("import sys; from successor_lens.cli.main import main; code = main(sys.argv[1:]); "
@@ -182,6 +185,10 @@ def test_a_fully_cached_cli_run_answers_without_importing_torch_and_only_while_e
     # a stage output changed on disk: the shortcut declines and the pipeline reruns that stage and the later ones
     report = tmp_path / "report.md"
     report.write_text(report.read_text() + "\n")
+    assert main(args) == 0
+    assert "ran atlas" in capsys.readouterr().out
+    # the corpus is known by its content, not its name: new text under the same path reruns the atlas
+    corpus.write_text(corpus.read_text().replace("Monday", "Friday"))
     assert main(args) == 0
     assert "ran atlas" in capsys.readouterr().out
     # another request (a different option) is never answered from the last one's keys

@@ -34,17 +34,11 @@ from successor_lens.io import inside, write_json
 from successor_lens.models import model_id, model_provenance, prepended_bos
 from successor_lens.probes.heads import parse_head_name
 from successor_lens.probes.ov import direction_logits
-from successor_lens.sites import hook_activations
+from successor_lens.sites import hook_activations, hook_layer
 
 EXPORT_FOLDER = "neuronpedia"
 CORRELATED = 3
 """Rows in the neuron-alignment and correlation tables (SAEDashboard's FeatureTablesConfig n_rows=3)."""
-
-
-def hook_layer(hook: str) -> int:
-    """The layer number Neuronpedia files a dictionary under: N for `blocks.N.*`, 0 before the blocks."""
-    parts = hook.split(".")
-    return int(parts[1]) if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit() else 0
 
 
 def _r(values) -> list[float]:
@@ -73,23 +67,28 @@ class CorpusActivations:
 
 
 @torch.no_grad()
-def corpus_activations(model: HookedTransformer, sae, windows: Tensor, batch: int = 16) -> CorpusActivations:
-    hook = sae.cfg.metadata.hook_name
+def window_inputs(model: HookedTransformer, windows: Tensor, hook: str, batch: int = 16) -> Tensor:
+    """[n * ctx, d] the hook's activations over the windows: one forward pass per batch, shared by
+    every dictionary on that hook."""
+    return torch.cat([hook_activations(model, windows[s : s + batch], hook).flatten(0, 1).flatten(1).float().cpu()
+                      for s in range(0, len(windows), batch)])
+
+
+@torch.no_grad()
+def latent_activations(model: HookedTransformer, sae, windows: Tensor, inputs: Tensor, batch: int = 4096) -> CorpusActivations:
+    """The dictionary's latents on `inputs` (`window_inputs`), kept sparse, BOS positions left out."""
     device = next(sae.parameters()).device
-    n, ctx = windows.shape
     bos = prepended_bos(model)
-    valid = (windows != bos).reshape(-1) if bos is not None else torch.ones(n * ctx, dtype=torch.bool)
-    tokens, latents, values, inputs = [], [], [], []
-    for start in range(0, n, batch):
-        x = hook_activations(model, windows[start : start + batch], hook).reshape(-1, sae.cfg.d_in).float()
-        keep = valid[start * ctx : start * ctx + len(x)]
-        f = sae.encode(x.to(device)).float().cpu() * keep[:, None]
+    valid = (windows != bos).reshape(-1) if bos is not None else torch.ones(windows.numel(), dtype=torch.bool)
+    tokens, latents, values = [], [], []
+    for start in range(0, len(inputs), batch):
+        keep = valid[start : start + batch]
+        f = sae.encode(inputs[start : start + batch].to(device)).float().cpu() * keep[:, None]
         row, col = f.nonzero(as_tuple=True)
-        tokens.append(row + start * ctx)
+        tokens.append(row + start)
         latents.append(col)
         values.append(f[row, col])
-        inputs.append(x.cpu()[keep])
-    return CorpusActivations(windows, torch.cat(tokens), torch.cat(latents), torch.cat(values), valid, torch.cat(inputs))
+    return CorpusActivations(windows, torch.cat(tokens), torch.cat(latents), torch.cat(values), valid, inputs[valid])
 
 
 def _top_correlated(pairs: Tensor, score: Tensor, other: Tensor, n_rows: int, k: int, exclude_self: bool = False) -> list[tuple[Tensor, Tensor]]:
@@ -229,22 +228,23 @@ def vocabulary_text(model: HookedTransformer) -> list[str]:
 
 
 def export_dictionary(model: HookedTransformer, entry, windows: Tensor, cfg, logit_head: str | None, token_text: list[str],
-                      batch: int = 128) -> dict:
-    """The export of one dictionary as {file name: JSON document} (written by `write_export`)."""
+                      batch: int = 128, inputs: Tensor | None = None) -> dict:
+    """The export of one dictionary as {file name: JSON document} (written by `write_export`);
+    `inputs`: the hook's `window_inputs`, when another dictionary on the hook already ran them."""
     sae = entry.sae
     hook = sae.cfg.metadata.hook_name
-    acts = corpus_activations(model, sae, windows)
+    acts = latent_activations(model, sae, windows, window_inputs(model, windows, hook) if inputs is None else inputs)
     features, extras = feature_records(model, sae, acts, cfg, logit_head, token_text, entry.latent_class)
     mid, known = model_id(model)
     files = {}
     for k, start in enumerate(range(0, len(features), batch)):
-        files[f"batch-{k}.json"] = {"model_id": mid, "layer": hook_layer(hook), "sae_set": f"successor-lens-{entry.id}",
+        files[f"batch-{k}.json"] = {"model_id": mid, "layer": hook_layer(hook) or 0, "sae_set": f"successor-lens-{entry.id}",
                                     "sae_id_suffix": None, "features": features[start : start + batch]}
         files[f"extras-{k}.json"] = {"features": extras[start : start + batch]}
-    files["skipped_indexes.json"] = {"model_id": mid, "layer": str(hook_layer(hook)), "sae_set": f"successor-lens-{entry.id}",
+    files["skipped_indexes.json"] = {"model_id": mid, "layer": str(hook_layer(hook) or 0), "sae_set": f"successor-lens-{entry.id}",
                                      "log_sparsity": None, "skipped_indexes": []}
     files["run_settings.json"] = {
-        "model_id": mid, "model_id_known_to_transformer_lens": known, "hook_name": hook, "layer": hook_layer(hook),
+        "model_id": mid, "model_id_known_to_transformer_lens": known, "hook_name": hook, "layer": hook_layer(hook) or 0,
         "sae_set": f"successor-lens-{entry.id}", "dictionary": entry.source, "architecture": sae.cfg.architecture(),
         "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, "dataset": cfg.corpus, "n_prompts_total": len(windows),
         "n_tokens_in_prompt": windows.shape[1], "tokens_counted": acts.n_tokens, "ignored": "BOS positions",
@@ -285,8 +285,14 @@ def build_exports(model: HookedTransformer, entries: list, cfg, logit_head: str 
     cfg = replace(cfg, corpus=context_corpus(cfg.corpus))
     windows = corpus_windows(model, cfg.corpus, cfg.contexts, min(cfg.context_tokens, model.cfg.n_ctx), seed, tasks)
     text = vocabulary_text(model)
-    return {e.id: export_dictionary(model, e, windows, cfg, logit_head, text, cfg.export_batch)
-            for e in tqdm(entries, desc="export", unit="dictionary", leave=False, disable=not progress)}
+    inputs: dict[str, Tensor] = {}  # one forward pass over the windows per hook, not per dictionary
+    files = {}
+    for e in tqdm(entries, desc="export", unit="dictionary", leave=False, disable=not progress):
+        hook = e.sae.cfg.metadata.hook_name
+        if hook not in inputs:
+            inputs[hook] = window_inputs(model, windows, hook)
+        files[e.id] = export_dictionary(model, e, windows, cfg, logit_head, text, cfg.export_batch, inputs[hook])
+    return files
 
 
 def export_summary(sae_id: str, files: dict[str, dict], per_page: int) -> dict:

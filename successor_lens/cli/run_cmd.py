@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> None:
         resolve_device(args.device)  # (imports torch: only when a device is named)
     # everything the stage keys depend on, by content: a request seen before whose stages are all still
     # fresh is answered from the cache without importing torch, the model code or the pipeline
-    request = {"model": source_fingerprint(args.model), "code": code_digest(), "corpus": corpus_digest(context["corpus"]),
-               **{k: getattr(args, k) for k in ("seeds", "steps", "head", "latents")}, **context}
+    request = {"model": source_fingerprint(args.model), "code": code_digest(), "corpus_sha256": corpus_digest(context["corpus"]),
+               **{k: getattr(args, k) for k in ("seeds", "steps", "head", "latents")}, **context}  # (context's "corpus" is the name)
     if not args.force and StageCache(out).replay(request) is not None:
         with run_folder(out, "run"):  # read under the lock, so no other run is rewriting the stages
             seconds = StageCache(out).replay(request)

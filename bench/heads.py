@@ -18,9 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from successor_lens.models import load_model  # noqa: E402
-from successor_lens.probes.heads import ScanConfig, scan_heads  # noqa: E402
-from successor_lens.probes.ov import effective_embeddings  # noqa: E402
+from successor_lens.models.loading import load_model  # noqa: E402
+from successor_lens.probes.circuit import effective_embeddings  # noqa: E402
+from successor_lens.probes.probe_configs import ScanConfig  # noqa: E402
+from successor_lens.probes.scan import scan_heads  # noqa: E402
 from successor_lens.tasks import build_token_set  # noqa: E402
 
 
@@ -72,7 +73,7 @@ def main():
     scan_heads(model, token_set)  # warm-up
     total = 0.0
     for embedding in ("mlp0", "embed+mlp0", "residual"):
-        seconds, _ = timed(lambda: scan_heads(model, token_set, ScanConfig(embedding=embedding)))
+        seconds, _ = timed(lambda embedding=embedding: scan_heads(model, token_set, ScanConfig(embedding=embedding)))
         total += seconds
         print(f"batched scan, {embedding:<10}: {seconds:.3f} s (270 heads, {len(token_set.successor_pairs())} pairs)")
     print(f"batched scan, all three options: {total:.3f} s (target < 2 s)")

@@ -28,7 +28,8 @@ import torch  # noqa: E402
 
 from successor_lens.sae_train.batches import ShuffledBatches  # noqa: E402
 from successor_lens.sae_train.distributed import Dist  # noqa: E402
-from successor_lens.sae_train.trainer import TrainConfig, make_sae, train  # noqa: E402
+from successor_lens.sae_train.train_config import TrainConfig  # noqa: E402
+from successor_lens.sae_train.trainer import make_sae, train  # noqa: E402
 
 D, ROWS = 576, 65536
 
@@ -78,9 +79,10 @@ def throughput(world: int, steps: int) -> float:
 HARVEST = """
 import os, sys, threading, time
 from pathlib import Path
-from successor_lens.models import load_model
+from successor_lens.models.loading import load_model
 from successor_lens.corpus import stream_texts
-from successor_lens.sae_train.activations import corpus_activations, write_many
+from successor_lens.sae_train.harvest import corpus_activations
+from successor_lens.sae_train.shards import write_many
 page = os.sysconf("SC_PAGE_SIZE")
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page  # resident now (not a high-water mark)
 model = load_model()

@@ -28,11 +28,12 @@ import torch  # noqa: E402
 from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig  # noqa: E402
 from sae_lens.config import LoggingConfig, SAETrainerConfig  # noqa: E402
 
-from successor_lens.models import load_model  # noqa: E402
+from successor_lens.models.loading import load_model  # noqa: E402
 from successor_lens.sae_train.batches import ShuffledBatches  # noqa: E402
 from successor_lens.sae_train.dictionary import evaluate  # noqa: E402
 from successor_lens.sae_train.runtime import Runtime  # noqa: E402
-from successor_lens.sae_train.trainer import TrainConfig, make_sae, train  # noqa: E402
+from successor_lens.sae_train.train_config import TrainConfig  # noqa: E402
+from successor_lens.sae_train.trainer import make_sae, train  # noqa: E402
 from successor_lens.sites import token_activations  # noqa: E402
 
 

@@ -21,34 +21,34 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     # models and tasks
-    "load_model": ("successor_lens.models", "load_model"),
-    "model_shape": ("successor_lens.models", "model_shape"),
-    "model_provenance": ("successor_lens.models", "model_provenance"),
+    "load_model": ("successor_lens.models.loading", "load_model"),
+    "model_shape": ("successor_lens.models.loading", "model_shape"),
+    "model_provenance": ("successor_lens.models.provenance", "model_provenance"),
     "build_token_set": ("successor_lens.tasks", "build_token_set"),
     "standard_tasks": ("successor_lens.tasks", "standard_tasks"),
     "Task": ("successor_lens.tasks", "Task"),
     # the successor-head scan
-    "scan_heads": ("successor_lens.probes.heads", "scan_heads"),
-    "ScanConfig": ("successor_lens.probes.heads", "ScanConfig"),
+    "scan_heads": ("successor_lens.probes.scan", "scan_heads"),
+    "ScanConfig": ("successor_lens.probes.probe_configs", "ScanConfig"),
     # SAEs
-    "train_sae": ("successor_lens.sae_train.pipeline", "train_sae"),
-    "TrainConfig": ("successor_lens.sae_train.trainer", "TrainConfig"),
+    "train_sae": ("successor_lens.sae_train.train_run", "train_sae"),
+    "TrainConfig": ("successor_lens.sae_train.train_config", "TrainConfig"),
     "Runtime": ("successor_lens.sae_train.runtime", "Runtime"),
     "load_dictionary": ("successor_lens.sae_train.dictionary", "load_dictionary"),
     "save_dictionary": ("successor_lens.sae_train.dictionary", "save_dictionary"),
     "spliced_loss": ("successor_lens.sae_train.spliced", "spliced_loss"),
     # mod-10 features
-    "item_table": ("successor_lens.features.pipeline", "item_table"),
-    "item_acts": ("successor_lens.features.pipeline", "item_acts"),
+    "item_table": ("successor_lens.features.mine_run", "item_table"),
+    "item_acts": ("successor_lens.features.mine_run", "item_acts"),
     "mine": ("successor_lens.features.mining", "mine"),
-    "MineConfig": ("successor_lens.features.mining", "MineConfig"),
+    "MineConfig": ("successor_lens.features.mine_config", "MineConfig"),
     # probes, arithmetic, edits
-    "run_probes": ("successor_lens.probes.pipeline", "probe_model"),
+    "run_probes": ("successor_lens.probes.probe_run", "probe_model"),
     # artefacts and the whole job
-    "write_atlas": ("successor_lens.artifacts.site", "write_atlas"),
+    "write_atlas": ("successor_lens.artifacts.atlas_site", "write_atlas"),
     "compare_runs": ("successor_lens.artifacts.compare", "compare_runs"),
-    "run": ("successor_lens.artifacts.pipeline", "run_pipeline"),
-    "RunConfig": ("successor_lens.artifacts.pipeline", "RunConfig"),
+    "run": ("successor_lens.runner.run", "run_pipeline"),
+    "RunConfig": ("successor_lens.runner.run_config", "RunConfig"),
     "UserError": ("successor_lens.errors", "UserError"),
 }
 
@@ -69,19 +69,22 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from successor_lens.artifacts.atlas_site import write_atlas  # noqa: F401
     from successor_lens.artifacts.compare import compare_runs  # noqa: F401
-    from successor_lens.artifacts.pipeline import RunConfig  # noqa: F401
-    from successor_lens.artifacts.pipeline import run_pipeline as run  # noqa: F401
-    from successor_lens.artifacts.site import write_atlas  # noqa: F401
     from successor_lens.errors import UserError  # noqa: F401
-    from successor_lens.features.mining import MineConfig, mine  # noqa: F401
-    from successor_lens.features.pipeline import item_acts, item_table  # noqa: F401
-    from successor_lens.models import load_model, model_provenance, model_shape  # noqa: F401
-    from successor_lens.probes.heads import ScanConfig, scan_heads  # noqa: F401
-    from successor_lens.probes.pipeline import probe_model as run_probes  # noqa: F401
+    from successor_lens.features.mine_config import MineConfig  # noqa: F401
+    from successor_lens.features.mine_run import item_acts, item_table  # noqa: F401
+    from successor_lens.features.mining import mine  # noqa: F401
+    from successor_lens.models.loading import load_model, model_shape  # noqa: F401
+    from successor_lens.models.provenance import model_provenance  # noqa: F401
+    from successor_lens.probes.probe_configs import ScanConfig  # noqa: F401
+    from successor_lens.probes.probe_run import probe_model as run_probes  # noqa: F401
+    from successor_lens.probes.scan import scan_heads  # noqa: F401
+    from successor_lens.runner.run import run_pipeline as run  # noqa: F401
+    from successor_lens.runner.run_config import RunConfig  # noqa: F401
     from successor_lens.sae_train.dictionary import load_dictionary, save_dictionary  # noqa: F401
-    from successor_lens.sae_train.pipeline import train_sae  # noqa: F401
     from successor_lens.sae_train.runtime import Runtime  # noqa: F401
     from successor_lens.sae_train.spliced import spliced_loss  # noqa: F401
-    from successor_lens.sae_train.trainer import TrainConfig  # noqa: F401
+    from successor_lens.sae_train.train_config import TrainConfig  # noqa: F401
+    from successor_lens.sae_train.train_run import train_sae  # noqa: F401
     from successor_lens.tasks import Task, build_token_set, standard_tasks  # noqa: F401

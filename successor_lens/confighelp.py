@@ -8,10 +8,10 @@ import ast
 import importlib.util
 import inspect
 import textwrap
-from functools import lru_cache
+from functools import cache
 
 
-@lru_cache(maxsize=None)
+@cache
 def _module_tree(module: str) -> ast.Module:
     """The parsed source of `module`, found without importing it."""
     spec = importlib.util.find_spec(module)
@@ -30,7 +30,7 @@ def _class_body(where) -> list[ast.stmt]:
     return ast.parse(textwrap.dedent(inspect.getsource(where))).body[0].body
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_docs(where) -> dict[str, str]:
     """Field name -> the string literal that follows its annotation in the class body."""
     try:
@@ -50,7 +50,7 @@ def field_docs(where) -> dict[str, str]:
     return docs
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_types(where) -> dict[str, str]:
     """Field name -> its annotation as written ("int", "float", "str | None", ...)."""
     return {node.target.id: ast.unparse(node.annotation) for node in _class_body(where)

@@ -12,14 +12,15 @@ tutorial, HOWTOs, FAQ and What's New (the prose-heavy parts) and drop reST marku
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import random
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from typing import TYPE_CHECKING, Iterator
-
-from successor_lens.errors import UserError
+from successor_lens.errors import UserError, foreign_errors
 from successor_lens.io import file_sha256
 
 if TYPE_CHECKING:  # torch and the model code are imported where windows are made: checking a corpus stays instant
@@ -76,10 +77,9 @@ def load_texts(source: str | list[Path], max_docs: int | None = None) -> list[st
     if files is not None:
         ds = load_dataset("text", data_files=files, split="train", sample_by="paragraph")
     else:
-        try:
+        with foreign_errors(CorpusError, lambda err: f"{source!r} is not a local file and the hub dataset could not be loaded "
+                            f"({type(err).__name__}): give a local text file, or go online"):
             ds = load_dataset(source, split="train", streaming=True)
-        except Exception as err:
-            raise CorpusError(f"{source!r} is not a local file and the hub dataset could not be loaded ({type(err).__name__}): give a local text file, or go online") from None
     texts = []
     for row in ds:
         text = row.get("text", "")
@@ -137,15 +137,11 @@ def stream_texts(source: str | None = None) -> Iterator[str]:
     from datasets import load_dataset
 
     docs = source in (None, PYTHON_DOCS)
-    if docs:
-        files = [str(p) for p in python_docs_files()]
-    else:
-        files = check_source(source)
-    try:
+    files = [str(p) for p in python_docs_files()] if docs else check_source(source)
+    with foreign_errors(CorpusError, lambda err: f"{source!r} could not be opened as a stream ({type(err).__name__}): "
+                        "give a local text file, or go online"):
         ds = (load_dataset("text", data_files=files, split="train", sample_by="paragraph", streaming=True) if files is not None
               else load_dataset(source, split="train", streaming=True))
-    except Exception as err:
-        raise CorpusError(f"{source!r} could not be opened as a stream ({type(err).__name__}): give a local text file, or go online") from None
     for row in ds:
         text = clean_rest(row.get("text", "")) if docs else row.get("text", "")
         if text.strip():
@@ -161,28 +157,55 @@ def load_corpus(source: str | None = None, max_docs: int | None = None) -> list[
     return load_texts(source, max_docs)
 
 
-def token_windows(model: HookedTransformer, texts: list[str], n: int, length: int = 128, seed: int = 0) -> torch.Tensor:
-    """`n` windows of `length` tokens from the paragraphs in a seeded random order (BOS first when
-    the model prepends one). Paragraphs are joined with a blank line, as in the source."""
+WINDOW_RULE = {"bos": "first in every window when the model prepends one (the rest is text)",
+               "paragraphs": "each encoded with a blank line after it, as in the source, and joined"}
+"""How every corpus window is made (harvest, spliced-in loss, export, wild, edits); recorded in
+their provenance as `windows`."""
+
+
+def paragraph_ids(tokenizer, texts: Iterable[str]) -> Iterator[list[int]]:
+    """Each paragraph's tokens, with the blank line that ends it."""
+    for text in texts:
+        yield tokenizer.encode(text + "\n\n", add_special_tokens=False)
+
+
+def cut_windows(chunks: Iterable[Sequence[int]], length: int, bos: int | None, max_tokens: int | None = None) -> Iterator[torch.Tensor]:
+    """The one corpus-window function: windows of `length` tokens cut in order from a stream of
+    token chunks (`paragraph_ids`, or the succession lists), BOS first in each when `bos` is given.
+    Made as the chunks arrive, so memory holds one window, never the corpus; at most `max_tokens`
+    tokens of text are used. `CorpusError` when the stream ends before one window is whole."""
     import torch
 
-    from successor_lens.models import prepended_bos
+    body = length - (bos is not None)
+    buffer: list[int] = []
+    used = seen = 0
+    for chunk in chunks:
+        buffer.extend(chunk)
+        seen += len(chunk)
+        while len(buffer) >= body and (max_tokens is None or used + body <= max_tokens):
+            yield torch.tensor(([bos] if bos is not None else []) + buffer[:body])
+            del buffer[:body]
+            used += body
+        if max_tokens is not None and used + body > max_tokens:
+            break
+    if not used:
+        raise CorpusError(f"the corpus has {seen} tokens, fewer than one window of {body}: give more text")
+
+
+def windows_of(model: HookedTransformer, chunks: Iterable[Sequence[int]], length: int, max_tokens: int | None = None) -> Iterator[torch.Tensor]:
+    """`cut_windows` with the model's own rule: BOS first when it prepends one."""
+    from successor_lens.models.provenance import prepended_bos
+
+    return cut_windows(chunks, length, prepended_bos(model), max_tokens)
+
+
+def token_windows(model: HookedTransformer, texts: list[str], n: int, length: int = 128, seed: int = 0) -> torch.Tensor:
+    """`n` windows of `length` tokens (fewer when the corpus is short) from the paragraphs in a seeded random order."""
+    import torch
 
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
-    bos = prepended_bos(model)
-    body = length - (bos is not None)
-    ids: list[int] = []
-    for i in order:
-        ids.extend(model.tokenizer.encode(texts[i] + "\n\n", add_special_tokens=False))
-        if len(ids) >= n * body:
-            break
-    if len(ids) < body:
-        raise CorpusError(f"the corpus has {len(ids)} tokens, fewer than one window of {body}: give more text")
-    rows = torch.tensor(ids[: (len(ids) // body) * body]).view(-1, body)[:n]
-    if bos is not None:
-        rows = torch.cat([torch.full((len(rows), 1), bos), rows], 1)
-    return rows
+    return torch.stack(list(itertools.islice(windows_of(model, paragraph_ids(model.tokenizer, (texts[i] for i in order)), length), n)))
 
 
 def python_docs_installed() -> bool:
@@ -228,21 +251,15 @@ def corpus_windows(model: HookedTransformer, source: str, n: int, length: int, s
     repeated in a seeded order until there are enough tokens."""
     import torch
 
-    from successor_lens.models import prepended_bos
-
     if source != SUCCESSION_LISTS:
         return token_windows(model, load_corpus(source), n, length, seed)
     rows = [r for r in list_ids(model.tokenizer, tasks) if r]
     if not rows:
         raise CorpusError("the tasks have no items to make succession lists of: give tasks with items, or a corpus")
-    bos = prepended_bos(model)
-    body = length - (bos is not None)
     rng = random.Random(seed)
-    ids: list[int] = []
-    while len(ids) < n * body:
-        for i in rng.sample(range(len(rows)), len(rows)):
-            ids.extend(rows[i])
-    windows = torch.tensor(ids[: n * body]).view(n, body)
-    if bos is not None:
-        windows = torch.cat([torch.full((n, 1), bos), windows], 1)
-    return windows
+
+    def lists() -> Iterator[list[int]]:
+        while True:
+            yield from (rows[i] for i in rng.sample(range(len(rows)), len(rows)))
+
+    return torch.stack(list(itertools.islice(windows_of(model, lists(), length), n)))

@@ -7,6 +7,8 @@ keeps its traceback (exit 1). Checks run before the model loads wherever the inp
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -16,6 +18,35 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """An argument or config field out of its range or of the wrong type."""
+
+
+class ModelLoadError(UserError, RuntimeError):
+    """A model could not be loaded; the message is one line saying what is missing and the fix."""
+
+
+@contextmanager
+def foreign_errors(error: type[UserError], message: str | Callable[[Exception], str]) -> Iterator[None]:
+    """The one boundary where another library's exceptions become a user error.
+
+    The Hugging Face hub, `datasets` and sae-lens's loaders raise many unrelated types for one user
+    mistake (a name that does not exist, files that are not there, a folder of another layout).
+    Wrap only the call into such a library, never our own code: any exception it raises becomes
+    `error(message)` (one line for the CLI, exit 2), with the library's exception kept as its
+    cause for API users. `message` may be a function of that exception. Our own `UserError`s
+    pass through unchanged.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:  # the one place: see the docstring
+        raise error(message(err) if callable(message) else message) from err
+
+
+def first_line(err: BaseException, width: int = 120) -> str:
+    """`Type: first line of the message`, cut to `width` characters: how a library error is named in one line."""
+    text = (str(err).splitlines() or [""])[0][:width]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def check_int(name: str, value: Any, lo: int | None = 1, hi: int | None = None, fix: str = "") -> int:

@@ -10,8 +10,8 @@ percentile for sampled nulls). docs/method.md section "Nulls" says which null ea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -34,7 +34,7 @@ class Verdict:
         return {k: _finite(v) for k, v in asdict(self).items()}
 
     @staticmethod
-    def from_json(d: dict | None, reason: str = "not computed") -> "Verdict":
+    def from_json(d: dict | None, reason: str = "not computed") -> Verdict:
         """Read back `to_json` (or any dict with value/null/above/test); a missing one is `missing(reason)`."""
         if not d or "above" not in d:
             return missing(reason)

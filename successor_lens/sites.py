@@ -10,18 +10,20 @@ in context instead (`item_activations`).
 from __future__ import annotations
 
 import re
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
 
 from successor_lens.errors import ConfigError, UserError
-from successor_lens.models import prepended_bos
+from successor_lens.models.provenance import prepended_bos
 
 Site = Literal["embed", "mlp0"]
-HOOKS: dict[str, str] = {"embed": "hook_embed", "mlp0": "blocks.0.hook_mlp_out"}
+HOOKS: dict[str, str] = {"embed": get_act_name("embed"), "mlp0": get_act_name("mlp_out", 0)}
 
 
 _HOOK = re.compile(r"^(blocks\.(\d+)\.)?([a-z0-9_]+\.)?hook_[a-z0-9_]+$")
@@ -57,7 +59,7 @@ def hook_depth(hook: str, n_layers: int) -> int | None:
     layer = hook_layer(hook)
     if layer is not None:
         return layer + 1 if layer + 1 < n_layers else None
-    return 1 if hook in ("hook_embed", "hook_pos_embed") else None
+    return 1 if hook in (get_act_name("embed"), get_act_name("pos_embed")) else None
 
 
 def per_token(module, x_ND: Tensor) -> Tensor:
@@ -66,7 +68,7 @@ def per_token(module, x_ND: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def mlp0_out(model: HookedTransformer, tokens: Int[Tensor, "n"], mlp0_norm: bool = True) -> Float[Tensor, "n d_model"]:
+def mlp0_out(model: HookedTransformer, tokens: Int[Tensor, " n"], mlp0_norm: bool = True) -> Float[Tensor, "n d_model"]:
     """The layer-0 MLP applied to each token's embedding alone: MLP0(ln2(W_E[t])).
 
     `mlp0_norm=False` skips the layer-0 MLP input norm, as one public re-implementation does
@@ -81,7 +83,7 @@ def mlp0_out(model: HookedTransformer, tokens: Int[Tensor, "n"], mlp0_norm: bool
 
 @torch.no_grad()
 def token_activations(
-    model: HookedTransformer, tokens: Int[Tensor, "n"], site: str, mlp0_norm: bool = True
+    model: HookedTransformer, tokens: Int[Tensor, " n"], site: str, mlp0_norm: bool = True
 ) -> Float[Tensor, "n d_model"]:
     """Vocabulary-level activations of `tokens` at `site`, each token taken alone."""
     hook_name(site)

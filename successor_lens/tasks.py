@@ -8,8 +8,9 @@ sets. Only items that are one token for the tokenizer take part; the others are 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import torch
 
@@ -70,6 +71,14 @@ def sae_tasks() -> list[Task]:
     """The SAE data, mining and probe items: numbers 0..500 (single tokens where the tokenizer has
     them, else read at their last digit in context) and the other tasks (docs/method.md section 3)."""
     return standard_tasks(range(0, 501), multi_token_numbers=True)
+
+
+def same_task(tasks: Sequence[str]) -> torch.Tensor:
+    """[n, n] bool: whether two items belong to the same task variant. Every comparison "among the
+    task's own items" (the scan, arithmetic, the offset profile, the atlas's OV maps) uses this."""
+    ids = {name: i for i, name in enumerate(dict.fromkeys(tasks))}
+    task_id = torch.tensor([ids[t] for t in tasks])
+    return task_id[:, None] == task_id[None, :]
 
 
 class Tokenizer(Protocol):

@@ -109,7 +109,7 @@ def make_planted(n_kv_heads: int | None, layer: int = 1, head: int = 2) -> Hooke
 
 @pytest.fixture(scope="session")
 def embedded_model():
-    from successor_lens.models import load_model
+    from successor_lens.models.loading import load_model
 
     return load_model()
 
@@ -117,7 +117,7 @@ def embedded_model():
 @pytest.fixture(scope="session")
 def gemma_model():
     """The second embedded model, Gemma 3 270M (converted on first use: about a minute)."""
-    from successor_lens.models import load_model
+    from successor_lens.models.loading import load_model
 
     return load_model("gemma3-270m")
 

@@ -30,7 +30,7 @@ def snapshot(hf_home: Path, repo: str) -> Path:
 
 
 def gpt2_tokenizer():
-    from successor_lens.planted import gpt2_tokenizer as vendored
+    from successor_lens.models.planted import gpt2_tokenizer as vendored
 
     tok = vendored()
     tok.bos_token = tok.eos_token = tok.unk_token = "<|endoftext|>"

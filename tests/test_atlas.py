@@ -9,13 +9,16 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from conftest import HOSTILE, RUN_TASKS, make_run_model, require_system_package
-from successor_lens.artifacts.atlas import AtlasConfig, SCHEMA_VERSION
-from successor_lens.artifacts.export import read_export
-from successor_lens.artifacts.pipeline import RunConfig, atlas_for_dictionary, run_pipeline
-from successor_lens.artifacts.schema import SCHEMA, AtlasFormatError, load_atlas
-from successor_lens.artifacts.site import write_atlas
+
+from successor_lens.artifacts.atlas import SCHEMA_VERSION
+from successor_lens.artifacts.atlas_config import AtlasConfig
+from successor_lens.artifacts.atlas_schema import SCHEMA, AtlasFormatError, load_atlas
+from successor_lens.artifacts.atlas_site import write_atlas
+from successor_lens.artifacts.neuronpedia import read_export
+from successor_lens.runner.dictionary_atlas import atlas_for_dictionary
+from successor_lens.runner.run import run_pipeline
+from successor_lens.runner.run_config import RunConfig
 from successor_lens.sae_train.dictionary import load_dictionary
 
 CONFIG = RunConfig(seeds=1, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=4, corpus="succession-lists", contexts=16, context_tokens=24))
@@ -169,7 +172,8 @@ def test_atlas_for_a_saved_dictionary_alone(run, tmp_path):
 
 
 def test_an_edit_run_in_the_folder_shows_in_the_atlas_and_report(run, tmp_path, capsys):
-    from successor_lens.artifacts.report import refresh_atlas, write_edit
+    from successor_lens.artifacts.atlas_site import refresh_atlas
+    from successor_lens.artifacts.stage_files import write_edit
     from successor_lens.probes.edits import Edit
 
     model, atlas = run
@@ -196,7 +200,7 @@ def test_an_edit_run_in_the_folder_shows_in_the_atlas_and_report(run, tmp_path, 
 
 
 def test_paths_read_back_from_atlas_json_stay_inside_the_atlas(run, tmp_path):
-    from successor_lens.artifacts.report import refresh_atlas
+    from successor_lens.artifacts.atlas_site import refresh_atlas
     from successor_lens.errors import UserError
 
     _, atlas = run

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from successor_lens.cli.main import main
+from successor_lens.features.mine_run import beats_null, item_acts, item_table
 from successor_lens.features.mining import mine
-from successor_lens.features.pipeline import beats_null, item_acts, item_table
-from successor_lens.models import load_model
-from successor_lens.planted import PLANTED_HEAD
+from successor_lens.models.loading import load_model
+from successor_lens.models.planted import PLANTED_HEAD
 from successor_lens.sae_train.dictionary import load_dictionary, untrained_like
 
 

@@ -17,10 +17,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from successor_lens.sae_train.activations import ShardedActivations
 from successor_lens.sae_train.batches import ShuffledBatches
 from successor_lens.sae_train.distributed import Dist
-from successor_lens.sae_train.trainer import TrainConfig, make_sae, train
+from successor_lens.sae_train.shards import ShardedActivations
+from successor_lens.sae_train.train_config import TrainConfig
+from successor_lens.sae_train.trainer import make_sae, train
 
 CONFIGS = {
     "topk+auxk": TrainConfig(arch="topk", d_sae=64, k=4, steps=30, batch_size=64, dead_after_steps=2, lr=3e-3, seed=3),
@@ -148,8 +149,8 @@ def test_train_nproc_2_equals_one_process_and_a_killed_rank_resumes_to_the_same_
 
 
 def _harvest_rank(rank: int, world: int, port: int, corpus: str, out: str) -> None:
-    from successor_lens.models import load_model
-    from successor_lens.sae_train.pipeline import harvest
+    from successor_lens.models.loading import load_model
+    from successor_lens.sae_train.harvest import harvest
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist = Dist.from_env("cpu")
@@ -158,9 +159,8 @@ def _harvest_rank(rank: int, world: int, port: int, corpus: str, out: str) -> No
 
 
 def test_a_corpus_harvest_split_across_two_ranks_equals_one_process(tmp_path):
-    from successor_lens.models import load_model
-    from successor_lens.sae_train.activations import corpus_batches
-    from successor_lens.sae_train.pipeline import harvest
+    from successor_lens.models.loading import load_model
+    from successor_lens.sae_train.harvest import corpus_batches, harvest
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(f"Item {i}: on day {i % 7} we counted {i}, {i + 1} and {i + 2}, then went on." for i in range(400)) + "\n")

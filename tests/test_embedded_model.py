@@ -7,8 +7,12 @@ import textwrap
 
 import torch
 
-from successor_lens.models import ModelLoadError, load_embedded_hf, load_model, model_provenance
-from successor_lens.probes.heads import ScanConfig, scan_heads
+from successor_lens.errors import ModelLoadError
+from successor_lens.models.embedded import load_embedded_hf
+from successor_lens.models.loading import load_model
+from successor_lens.models.provenance import model_provenance
+from successor_lens.probes.probe_configs import ScanConfig
+from successor_lens.probes.scan import scan_heads
 from successor_lens.tasks import build_token_set
 
 
@@ -55,7 +59,8 @@ def test_offline_hub_model_fails_fast_with_one_line(tmp_path):
     code = textwrap.dedent(
         """
         import time
-        from successor_lens.models import ModelLoadError, load_model
+        from successor_lens.errors import ModelLoadError
+        from successor_lens.models.loading import load_model
         t0 = time.perf_counter()
         try:
             load_model("gpt2")
@@ -99,7 +104,8 @@ def test_heads_command_writes_json_and_heatmap(tmp_path, capsys):
 
 
 def test_residual_scan_keeps_the_copying_control_of_the_other_embeddings(embedded_model):
-    from successor_lens.probes.heads import ScanConfig, scan_heads
+    from successor_lens.probes.probe_configs import ScanConfig
+    from successor_lens.probes.scan import scan_heads
     from successor_lens.tasks import build_token_set
 
     token_set = build_token_set(embedded_model.tokenizer)

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import RUN_TASKS, make_run_model
-from successor_lens.artifacts.atlas import AtlasConfig, SAEEntry
-from successor_lens.artifacts.export import EXPORT_FOLDER, export_dictionary, export_features, read_export, vocabulary_text
-from successor_lens.artifacts.pipeline import RunConfig, run_pipeline
+
+from successor_lens.artifacts.atlas import SAEEntry
+from successor_lens.artifacts.atlas_config import AtlasConfig
+from successor_lens.artifacts.neuronpedia import EXPORT_FOLDER, export_dictionary, export_features, read_export, vocabulary_text
 from successor_lens.corpus import corpus_windows
+from successor_lens.runner.run import run_pipeline
+from successor_lens.runner.run_config import RunConfig
 from successor_lens.sae_train.dictionary import load_dictionary
 
 try:  # installed with --no-deps (README): its data classes need numpy only

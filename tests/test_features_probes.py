@@ -2,14 +2,17 @@
 
 import pytest
 import torch
-
 from conftest import WordTokenizer
+
 from successor_lens.features.matrix import ItemTable
-from successor_lens.features.mining import MineConfig, mine, recurrence
-from successor_lens.probes.arithmetic import OVCircuit, offset_profile, random_directions, vector_arithmetic
+from successor_lens.features.mine_config import MineConfig
+from successor_lens.features.mining import mine, recurrence
+from successor_lens.probes.arithmetic import offset_profile, random_directions, vector_arithmetic
+from successor_lens.probes.circuit import OVCircuit
 from successor_lens.probes.linear import leave_one_task_out, probe_feature_cosine
 from successor_lens.sae_train.batches import ShuffledBatches
-from successor_lens.sae_train.trainer import TrainConfig, make_sae, train
+from successor_lens.sae_train.train_config import TrainConfig
+from successor_lens.sae_train.trainer import make_sae, train
 from successor_lens.tasks import Task, build_token_set
 
 D = 64

@@ -2,15 +2,14 @@
 
 import json
 
-
 from successor_lens.cli.main import main
+from successor_lens.features.mine_run import item_acts, item_table
 from successor_lens.features.mining import mine
-from successor_lens.features.pipeline import item_acts, item_table
 from successor_lens.probes.linear import leave_one_task_out
 from successor_lens.sae_train.dictionary import load_dictionary
-from successor_lens.sae_train.pipeline import train_sae
 from successor_lens.sae_train.runtime import Runtime
-from successor_lens.sae_train.trainer import TrainConfig
+from successor_lens.sae_train.train_config import TrainConfig
+from successor_lens.sae_train.train_run import train_sae
 
 
 def test_mod10_probe_generalises_to_held_out_digits_and_ordinals(embedded_model):

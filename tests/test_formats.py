@@ -14,7 +14,8 @@ from successor_lens.cli.main import main
 from successor_lens.sae_train.batches import ShuffledBatches
 from successor_lens.sae_train.dictionary import load_dictionary, save_dictionary
 from successor_lens.sae_train.formats import detect
-from successor_lens.sae_train.trainer import TrainConfig, make_sae, train
+from successor_lens.sae_train.train_config import TrainConfig
+from successor_lens.sae_train.trainer import make_sae, train
 
 D = 256  # planted-gpt2's width, so the atlas test can use these dictionaries
 

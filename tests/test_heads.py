@@ -1,8 +1,9 @@
 import pytest
 import torch
-
 from conftest import TINY_TASKS, make_planted
-from successor_lens.probes.heads import ScanConfig, scan_heads
+
+from successor_lens.probes.probe_configs import ScanConfig
+from successor_lens.probes.scan import scan_heads
 from successor_lens.tasks import build_token_set
 
 

@@ -1,13 +1,15 @@
 """One test per method fix of the findings issue; each fails on the old behaviour."""
 
 import torch
-
 from conftest import WordTokenizer, make_planted, tiny_config
+
 from successor_lens.features.matrix import ItemTable
-from successor_lens.features.mining import MineConfig, MinedFeatures, recurrence
+from successor_lens.features.mine_config import MineConfig
+from successor_lens.features.mining import MinedFeatures, recurrence
 from successor_lens.nulls import rate_vs_rate, value_vs_draws, words
-from successor_lens.probes.arithmetic import OVCircuit, offset_profile, vector_arithmetic
-from successor_lens.probes.choice import choose_head
+from successor_lens.probes.arithmetic import offset_profile, vector_arithmetic
+from successor_lens.probes.circuit import OVCircuit
+from successor_lens.probes.head_choice import choose_head
 from successor_lens.probes.linear import leave_one_task_out
 from successor_lens.tasks import Task, build_token_set
 
@@ -149,7 +151,7 @@ def test_split_items_are_read_at_their_last_token_in_context():
 
 
 def test_residual_embedding_reads_the_token_after_a_prefix():
-    from successor_lens.probes.ov import effective_embeddings, residual_prefix
+    from successor_lens.probes.circuit import effective_embeddings, residual_prefix
 
     model = make_planted(None)
     model.tokenizer = WordTokenizer([str(i) for i in range(10)] + ["\n"])

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_cache import COMMIT, snapshot, tiny_gemma3
 from transformers import AutoModelForCausalLM
 
-from hub_cache import COMMIT, snapshot, tiny_gemma3
 from successor_lens import models
 from successor_lens.cli.common import out_dir
-from successor_lens.models import ModelLoadError, load_model, model_provenance, model_shape, shape_of
+from successor_lens.errors import ModelLoadError
+from successor_lens.models.loading import load_model, model_shape, shape_of
+from successor_lens.models.provenance import model_provenance
 from successor_lens.tasks import build_token_set
 
 HUB = ["gpt2", "EleutherAI/pythia-70m", "01-ai/Yi-6B"]

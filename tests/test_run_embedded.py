@@ -4,7 +4,7 @@ import json
 
 import jsonschema
 
-from successor_lens.artifacts.schema import SCHEMA
+from successor_lens.artifacts.atlas_schema import SCHEMA
 from successor_lens.cli.main import main
 
 

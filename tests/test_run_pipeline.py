@@ -4,14 +4,16 @@ import json
 import shutil
 
 import pytest
-
 from conftest import RUN_TASKS, make_run_model
+
 from successor_lens.artifacts import html as html_mod
 from successor_lens.artifacts import pipeline as pipeline_mod
-from successor_lens.artifacts.atlas import AtlasConfig
-from successor_lens.artifacts.pipeline import STAGES, RunConfig, run_pipeline
-from successor_lens.features.mining import MineConfig
+from successor_lens.artifacts.atlas_config import AtlasConfig
+from successor_lens.features.mine_config import MineConfig
 from successor_lens.io import OLD_TAG, TMP_TAG
+from successor_lens.runner.run import run_pipeline
+from successor_lens.runner.run_config import RunConfig
+from successor_lens.runner.stage_cache import STAGES
 
 CONFIG = RunConfig(seeds=2, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=5))
 
@@ -144,7 +146,7 @@ def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the
     import torch
 
     from successor_lens.cli.main import main
-    from successor_lens.models import LazyModel, load_model
+    from successor_lens.models.loading import LazyModel, load_model
 
     args = ["run", "--model", "planted-gpt2", "--seeds", "2", "--steps", "30", "--latents", "2", "--out", str(tmp_path)]
     assert main(args) == 0

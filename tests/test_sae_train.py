@@ -4,17 +4,18 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_config
 from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 from transformer_lens import HookedTransformer
 
-from conftest import tiny_config
 from successor_lens.errors import UserError
 from successor_lens.sae_train.batches import ShuffledBatches
-from successor_lens.sae_train.checkpoint import CheckpointError, Checkpointer
+from successor_lens.sae_train.checkpoint import Checkpointer, CheckpointError
 from successor_lens.sae_train.dictionary import DictionaryError, evaluate, load_dictionary, save_dictionary
-from successor_lens.sae_train.pipeline import train_sae
 from successor_lens.sae_train.runtime import Runtime
-from successor_lens.sae_train.trainer import NonFiniteError, TrainConfig, make_sae, train
+from successor_lens.sae_train.train_config import TrainConfig
+from successor_lens.sae_train.train_run import train_sae
+from successor_lens.sae_train.trainer import NonFiniteError, make_sae, train
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

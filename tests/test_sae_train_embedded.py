@@ -6,10 +6,10 @@ from sae_lens import SAE
 
 from successor_lens.cli.main import main
 from successor_lens.corpus import load_texts
-from successor_lens.sae_train.activations import corpus_activations, succession_items
-from successor_lens.sae_train.pipeline import train_sae
+from successor_lens.sae_train.harvest import corpus_activations, succession_items
 from successor_lens.sae_train.runtime import Runtime
-from successor_lens.sae_train.trainer import TrainConfig
+from successor_lens.sae_train.train_config import TrainConfig
+from successor_lens.sae_train.train_run import train_sae
 
 
 def test_succession_mlp0_sae_reaches_low_fvu(embedded_model, tmp_path):

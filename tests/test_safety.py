@@ -12,17 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 from transformer_lens import HookedTransformer
 
-from conftest import tiny_config
 from successor_lens.cli.main import main
 from successor_lens.io import atomic_dir, write_json
-from successor_lens.rundir import HOLDER, LOCK, MARKER, claim, run_folder
-from successor_lens.sae_train.checkpoint import CheckpointError, Checkpointer
+from successor_lens.runner.folders import HOLDER, LOCK, MARKER, claim, run_folder
+from successor_lens.sae_train.checkpoint import Checkpointer, CheckpointError
 from successor_lens.sae_train.dictionary import DictionaryError, load_dictionary, save_dictionary
-from successor_lens.sae_train.pipeline import activations_for, train_sae
+from successor_lens.sae_train.harvest import activations_for
 from successor_lens.sae_train.runtime import Runtime
-from successor_lens.sae_train.trainer import TrainConfig, make_sae, train
+from successor_lens.sae_train.train_config import TrainConfig
+from successor_lens.sae_train.train_run import train_sae
+from successor_lens.sae_train.trainer import make_sae, train
 
 MODEL = "planted-gpt2"  # its shape is known from its config alone; it is never built here
 OURS = {MARKER, LOCK, HOLDER}
@@ -202,9 +204,8 @@ def test_folders_of_ours_are_reused_and_leftovers_of_a_killed_write_removed(tmp_
 
 def test_atomic_dir_refuses_a_file_and_follows_the_umask(tmp_path):
     (tmp_path / "f").write_text("x")
-    with pytest.raises(NotADirectoryError):
-        with atomic_dir(tmp_path / "f"):
-            pass
+    with pytest.raises(NotADirectoryError), atomic_dir(tmp_path / "f"):
+        pass
     assert (tmp_path / "f").read_text() == "x"
     old = os.umask(0o022)
     try:
@@ -230,7 +231,7 @@ def test_json_never_holds_bare_nan(tmp_path):
 
 HOLD = """
 import sys, time
-from successor_lens.rundir import run_folder
+from successor_lens.runner.folders import run_folder
 with run_folder(sys.argv[1], "run", "successor-lens run --out somewhere"):
     print("holding", flush=True)
     time.sleep(120)
@@ -304,7 +305,7 @@ def test_unusable_checkpoints_and_dictionaries_are_one_line_errors(tmp_path):
     train(wrong, make_sae(wrong, 16), ShuffledBatches(X, 64), checkpointer=ckpt_b, stop_after=5, progress=False)
     path = ckpt_b.paths()[-1]
     with safe_open(path, framework="pt") as f:
-        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        tensors, meta = {k: f.get_tensor(k) for k in f}, f.metadata()
     tensors["sae.W_dec"] = torch.zeros(31, 16)
     save_file(tensors, path, metadata=meta)
     with pytest.raises(CheckpointError, match=r"tensor sae.W_dec is shape \(31, 16\), expected \(32, 16\)"):

@@ -13,9 +13,8 @@ from transformer_lens import HookedTransformer
 
 from successor_lens.cli.main import main
 from successor_lens.corpus import load_texts
-from successor_lens.models import load_model
-from successor_lens.sae_train.activations import corpus_rows
-from successor_lens.sae_train.pipeline import harvest
+from successor_lens.models.loading import load_model
+from successor_lens.sae_train.harvest import corpus_rows, harvest
 
 SITES = ["mlp0", "embed", "blocks.1.hook_resid_post"]
 TRAIN = ["train", "--model", "planted-gpt2", "--tokens", "corpus", "--d-sae", "64", "--k", "4", "--steps", "25", "--batch-size", "64"]

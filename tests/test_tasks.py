@@ -1,4 +1,5 @@
 from conftest import DAYS, DIGITS, TINY_TASKS, WordTokenizer
+
 from successor_lens.tasks import build_token_set, standard_tasks
 
 

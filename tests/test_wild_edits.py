@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-
 from conftest import DIGITS, RUN_TASKS, list_windows, make_run_model, make_wild_model
+
 from successor_lens.probes.edits import EditSet, EditSpecError, kpi_table, measure, parse_spec
 from successor_lens.probes.incontext import in_context_dla, succession_prompts
-from successor_lens.probes.wild import Ordinals, WildConfig, classify, wild_analysis
+from successor_lens.probes.probe_configs import WildConfig
+from successor_lens.probes.wild import Ordinals, classify, wild_analysis
 from successor_lens.tasks import Task
 
 NUMBERS = [Task("numbers", tuple(DIGITS), tuple(range(10)))]

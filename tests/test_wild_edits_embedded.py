@@ -5,8 +5,8 @@ import json
 import re
 
 import pytest
-
 from conftest import require_system_package
+
 from successor_lens.cli.main import main
 from successor_lens.corpus import PYTHON_DOCS_GLOB, clean_rest, load_corpus
 

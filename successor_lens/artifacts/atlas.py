@@ -1,10 +1,10 @@
 """The feature atlas as data: head records, SAE latent records, classes, probes, in one JSON document.
 
-`collect` gathers everything the site shows; `html.render_site` only formats it, so the JSON
+`collect` gathers everything the site shows; `atlas_site.write_atlas` only formats it, so the JSON
 export and the pages never disagree. Latent records use Neuronpedia / SAEDashboard feature-JSON
 field names where the fields overlap (`index`, `activations`, `frac_nonzero`, `pos_str`,
 `pos_values`, `neg_str`, `neg_values`, `freq_hist_data_bar_heights`, `freq_hist_data_bar_values`);
-the schema is in `schema.py`.
+the schema is in `atlas_schema.py`.
 """
 
 from __future__ import annotations
@@ -14,65 +14,18 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformer_lens import HookedTransformer
 
-from successor_lens.errors import check_int
+from successor_lens.artifacts.atlas_config import AtlasConfig
 from successor_lens.features.matrix import ItemTable, class_profiles, latent_matrix, selectivity
-from successor_lens.features.pipeline import item_acts, item_table
+from successor_lens.features.mine_run import item_acts, item_table
 from successor_lens.io import provenance
-from successor_lens.models import model_provenance
-from successor_lens.probes.arithmetic import OVCircuit, offset_profile
-from successor_lens.probes.heads import SUCCESSOR_BAR, parse_head_name
-from successor_lens.probes.ov import direction_logits, effective_embeddings, head_token_logits
-from successor_lens.tasks import Task, build_token_set
+from successor_lens.models.provenance import model_provenance
+from successor_lens.paper import ARITHMETIC, FIGURES, SUCCESSOR_BAR
+from successor_lens.probes.arithmetic import offset_profile
+from successor_lens.probes.circuit import OVCircuit, direction_logits, effective_embeddings, head_token_logits
+from successor_lens.probes.head_id import parse_head_name
+from successor_lens.tasks import Task, build_token_set, same_task
 
 SCHEMA_VERSION = "1.3"
-PAPER = {
-    "successor_head": "Pythia-1.4B L12H0 succession score ~0.9, ~8x the runner-up",
-    "mean_modal_coverage": 0.585,
-    "probe_feature_cosine": 0.71,
-    "arithmetic": {"numbers 20-29": 0.89, "months": 0.53},
-}
-
-
-@dataclass
-class AtlasConfig:
-    heads: int = 5
-    """Heads with a page of their own (the top ones by succession score, plus the logit head)."""
-    latents: int = 24
-    """Latent pages per dictionary at most: class members first (most selective first), then the most active."""
-    top_tokens: int = 12
-    """Top activating items listed per latent."""
-    neighbours: int = 6
-    """Decoder-direction neighbours listed per latent."""
-    logit_tokens: int = 10
-    """Tokens listed on each side of a latent's logit effect."""
-    ov_items: int = 12
-    """Items per task in a head's input -> output token map."""
-    hist_bins: int = 24
-    """Bars of the activation and logit histograms."""
-    corpus: str | None = None
-    """Where the export's contexts come from: python-docs, succession-lists, a text file or folder, or a
-    hub dataset (None: python-docs when python3-doc is installed, else succession-lists)."""
-    contexts: int = 128
-    """Corpus windows every latent is measured on (the export's n_prompts_total)."""
-    context_tokens: int = 64
-    """Tokens per corpus window (n_tokens_in_prompt)."""
-    top_contexts: int = 8
-    """Top activating contexts exported per latent (one per window)."""
-    context_before: int = 10
-    """Tokens shown before the qualifying token of a context."""
-    context_after: int = 4
-    """Tokens shown after it."""
-    export_batch: int = 128
-    """Latents per export batch file (sae-dashboard's n_features_at_a_time)."""
-
-    def __post_init__(self):
-        check_int("--latents", self.latents, 1, 100_000)
-        check_int("--contexts", self.contexts, 1, 1_000_000)
-        check_int("--context-tokens", self.context_tokens, 2, 100_000)
-        for name in ("heads", "top_tokens", "neighbours", "logit_tokens", "ov_items", "hist_bins", "top_contexts", "export_batch"):
-            check_int(name, getattr(self, name), 1, 100_000)
-        for name in ("context_before", "context_after"):
-            check_int(name, getattr(self, name), 0, 100_000)
 
 
 @dataclass
@@ -107,12 +60,11 @@ class ScanItems:
     """[n, n] bool: same task variant."""
 
     @staticmethod
-    def build(model: HookedTransformer, heads_json: dict, tasks: list[Task] | None) -> "ScanItems":
+    def build(model: HookedTransformer, heads_json: dict, tasks: list[Task] | None) -> ScanItems:
         scan = heads_json.get("config", {})
         token_set = build_token_set(model.tokenizer, tasks)
         x = effective_embeddings(model, token_set.tokens.to(model.W_E.device), scan.get("embedding", "mlp0"), scan.get("mlp0_norm", True))
-        task_id = torch.tensor([token_set.task_names.index(i.task) for i in token_set.items])
-        return ScanItems(token_set, x, task_id[:, None] == task_id[None, :])
+        return ScanItems(token_set, x, same_task([i.task for i in token_set.items]))
 
 
 def head_record(model: HookedTransformer, heads_json: dict, name: str, cfg: AtlasConfig, items: ScanItems) -> dict:
@@ -205,11 +157,12 @@ def latent_records(model: HookedTransformer, entry: SAEEntry, table: ItemTable, 
 
 def collect(
     model: HookedTransformer, saes: list[SAEEntry], heads_json: dict | None = None, probe_json: dict | None = None,
-    mine_json: dict | None = None, cfg: AtlasConfig = AtlasConfig(), tasks: list[Task] | None = None,
+    mine_json: dict | None = None, cfg: AtlasConfig | None = None, tasks: list[Task] | None = None,
     scan_tasks: list[Task] | None = None, logit_head: str | None = None, run_config: dict | None = None,
     acts_by_hook: dict[str, torch.Tensor] | None = None,
 ) -> dict:
-    """Everything the atlas shows, as one JSON-able document (see schema.py)."""
+    """Everything the atlas shows, as one JSON-able document (see atlas_schema.py)."""
+    cfg = cfg or AtlasConfig()
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     heads = None
     if heads_json is not None:
@@ -249,7 +202,7 @@ def collect(
         "saes": dictionaries,
         "mining": {k: mine_json[k] for k in ("recurrence", "downstream_features")} if mine_json else None,
         "probes": {k: v for k, v in probe_json.items() if k != "provenance"} if probe_json else None,
-        "paper": PAPER,
+        "paper": {**FIGURES, "arithmetic_by_task": ARITHMETIC},
         "edits": [],
         "wild": None,
         "summary": None,

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from successor_lens.artifacts import html
 from successor_lens.artifacts.plots import succession_distribution
-from successor_lens.artifacts.report import extras, md
-from successor_lens.artifacts.summary import PAPER
+from successor_lens.artifacts.report import md
+from successor_lens.artifacts.stage_files import extras
 from successor_lens.errors import UserError
+from successor_lens.filenames import ATLAS, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, HEADS, INDEX, MARKER, SUMMARY
 from successor_lens.io import provenance, write_json, write_text
-from successor_lens.rundir import MARKER
+from successor_lens.paper import COMPARE, FIGURES, HEADLINES, MODEL, SUCCESSOR_BAR
 
 
 def load_run(folder: str | os.PathLike) -> dict:
@@ -27,8 +28,8 @@ def load_run(folder: str | os.PathLike) -> dict:
     if not (folder / MARKER).is_file():
         raise UserError(f"{folder} is not a successor-lens run folder: pass folders written by `successor-lens run --out DIR`")
     try:
-        summary = json.loads((folder / "summary.json").read_text())
-        heads = json.loads((folder / "heads.json").read_text())
+        summary = json.loads((folder / SUMMARY).read_text())
+        heads = json.loads((folder / HEADS).read_text())
     except FileNotFoundError as err:
         raise UserError(f"{folder}: no {Path(err.filename).name}: finish the run first (`successor-lens run --out {folder}`)") from None
     except json.JSONDecodeError:
@@ -59,19 +60,19 @@ def _vs(s: dict, key: str, fmt: str = "{:.2f}", null_word: str = "null") -> str:
 
 
 ROWS = [
-    ("best head, OV succession score", lambda r, s: f"{s['best_head']} {_vs(s, 'best_score', '{:.3f}', 'chance')}", PAPER["best_score"]),
-    ("ratio to the runner-up", lambda r, s: f"{_f(s.get('best_ratio'), '{:.1f}')}x ({s.get('runner_up')})", f"~{PAPER['best_ratio']:.0f}x"),
-    ("passes the paper's bar (> 0.5)", lambda r, s: "yes" if s["passes_successor_bar"] else "no", "yes"),
-    ("in-context (analysis) head", lambda r, s: s["analysis_head"], "L12H0"),
-    ("mod-10 classes found", lambda r, s: _vs(s, "classes_found", "{:.1f}"), PAPER["classes_found"]),
-    ("mean modal coverage", lambda r, s: _vs(s, "modal_coverage"), PAPER["modal_coverage"]),
-    ("probe accuracy (held-out tasks)", lambda r, s: _vs(s, "probe_accuracy", null_word="shuffled"), PAPER["probe_accuracy"]),
-    ("probe/feature cosine", lambda r, s: _vs(s, "probe_feature_cosine", null_word="random"), PAPER["probe_feature_cosine"]),
+    ("best head, OV succession score", lambda r, s: f"{s['best_head']} {_vs(s, 'best_score', '{:.3f}', 'chance')}", FIGURES["best_score"]),
+    ("ratio to the runner-up", lambda r, s: f"{_f(s.get('best_ratio'), '{:.1f}')}x ({s.get('runner_up')})", f"~{FIGURES['best_ratio']:.0f}x"),
+    (f"passes the paper's bar (> {SUCCESSOR_BAR})", lambda r, s: "yes" if s["passes_successor_bar"] else "no", "yes"),
+    ("in-context (analysis) head", lambda r, s: s["analysis_head"], COMPARE["analysis_head"]),
+    ("mod-10 classes found", lambda r, s: _vs(s, "classes_found", "{:.1f}"), HEADLINES["classes_found"].paper),
+    ("mean modal coverage", lambda r, s: _vs(s, "modal_coverage"), HEADLINES["modal_coverage"].paper),
+    ("probe accuracy (held-out tasks)", lambda r, s: _vs(s, "probe_accuracy", null_word="shuffled"), HEADLINES["probe_accuracy"].paper),
+    ("probe/feature cosine", lambda r, s: _vs(s, "probe_feature_cosine", null_word="random"), HEADLINES["probe_feature_cosine"].paper),
     ("arithmetic through the head", lambda r, s: f"{_f(s['arithmetic'], '{:.2f}')} (random {_f(s['arithmetic_random'], '{:.2f}')}; "
-     f"{'above' if s['above_null']['arithmetic'] else 'NOT above'})", PAPER["arithmetic"]),
+     f"{'above' if s['above_null']['arithmetic'] else 'NOT above'})", HEADLINES["arithmetic"].paper),
     ("the head's ceiling / when it is right", lambda r, s: f"{_f(s['arithmetic_ceiling'], '{:.2f}')} / {_f(s['arithmetic_when_head_right'], '{:.2f}')}", ""),
-    ("top edit (d succession acc. in task; d corpus loss)", lambda r, s: _edit_cell(top_edit(r["edits"])), "ablating L12H0 hurts succession"),
-    ("numbers 0..500 tokenize as", lambda r, s: (r["tokenizer"] or {}).get("numbers", "n/a"), "single tokens (Pythia)"),
+    ("top edit (d succession acc. in task; d corpus loss)", lambda r, s: _edit_cell(top_edit(r["edits"])), COMPARE["top_edit"]),
+    ("numbers 0..500 tokenize as", lambda r, s: (r["tokenizer"] or {}).get("numbers", "n/a"), COMPARE["numbers"]),
     ("BOS prepended", lambda r, s: "n/a" if not r["tokenizer"] else ("yes" if r["tokenizer"]["prepends_bos"] else "no"), ""),
 ]
 
@@ -88,10 +89,10 @@ def compare_runs(folders: list[str | os.PathLike], out: str | os.PathLike) -> tu
     runs = [load_run(f) for f in folders]
     out = Path(out)
     names = [r["summary"]["model"] for r in runs]
-    header = ["measure"] + names + ["paper (Pythia-1.4B)"]
+    header = ["measure"] + names + [f"paper ({MODEL})"]
     rows = [[label] + [cell(r, r["summary"]) for r in runs] + [str(paper)] for label, cell, paper in ROWS]
-    links = [os.path.relpath(r["folder"] / "atlas" / "index.html", out) for r in runs]
-    image = succession_distribution(names, [r["succession"] for r in runs], out / "succession_scores.png")
+    links = [os.path.relpath(r["folder"] / ATLAS / INDEX, out) for r in runs]
+    image = succession_distribution(names, [r["succession"] for r in runs], out / COMPARE_PNG)
     text = ["# successor-lens: models compared", "", "Headline figures of each run beside its null (computed in the same run) "
             "and the paper's figure. A figure marked NOT above is not above its null.", "",
             "| " + " | ".join(md(h) for h in header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -104,10 +105,10 @@ def compare_runs(folders: list[str | os.PathLike], out: str | os.PathLike) -> tu
             html.Raw("<p>Atlases: " + " ".join(html.link(link, n) for n, link in zip(names, links)) + "</p>"),
             html.h2("Succession score of every head"), html.img(image.name, "succession score of every head, per model")]
     written = [
-        write_text(out / "compare.md", "\n".join(text)),
-        write_json(out / "compare.json", {"provenance": provenance(runs=[str(r["folder"]) for r in runs]), "header": header, "rows": rows,
+        write_text(out / COMPARE_MD, "\n".join(text)),
+        write_json(out / COMPARE_JSON, {"provenance": provenance(runs=[str(r["folder"]) for r in runs]), "header": header, "rows": rows,
                                           "summaries": {n: r["summary"] for n, r in zip(names, runs)}}),
-        write_text(out / "index.html", html.page("successor-lens: models compared", body, nav=False)),
+        write_text(out / INDEX, html.page("successor-lens: models compared", body, nav=False)),
         image,
     ]
     return written, [header] + rows

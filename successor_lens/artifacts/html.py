@@ -10,6 +10,23 @@ from __future__ import annotations
 import html
 import re
 
+from successor_lens.filenames import (
+    ARITHMETIC_PNG,
+    ATLAS_JSON,
+    ATLAS_SCHEMA,
+    HEADS_COPYING_PNG,
+    HEADS_PNG,
+    IMAGES,
+    INCONTEXT_PNG,
+    INDEX,
+    OFFSET_PNG,
+    PROBE_PNG,
+    REPORT,
+    RUN_SETTINGS,
+    WILD_PNG,
+)
+from successor_lens.paper import ARITHMETIC, HEADLINES, WILD_TEXT
+
 CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222}
@@ -79,7 +96,7 @@ def img(src: str, alt: str) -> Raw:
 
 def page(title: str, body: list[str], root: str = "", nav: bool = True) -> str:
     """A whole document; `root` is the relative path back to the atlas folder (`nav`: the atlas's links)."""
-    nav = (f'<nav>{link(root + "index.html", "atlas index")}{link(root + "atlas.json", "atlas.json")}{link(root + "report.md", "report.md")}</nav>'
+    nav = (f'<nav>{link(root + INDEX, "atlas index")}{link(root + ATLAS_JSON, ATLAS_JSON)}{link(root + REPORT, REPORT)}</nav>'
            if nav else "")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -113,14 +130,14 @@ def index_page(atlas: dict, summary: list[str]) -> str:
                  f"weights: {_processing(prov.get('weight_processing'))}; source: {prov.get('source')}; successor-lens {prov.get('version')}", "note")]
     heads = atlas["heads"]
     if heads:
-        body += [h2("Succession heads (OV circuit)"), img("images/heads.png", "layer x head succession heatmap"),
+        body += [h2("Succession heads (OV circuit)"), img(f"{IMAGES}/{HEADS_PNG}", "layer x head succession heatmap"),
                  table(["head", "succession", "copying (control)"],
                        [[link(f"heads/{t['head']}.html", t["head"]) if any(p["head"] == t["head"] for p in heads["pages"]) else t["head"],
                          t["succession"], t["copying"]] for t in heads["top_heads"]]),
                  para(f"paper's successor-head bar: > {heads['successor_bar']}; "
                       + ("passed." if heads["passes_bar"] else f"no head passes it (best {heads['best_head']}). The successor behaviour of this model is weak by this score."),
                       "ok" if heads["passes_bar"] else "bad"),
-                 img("images/heads_copying.png", "layer x head copying heatmap")]
+                 img(f"{IMAGES}/{HEADS_COPYING_PNG}", "layer x head copying heatmap")]
     body.append(h2("Dictionaries"))
     rows = []
     for d in atlas["saes"]:
@@ -144,7 +161,7 @@ def index_page(atlas: dict, summary: list[str]) -> str:
             ex = d["export"]
             body.append(Raw(f"<p>{link(ex['pages'][0], 'every latent')} ({ex['latents']}, {ex['live']} live on {esc(ex['dataset'])}; "
                             f"{len(ex['pages'])} pages) with its corpus contexts; Neuronpedia / SAEDashboard export: "
-                            f"{link(ex['folder'] + '/run_settings.json', ex['folder'] + '/')}</p>"))
+                            f"{link(ex['folder'] + '/' + RUN_SETTINGS, ex['folder'] + '/')}</p>"))
     if atlas.get("probes"):
         body += probe_sections(atlas["probes"])
     if atlas.get("wild"):
@@ -153,7 +170,7 @@ def index_page(atlas: dict, summary: list[str]) -> str:
         body += [h2(f"Edit: {edit['name']}"),
                  para("; ".join(describe_edit(e) for e in edit["spec"]["edits"]), "note"),
                  table(["KPI", "before", "after", "delta"], [[r["metric"], r["before"], r["after"], r["delta"]] for r in edit["kpis"]])]
-    body += [h2("Files"), Raw("<ul>" + "".join(f"<li>{link(f, f)}</li>" for f in ("atlas.json", "atlas.schema.json", "report.md")) + "</ul>")]
+    body += [h2("Files"), Raw("<ul>" + "".join(f"<li>{link(f, f)}</li>" for f in (ATLAS_JSON, ATLAS_SCHEMA, REPORT)) + "</ul>")]
     return page(f"successor-lens atlas: {model['name']}", body)
 
 
@@ -177,15 +194,15 @@ def probe_sections(probes: dict) -> list[str]:
     return [
         h2("Linear probes: index mod 10, leave one task out"),
         table(["held-out task", "items", "MLP0 probe", "embedding probe", "shuffled-label control"], rows),
-        img("images/probe_accuracy.png", "probe accuracy per held-out task"),
+        img(f"{IMAGES}/{PROBE_PNG}", "probe accuracy per held-out task"),
         para(f"probe / SAE-feature cosine: mean {cell(cos['mean'])}; random directions {cell(cos['random_baseline'])}; "
              f"mismatched classes {cell(cos['mismatched_class_baseline'])}; class-mean directions {cell(cos.get('class_mean_directions'))} "
-             f"(paper: {probes['paper']['probe_feature_cosine']})"),
+             f"(paper: {HEADLINES['probe_feature_cosine'].paper})"),
         h2(f"Vector arithmetic through {probes['head']}"),
         table(["task"] + list(arith), arows),
-        img("images/arithmetic.png", "arithmetic success, features vs controls"),
-        para("paper: " + ", ".join(f"{k} {v}" for k, v in probes["paper"]["arithmetic"].items())),
-        img("images/offset_profile.png", "offset profile of the probe head"),
+        img(f"{IMAGES}/{ARITHMETIC_PNG}", "arithmetic success, features vs controls"),
+        para("paper: " + ", ".join(f"{k} {v}" for k, v in ARITHMETIC.items())),
+        img(f"{IMAGES}/{OFFSET_PNG}", "offset profile of the probe head"),
     ]
 
 
@@ -208,15 +225,15 @@ def wild_sections(wild: dict) -> list[str]:
     return [
         h2("In the wild: where the heads help on natural text"),
         para("mean-ablation of each head's output, direct path only; positions where it helps most, classified by the rules in probes/wild.py. "
-             f"Paper ({heads[0]['paper']['model'] if heads else ''}): acronym 0.238, greater-than 0.189; the successor head wins 64/64 numbered listings.", "note"),
+             f"Paper ({WILD_TEXT}).", "note"),
         table(["head", "mean d loss", "positions", "succession wins"] + cats, rows),
-        img("images/wild_categories.png", "category shares per head"),
+        img(f"{IMAGES}/{WILD_PNG}", "category shares per head"),
         table(["head", "token", "next token", "attended", "d loss", "category"], examples, left=4),
         h2("In-context succession prompts: direct logit attribution"),
         para("model top-1 accuracy over the vocabulary / among the task's items: "
              + ", ".join(f"{t} {a:.2f}/{ic['accuracy_in_task'][t]:.2f}" for t, a in ic["accuracy"].items())),
         table(["head", "DLA on the answer", "OV succession score"], [[r["head"], r["dla"], r["ov_succession"]] for r in ic["ranking"]]),
-        img("images/incontext_dla.png", "layer x head DLA heatmap"),
+        img(f"{IMAGES}/{INCONTEXT_PNG}", "layer x head DLA heatmap"),
     ]
 
 

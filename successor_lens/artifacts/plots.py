@@ -12,7 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from successor_lens.filenames import (  # noqa: E402
+    ARITHMETIC_PNG,
+    HEADS_COPYING_PNG,
+    HEADS_PNG,
+    INCONTEXT_PNG,
+    OFFSET_PNG,
+    PROBE_PNG,
+    WILD_PNG,
+)
 from successor_lens.io import atomic_path  # noqa: E402
+from successor_lens.paper import SUCCESSOR_BAR  # noqa: E402
 
 
 def save(fig, path: str | os.PathLike) -> Path:
@@ -117,8 +127,8 @@ def scan_figures(model_name: str, embedding: str, succession, copying, folder: P
     """heads.png and heads_copying.png: the layer x head succession and copying heatmaps."""
     folder = Path(folder)
     return [
-        head_heatmap(torch.as_tensor(succession), folder / "heads.png", f"{model_name}: succession score ({embedding})"),
-        head_heatmap(torch.as_tensor(copying), folder / "heads_copying.png", f"{model_name}: copying score (control)"),
+        head_heatmap(torch.as_tensor(succession), folder / HEADS_PNG, f"{model_name}: succession score ({embedding})"),
+        head_heatmap(torch.as_tensor(copying), folder / HEADS_COPYING_PNG, f"{model_name}: copying score (control)"),
     ]
 
 
@@ -128,10 +138,10 @@ def probe_figures(probes: dict, folder: Path) -> list[Path]:
     return [
         grouped_bars({"MLP0 probe": p["accuracy"], "embedding probe": probes["probe_embed"]["accuracy"],
                       "shuffled-label control": p["shuffled_label_control"]},
-                     folder / "probe_accuracy.png", "index mod 10, leave-one-task-out", "accuracy", chance=0.1),
-        grouped_bars({k: v["per_task"] for k, v in probes["arithmetic"].items()}, folder / "arithmetic.png",
+                     folder / PROBE_PNG, "index mod 10, leave-one-task-out", "accuracy", chance=0.1),
+        grouped_bars({k: v["per_task"] for k, v in probes["arithmetic"].items()}, folder / ARITHMETIC_PNG,
                      f"vector arithmetic through {probes['head']}", "success"),
-        offset_plot(_int_keys(probes["offset_profile"]), folder / "offset_profile.png", f"{probes['head']}: OV logit by index offset"),
+        offset_plot(_int_keys(probes["offset_profile"]), folder / OFFSET_PNG, f"{probes['head']}: OV logit by index offset"),
     ]
 
 
@@ -140,23 +150,23 @@ def wild_figures(wild: dict, folder: Path) -> list[Path]:
     folder = Path(folder)
     dla = torch.as_tensor(wild["in_context"]["dla"])
     return [
-        grouped_bars({h["head"]: h["category_shares"] for h in wild["heads"]}, folder / "wild_categories.png",
+        grouped_bars({h["head"]: h["category_shares"] for h in wild["heads"]}, folder / WILD_PNG,
                      "where each head helps most: category shares", "share of positions"),
-        head_heatmap(dla, folder / "incontext_dla.png", "in-context succession: DLA on the answer", vmax=max(float(dla.max()), 1e-6)),
+        head_heatmap(dla, folder / INCONTEXT_PNG, "in-context succession: DLA on the answer", vmax=max(float(dla.max()), 1e-6)),
     ]
 
 
 def succession_distribution(names: list[str], scores: list[list[float]], path) -> Path:
     """Every head's OV succession score, one column of points per model, the best head labelled and
-    the paper's bar (0.5) drawn: a successor head stands far above its model's other heads."""
+    the paper's bar drawn: a successor head stands far above its model's other heads."""
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(names), 3.8))
     gen = torch.Generator().manual_seed(0)
-    for i, (name, values) in enumerate(zip(names, scores)):
+    for i, (_name, values) in enumerate(zip(names, scores)):
         x = i + (torch.rand(len(values), generator=gen) - 0.5) * 0.5
         ax.scatter(x, values, s=8, alpha=0.6)
         best = max(range(len(values)), key=values.__getitem__)
         ax.annotate(f"best {values[best]:.2f}", (float(x[best]), values[best]), xytext=(-10, 5), textcoords="offset points", fontsize=8)
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="paper's bar (0.5)")
+    ax.axhline(SUCCESSOR_BAR, color="grey", linestyle="--", linewidth=0.8, label=f"paper's bar ({SUCCESSOR_BAR})")
     ax.set_xticks(range(len(names)), names, rotation=15)
     ax.set_ylabel("OV succession score (every head)")
     ax.set_ylim(-0.02, 1.12)

@@ -8,13 +8,9 @@ null. Keys are stable: a new key may be added, none is renamed or removed withou
 from __future__ import annotations
 
 from successor_lens.nulls import Verdict, rate_vs_chance, words
+from successor_lens.paper import FIGURES, HEADLINES, SUCCESSOR_BAR
 
 SUMMARY_VERSION = "1.0"
-PAPER = {
-    "best_score": 0.9, "best_ratio": 8.0, "successor_bar": 0.5, "classes_found": 10, "modal_coverage": 0.585,
-    "probe_accuracy": "94/102 non-number items", "probe_feature_cosine": 0.71, "arithmetic": "0.89 numbers 20-29, 0.53 months",
-    "overshoot": "failures follow a greater-than bias", "model": "Pythia-1.4B (L12H0)",
-}
 
 
 def head_verdict(heads: dict) -> Verdict:
@@ -65,7 +61,7 @@ def build_summary(model: str, heads: dict, choice: dict, mine: dict, probe: dict
                        "arithmetic": v_arith.above, "overshoot": v_over.above},
         "tests": {"best_score": v_head.test, "classes_found": v_classes.test, "modal_coverage": v_cover.test,
                   "probe_accuracy": v_probe.test, "probe_feature_cosine": v_cos.test, "arithmetic": v_arith.test, "overshoot": v_over.test},
-        "paper": PAPER,
+        "paper": FIGURES,
     }
     s["lines"] = _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over, fig)
     return s
@@ -84,21 +80,23 @@ def _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over
     ratio = f", {s['best_ratio']:.1f}x the runner-up {s['runner_up']} {s['runner_up_score']:.3f}" if s["best_ratio"] else ""
     bar = "passes" if s["passes_successor_bar"] else "does NOT pass"
     per = ", ".join(str(n) for n in fig["classes_found"].get("per_sae", []))
+    h = HEADLINES
     lines = [
-        words(f"best head by OV succession score: {s['best_head']}", v_head, "~0.9, ~8x the runner-up", "{:.3f}")
-        + f"{ratio}; {bar} the paper's bar > 0.5",
+        words(h["best_score"].label.format(head=s["best_head"]), v_head, h["best_score"].paper, "{:.3f}")
+        + f"{ratio}; {bar} the paper's bar > {SUCCESSOR_BAR}",
         f"analysis head: {s['analysis_head']} ({s['analysis_head_reason']})",
-        words(f"mod-10 classes found above both nulls (per SAE: {per})", v_classes, "10", "{:.1f}")
+        words(h["classes_found"].label.format(per=per), v_classes, h["classes_found"].paper, "{:.1f}")
         + f"; raw count {_f(v_raw.value, '{:.1f}')} vs null {_f(v_raw.null, '{:.1f}')} ({'above' if v_raw.above else 'NOT above'});"
         + f" {s['recurring_classes']}/10 recur across seeds",
-        words("mean modal coverage", v_cover, "0.585") + f" (numbers {_f(s['modal_coverage_numbers'])}, other tasks {_f(s['modal_coverage_other'])})",
-        words("probe accuracy, held-out non-number tasks pooled, vs shuffled labels", v_probe, "94/102 non-number items"),
-        words("probe/SAE-feature cosine, vs random directions", v_cos, "0.71")
+        words(h["modal_coverage"].label, v_cover, h["modal_coverage"].paper)
+        + f" (numbers {_f(s['modal_coverage_numbers'])}, other tasks {_f(s['modal_coverage_other'])})",
+        words(h["probe_accuracy"].label, v_probe, h["probe_accuracy"].paper),
+        words(h["probe_feature_cosine"].label, v_cos, h["probe_feature_cosine"].paper)
         + f" (class-mean directions {_f(s['probe_feature_cosine_class_mean'])})",
-        words(f"arithmetic through {s['analysis_head']}, vs random directions", v_arith, "0.89 numbers 20-29, 0.53 months")
+        words(h["arithmetic"].label.format(head=s["analysis_head"]), v_arith, h["arithmetic"].paper)
         + f"; the head's own ceiling {_f(s['arithmetic_ceiling'])}, success when the head is right {_f(s['arithmetic_when_head_right'])}"
         + f" (random {_f(s['arithmetic_random_when_head_right'])}); numbers 20-29 {_f(s['arithmetic_numbers_20_29'])}"
         + ("; the chosen scale is at the edge of its grid" if s["arithmetic_scale_at_grid_edge"] else ""),
-        words("failures that overshoot, vs chance", v_over, "a greater-than bias"),
+        words(h["overshoot"].label, v_over, h["overshoot"].paper),
     ]
     return lines

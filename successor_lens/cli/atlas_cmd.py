@@ -21,12 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.artifacts.atlas import AtlasConfig
-    from successor_lens.artifacts.pipeline import atlas_for_dictionary
+    from successor_lens.artifacts.atlas_config import AtlasConfig
     from successor_lens.errors import ConfigError
-    from successor_lens.models import DEFAULT_MODEL, load_model, model_shape
-    from successor_lens.probes.heads import check_head
-    from successor_lens.rundir import check_folder, run_folder
+    from successor_lens.models.loading import load_model, model_shape
+    from successor_lens.models.registry import DEFAULT_MODEL
+    from successor_lens.probes.head_id import check_head
+    from successor_lens.runner.dictionary_atlas import atlas_for_dictionary
+    from successor_lens.runner.folders import check_folder, run_folder
     from successor_lens.sae_train.dictionary import load_dictionary
 
     device = resolve_device(args.device)

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from successor_lens.confighelp import constant
+from successor_lens.artifacts.atlas_config import AtlasConfig
+from successor_lens.confighelp import field_docs
 from successor_lens.errors import ConfigError
-
-DEFAULT_MODEL = constant("successor_lens.sources:DEFAULT_MODEL")  # read, not imported: the CLI starts instantly
+from successor_lens.models.registry import DEFAULT_MODEL
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}, embedded, offline; or any TransformerLens name)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+
+
+def config_option(p: argparse.ArgumentParser, cls: type, name: str, flag: str | None = None, help_suffix: str = "", **kwargs) -> None:
+    """An option whose default and help are a config dataclass field's (the one place they are written)."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default  # type: ignore[misc]
+    text = field_docs(cls).get(name, "") + (f" ({help_suffix})" if help_suffix else "") + ("" if default is None else f" (default {default})")
+    p.add_argument(flag or "--" + name.replace("_", "-"), default=default, help=text, **kwargs)
 
 
 def positive_int(text: str) -> int:
@@ -80,7 +89,7 @@ def check_ctx(ctx: int, shape, lo: int = 16) -> int:
 
 def out_dir(args: argparse.Namespace) -> Path:
     """--out, else runs/MODEL (a local checkpoint folder: runs/ and its folder's name)."""
-    from successor_lens.sources import source_kind
+    from successor_lens.models.registry import source_kind
 
     if args.out:
         return Path(args.out)
@@ -101,7 +110,7 @@ def print_table(header: list[str], rows: list[list], file=None) -> None:
 def add_context_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default=None, help="where the atlas's latent contexts come from: a text file or folder, a hub dataset, "
                    "python-docs or succession-lists (default: python-docs when python3-doc is installed, else succession-lists)")
-    p.add_argument("--contexts", type=positive_int, default=128, help="corpus windows every latent is measured on (default 128)")
+    config_option(p, AtlasConfig, "contexts", type=positive_int)
 
 
 def context_options(args: argparse.Namespace) -> dict:

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.compare import compare_runs, load_run
-    from successor_lens.rundir import run_folder
+    from successor_lens.runner.folders import run_folder
 
     for folder in args.runs:  # every run readable before anything is written
         load_run(folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.confighelp import constant
+from successor_lens.confighelp import constant  # formats.py imports torch: its FORMATS are read from the source
 
 HELP = "convert a dictionary between the sae-lens, EleutherAI sparsify and dictionary_learning layouts (numeric round trip checked)"
 
@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.rundir import check_folder, run_folder
+    from successor_lens.runner.folders import check_folder, run_folder
     from successor_lens.sae_train.dictionary import convert, load_dictionary
 
     check_folder(args.out, "convert")

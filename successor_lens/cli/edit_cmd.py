@@ -22,13 +22,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.artifacts.report import write_edit
-    from successor_lens.corpus import load_corpus, token_windows
-    from successor_lens.features.pipeline import FEATURES_FILE, load_directions
-    from successor_lens.models import load_model, model_shape
+    from successor_lens.artifacts.atlas_site import refresh_atlas
+    from successor_lens.artifacts.stage_files import write_edit
+    from successor_lens.corpus import WINDOW_RULE, load_corpus, token_windows
+    from successor_lens.features.mine_run import load_directions
+    from successor_lens.filenames import FEATURES
+    from successor_lens.models.loading import load_model, model_shape
     from successor_lens.probes.edits import EditSet, kpi_table, load_spec, measure
     from successor_lens.probes.incontext import succession_prompts
-    from successor_lens.rundir import check_folder, run_folder
+    from successor_lens.runner.folders import check_folder, run_folder
     from successor_lens.tasks import build_token_set
 
     device = resolve_device(args.device)
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> None:
     name, edits = load_spec(args.spec, shape)
     check_ctx(args.ctx, shape)
     out = check_folder(out_dir(args), "run")
-    directions = load_directions(out / FEATURES_FILE) if any(e.kind.endswith("feature") for e in edits) else {}
+    directions = load_directions(out / FEATURES) if any(e.kind.endswith("feature") for e in edits) else {}
     texts = load_corpus(args.corpus)
     with run_folder(out, "run"):
         model = load_model(args.model, device=device)
@@ -48,7 +50,9 @@ def run(args: argparse.Namespace) -> None:
         before = measure(model, prompts, windows)
         after = measure(model, prompts, windows, edit_set)
         table = kpi_table(before, after)
-        written = write_edit(name, edits, table, model, out, {"corpus": args.corpus or "python-docs", "windows": list(windows.shape), "prompts": len(prompts)})
+        written = write_edit(name, edits, table, model, out, {"corpus": args.corpus or "python-docs", "windows": list(windows.shape),
+                                                              "window_rule": WINDOW_RULE, "prompts": len(prompts)})
+        refresh_atlas(out)
     print(f"edit {name!r}: " + "; ".join(f"{e.kind} L{e.layer}H{e.head}" for e in edits))
     print(f"on {len(prompts)} succession prompts and {windows.numel() - len(windows)} corpus positions ({len(windows)} windows):")
     print_table(["KPI", "before", "after", "delta"], [[r["metric"], r["before"], r["after"], r["delta"]] for r in table])

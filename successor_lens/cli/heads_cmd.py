@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, out_dir, positive_int, print_table, resolve_device
+from successor_lens.cli.common import add_model_arguments, config_option, out_dir, positive_int, print_table, resolve_device
 from successor_lens.confighelp import field_docs
+from successor_lens.probes.probe_configs import EMBEDDINGS, ScanConfig
 
 HELP = "find successor heads: succession and copying scores of every head (heads.json + heatmap)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    docs = field_docs("successor_lens.probes.heads:ScanConfig")
-    p.add_argument("--embedding", default="mlp0", choices=["mlp0", "embed+mlp0", "residual"], help=docs["embedding"])
+    docs = field_docs(ScanConfig)
+    config_option(p, ScanConfig, "embedding", choices=list(EMBEDDINGS))
     p.add_argument("--no-mlp0-norm", action="store_true", help="do not " + docs["mlp0_norm"][0].lower() + docs["mlp0_norm"][1:])
     p.add_argument("--top", type=positive_int, default=10, help="how many heads to print")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.artifacts.report import write_scan
-    from successor_lens.models import load_model, model_shape
-    from successor_lens.probes.heads import SUCCESSOR_BAR, ScanConfig, parse_head_name, scan_heads
-    from successor_lens.rundir import run_folder
+    from successor_lens.artifacts.stage_files import write_scan
+    from successor_lens.models.loading import load_model, model_shape
+    from successor_lens.paper import SCAN_TEXT, SUCCESSOR_BAR
+    from successor_lens.probes.head_id import parse_head_name
+    from successor_lens.probes.scan import scan_heads
+    from successor_lens.runner.folders import run_folder
     from successor_lens.tasks import build_token_set
 
     config = ScanConfig(embedding=args.embedding, mlp0_norm=not args.no_mlp0_norm)
@@ -49,5 +52,5 @@ def run(args: argparse.Namespace) -> None:
         print(f"{best[0]} passes the paper's successor-head bar (> {SUCCESSOR_BAR}).")
     else:
         print(f"no head passes the paper's successor-head bar (> {SUCCESSOR_BAR}); best is {best[0]} at {best[1]:.3f}. "
-              f"This model's successor behaviour is weak by the OV score (paper: Pythia-1.4B L12H0 ~8x the runner-up).")
+              f"This model's successor behaviour is weak by the OV score (paper: {SCAN_TEXT}).")
     print(f"wrote {json_path} and {png_path}")

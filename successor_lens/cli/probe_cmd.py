@@ -17,18 +17,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.artifacts.report import write_probe
-    from successor_lens.features.pipeline import FEATURES_FILE, load_directions
-    from successor_lens.models import load_model, model_shape
-    from successor_lens.probes.heads import check_head
-    from successor_lens.probes.pipeline import probe_model
-    from successor_lens.rundir import run_folder
+    from successor_lens.artifacts.stage_files import write_probe
+    from successor_lens.features.mine_run import load_directions
+    from successor_lens.filenames import FEATURES
+    from successor_lens.models.loading import load_model, model_shape
+    from successor_lens.probes.head_id import check_head
+    from successor_lens.probes.probe_run import probe_model
+    from successor_lens.runner.folders import run_folder
 
     device = resolve_device(args.device)
     shape = model_shape(args.model)
     head = check_head(args.head, shape) if args.head else None
     with run_folder(out_dir(args), "run") as out:
-        directions = load_directions(out / FEATURES_FILE)
+        directions = load_directions(out / FEATURES)
         model = load_model(args.model, device=device)
         result = probe_model(model, directions, head, args.seed)
         written = write_probe(result, model, out)
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> None:
 
 def print_probe(result) -> None:
     from successor_lens.nulls import words
+    from successor_lens.paper import HEADLINES
 
     probe, embed, cosine, arith = result.probe, result.probe_embed, result.cosine, result.arithmetic
     print("leave-one-task-out probe for index mod 10 (chance 0.10):")
@@ -45,18 +47,19 @@ def print_probe(result) -> None:
                 [[t, probe.n_items[t], probe.accuracy[t], embed.accuracy.get(t, float("nan")), probe.control[t]] for t in probe.accuracy])
     v = result.verdicts()
     feats = arith["SAE features"]
-    print(words("probe accuracy, held-out non-number tasks pooled, vs shuffled labels", v["probe_accuracy"], "94/102 non-number items"))
-    print(words("probe/SAE-feature cosine, vs random directions", v["probe_feature_cosine"], "0.71")
+    h = HEADLINES
+    print(words(h["probe_accuracy"].label, v["probe_accuracy"], h["probe_accuracy"].paper))
+    print(words(h["probe_feature_cosine"].label, v["probe_feature_cosine"], h["probe_feature_cosine"].paper)
           + f"; mismatched classes {_f(cosine.mismatched_baseline)}, class-mean directions {_f(cosine.class_mean)}")
     print(f"vector arithmetic through {result.head} (k chosen on half of the cases, reported on the other half):")
     tasks = list(feats.success)
     print_table(["task"] + list(arith), [[t] + [arith[n].success.get(t, float("nan")) for n in arith] for t in tasks]
                 + [["overall"] + [_nan(arith[n].overall) for n in arith]])
-    print(words("arithmetic vs random directions", v["arithmetic"], "0.89 numbers 20-29, 0.53 months")
+    print(words(h["arithmetic"].label.format(head=result.head), v["arithmetic"], h["arithmetic"].paper)
           + f"; the head's ceiling {_f(feats.ceiling)}, success when the head is right {_f(feats.conditional)}"
           + ("; k is at the edge of its grid" if feats.scale_at_edge else ""))
     profile = result.profile["all"]
-    print(words("failures that overshoot, vs chance", v["overshoot"], "a greater-than bias")
+    print(words(h["overshoot"].label, v["overshoot"], h["overshoot"].paper)
           + (f"; offset profile peak at {max(profile, key=profile.get):+d} (a successor head peaks at +1)" if profile else ""))
 
 

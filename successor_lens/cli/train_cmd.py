@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from successor_lens.cli.common import add_model_arguments, finite_float, nonnegative_int, out_dir, positive_int, resolve_device
-from successor_lens.confighelp import constant, field_docs, field_types
+from successor_lens.confighelp import field_docs
+from successor_lens.sae_train.train_config import ARCHS, TrainConfig
 
-TRAIN_CONFIG, RUNTIME = "successor_lens.sae_train.trainer:TrainConfig", "successor_lens.sae_train.runtime:Runtime"
+RUNTIME = "successor_lens.sae_train.runtime:Runtime"  # read from the source: runtime.py imports torch
 
 HELP = "train an SAE on the embedding or MLP0 output (sae-lens format, with provenance)"
 _FLAGS = ("d_sae", "k", "steps", "batch_size", "lr", "seed", "checkpoint_every", "l1_coefficient", "l0_coefficient")
@@ -15,7 +17,7 @@ _FLAGS = ("d_sae", "k", "steps", "batch_size", "lr", "seed", "checkpoint_every",
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    docs = field_docs(TRAIN_CONFIG)
+    docs = field_docs(TrainConfig)
     p.add_argument("--site", choices=["mlp0", "embed"], default=None, help="mlp0 = blocks.0.hook_mlp_out (default), embed = hook_embed")
     p.add_argument("--sites", default=None, help="several sites in one job, comma-separated: mlp0, embed or TransformerLens hook names "
                    "(blocks.3.hook_resid_post,...); one harvest (one forward pass per batch for a corpus), one SAE per site")
@@ -23,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "sites on whole batches instead of every process splitting every batch")
     p.add_argument("--tokens", default="succession", choices=["succession", "vocab", "corpus"], help="succession (default), vocab, or corpus")
     p.add_argument("corpus", nargs="?", default=None, help="with --tokens corpus: a text file, a folder of them, or a hub dataset name")
-    p.add_argument("--arch", choices=constant("successor_lens.sae_train.trainer:ARCHS"), default="topk", help=docs["arch"])
-    types = field_types(TRAIN_CONFIG)
+    p.add_argument("--arch", choices=ARCHS, default=TrainConfig.arch, help=docs["arch"])
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for name in _FLAGS:
         kind = finite_float if types[name] == "float" else nonnegative_int if name == "seed" else positive_int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=docs[name])
@@ -36,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, d_model: int) -> TrainConfig:
-    from successor_lens.sae_train.pipeline import default_train_config
+    from successor_lens.sae_train.train_config import default_train_config
 
     return default_train_config(args.tokens, d_model, arch=args.arch, **{name: getattr(args, name) for name in _FLAGS})
 
@@ -47,11 +49,11 @@ def run(args: argparse.Namespace) -> int | None:
 
     from successor_lens.corpus import check_source
     from successor_lens.errors import ConfigError
-    from successor_lens.models import load_model, model_shape
-    from successor_lens.rundir import check_folder, run_folder
+    from successor_lens.models.loading import load_model, model_shape
+    from successor_lens.runner.folders import check_folder, run_folder
     from successor_lens.sae_train.distributed import Dist
-    from successor_lens.sae_train.pipeline import train_sites
     from successor_lens.sae_train.runtime import Runtime
+    from successor_lens.sae_train.train_run import train_sites
     from successor_lens.sites import check_site
 
     device = resolve_device(args.device)

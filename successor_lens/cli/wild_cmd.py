@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, check_ctx, nonnegative_int, out_dir, positive_int, print_table, resolve_device
+from successor_lens.cli.common import add_model_arguments, check_ctx, config_option, nonnegative_int, out_dir, positive_int, print_table, resolve_device
+from successor_lens.probes.probe_configs import WildConfig
 
 HELP = "in-the-wild direct effects of heads on a text corpus (categories, wins) and in-context succession attribution"
 
@@ -15,21 +16,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default=None, help="text file or folder, or a hub dataset name (default: Debian's python3-doc, offline)")
     p.add_argument("--contexts", type=positive_int, default=64, help="corpus windows")
     p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
-    p.add_argument("--top", type=positive_int, default=100, help="positions (where each head helps most) to classify")
-    p.add_argument("--rank-positions", type=positive_int, default=128, help="random positions where every head's exact effect is measured (head ranking)")
-    p.add_argument("--cases", type=positive_int, default=64, help="succession cases (next token follows an item seen shortly before) to attribute")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the window order and the ranking sample")
+    config_option(p, WildConfig, "top_positions", "--top", type=positive_int)
+    config_option(p, WildConfig, "rank_positions", type=positive_int)
+    config_option(p, WildConfig, "succession_cases", "--cases", type=positive_int)
+    config_option(p, WildConfig, "seed", type=nonnegative_int)
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.artifacts.report import write_wild
-    from successor_lens.corpus import load_corpus, token_windows
-    from successor_lens.models import load_model, model_shape
-    from successor_lens.probes.heads import check_head, parse_head_name, scan_heads
+    from successor_lens.artifacts.atlas_site import refresh_atlas
+    from successor_lens.artifacts.stage_files import write_wild
+    from successor_lens.corpus import WINDOW_RULE, load_corpus, token_windows
+    from successor_lens.models.loading import load_model, model_shape
+    from successor_lens.paper import WILD_TEXT
+    from successor_lens.probes.head_id import check_head, parse_head_name
     from successor_lens.probes.incontext import in_context_dla, succession_prompts
-    from successor_lens.probes.wild import WildConfig, wild_analysis
-    from successor_lens.rundir import run_folder
+    from successor_lens.probes.scan import scan_heads
+    from successor_lens.probes.wild import wild_analysis
+    from successor_lens.runner.folders import run_folder
     from successor_lens.tasks import build_token_set
 
     device = resolve_device(args.device)
@@ -45,18 +49,20 @@ def run(args: argparse.Namespace) -> None:
         windows = token_windows(model, texts, args.contexts, args.ctx, args.seed)
         results = wild_analysis(model, windows, heads, WildConfig(top_positions=args.top, rank_positions=args.rank_positions, succession_cases=args.cases, seed=args.seed))
         incontext = in_context_dla(model, succession_prompts(model.tokenizer))
-        written = write_wild(results, incontext, ov, model, out, {"corpus": args.corpus or "python-docs", "windows": list(windows.shape)})
+        written = write_wild(results, incontext, ov, model, out, {"corpus": args.corpus or "python-docs", "windows": list(windows.shape),
+                                                                  "window_rule": WINDOW_RULE})
+        refresh_atlas(out)
 
     print(f"{len(windows)} windows x {windows.shape[1]} tokens of {args.corpus or 'the Python docs (python3-doc)'}")
     print("category shares of the positions where each head helps most (mean-ablation, direct path):")
     cats = list(results[0].shares)
     print_table(["head", "OV score", "mean d loss", "helped positions"] + cats,
                 [[r.head, ov.get(r.head, float("nan")), r.mean_delta_loss, len(r.top)] + [r.shares[c] for c in cats] for r in results])
-    print("paper (Pythia-1.4B L12H0): acronym 0.238, greater-than 0.189 of the winning cases")
+    print(f"paper: {WILD_TEXT}")
     first = results[0]
     print(f"succession cases in the corpus: {first.n_cases}; largest direct effect: "
           + ", ".join(f"{h} {n}" for h, n in list(first.wins.items())[:5])
-          + "; " + ", ".join(f"{r.head} wins {r.wins.get(r.head, 0)}/{r.n_cases}" for r in results) + " (paper: the successor head wins 64/64)")
+          + "; " + ", ".join(f"{r.head} wins {r.wins.get(r.head, 0)}/{r.n_cases}" for r in results))
     print("heads by exact mean direct effect on the loss at sampled positions: "
           + ", ".join(f"{h} {v:.3f}" for h, v in first.head_ranking[:6]))
     print("in-context succession prompts, model top-1 accuracy over the vocabulary / among the task's items: "

@@ -62,7 +62,7 @@ class ItemTable:
         wrapped = torch.remainder(off + period // 2, period.clamp_min(1)) - period // 2
         return torch.where(period > 0, wrapped, off)
 
-    def permuted(self, generator: torch.Generator) -> "ItemTable":
+    def permuted(self, generator: torch.Generator) -> ItemTable:
         """The same items with their indices permuted among the non-held-out rows: the
         index-permutation null (any structure the miner finds in it is chance)."""
         indices = self.indices.clone()
@@ -71,7 +71,7 @@ class ItemTable:
         return ItemTable(self.texts, self.tasks, indices, self.held_out, self.successor, self.tokens, self.ids, self.period)
 
     @staticmethod
-    def from_token_set(token_set: TokenSet) -> "ItemTable":
+    def from_token_set(token_set: TokenSet) -> ItemTable:
         items = token_set.items
         successor = torch.full((len(items),), -1, dtype=torch.long)
         for row, succ in token_set.successor_pairs():

@@ -13,48 +13,16 @@ succ(b); success is also reported on the cases where the head is right (docs/met
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from successor_lens.features.matrix import ItemTable
-from successor_lens.sites import per_token
+from successor_lens.probes.circuit import OVCircuit
+from successor_lens.tasks import same_task
 
 SCALES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 """Candidate k, in units of the mean projection of an item's activation on its own class feature."""
-
-
-@dataclass
-class OVCircuit:
-    """One head's OV path to the unembedding of a fixed candidate set: (norm(x) W_V + b_V) W_O W_U."""
-
-    W_V: Tensor
-    b_V: Tensor
-    W_O: Tensor
-    W_U: Tensor
-    """[d_model, candidates]"""
-    norm: Callable[[Tensor], Tensor]
-    name: str
-
-    def logits(self, x_ND: Tensor) -> Tensor:
-        return ((self.norm(x_ND) @ self.W_V + self.b_V) @ self.W_O) @ self.W_U
-
-    @staticmethod
-    @torch.no_grad()
-    def from_model(model: HookedTransformer, layer: int, head: int, candidates: Tensor) -> "OVCircuit":
-        attn, ln1 = model.blocks[layer].attn, model.blocks[layer].ln1
-        return OVCircuit(
-            attn.W_V[head].detach().cpu(), attn.b_V[head].detach().cpu(), attn.W_O[head].detach().cpu(),
-            model.W_U[:, candidates.to(model.W_U.device)].detach().cpu(),
-            lambda x: per_token(ln1, x.to(model.W_E.device)).cpu(), f"L{layer}H{head}",
-        )
-
-
-def _task_mask(table: ItemTable) -> Tensor:
-    tasks = table.tasks
-    return torch.tensor([[a == b for b in tasks] for a in tasks])
 
 
 def _cases(table: ItemTable, modulus: int = 10) -> list[tuple[int, int, int, int]]:
@@ -139,11 +107,11 @@ def vector_arithmetic(
     unit = (acts_ND[a] * F_CD[own[a]]).sum(-1).abs().mean().clamp_min(1e-6)
     perm = torch.randperm(len(cases), generator=torch.Generator().manual_seed(seed))
     choose, report = perm[: len(cases) // 2], perm[len(cases) // 2 :]
-    same_task = _task_mask(table)
+    same_task_NM = same_task(table.tasks)
     tokens = table.tokens
 
     def top(x: Tensor, rows: Tensor) -> Tensor:
-        return circuit.logits(x.float()).masked_fill(~same_task[rows], float("-inf")).argmax(-1)
+        return circuit.logits(x.float()).masked_fill(~same_task_NM[rows], float("-inf")).argmax(-1)
 
     def predict(k: float, idx: Tensor) -> Tensor:
         return top(acts_ND[a[idx]] - k * F_CD[own[a[idx]]] + k * F_CD[j[idx]], a[idx])
@@ -166,7 +134,7 @@ def vector_arithmetic(
     over, chance = [], []
     for t_row, p_row in zip(target[report][miss].tolist(), pred[miss].tolist()):
         # split numbers share last digits: a predicted token stands for its item nearest the target
-        near = _nearest_rows(table, same_task[t_row], t_row)
+        near = _nearest_rows(table, same_task_NM[t_row], t_row)
         over.append(bool(_after(table, t_row, torch.tensor([near[int(tokens[p_row])]]))))
         others = torch.tensor([r for tok, r in near.items() if tok != int(tokens[t_row])])
         if len(others):
@@ -204,7 +172,7 @@ def offset_profile(circuit: OVCircuit, acts_ND: Tensor, table: ItemTable, max_of
     offsets. Offsets of cyclic tasks wrap (Sunday -> Monday is +1).
     """
     logits = circuit.logits(acts_ND.float())
-    same = _task_mask(table)
+    same = same_task(table.tasks)
     offsets = table.offsets()
     centred = logits - (logits * same).sum(-1, keepdim=True) / same.sum(-1, keepdim=True)
     profile: dict[str, dict[int, float]] = {}

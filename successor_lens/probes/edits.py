@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
 
 from successor_lens.errors import ConfigError, check_float, check_int
 from successor_lens.probes.incontext import Prompt, by_length
@@ -148,21 +149,21 @@ class EditSet:
     def prepare(self, windows: torch.Tensor) -> None:
         """Mean z of the heads ablated with mode=mean, over `windows`."""
         wanted = {(e.layer, e.head) for e in self.edits if e.kind == "ablate_head" and e.mode == "mean"}
-        names = {f"blocks.{l}.attn.hook_z" for l, _ in wanted}
+        names = {get_act_name("z", l) for l, _ in wanted}
         if wanted:
             _, cache = self.model.run_with_cache(windows.to(self.model.W_E.device), names_filter=lambda n: n in names)
-            self.mean_z = {(l, h): cache[f"blocks.{l}.attn.hook_z"][:, :, h].flatten(0, 1).mean(0) for l, h in wanted}
+            self.mean_z = {(l, h): cache[get_act_name("z", l)][:, :, h].flatten(0, 1).mean(0) for l, h in wanted}
 
     def hooks(self) -> list[tuple[str, object]]:
         out = []
         for e in self.edits:
             if e.kind in ("ablate_head", "scale_head"):
-                out.append((f"blocks.{e.layer}.attn.hook_z", self._head_hook(e)))
+                out.append((get_act_name("z", e.layer), self._head_hook(e)))
             else:
                 store: dict = {}
-                out += [(f"blocks.{e.layer}.hook_resid_pre", _keep(store, "x")),
-                        (f"blocks.{e.layer}.attn.hook_pattern", _keep(store, "pattern")),
-                        (f"blocks.{e.layer}.attn.hook_z", self._feature_hook(e, store))]
+                out += [(get_act_name("resid_pre", e.layer), _keep(store, "x")),
+                        (get_act_name("pattern", e.layer), _keep(store, "pattern")),
+                        (get_act_name("z", e.layer), self._feature_hook(e, store))]
         return out
 
     def _head_hook(self, e: Edit):

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import torch
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
 
-from successor_lens.models import prepended_bos
-from successor_lens.probes.heads import head_name
-from successor_lens.probes.wild import final_norm_delta
+from successor_lens.models.provenance import prepended_bos
+from successor_lens.probes.circuit import FINAL_SCALE, final_norm_delta, head_outputs
+from successor_lens.probes.head_id import head_name
 from successor_lens.tasks import Task, standard_tasks
 
 LIST_TASKS = ("numbers", "number_words", "ordinals", "days", "months", "letters")
@@ -129,16 +130,15 @@ def by_length(model: HookedTransformer, prompts: list[Prompt]):
 @torch.no_grad()
 def in_context_dla(model: HookedTransformer, prompts: list[Prompt]) -> InContext:
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    names = {f"blocks.{l}.attn.hook_z" for l in range(L)} | {"ln_final.hook_scale"}
+    names = {get_act_name("z", l) for l in range(L)} | {FINAL_SCALE}
     sums: dict[str, torch.Tensor] = {}
     hits: dict[str, list[bool]] = {}
     in_task: dict[str, list[bool]] = {}
-    W_O = model.W_O
     for group, ids in by_length(model, prompts):
         logits, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
-        z = torch.stack([cache[f"blocks.{l}.attn.hook_z"][:, -1] for l in range(L)], 1)  # [N, L, H, E]
-        out = torch.einsum("nlhe,lhed->nlhd", z, W_O)
-        scale = cache.cache_dict.get("ln_final.hook_scale")
+        z = torch.stack([cache[get_act_name("z", l)][:, -1] for l in range(L)], 1)  # [N, L, H, E]
+        out = head_outputs(model, z)
+        scale = cache.cache_dict.get(FINAL_SCALE)
         normed = final_norm_delta(model, out, scale[:, -1, None, None] if scale is not None else None)
         for n, prompt in enumerate(group):
             others = [c for c in prompt.candidates if c != prompt.answer] or [prompt.answer]

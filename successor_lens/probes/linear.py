@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.base import BaseEstimator, TransformerMixin
 from torch import Tensor
 
 from successor_lens.features.matrix import ItemTable

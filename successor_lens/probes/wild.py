@@ -26,12 +26,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
 
-from successor_lens.probes.heads import head_name
+from successor_lens.paper import WILD
+from successor_lens.probes.circuit import FINAL_SCALE, direct_logits, head_outputs
+from successor_lens.probes.head_id import head_name
+from successor_lens.probes.probe_configs import WildConfig
 from successor_lens.tasks import Task, standard_tasks
 
 CATEGORIES = ("succession", "acronym", "copying", "greater-than", "other")
-PAPER_SHARES = {"model": "Pythia-1.4B L12H0", "acronym": 0.238, "greater-than": 0.189, "succession wins": "64/64 numbered-listing prompts"}
 
 
 class Ordinals:
@@ -62,9 +65,8 @@ def classify(target: str, attended: list[str], ordinals: Ordinals) -> str:
     if "succession" in relations:
         return "succession"
     y = target.strip()
-    if 1 <= len(y) <= 4 and y.isalpha() and y.isupper():
-        if any(len(a.strip()) > 1 and a.strip()[0] == y[0] and a.strip()[1:].islower() for a in attended):
-            return "acronym"
+    if 1 <= len(y) <= 4 and y.isalpha() and y.isupper() and any(len(a.strip()) > 1 and a.strip()[0] == y[0] and a.strip()[1:].islower() for a in attended):
+        return "acronym"
     if y and any(a.strip().lower() == y.lower() for a in attended):
         return "copying"
     if "greater-than" in relations:
@@ -72,39 +74,12 @@ def classify(target: str, attended: list[str], ordinals: Ordinals) -> str:
     return "other"
 
 
-def final_norm_delta(model: HookedTransformer, dx: Tensor, scale: Tensor | None) -> Tensor:
-    """A residual change as the unembedding sees it, with the final norm's scale held fixed."""
-    if model.cfg.normalization_type is None or scale is None:
-        return dx
-    if model.cfg.normalization_type in ("LN", "LNPre"):
-        dx = dx - dx.mean(-1, keepdim=True)
-    dx = dx / scale
-    w = getattr(model.ln_final, "w", None)
-    return dx * w if w is not None else dx
-
-
 def _run(model: HookedTransformer, ids: Tensor, pattern_layers: set[int]):
-    names = {f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)} | {"ln_final.hook_scale"}
-    names |= {f"blocks.{l}.attn.hook_pattern" for l in pattern_layers}
+    names = {get_act_name("z", l) for l in range(model.cfg.n_layers)} | {FINAL_SCALE}
+    names |= {get_act_name("pattern", l) for l in pattern_layers}
     logits, cache = model.run_with_cache(ids.to(model.W_E.device), names_filter=lambda n: n in names)
-    z = torch.stack([cache[f"blocks.{l}.attn.hook_z"] for l in range(model.cfg.n_layers)], 2)  # [B, P, L, H, E]
-    return logits, z, cache.cache_dict.get("ln_final.hook_scale"), cache
-
-
-@dataclass
-class WildConfig:
-    top_positions: int = 100
-    """Positions (where the chosen head helps most) that are classified."""
-    attend_top: int = 3
-    mean_contexts: int = 16
-    """Windows whose positions give each head's mean output for the ablation."""
-    batch: int = 8
-    succession_cases: int = 64
-    """Corpus positions where the next token follows an item seen in the last `lookback` tokens."""
-    lookback: int = 24
-    rank_positions: int = 128
-    """Random positions at which every head's exact direct effect is measured for the ranking."""
-    seed: int = 0
+    z = torch.stack([cache[get_act_name("z", l)] for l in range(model.cfg.n_layers)], 2)  # [B, P, L, H, E]
+    return logits, z, cache.cache_dict.get(FINAL_SCALE), cache
 
 
 @dataclass
@@ -124,20 +99,21 @@ class WildResult:
         return {"head": self.head, "mean_delta_loss": self.mean_delta_loss, "category_shares": self.shares,
                 "top_positions": self.top, "head_ranking": self.head_ranking[:20], "succession_case_wins": self.wins,
                 "n_succession_cases": self.n_cases, "head_wins": f"{self.wins.get(self.head, 0)}/{self.n_cases}",
-                "cases": self.cases[:20], "paper": PAPER_SHARES}
+                "cases": self.cases[:20], "paper": WILD}
 
 
 @torch.no_grad()
-def wild_analysis(model: HookedTransformer, windows: Tensor, heads: list[tuple[int, int]], cfg: WildConfig = WildConfig(),
+def wild_analysis(model: HookedTransformer, windows: Tensor, heads: list[tuple[int, int]], cfg: WildConfig | None = None,
                   tasks: list[Task] | None = None, progress: bool = True) -> list[WildResult]:
     """One pass over the windows for all `heads`: their exact direct effects, categories and wins."""
+    cfg = cfg or WildConfig()
     L, H = model.cfg.n_layers, model.cfg.n_heads
     W_O = model.W_O  # [L, H, E, D]
     ordinals = Ordinals(tasks)
     decode = lambda t: model.tokenizer.decode([int(t)])  # noqa: E731
     z_mean = torch.stack([_run(model, windows[s : s + cfg.batch], set())[1].flatten(0, 1).mean(0)
                           for s in range(0, min(cfg.mean_contexts, len(windows)), cfg.batch)]).mean(0)  # [L, H, E]
-    out_mean = torch.einsum("lhe,lhed->lhd", z_mean, W_O)
+    out_mean = head_outputs(model, z_mean)
 
     positions: dict[tuple[int, int], list] = {h: [] for h in heads}
     n_targets = windows.shape[1] - 1
@@ -151,18 +127,18 @@ def wild_analysis(model: HookedTransformer, windows: Tensor, heads: list[tuple[i
         zc = z[:, :-1]  # [B, P, L, H, E]
         sc = scale[:, :-1] if scale is not None else None
 
-        def all_heads(b: int, p: int) -> Tensor:
+        def all_heads(b: int, p: int, zc=zc, sc=sc, logits=logits, target=target, clean=clean) -> Tensor:
             """Exact direct effect of mean-ablating each head at one position: [L * H]."""
-            d_pos = (out_mean - torch.einsum("lhe,lhed->lhd", zc[b, p], W_O)).flatten(0, 1)
-            d_all = final_norm_delta(model, d_pos, sc[b, p] if sc is not None else None) @ model.W_U
+            d_pos = (out_mean - head_outputs(model, zc[b, p])).flatten(0, 1)
+            d_all = direct_logits(model, d_pos, sc[b, p] if sc is not None else None)
             return (-(logits[b, p] + d_all).log_softmax(-1)[:, target[b, p]] - clean[b, p]).cpu()
 
         for layer, index in heads:
             delta = out_mean[layer, index] - zc[:, :, layer, index] @ W_O[layer, index]
-            dlogits = final_norm_delta(model, delta, sc) @ model.W_U
+            dlogits = direct_logits(model, delta, sc)
             ablated = -(logits[:, :-1] + dlogits).log_softmax(-1).gather(-1, target[..., None])[..., 0]
             gain = (ablated - clean).cpu()
-            pattern = cache[f"blocks.{layer}.attn.hook_pattern"][:, index, :-1].cpu()  # [B, Q, K]
+            pattern = cache[get_act_name("pattern", layer)][:, index, :-1].cpu()  # [B, Q, K]
             positions[(layer, index)] += [(float(gain[b, p]), start + b, p, pattern[b, p]) for b in range(len(ids)) for p in range(target.shape[1])]
         for b in range(len(ids)):
             for p in range(target.shape[1]):

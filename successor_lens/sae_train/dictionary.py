@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from sae_lens import SAE
 
-from successor_lens.errors import UserError
+from successor_lens.errors import UserError, first_line, foreign_errors
+from successor_lens.filenames import PROVENANCE
 from successor_lens.io import BadFileError, atomic_dir, check_safetensors, file_sha256, write_json
 from successor_lens.io import provenance as base_provenance
-from successor_lens.sae_train.formats import LOADERS, FormatError, detect
+from successor_lens.sae_train.formats import LOADERS, detect
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
-PROVENANCE_FILE = "provenance.json"
 
 
 class DictionaryError(UserError, RuntimeError):
@@ -41,7 +42,7 @@ def save_dictionary(sae, folder: str | os.PathLike, provenance: dict[str, Any], 
             sae.save_inference_model(tmp)
         else:
             sae.save_model(tmp)
-        write_json(tmp / PROVENANCE_FILE, base_provenance(**provenance))
+        write_json(tmp / PROVENANCE, base_provenance(**provenance))
         if finish is not None:
             finish(tmp)
     return folder
@@ -112,11 +113,9 @@ def _load_folder(path: Path, device: str, converter=None):
         check_safetensors(path / WEIGHTS_FILE)
     except BadFileError as err:
         raise DictionaryError(f"{err}: re-download or re-train it") from None
-    try:
+    with foreign_errors(DictionaryError, lambda err: f"{path}: sae-lens cannot load it ({first_line(err, 160)})"):
         sae = SAE.load_from_disk(path, device=device)
-    except Exception as err:  # sae-lens raises many kinds; one line is what a user needs
-        raise DictionaryError(f"{path}: sae-lens cannot load it ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]})") from None
-    prov_path = path / PROVENANCE_FILE
+    prov_path = path / PROVENANCE
     try:
         prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {"config": cfg}
     except json.JSONDecodeError:
@@ -125,13 +124,16 @@ def _load_folder(path: Path, device: str, converter=None):
 
 
 def _load_converted(path: Path, device: str, converter, fmt: str):
-    """A folder in another library's layout, through an sae-lens disk loader (`formats.py`)."""
-    try:
-        sae = SAE.load_from_disk(path, device=device, converter=converter)
-    except (FormatError, DictionaryError):
-        raise
-    except Exception as err:
-        raise DictionaryError(f"{path}: cannot load it as a {fmt} dictionary ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]})") from None
+    """A folder in another library's layout, through an sae-lens disk loader (`formats.py`'s, which
+    name their own problems as `FormatError`, or a caller's), then built by sae-lens."""
+    failed = lambda err: f"{path}: cannot load it as a {fmt} dictionary ({first_line(err, 160)})"  # noqa: E731
+    if converter in LOADERS.values():
+        cfg, state = converter(path, device)
+    else:
+        with foreign_errors(DictionaryError, failed):
+            cfg, state = converter(path, device, cfg_overrides=None)
+    with foreign_errors(DictionaryError, failed):
+        sae = SAE.load_from_disk(path, device=device, converter=lambda *_, **__: (cfg, state))
     meta = sae.cfg.metadata
     return sae, {"format": fmt, "hook_source": getattr(meta, "hook_source", None), "config": sae.cfg.to_dict()}
 
@@ -164,12 +166,10 @@ def _load_release(release: str, sae_id: str | None, device: str):
         sae_id = ids[0]
     if sae_id not in ids:
         raise DictionaryError(f"release {release!r} has no SAE {sae_id!r}: choose one of {', '.join(ids[:6])}{', ...' if len(ids) > 6 else ''}")
-    try:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
+    with foreign_errors(DictionaryError, lambda err: f"cannot download {release}/{sae_id} "
+                        f"({'HF_HUB_OFFLINE=1 is set' if offline else type(err).__name__}): connect to the hub once, or load a local folder"):
         sae = SAE.from_pretrained(release, sae_id, device=device)
-    except Exception as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
-        why = "HF_HUB_OFFLINE=1 is set" if offline else type(err).__name__
-        raise DictionaryError(f"cannot download {release}/{sae_id} ({why}): connect to the hub once, or load a local folder") from None
     return sae, {"release": release, "sae_id": sae_id, "config": sae.cfg.to_dict()}
 
 
@@ -183,7 +183,7 @@ def convert(source: Dictionary, fmt: str, out: str | os.PathLike) -> tuple[Path,
     name = tl_to_sparsify_hook(hook) if fmt == "sparsify" else hook
     with atomic_dir(out / name) as tmp:
         WRITERS[fmt](sae, tmp)
-        write_json(tmp / PROVENANCE_FILE, base_provenance(converted_from=source.source, format=fmt, source_provenance=source.provenance))
+        write_json(tmp / PROVENANCE, base_provenance(converted_from=source.source, format=fmt, source_provenance=source.provenance))
     if fmt == "sparsify":  # the run-level config sparsify keeps beside its hookpoint folders
         write_json(out / "config.json", {"model": sae.cfg.metadata.model_name, "hookpoints": [name]})
     back = load_dictionary(out / name).sae

@@ -49,7 +49,7 @@ class Dist:
         return self.rank == 0
 
     @staticmethod
-    def from_env(device: str) -> "Dist":
+    def from_env(device: str) -> Dist:
         """The job torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*);
         one process when WORLD_SIZE is unset or 1. Initialises the process group once."""
         world = int(os.environ.get("WORLD_SIZE", "1"))

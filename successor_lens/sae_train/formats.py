@@ -21,13 +21,16 @@ Hook names are mapped to TransformerLens's and the mapping is recorded (`hook_so
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from successor_lens.errors import UserError
@@ -111,6 +114,20 @@ def _cfg(architecture: str, d_in: int, d_sae: int, hook: str, model: str | None,
     return {**cfg, **(overrides or {})}
 
 
+def _named_errors(fmt: str):
+    """A loader's reading errors (missing keys or files, bad JSON, truncated tensors) as one `FormatError`."""
+    def wrap(loader):
+        @functools.wraps(loader)
+        def load(path, *args, **kwargs):
+            try:
+                return loader(path, *args, **kwargs)
+            except (KeyError, OSError, ValueError, SafetensorError, pickle.UnpicklingError) as err:
+                raise FormatError(f"{path}: not a readable {fmt} dictionary ({type(err).__name__}: {err}): re-save it") from err
+        return load
+    return wrap
+
+
+@_named_errors("sparsify")
 def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict | None = None) -> tuple[dict, dict]:
     path = Path(path)
     raw = json.loads((path / "cfg.json").read_text())
@@ -126,6 +143,7 @@ def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict |
     return _cfg("topk", raw["d_in"], W_enc.shape[1], hook, model, source, device, k=raw["k"], overrides=cfg_overrides), state
 
 
+@_named_errors("dictionary_learning")
 def dictionary_learning_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict | None = None) -> tuple[dict, dict]:
     path = Path(path)
     trainer = json.loads((path / "config.json").read_text())["trainer"]

@@ -38,9 +38,9 @@ class Runtime:
             return nullcontext()
         return torch.autocast(device_type=torch.device(self.device).type, dtype=self.compute_dtype)
 
-    def grad_scaler(self) -> "torch.amp.GradScaler | None":
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
         return torch.amp.GradScaler("cuda") if self.compute_dtype == torch.float16 else None
 
     @staticmethod
-    def default(device: str | None = None, precision: str = "auto") -> "Runtime":
+    def default(device: str | None = None, precision: str = "auto") -> Runtime:
         return Runtime(device or ("cuda" if torch.cuda.is_available() else "cpu"), precision)

@@ -10,8 +10,9 @@ own `training_forward_pass` and loss terms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from sae_lens import (
@@ -27,81 +28,17 @@ from sae_lens import (
 from sae_lens.saes.sae import TrainCoefficientConfig, TrainingSAE, TrainStepInput
 from tqdm.auto import tqdm
 
-from successor_lens.errors import ConfigError, UserError, check_float, check_int
+from successor_lens.errors import ConfigError, UserError
 from successor_lens.sae_train.batches import BatchSource
 from successor_lens.sae_train.checkpoint import Checkpointer, CheckpointError, load_optimizer, optimizer_tensors
 from successor_lens.sae_train.distributed import Dist
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.sparse import encode_at, sparse_decode, sparse_encode
-
-ARCHS = ("topk", "batchtopk", "standard", "jumprelu")
-SPARSE_ARCHS = ("topk", "batchtopk")
+from successor_lens.sae_train.train_config import SPARSE_ARCHS, TrainConfig
 
 
 class NonFiniteError(UserError, RuntimeError):
     """NaN or inf in the activations or the loss; training stopped, the last checkpoint is kept."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. Saved with every SAE (device and precision are not: see `Runtime`)."""
-
-    arch: str = "topk"
-    """SAE architecture: topk, batchtopk (exported as JumpReLU), standard (L1) or jumprelu."""
-    d_sae: int = 4608
-    """Number of latents."""
-    k: int = 32
-    """Active latents per input (topk), or on average per input (batchtopk)."""
-    steps: int = 2000
-    """Training steps."""
-    batch_size: int = 4096
-    """Activations per step."""
-    lr: float = 4e-4
-    """Peak Adam learning rate."""
-    warmup_frac: float = 0.05
-    """Fraction of steps of linear lr warm-up from 0."""
-    decay_frac: float = 0.2
-    """Fraction of final steps of linear lr decay to 0."""
-    l1_coefficient: float = 5.0
-    """Sparsity penalty for the standard (L1) architecture."""
-    l0_coefficient: float = 1.0
-    """Sparsity penalty for JumpReLU."""
-    aux_k: int = 0
-    """Latents used by the AuxK loss on dead latents (0: d_in // 2)."""
-    aux_coefficient: float = 1 / 32
-    """Weight of the AuxK loss (topk family)."""
-    dead_after_steps: int = 100
-    """A latent that has not fired for this many steps counts as dead (AuxK, dead fraction)."""
-    seed: int = 0
-    """Fixes initialisation and data order; with it a CPU run is bit-for-bit repeatable."""
-    checkpoint_every: int = 200
-    """Steps between checkpoints (when a checkpoint folder is given)."""
-    log_every: int = 20
-    """Steps between progress updates and `on_log` calls."""
-
-    def __post_init__(self):
-        if self.arch not in ARCHS:
-            raise ConfigError(f"unknown architecture {self.arch!r}: use one of {', '.join(ARCHS)}")
-        for name in ("d_sae", "steps", "batch_size", "checkpoint_every", "log_every", "dead_after_steps"):
-            check_int(f"--{name.replace('_', '-')}", getattr(self, name), 1)
-        if self.arch in SPARSE_ARCHS:
-            check_int("--k", self.k, 1, self.d_sae, "k active latents need at least k latents (--d-sae)")
-        check_int("aux_k", self.aux_k, 0)
-        check_int("--seed", self.seed, 0)
-        check_float("--lr", self.lr, 0, 1, open_lo=True)
-        for name in ("l1_coefficient", "l0_coefficient", "aux_coefficient", "warmup_frac", "decay_frac"):
-            check_float(f"--{name.replace('_', '-')}", getattr(self, name), 0)
-        if not 0 <= self.warmup_frac + self.decay_frac <= 1:
-            raise ConfigError("warmup_frac + decay_frac must lie in [0, 1]")
-
-    def lr_at(self, step: int) -> float:
-        warm = max(1, round(self.warmup_frac * self.steps))
-        decay = round(self.decay_frac * self.steps)
-        if step < warm:
-            return self.lr * (step + 1) / warm
-        if decay and step >= self.steps - decay:
-            return self.lr * (self.steps - step) / decay
-        return self.lr
 
 
 def make_sae(cfg: TrainConfig, d_in: int, metadata: dict[str, Any] | None = None) -> TrainingSAE:
@@ -196,6 +133,54 @@ def _state_tensors(sae, optimizer, since_fired) -> tuple[dict, dict]:
     return {**tensors, **opt_tensors, "since_fired": since_fired}, opt_meta
 
 
+def _starting_state(cfg: TrainConfig, sae: TrainingSAE, batches: BatchSource, optimizer: torch.optim.Optimizer,
+                    checkpointer: Checkpointer | None, dist: Dist, device: torch.device) -> tuple[int, int | None, torch.Tensor]:
+    """(first step, the step resumed from or None, steps since each latent fired): from the latest
+    checkpoint of `checkpointer` when there is one, else a fresh start with b_dec at the data mean.
+    With several ranks, every rank must start from the same state."""
+    since_fired = torch.zeros(cfg.d_sae, device=device)
+    start, resumed_from = 0, None
+    if checkpointer is not None and (found := checkpointer.latest()) is not None:
+        tensors, meta = found
+        if meta.get("config") != asdict(cfg):
+            raise CheckpointError(f"--resume: the checkpoint in {checkpointer.folder} was made with a different config; use a new --out or the same options")
+        _check_checkpoint(checkpointer, tensors, meta, sae, cfg)
+        sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
+        sae.to(device)
+        load_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta)
+        since_fired = tensors["since_fired"].to(device)
+        start = resumed_from = meta["step"]
+    else:
+        with torch.no_grad():  # b_dec starts at the data mean (batch 0 is fixed by the seed)
+            sae.b_dec.data = batches.batch(0).to(device).float().mean(0)
+    if dist.active:  # every rank must start from the same state: the same checkpoint, or the same seeded init
+        steps = dist.max_(torch.tensor([start, -start], device=device))
+        if int(steps[0]) != -int(steps[1]):
+            raise ConfigError(f"rank {dist.rank}: the ranks resumed from different steps: put --out on a filesystem every node shares")
+        dist.broadcast_(list(sae.state_dict().values()) + [since_fired])
+    return start, resumed_from, since_fired
+
+
+def _optimizer_step(cfg: TrainConfig, sae: TrainingSAE, optimizer: torch.optim.Optimizer, loss: torch.Tensor, scaler, dist: Dist) -> None:
+    """Backward, average over ranks, keep decoder rows unit-norm (sparse path), clip, step."""
+    (scaler.scale(loss) if scaler else loss).backward()
+    if scaler:
+        scaler.unscale_(optimizer)
+    dist.average_gradients(sae.parameters())
+    if cfg.arch in SPARSE_ARCHS:
+        _remove_parallel_grad(sae)
+    torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if cfg.arch in SPARSE_ARCHS:
+        with torch.no_grad():
+            sae.W_dec.data /= sae.W_dec.norm(dim=-1, keepdim=True)
+
+
 def train(
     cfg: TrainConfig,
     sae: TrainingSAE,
@@ -220,27 +205,7 @@ def train(
     sae.to(device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=True)  # one kernel per step (CPU and CUDA)
     scaler = runtime.grad_scaler()
-    since_fired = torch.zeros(cfg.d_sae, device=device)
-    start, resumed_from = 0, None
-
-    if resume and checkpointer is not None and (found := checkpointer.latest()) is not None:
-        tensors, meta = found
-        if meta.get("config") != asdict(cfg):
-            raise CheckpointError(f"--resume: the checkpoint in {checkpointer.folder} was made with a different config; use a new --out or the same options")
-        _check_checkpoint(checkpointer, tensors, meta, sae, cfg)
-        sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
-        sae.to(device)
-        load_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta)
-        since_fired = tensors["since_fired"].to(device)
-        start = resumed_from = meta["step"]
-    else:
-        with torch.no_grad():  # b_dec starts at the data mean (batch 0 is fixed by the seed)
-            sae.b_dec.data = batches.batch(0).to(device).float().mean(0)
-    if dist.active:  # every rank must start from the same state: the same checkpoint, or the same seeded init
-        steps = dist.max_(torch.tensor([start, -start], device=device))
-        if int(steps[0]) != -int(steps[1]):
-            raise ConfigError(f"rank {dist.rank}: the ranks resumed from different steps: put --out on a filesystem every node shares")
-        dist.broadcast_(list(sae.state_dict().values()) + [since_fired])
+    start, resumed_from, since_fired = _starting_state(cfg, sae, batches, optimizer, checkpointer if resume else None, dist, device)
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=f"train {cfg.arch}", disable=not progress or not dist.main)
@@ -263,22 +228,7 @@ def train(
             stats = _saelens_step(cfg, sae, x, dead, step, runtime)
         if not torch.isfinite(stats.loss):
             raise NonFiniteError(f"loss became {stats.loss.item()} at step {step}: lower --lr or check the activations (last good checkpoint kept)")
-        (scaler.scale(stats.loss) if scaler else stats.loss).backward()
-        if scaler:
-            scaler.unscale_(optimizer)
-        dist.average_gradients(sae.parameters())
-        if cfg.arch in SPARSE_ARCHS:
-            _remove_parallel_grad(sae)
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if cfg.arch in SPARSE_ARCHS:
-            with torch.no_grad():
-                sae.W_dec.data /= sae.W_dec.norm(dim=-1, keepdim=True)
+        _optimizer_step(cfg, sae, optimizer, stats.loss, scaler, dist)
         since_fired += 1
         since_fired[dist.max_(stats.fired.to(torch.uint8)).bool()] = 0
 

@@ -20,16 +20,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from successor_lens.errors import UserError
+from successor_lens.filenames import HOLDER, LOCK, MARKER
 from successor_lens.io import provenance, remove_leftovers, write_json
 
-MARKER = ".successor-lens.json"
-LOCK = ".successor-lens.lock"
-HOLDER = ".successor-lens.holder.json"
 KINDS = ("run", "atlas", "compare", "convert")
 
 

@@ -27,9 +27,9 @@ from importlib import resources
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from successor_lens.models.controls import CONTROLS
 from successor_lens.tasks import build_token_set, sae_tasks, standard_tasks
 
-CONTROLS = ("planted-gpt2", "random-gpt2")
 PLANTED_HEAD = (2, 1)
 """(layer, head) of the planted successor head."""
 ALPHA, GAMMA = 3.0, 2.0
@@ -154,7 +154,7 @@ def _plant(model: HookedTransformer, seed: int) -> None:
     # Unembedding: output codes for items (class', decade', carry from the previous decade, wrap).
     W_U = model.unembed.W_U
     W_U.mul_(0.1)
-    for tok, (task, index, space, _) in items.items():
+    for tok, (_task, index, _space, _) in items.items():
         col = cls_o[index % 10] + dec_o[index // 10]
         if index % 10 == 0 and index >= 10:
             col = col + GAMMA * dec_o[index // 10 - 1]

@@ -7,7 +7,6 @@ is computed from the same logits as a control for the OV path.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -15,48 +14,12 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from successor_lens.errors import ConfigError, UserError
-from successor_lens.probes.ov import EMBEDDINGS, Embedding, effective_embeddings, head_inputs, ov_logits
-from successor_lens.tasks import TokenSet
-
-SUCCESSOR_BAR = 0.5
-"""The paper's working bar for calling a head a successor head (exact cutoff not confirmed)."""
-
-
-def head_name(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
-
-
-def parse_head_name(name: str) -> tuple[int, int]:
-    """"L23H3" -> (23, 3)."""
-    match = re.fullmatch(r"L(\d{1,4})H(\d{1,4})", name.strip().upper()) if isinstance(name, str) else None
-    if not match:
-        raise ConfigError(f"head {name!r} is not of the form L{{layer}}H{{head}}, e.g. L23H3")
-    return int(match[1]), int(match[2])
-
-
-def check_head(name: str, shape) -> str:
-    """`name` as a head of a model of this shape (`ModelShape` or a model), or one line saying which exist."""
-    cfg = getattr(shape, "cfg", shape)
-    layer, head = parse_head_name(name)
-    if layer >= cfg.n_layers or head >= cfg.n_heads:
-        raise ConfigError(f"head {name} does not exist: {getattr(cfg, 'model_name', None) or cfg.name} has {cfg.n_layers} layers x "
-                          f"{cfg.n_heads} heads (L0H0..L{cfg.n_layers - 1}H{cfg.n_heads - 1})")
-    return f"L{layer}H{head}"
-
-
-@dataclass(frozen=True)
-class ScanConfig:
-    embedding: Embedding = "mlp0"
-    """Effective embedding: "mlp0" (paper), "embed+mlp0", or "residual" (token run alone)."""
-    mlp0_norm: bool = True
-    """Apply the layer-0 MLP's input norm to W_E before MLP0 (the paper's choice is unconfirmed)."""
-    input_norm: bool = True
-    """Apply each layer's attention input norm (ln1) before W_V, as a pre-norm model does."""
-
-    def __post_init__(self):
-        if self.embedding not in EMBEDDINGS:
-            raise ConfigError(f"unknown embedding {self.embedding!r}: use one of {', '.join(EMBEDDINGS)}")
+from successor_lens.errors import UserError
+from successor_lens.paper import SUCCESSOR_BAR
+from successor_lens.probes.circuit import effective_embeddings, head_inputs, ov_logits
+from successor_lens.probes.head_id import head_name
+from successor_lens.probes.probe_configs import ScanConfig
+from successor_lens.tasks import TokenSet, same_task
 
 
 @dataclass
@@ -117,8 +80,9 @@ class SuccessionScores:
 
 
 @torch.no_grad()
-def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig = ScanConfig()) -> SuccessionScores:
+def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig | None = None) -> SuccessionScores:
     """Score every head of every layer in one batched pass."""
+    config = config or ScanConfig()
     pairs = token_set.successor_pairs()
     if not pairs:
         raise UserError("no (token, successor) pairs: every task lost its items to tokenization")
@@ -131,7 +95,7 @@ def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig
     task_of = [item.task for item in token_set.items]
     names = token_set.task_names
     task_id = torch.tensor([names.index(t) for t in task_of], device=device)
-    same_task_NM = task_id[:, None] == task_id[None, :]
+    same_task_NM = same_task(task_of).to(device)
     top_LHN = logits_LHNM.masked_fill(~same_task_NM, float("-inf")).argmax(-1)
 
     rows = torch.tensor([p for p, _ in pairs], device=device)

@@ -30,13 +30,14 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from successor_lens.corpus import WINDOW_RULE
+from successor_lens.filenames import NEURONPEDIA, RUN_SETTINGS, SKIPPED
 from successor_lens.io import inside, write_json
-from successor_lens.models import model_id, model_provenance, prepended_bos
-from successor_lens.probes.heads import parse_head_name
-from successor_lens.probes.ov import direction_logits
+from successor_lens.models.provenance import model_id, model_provenance, prepended_bos
+from successor_lens.probes.circuit import direction_logits
+from successor_lens.probes.head_id import parse_head_name
 from successor_lens.sites import hook_activations, hook_layer
 
-EXPORT_FOLDER = "neuronpedia"
 CORRELATED = 3
 """Rows in the neuron-alignment and correlation tables (SAEDashboard's FeatureTablesConfig n_rows=3)."""
 
@@ -241,13 +242,13 @@ def export_dictionary(model: HookedTransformer, entry, windows: Tensor, cfg, log
         files[f"batch-{k}.json"] = {"model_id": mid, "layer": hook_layer(hook) or 0, "sae_set": f"successor-lens-{entry.id}",
                                     "sae_id_suffix": None, "features": features[start : start + batch]}
         files[f"extras-{k}.json"] = {"features": extras[start : start + batch]}
-    files["skipped_indexes.json"] = {"model_id": mid, "layer": str(hook_layer(hook) or 0), "sae_set": f"successor-lens-{entry.id}",
+    files[SKIPPED] = {"model_id": mid, "layer": str(hook_layer(hook) or 0), "sae_set": f"successor-lens-{entry.id}",
                                      "log_sparsity": None, "skipped_indexes": []}
-    files["run_settings.json"] = {
+    files[RUN_SETTINGS] = {
         "model_id": mid, "model_id_known_to_transformer_lens": known, "hook_name": hook, "layer": hook_layer(hook) or 0,
         "sae_set": f"successor-lens-{entry.id}", "dictionary": entry.source, "architecture": sae.cfg.architecture(),
         "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, "dataset": cfg.corpus, "n_prompts_total": len(windows),
-        "n_tokens_in_prompt": windows.shape[1], "tokens_counted": acts.n_tokens, "ignored": "BOS positions",
+        "n_tokens_in_prompt": windows.shape[1], "window_rule": WINDOW_RULE, "tokens_counted": acts.n_tokens, "ignored": "BOS positions",
         "n_features_at_a_time": batch, "batches": len(range(0, len(features), batch)), "logit_head": logit_head,
         "metrics": entry.metrics, "provenance": model_provenance(model),
     }
@@ -297,10 +298,10 @@ def build_exports(model: HookedTransformer, entries: list, cfg, logit_head: str 
 
 def export_summary(sae_id: str, files: dict[str, dict], per_page: int) -> dict:
     """What atlas.json records of a dictionary's export: where it is and what it holds."""
-    settings = files["run_settings.json"]
+    settings = files[RUN_SETTINGS]
     pairs = export_features(files)
     pages = -(-len(pairs) // per_page)
-    return {"folder": f"{EXPORT_FOLDER}/{sae_id}", "files": sorted(files), "model_id": settings["model_id"],
+    return {"folder": f"{NEURONPEDIA}/{sae_id}", "files": sorted(files), "model_id": settings["model_id"],
             "model_id_known_to_transformer_lens": settings["model_id_known_to_transformer_lens"], "dataset": settings["dataset"],
             "n_prompts_total": settings["n_prompts_total"], "n_tokens_in_prompt": settings["n_tokens_in_prompt"],
             "latents": len(pairs), "live": sum(1 for f, _ in pairs if f["frac_nonzero"] > 0),

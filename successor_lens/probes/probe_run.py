@@ -8,20 +8,15 @@ from dataclasses import dataclass
 import torch
 from transformer_lens import HookedTransformer
 
-from successor_lens.features.pipeline import item_acts, item_table
+from successor_lens.features.mine_run import item_acts, item_table
 from successor_lens.nulls import Verdict, missing, rate_vs_chance, rate_vs_rate
-from successor_lens.probes.arithmetic import ArithmeticResult, OVCircuit, offset_profile, random_directions, vector_arithmetic
-from successor_lens.probes.choice import HeadChoice, choose_head
-from successor_lens.probes.heads import parse_head_name, scan_heads
-from successor_lens.probes.incontext import InContext, fitting, in_context_dla, succession_prompts
+from successor_lens.paper import ARITHMETIC, FIGURES
+from successor_lens.probes.arithmetic import ArithmeticResult, offset_profile, random_directions, vector_arithmetic
+from successor_lens.probes.circuit import OVCircuit
+from successor_lens.probes.head_choice import analysis_head
+from successor_lens.probes.head_id import parse_head_name
 from successor_lens.probes.linear import CosineReport, ProbeResult, class_mean_directions, leave_one_task_out, probe_feature_cosine
-from successor_lens.tasks import Task, build_token_set
-
-PAPER = {
-    "probe_feature_cosine": 0.71,
-    "heldout_probe": "94/102 non-number examples",
-    "arithmetic": {"numbers 20-29": 0.89, "months": 0.53, "days": "fails", "letters": "fails"},
-}
+from successor_lens.tasks import Task
 
 
 @dataclass
@@ -50,38 +45,8 @@ class ProbeRun:
             "arithmetic_examples": self.arithmetic["SAE features"].predictions[:40],
             "offset_profile": self.profile,
             "verdicts": {k: v.to_json() for k, v in self.verdicts().items()},
-            "paper": PAPER,
+            "paper": {**FIGURES, "arithmetic_by_task": ARITHMETIC},
         }
-
-
-@dataclass
-class InContextChoice:
-    """In-context DLA on the succession prompts (None when no prompt fits the model) and the head it chose."""
-
-    result: InContext | None
-    n_prompts: int
-    choice: HeadChoice
-
-
-def incontext_choice(model: HookedTransformer, ov_scores: dict[str, float], scan_tasks: list[Task] | None = None,
-                     override: str | None = None) -> InContextChoice:
-    """Measure in-context DLA on the prompts that fit the model, then choose the analysis head (`probes/choice.py`)."""
-    prompts = fitting(model, succession_prompts(model.tokenizer, incontext_tasks(scan_tasks)))
-    result = in_context_dla(model, prompts) if prompts else None
-    return InContextChoice(result, len(prompts), choose_head(ov_scores, result.per_head() if result else None, override))
-
-
-def analysis_head(model: HookedTransformer, scan_tasks: list[Task] | None = None, override: str | None = None) -> HeadChoice:
-    """Scan every head, then choose from the OV scores and in-context DLA (for `probe` without a run folder)."""
-    scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks)).to_json()
-    return incontext_choice(model, {h: v["succession"] for h, v in scan["heads"].items()}, scan_tasks, override).choice
-
-
-def incontext_tasks(scan_tasks: list[Task] | None) -> list[Task] | None:
-    """The list tasks of the in-context prompts, from the scan's tasks when they were given."""
-    from successor_lens.probes.incontext import LIST_TASKS
-
-    return [t for t in scan_tasks if t.name in LIST_TASKS] if scan_tasks else None
 
 
 def probe_model(

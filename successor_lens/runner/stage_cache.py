@@ -1,11 +1,9 @@
 """The stage cache of `run`, importable without torch or the model code so a fully cached run is instant.
 
-`StageCache` keeps one manifest per finished stage (`OUT/.stages/NAME.json`): its key and the size
-and mtime of every file it wrote. `remember` / `replay` add one more file, `OUT/.stages/request.json`:
-the stage keys that a command line (its options, the model's source fingerprint, the code and the
-corpus, all by content) led to last time. When the same request comes again and every stage is
-still fresh under those keys, the CLI prints the cached result without importing the pipeline; the
-manifests still decide freshness, so the shortcut can never show a stage the cache would rerun.
+`StageCache` keeps one manifest per finished stage (`OUT/.stages/NAME.json`): its key
+(`run_config.stage_keys`) and the size and mtime of every file it wrote. The CLI computes the same
+keys from its options before importing the pipeline; when every stage is fresh under them it
+prints the cached result at once.
 """
 
 from __future__ import annotations
@@ -13,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from successor_lens.io import digest, inside, write_json
+from successor_lens.filenames import STAGES as STAGES_FOLDER
+from successor_lens.io import inside, write_json
 
 STAGES = ("heads", "incontext", "activations", "saes", "mine", "probes", "atlas")
-REQUEST_FILE = "request.json"
 
 
 def cached_line(i: int, seconds: float) -> str:
@@ -33,7 +31,7 @@ class StageCache:
 
     def __init__(self, out: Path):
         self.out = out
-        self.folder = out / ".stages"
+        self.folder = out / STAGES_FOLDER
 
     def manifest(self, stage: str) -> dict | None:
         path = self.folder / f"{stage}.json"
@@ -47,8 +45,7 @@ class StageCache:
         return bool(m) and m.get("key") == key and m.get("files") == self._stat(m.get("outputs", []))
 
     def invalidate(self, stage: str) -> None:
-        """Before `stage` rewrites anything: its manifest, every later one's and the request record go."""
-        (self.folder / REQUEST_FILE).unlink(missing_ok=True)
+        """Before `stage` rewrites anything: its manifest and every later one's go."""
         for later in STAGES[STAGES.index(stage):]:
             (self.folder / f"{later}.json").unlink(missing_ok=True)
 
@@ -71,19 +68,8 @@ class StageCache:
                     files[str(f.relative_to(self.out.resolve()))] = [st.st_size, st.st_mtime_ns]
         return files
 
-    def remember(self, request: dict, keys: dict[str, str]) -> None:
-        """Record which stage keys `request` (a command line, by content) led to."""
-        write_json(self.folder / REQUEST_FILE, {"request": digest(request), "keys": keys})
-
-    def replay(self, request: dict) -> dict[str, float] | None:
-        """{stage: seconds it took when computed} when `request` was the last one remembered and every
-        stage is still fresh under the keys it led to; else None (the pipeline decides)."""
-        try:
-            memo = json.loads((self.folder / REQUEST_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        if memo.get("request") != digest(request) or set(memo.get("keys", {})) != set(STAGES):
-            return None
-        if not all(self.fresh(stage, memo["keys"][stage]) for stage in STAGES):
+    def all_fresh(self, keys: dict[str, str]) -> dict[str, float] | None:
+        """{stage: seconds it took when computed} when every stage is fresh under `keys`; else None."""
+        if set(keys) != set(STAGES) or not all(self.fresh(stage, keys[stage]) for stage in STAGES):
             return None
         return {stage: self.manifest(stage)["seconds"] for stage in STAGES}

@@ -3,7 +3,7 @@
 The OV succession score alone ties on small models (two heads at 0.125 on SmolLM2, one of which
 does nothing in context), so the choice uses two independent measurements: the head's OV
 succession score and its direct logit attribution on the answer of in-context succession prompts
-(`probes/incontext.py`). Each is divided by its best value over all heads (DLA clipped at 0) and
+(`incontext.py`). Each is divided by its best value over all heads (DLA clipped at 0) and
 the head with the largest product wins: a head must both map items to successors and raise the
 answer in context. When no head raises the answer in context, the OV score decides alone; a
 user's `--head` overrides both. The choice and its reason are recorded in `heads_choice.json`.
@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from successor_lens.probes.heads import parse_head_name
+from transformer_lens import HookedTransformer
+
+from successor_lens.probes.head_id import parse_head_name
+from successor_lens.probes.incontext import LIST_TASKS, InContext, fitting, in_context_dla, succession_prompts
+from successor_lens.probes.scan import scan_heads
+from successor_lens.tasks import Task, build_token_set
 
 
 @dataclass(frozen=True)
@@ -49,3 +54,31 @@ def choose_head(ov_scores: dict[str, float], dla: dict[str, float] | None, overr
     reason = (f"largest product of OV succession score ({best['ov']:.3f}, {best['ov'] / best_ov:.2f} of the best) and in-context DLA "
               f"on the answer ({best['dla']:.3f}, {max(best['dla'], 0) / best_dla:.2f} of the best)")
     return HeadChoice(best["head"], reason, ranked[:top])
+
+
+@dataclass
+class InContextChoice:
+    """In-context DLA on the succession prompts (None when no prompt fits the model) and the head it chose."""
+
+    result: InContext | None
+    n_prompts: int
+    choice: HeadChoice
+
+
+def incontext_choice(model: HookedTransformer, ov_scores: dict[str, float], scan_tasks: list[Task] | None = None,
+                     override: str | None = None) -> InContextChoice:
+    """Measure in-context DLA on the prompts that fit the model, then choose the analysis head."""
+    prompts = fitting(model, succession_prompts(model.tokenizer, incontext_tasks(scan_tasks)))
+    result = in_context_dla(model, prompts) if prompts else None
+    return InContextChoice(result, len(prompts), choose_head(ov_scores, result.per_head() if result else None, override))
+
+
+def analysis_head(model: HookedTransformer, scan_tasks: list[Task] | None = None, override: str | None = None) -> HeadChoice:
+    """Scan every head, then choose from the OV scores and in-context DLA (for `probe` without a run folder)."""
+    scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks)).to_json()
+    return incontext_choice(model, {h: v["succession"] for h, v in scan["heads"].items()}, scan_tasks, override).choice
+
+
+def incontext_tasks(scan_tasks: list[Task] | None) -> list[Task] | None:
+    """The list tasks of the in-context prompts, from the scan's tasks when they were given."""
+    return [t for t in scan_tasks if t.name in LIST_TASKS] if scan_tasks else None

@@ -14,10 +14,12 @@ import torch
 from tqdm.auto import tqdm
 
 from successor_lens.artifacts import html, plots
-from successor_lens.artifacts.export import EXPORT_FOLDER, export_features, export_summary, read_export, write_export
+from successor_lens.artifacts.atlas_schema import SCHEMA, load_atlas
+from successor_lens.artifacts.neuronpedia import export_features, export_summary, read_export, write_export
 from successor_lens.artifacts.report import report_md, summary_lines
-from successor_lens.artifacts.schema import SCHEMA
+from successor_lens.artifacts.stage_files import extras
 from successor_lens.errors import UserError
+from successor_lens.filenames import ATLAS, ATLAS_JSON, ATLAS_SCHEMA, IMAGES, INDEX, NEURONPEDIA, REPORT, RUN_SETTINGS
 from successor_lens.io import atomic_dir, inside, write_json, write_text
 
 
@@ -41,14 +43,14 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports:
     n_index = sum(len(sae["export"]["pages"]) for sae in doc["saes"] if sae.get("export"))
     with atomic_dir(folder) as tmp, tqdm(total=2 * (len(head_pages) + n_latents) + len(doc["saes"]) + 1 + n_index + len(exports), desc="atlas",
                                          unit="file", leave=False, disable=not progress) as bar:
-        write_json(tmp / "atlas.json", doc)
-        write_json(tmp / "atlas.schema.json", SCHEMA)
-        write_text(tmp / "report.md", report_md(doc))
+        write_json(tmp / ATLAS_JSON, doc)
+        write_json(tmp / ATLAS_SCHEMA, SCHEMA)
+        write_text(tmp / REPORT, report_md(doc))
         for sae_id, files in exports.items():
-            write_export(files, inside(tmp, f"{EXPORT_FOLDER}/{sae_id}", "export folder"))
+            write_export(files, inside(tmp, f"{NEURONPEDIA}/{sae_id}", "export folder"))
             bar.update()
-        _figures(doc, tmp / "images", bar.update)
-        write_text(tmp / "index.html", html.index_page(doc, summary_lines(doc)))
+        _figures(doc, tmp / IMAGES, bar.update)
+        write_text(tmp / INDEX, html.index_page(doc, summary_lines(doc)))
         bar.update()
         for record in head_pages:
             write_text(inside(tmp, record["page"], "atlas page"), html.head_page(record))
@@ -63,13 +65,13 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports:
                 chunk = pairs[k * html.LATENTS_PER_PAGE : (k + 1) * html.LATENTS_PER_PAGE]
                 write_text(inside(tmp, name, "atlas page"), html.latents_index_page(sae, chunk, k))
                 bar.update()
-    return folder / "index.html"
+    return folder / INDEX
 
 
 def _read_existing(folder: Path, sae: dict) -> dict:
     path = inside(folder, sae["export"]["folder"], "export folder")
     files = read_export(path) if path.is_dir() else {}
-    if "run_settings.json" not in files:
+    if RUN_SETTINGS not in files:
         raise UserError(f"{path}: the atlas's Neuronpedia export is missing: rebuild the atlas (`successor-lens run --force atlas`)")
     return files
 
@@ -107,3 +109,13 @@ def _figures(doc: dict, images: Path, step=lambda: None) -> None:
         plots.wild_figures(doc["wild"], images)
     if doc.get("probes"):
         plots.probe_figures(doc["probes"], images)
+
+
+def refresh_atlas(out: Path) -> None:
+    """Re-render a run folder's existing atlas with its edits and wild results (after `edit`, `wild`)."""
+    path = Path(out) / ATLAS / ATLAS_JSON
+    if path.is_file():
+        doc = load_atlas(path)
+        doc.update(extras(out))
+        write_atlas(doc, path.parent)
+        write_text(Path(out) / REPORT, (path.parent / REPORT).read_text())

@@ -11,16 +11,17 @@ from transformer_lens import HookedTransformer
 
 from successor_lens.errors import ConfigError, UserError
 from successor_lens.features.matrix import ItemTable
-from successor_lens.features.mining import MineConfig, MinedFeatures, MiningNull, Recurrence, mine, mining_null, recurrence
+from successor_lens.features.mine_config import MineConfig
+from successor_lens.features.mining import MinedFeatures, MiningNull, Recurrence, mine, mining_null, recurrence
 from successor_lens.io import BadFileError, atomic_path, check_safetensors
 from successor_lens.nulls import value_vs_draws
+from successor_lens.paper import FIGURES
 from successor_lens.sae_train.dictionary import load_dictionary, untrained_like, weights_digest
-from successor_lens.sae_train.pipeline import default_train_config, train_sae
 from successor_lens.sae_train.runtime import Runtime
-from successor_lens.sites import HOOKS, hook_name, item_activations
+from successor_lens.sae_train.train_config import default_train_config
+from successor_lens.sae_train.train_run import train_sae
+from successor_lens.sites import hook_name, item_activations
 from successor_lens.tasks import Task, build_token_set, sae_tasks
-
-FEATURES_FILE = "features.safetensors"
 
 
 def item_table(model: HookedTransformer, tasks: list[Task] | None = None) -> ItemTable:
@@ -30,7 +31,7 @@ def item_table(model: HookedTransformer, tasks: list[Task] | None = None) -> Ite
 
 def item_acts(model: HookedTransformer, table: ItemTable, site_or_hook: str) -> torch.Tensor:
     """The items' activations at a site ("mlp0", "embed") or any hook, on the CPU."""
-    return item_activations(model, table.ids, HOOKS.get(site_or_hook, site_or_hook))
+    return item_activations(model, table.ids, hook_name(site_or_hook))
 
 
 @dataclass
@@ -93,7 +94,7 @@ class MineRun:
             "recurrence": self.recurrence.summary(),
             "downstream_features": sorted(self.directions),
             "figures": self.figures(),
-            "paper": PAPER_MINING,
+            "paper": FIGURES,
         }
 
 
@@ -109,7 +110,6 @@ def beats_null(m: MinedFeatures, draws: list[MinedFeatures]) -> list[int]:
     return [c for c in q if q[c] > 0 and all(q[c] > n[c] for n in nulls)]
 
 
-PAPER_MINING = {"classes_found": 10, "mean_modal_coverage": 0.585, "model": "Pythia-1.4B"}
 NULL_DRAWS = 10
 """Draws of each mining null (index permutations, untrained SAEs)."""
 
@@ -120,9 +120,12 @@ def mean(values) -> float:
 
 def mine_model(
     model: HookedTransformer, out: Path, runtime: Runtime, saes: list[str] | None = None, seeds: int = 3,
-    steps: int | None = None, cfg: MineConfig = MineConfig(), site: str = "mlp0", progress: bool = True,
+    steps: int | None = None, cfg: MineConfig | None = None, site: str = "mlp0", progress: bool = True,
     tasks: list[Task] | None = None, null_draws: int = NULL_DRAWS,
 ) -> MineRun:
+    """Mine the dictionaries in `saes` (or `seeds` new ones trained on the succession items) at `site`,
+    with the index-permutation and untrained-dictionary nulls and the recurrence across dictionaries."""
+    cfg = cfg or MineConfig()
     table = item_table(model, tasks)
     acts = item_acts(model, table, site)
     dictionaries, sources = [], []

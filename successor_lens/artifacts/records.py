@@ -1,0 +1,115 @@
+"""Each stage's JSON record, typed: written by `stage_files.py`, read back through `Record.read`,
+which checks the file is a JSON object with every field the record needs (one line naming the
+file and the fix otherwise), so a stage never indexes into a document it has not checked."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypedDict, TypeVar
+
+from successor_lens.errors import UserError
+from successor_lens.filenames import HEADS, INCONTEXT, MINE, MINE_EMBED, PROBE, SUMMARY
+
+
+class RecordError(UserError, ValueError):
+    """A stage's record that is missing, not JSON, or lacks a field."""
+
+
+class HeadsRecord(TypedDict):
+    provenance: dict[str, Any]
+    config: dict[str, Any]
+    successor_bar: float
+    best_head: str
+    best_score: float
+    passes_bar: bool
+    top_heads: list[dict[str, Any]]
+    heads: dict[str, dict[str, Any]]
+    """Head name -> succession, copying, per_task."""
+    chance: dict[str, float]
+    n_pairs: dict[str, int]
+    held_out_tasks: list[str]
+    dropped_tokens: list[dict[str, Any]]
+
+
+class ChoiceRecord(TypedDict):
+    head: str
+    reason: str
+    candidates: list[dict[str, Any]]
+
+
+class IncontextRecord(TypedDict):
+    provenance: dict[str, Any]
+    n_prompts: int
+    in_context: dict[str, Any] | None
+    choice: ChoiceRecord
+
+
+class MineRecord(TypedDict):
+    provenance: dict[str, Any]
+    saes: list[str]
+    per_sae: list[dict[str, Any]]
+    recurrence: dict[str, Any]
+    downstream_features: list[int]
+    figures: dict[str, dict[str, Any]]
+    paper: dict[str, Any]
+
+
+class ProbeRecord(TypedDict):
+    provenance: dict[str, Any]
+    head: str
+    probe_mlp0: dict[str, Any]
+    probe_embed: dict[str, Any]
+    probe_feature_cosine: dict[str, Any]
+    arithmetic: dict[str, dict[str, Any]]
+    arithmetic_examples: list[Any]
+    offset_profile: dict[str, dict[str, float]]
+    verdicts: dict[str, dict[str, Any]]
+    paper: dict[str, Any]
+
+
+class SummaryRecord(TypedDict):
+    provenance: dict[str, Any]
+    summary_version: str
+    model: str
+    best_head: str
+    analysis_head: str
+    above_null: dict[str, bool]
+    lines: list[str]
+    paper: dict[str, Any]
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Record(Generic[R]):
+    """A stage's JSON file in a run folder and the shape it must have."""
+
+    name: str
+    shape: type[R]
+    stage: str
+    """The command that writes it (for the fix in an error)."""
+
+    def read(self, folder: str | Path) -> R:
+        path = Path(folder) / self.name
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RecordError(f"{path}: missing: run `successor-lens {self.stage}` (or `run`) with the same --out first") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RecordError(f"{path}: unreadable ({type(err).__name__}): rerun `successor-lens {self.stage}`") from None
+        required = getattr(self.shape, "__required_keys__", frozenset())
+        if not isinstance(doc, dict) or not required <= set(doc):
+            lacking = sorted(required - set(doc)) if isinstance(doc, dict) else ["(not a JSON object)"]
+            raise RecordError(f"{path}: not a {self.stage} record (no {lacking[0]}): rerun `successor-lens {self.stage}`")
+        return doc  # type: ignore[return-value]  (checked against the TypedDict's keys above)
+
+
+HEADS_RECORD = Record(HEADS, HeadsRecord, "heads")
+INCONTEXT_RECORD = Record(INCONTEXT, IncontextRecord, "run")
+MINE_RECORD = Record(MINE, MineRecord, "mine")
+MINE_EMBED_RECORD = Record(MINE_EMBED, MineRecord, "run")
+PROBE_RECORD = Record(PROBE, ProbeRecord, "probe")
+SUMMARY_RECORD = Record(SUMMARY, SummaryRecord, "run")

@@ -1,0 +1,78 @@
+"""Each stage's files in the run folder: its JSON record with provenance, and its figures.
+Read back through `records.py`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from successor_lens.artifacts.plots import class_latent_heatmap, probe_figures, scan_figures, wild_figures
+from successor_lens.features.mine_run import MineRun, save_directions
+from successor_lens.filenames import EDITS, FEATURES, HEADS, MINE, MINE_PNG, PROBE, WILD
+from successor_lens.io import provenance, write_json
+from successor_lens.models.provenance import model_provenance
+from successor_lens.probes.edits import check_name
+from successor_lens.probes.probe_run import ProbeRun
+
+
+def write_scan(result, model, out: Path) -> list[Path]:
+    """heads.json, heads.png (succession heatmap) and heads_copying.png for a `SuccessionScores`."""
+    out = Path(out)
+    data = {"provenance": provenance(**model_provenance(model)), **result.to_json()}
+    return [write_json(out / HEADS, data)] + scan_figures(model.cfg.model_name, result.config.embedding, result.scores, result.copying, out)
+
+
+def write_mine(result: MineRun, model, out: Path, site: str = "mlp0") -> list[Path]:
+    """mine.json, features.safetensors (the downstream f_0..f_9) and mine_classes.png."""
+    out = Path(out)
+    first = result.mined[0]
+    return [
+        write_json(out / MINE, {"provenance": provenance(**model_provenance(model), site=site), **result.to_json()}),
+        save_directions(out / FEATURES, result.directions),
+        class_latent_heatmap(first.profiles, first.latent_class, out / MINE_PNG,
+                             f"{model.cfg.model_name}: class x latent (SAE 1)"),
+    ]
+
+
+def write_probe(run: ProbeRun, model, out: Path) -> list[Path]:
+    """probe.json and the three probe figures."""
+    out, data = Path(out), run.to_json()
+    prov = provenance(**model_provenance(model), site="mlp0", head=run.head)
+    return [write_json(out / PROBE, {"provenance": prov, **data})] + probe_figures(data, out)
+
+
+def write_wild(results, incontext, ov_scores: dict[str, float], model, out: Path, data: dict) -> list[Path]:
+    """wild.json, wild_categories.png and incontext_dla.png."""
+    out = Path(out)
+    doc = {"provenance": provenance(**model_provenance(model), **data),
+           "heads": [r.summary() for r in results], "in_context": incontext.summary(ov_scores)}
+    return [write_json(out / WILD, doc)] + wild_figures(doc, out)
+
+
+def write_edit(name: str, edits, table: list[dict], model, out: Path, data: dict) -> list[Path]:
+    """edits/NAME.json with the KPI table."""
+    out = Path(out)
+    doc = {"name": name, "provenance": provenance(**model_provenance(model), **data),
+           "spec": {"edits": [e.__dict__ for e in edits]}, "kpis": table}
+    return [write_json(out / EDITS / f"{check_name(name)}.json", doc)]  # the name is the file name
+
+
+def extras(out: Path) -> dict:
+    """The optional atlas sections found in a run folder: edits (edits/*.json) and wild (wild.json).
+    A file in edits/ that is not an edit record (someone else's JSON) is left out, with a notice."""
+    out = Path(out)
+    edits = []
+    for path in sorted((out / EDITS).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            if not (isinstance(record, dict) and isinstance(record.get("name"), str) and isinstance(record.get("spec"), dict)
+                    and isinstance(record.get("kpis"), list)):
+                raise ValueError
+        except (ValueError, OSError):
+            print(f"successor-lens: note: {path} is not an edit record written by `successor-lens edit`; left out of the atlas",
+                  file=sys.stderr)
+            continue
+        edits.append({k: record[k] for k in ("name", "spec", "kpis")})
+    wild = json.loads((out / WILD).read_text()) if (out / WILD).is_file() else None
+    return {"edits": edits, "wild": {k: wild[k] for k in ("heads", "in_context")} if wild else None}

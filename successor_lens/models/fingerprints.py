@@ -1,0 +1,54 @@
+"""Content fingerprints of what a model source loads, and where converted weights are cached.
+
+Light to import (no torch, no TransformerLens): the stage keys of a fully cached run are computed
+from these without loading, or even importing, the model code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from successor_lens.io import digest, file_sha256, write_json
+
+WEIGHT_PROCESSING = {
+    "fold_ln": False,
+    "center_writing_weights": False,
+    "center_unembed": False,
+    "fold_value_biases": False,
+    "refactor_factored_attn_matrices": False,
+}
+"""TransformerLens's weight processing, all off: SAEs on the embedding and the MLP0 output learn
+different things when LayerNorm is folded or weights are centred, so weights load unprocessed."""
+
+
+def cache_root() -> Path:
+    """Where converted weights live: $SUCCESSOR_LENS_CACHE, else ~/.cache/successor_lens."""
+    env = os.environ.get("SUCCESSOR_LENS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "successor_lens"
+
+
+def remembered_sha256(paths: list[Path]) -> str:
+    """sha256 of the files' concatenated contents, remembered per (path, size, mtime) in the cache
+    folder so an unchanged file is hashed once."""
+    stamp = digest([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths])
+    memo_path = cache_root() / "file_digests.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        memo = {}
+    if stamp not in memo:
+        memo[stamp] = file_sha256(paths)
+        with contextlib.suppress(OSError):  # a read-only cache only costs the hash next time
+            write_json(memo_path, memo)
+    return memo[stamp]
+
+
+def folder_fingerprint(kind: str, folder: Path) -> str:
+    """A checkpoint folder by content: its safetensors weights and config.json, and the converter's version."""
+    import importlib.metadata
+
+    files = sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
+    return digest({"kind": kind, "files": remembered_sha256(files), "transformer_lens": importlib.metadata.version("transformer-lens")})

@@ -1,0 +1,82 @@
+"""`load_model` and `model_shape` over every kind of source (`registry.py`).
+
+Weights are always loaded *unprocessed* (no LayerNorm folding, no centring): SAEs on the embedding
+and the MLP0 output learn different things when those are changed, so the choice is explicit and
+recorded in `model_provenance(model)`, with the tokenizer's facts (BOS, how numbers tokenize).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer
+
+from successor_lens.models.embedded import EmbeddedSource
+from successor_lens.models.provenance import model_fingerprint
+from successor_lens.models.registry import DEFAULT_MODEL, source_fingerprint, source_for
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A model's dimensions, known before its weights load: arguments are checked against it first."""
+
+    name: str
+    n_layers: int
+    n_heads: int
+    d_model: int
+    n_ctx: int
+    d_vocab: int
+
+
+def model_shape(name: str) -> ModelShape:
+    """The shape of `name` from its config alone (no weights). Raises `ModelLoadError` for a name
+    that cannot be loaded, so that is known before any work too."""
+    cfg = source_for(name).config(name)
+    return ModelShape(name, cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.n_ctx, cfg.d_vocab)
+
+
+def shape_of(model: HookedTransformer) -> ModelShape:
+    c = model.cfg
+    return ModelShape(c.model_name, c.n_layers, c.n_heads, c.d_model, c.n_ctx, c.d_vocab)
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+) -> HookedTransformer:
+    """Load `name` as a HookedTransformer with unprocessed weights, in fp32 and eval mode.
+
+    `name` is an embedded model ("smollm2-135m", the default, or "gemma3-270m"; offline), a
+    generated control ("planted-gpt2": a known answer at the paper's scale; "random-gpt2": a null),
+    a local Hugging Face folder ("./my-checkpoint"), or any TransformerLens model name (gpt2,
+    EleutherAI/pythia-70m, ...), which needs the Hugging Face hub or its local cache. `cache_dir`
+    overrides where an embedded model's conversion is cached.
+    """
+    source = source_for(name)
+    model = source.load(name, Path(cache_dir) if cache_dir else None) if isinstance(source, EmbeddedSource) else source.load(name)
+    model.to(device)
+    model.eval()
+    model.successor_lens_fingerprint = source_fingerprint(name)
+    model.successor_lens_weights = model_fingerprint(model)  # to notice weights edited after loading
+    return model
+
+
+@dataclass
+class LazyModel:
+    """`load_model(name, device)` deferred until called; its `fingerprint` is known at once."""
+
+    name: str
+    device: str = "cpu"
+    log: Any = print
+
+    def __post_init__(self):
+        self.fingerprint = source_fingerprint(self.name)
+
+    def __call__(self) -> HookedTransformer:
+        self.log(f"loading {self.name} ...")
+        return load_model(self.name, device=self.device)

@@ -1,0 +1,60 @@
+"""Which kind of source a model name is, behind one small interface per kind.
+
+Each source (`embedded.py`, `controls.py`, `local.py`, `hub.py`) answers the same four questions:
+does it claim a name, what is the content fingerprint of what it would load (without torch), what
+is the model's config (no weights), and load it. Asked in order; the hub takes any name left.
+Light at import, so the CLI checks names and computes stage keys at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from successor_lens.models.controls import ControlSource
+from successor_lens.models.embedded import EmbeddedSource
+from successor_lens.models.hub import HubSource
+from successor_lens.models.local import LocalSource
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+class ModelSource(Protocol):
+    kind: str
+
+    def claims(self, name: str) -> bool: ...
+
+    def fingerprint(self, name: str) -> str:
+        """A content hash of what `load(name)` loads, known without loading it."""
+        ...
+
+    def config(self, name: str) -> HookedTransformerConfig:
+        """The model's config, from its files alone (no weights)."""
+        ...
+
+    def load(self, name: str) -> HookedTransformer:
+        """The model with unprocessed fp32 weights, its `successor_lens_source` set."""
+        ...
+
+
+SOURCES: tuple[ModelSource, ...] = (EmbeddedSource(), ControlSource(), LocalSource(), HubSource())
+
+
+def source_for(name: str) -> ModelSource:
+    return next(source for source in SOURCES if source.claims(name))
+
+
+def source_kind(name: str) -> str:
+    """"embedded", "control", "local" (a folder) or "hub" (a TransformerLens name)."""
+    return source_for(name).kind
+
+
+def source_fingerprint(name: str) -> str:
+    """A content hash of what `load_model(name)` loads, computed without loading it: the GGUF's
+    sha256 and the converting libraries (embedded), the weight files' sha256 and config (local
+    folder, hub snapshot), or the generator's source (controls). File hashes are remembered per
+    (path, size, mtime), so this is instant after the first time: the stage cache of a fully cached
+    run never needs the model."""
+    return source_for(name).fingerprint(name)

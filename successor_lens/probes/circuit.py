@@ -1,0 +1,168 @@
+"""The circuits computed by hand, in one place: effective embeddings, the OV circuit of every head
+at once (the scan) or of one head to any candidate set or the whole vocabulary (arithmetic, probes,
+atlas, export), and a head's direct logit attribution through the final norm (in context, in the
+wild). docs/method.md section 2; the tests check each against the model's own forward pass.
+
+Shapes use suffixes: L layers, H heads, N tokens, D d_model, E d_head, M candidates, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
+
+from successor_lens.models.provenance import prepended_bos
+from successor_lens.probes.probe_configs import EMBEDDINGS, Embedding
+from successor_lens.sites import mlp0_out, per_token
+
+
+@torch.no_grad()
+def effective_embeddings(
+    model: HookedTransformer,
+    tokens: Int[Tensor, " n"],
+    embedding: Embedding = "mlp0",
+    mlp0_norm: bool = True,
+) -> Float[Tensor, "layers_or_1 n d_model"]:
+    """The vector each head reads for a token: one row set for all layers, or one per layer.
+
+    - "mlp0": MLP0(W_E[t]), the paper's form.
+    - "embed+mlp0": W_E[t] + MLP0(W_E[t]).
+    - "residual": the token's residual stream entering layer L, read at the token after a
+      one-token prefix (`residual_prefix`). A token alone at position 0 is the attention sink,
+      whose residual is degenerate (the copying control fell from 0.98 to 0.14 on SmolLM2).
+    """
+    if embedding == "mlp0":
+        return mlp0_out(model, tokens, mlp0_norm)[None]
+    if embedding == "embed+mlp0":
+        return (model.W_E[tokens] + mlp0_out(model, tokens, mlp0_norm))[None]
+    if embedding == "residual":
+        names = [get_act_name("resid_pre", layer) for layer in range(model.cfg.n_layers)]
+        unique, inverse = tokens.unique(return_inverse=True)
+        ids = torch.cat([torch.full_like(unique[:, None], residual_prefix(model)), unique[:, None]], 1)
+        _, cache = model.run_with_cache(ids, names_filter=lambda n: n in names, stop_at_layer=model.cfg.n_layers)
+        return torch.stack([cache[name][inverse, -1, :] for name in names])
+    raise ValueError(f"unknown embedding {embedding!r}: use one of {', '.join(EMBEDDINGS)}")
+
+
+def residual_prefix(model: HookedTransformer) -> int:
+    """The token put before each token for the "residual" embedding: the model's BOS when it
+    prepends one, else a newline (a document boundary for models trained without BOS), else the
+    tokenizer's BOS, else token 0."""
+    bos = prepended_bos(model)
+    if bos is not None:
+        return bos
+    tokenizer = model.tokenizer
+    newline = tokenizer.encode("\n", add_special_tokens=False) if tokenizer is not None else []
+    if len(newline) == 1:
+        return newline[0]
+    return getattr(tokenizer, "bos_token_id", None) or 0
+
+
+@torch.no_grad()
+def head_inputs(model: HookedTransformer, x_XND: Tensor, input_norm: bool = True) -> Float[Tensor, "layers n d_model"]:
+    """Each layer's attention input for the effective embeddings (its ln1 for pre-norm models)."""
+    n_layers = model.cfg.n_layers
+    out = []
+    for layer in range(n_layers):  # one small op per layer; heads and tokens stay batched
+        x_ND = x_XND[layer if x_XND.shape[0] > 1 else 0]
+        out.append(per_token(model.blocks[layer].ln1, x_ND) if input_norm else x_ND)
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def ov_logits(
+    model: HookedTransformer,
+    x_LND: Float[Tensor, "layers n d_model"],
+    candidates: Int[Tensor, " m"],
+) -> Float[Tensor, "layers heads n m"]:
+    """Logits of `candidates` from every head's OV circuit: W_U[:, c] . W_O (W_V x + b_V).
+
+    W_V is TransformerLens's per-head view, so grouped-query heads share their group's W_V.
+    No final norm and no unembedding bias, as in the paper's W_U W_OV form.
+    """
+    W_U_DM = model.W_U[:, candidates]
+    W_OU_LHEM = torch.einsum("lhed,dm->lhem", model.W_O, W_U_DM)
+    v_LHNE = torch.einsum("lnd,lhde->lhne", x_LND, model.W_V) + model.b_V[:, :, None, :]
+    return torch.einsum("lhne,lhem->lhnm", v_LHNE, W_OU_LHEM)
+
+
+@dataclass
+class OVCircuit:
+    """One head's OV path to the unembedding: (norm(x) W_V + b_V) W_O W_U, for a candidate set or
+    the whole vocabulary. No final norm and no unembedding bias, as in the paper's W_U W_OV form.
+
+    `bias=False` leaves out b_V: the effect of a direction added where the head reads, rather than
+    the output for an input. `norm=None` skips the layer's input norm.
+    """
+
+    W_V: Tensor
+    b_V: Tensor | None
+    W_O: Tensor
+    W_U: Tensor
+    """[d_model, candidates or vocabulary]"""
+    norm: object | None
+    name: str
+
+    def logits(self, x_ND: Tensor) -> Float[Tensor, "n m"]:
+        x_ND = x_ND.to(self.W_V.device, self.W_V.dtype)
+        if self.norm is not None:
+            x_ND = per_token(self.norm, x_ND)
+        v_NE = x_ND @ self.W_V
+        if self.b_V is not None:
+            v_NE = v_NE + self.b_V
+        return ((v_NE @ self.W_O) @ self.W_U).cpu()
+
+    @staticmethod
+    @torch.no_grad()
+    def from_model(model: HookedTransformer, layer: int, head: int, candidates: Tensor | None = None, bias: bool = True,
+                   input_norm: bool = True) -> OVCircuit:
+        """`candidates` (token ids) or None for the whole vocabulary."""
+        attn = model.blocks[layer].attn
+        W_U = model.W_U if candidates is None else model.W_U[:, candidates.to(model.W_U.device)]
+        return OVCircuit(attn.W_V[head].detach(), attn.b_V[head].detach() if bias else None, attn.W_O[head].detach(), W_U.detach(),
+                         model.blocks[layer].ln1 if input_norm else None, f"L{layer}H{head}")
+
+
+@torch.no_grad()
+def direction_logits(model: HookedTransformer, layer: int, head: int, d_KD: Tensor, input_norm: bool = True) -> Float[Tensor, "k vocab"]:
+    """Logit effect over the whole vocabulary of directions written where a head reads them: through
+    the layer's input norm (a scale for RMSNorm), W_V and W_O, with no value bias, then W_U."""
+    return OVCircuit.from_model(model, layer, head, bias=False, input_norm=input_norm).logits(d_KD)
+
+
+@torch.no_grad()
+def head_token_logits(model: HookedTransformer, x_ND: Tensor, layer: int, head: int) -> Float[Tensor, "n vocab"]:
+    """One head's OV logits over the whole vocabulary for effective embeddings `x_ND` (before its input norm)."""
+    return OVCircuit.from_model(model, layer, head).logits(x_ND)
+
+
+FINAL_SCALE = "ln_final.hook_scale"
+"""The final norm's scale hook (TransformerLens has no get_act_name short form for it)."""
+
+
+def final_norm_delta(model: HookedTransformer, dx: Tensor, scale: Tensor | None) -> Tensor:
+    """A residual change as the unembedding sees it, with the final norm's scale held fixed."""
+    if model.cfg.normalization_type is None or scale is None:
+        return dx
+    if model.cfg.normalization_type in ("LN", "LNPre"):
+        dx = dx - dx.mean(-1, keepdim=True)
+    dx = dx / scale
+    w = getattr(model.ln_final, "w", None)
+    return dx * w if w is not None else dx
+
+
+def head_outputs(model: HookedTransformer, z_LHE: Tensor) -> Float[Tensor, "... layers heads d_model"]:
+    """What each head writes to the residual stream from its `hook_z` values (any leading dims)."""
+    return torch.einsum("...lhe,lhed->...lhd", z_LHE, model.W_O)
+
+
+def direct_logits(model: HookedTransformer, dx: Tensor, scale: Tensor | None, unembed: Tensor | None = None) -> Tensor:
+    """Direct logit attribution: a residual change `dx` (a head's output, or its change under an
+    ablation) through the final norm with the clean `scale` held fixed, then W_U (or `unembed`:
+    answer-minus-others directions)."""
+    return final_norm_delta(model, dx, scale) @ (model.W_U if unembed is None else unembed)

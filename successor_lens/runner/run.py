@@ -1,0 +1,86 @@
+"""The main job: head scan -> in-context DLA and the head choice -> activations -> SAEs -> mining ->
+probes -> atlas (with summary.json), with a stage cache.
+
+Each stage has a key (`run_config.stage_keys`). A stage whose key matches the manifest it left last
+time (`.stages/NAME.json`, written only after all of its files are written) and whose files are all
+as it left them is skipped; any other stage runs. `force` reruns the named stages and every stage
+after them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformer_lens import HookedTransformer
+
+from successor_lens.artifacts.report import summary_lines
+from successor_lens.errors import ConfigError
+from successor_lens.filenames import ATLAS, ATLAS_JSON, INDEX
+from successor_lens.models.loading import LazyModel
+from successor_lens.models.provenance import model_fingerprint
+from successor_lens.runner.folders import run_folder
+from successor_lens.runner.run_config import RunConfig, stage_keys
+from successor_lens.runner.stage_cache import STAGES, StageCache, cached_line
+from successor_lens.runner.stages import StageBodies
+from successor_lens.sae_train.runtime import Runtime
+
+
+@dataclass
+class PipelineResult:
+    out: Path
+    atlas: Path
+    ran: list[str]
+    cached: list[str]
+    seconds: dict[str, float]
+    summary: list[str]
+    keys: dict[str, str] = field(default_factory=dict)
+    """Each stage's cache key (`run_config.stage_keys`)."""
+
+
+def model_key(model: HookedTransformer | LazyModel) -> str:
+    """The model's content hash in the stage keys: the one recorded at load (`registry.source_fingerprint`,
+    also what a `LazyModel` knows before loading), else a hash of the weights of a model built in code
+    or edited since it was loaded."""
+    if isinstance(model, HookedTransformer):
+        weights = model_fingerprint(model)
+        loaded = getattr(model, "successor_lens_fingerprint", None)
+        return loaded if loaded and getattr(model, "successor_lens_weights", None) == weights else weights
+    return model.fingerprint
+
+
+def run_pipeline(
+    model: HookedTransformer | LazyModel, out: str | Path, config: RunConfig | None = None, runtime: Runtime | None = None,
+    force: tuple[str, ...] = (), progress: bool = True, log: Callable[[str], None] = print,
+) -> PipelineResult:
+    """Run (or reuse) every stage; returns which stages ran and the summary lines. `model` is a loaded
+    model or a `LazyModel` (loaded only if a stage has to run)."""
+    out, config = Path(out), config or RunConfig()
+    unknown = [s for s in force if s not in STAGES and s != "all"]
+    if unknown:
+        raise ConfigError(f"unknown stage {unknown[0]!r} for --force: use one of {', '.join(STAGES)} or all")
+    first_forced = min([STAGES.index(s) for s in force if s in STAGES] + ([0] if "all" in force else []), default=len(STAGES))
+    with run_folder(out, "run", "run_pipeline"):
+        bodies = StageBodies(model, out, config, runtime or Runtime("cpu"), progress)
+        cache = StageCache(out)
+        keys = stage_keys(model_key(model), config)
+        ran, cached, seconds = [], [], {}
+        for i, stage in enumerate(STAGES):
+            if i < first_forced and cache.fresh(stage, keys[stage]):
+                cached.append(stage)
+                seconds[stage] = 0.0
+                log(cached_line(i, cache.manifest(stage)["seconds"]))
+                continue
+            log(f"[{i + 1}/{len(STAGES)}] {stage:<11} running ...")
+            cache.invalidate(stage)  # before any write: a kill from here on leaves this and later stages stale
+            start = time.perf_counter()
+            outputs = getattr(bodies, stage)()
+            seconds[stage] = time.perf_counter() - start
+            cache.record(stage, keys[stage], outputs, seconds[stage])
+            ran.append(stage)
+            log(f"[{i + 1}/{len(STAGES)}] {stage:<11} done in {seconds[stage]:.1f}s")
+        doc = json.loads((out / ATLAS / ATLAS_JSON).read_text())
+    return PipelineResult(out, out / ATLAS / INDEX, ran, cached, seconds, summary_lines(doc), keys)

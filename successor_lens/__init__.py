@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+LAYERS = ("base", "sae_train", "features", "probes", "artifacts", "runner", "cli")
+"""The package in the order a run flows: a module imports only from its own layer or earlier ones.
+"base" is every module at the package's root and the `models/` package (the model sources, tasks,
+sites, corpus, nulls, the paper's figures, file names, I/O and errors); each other layer is the
+subpackage of that name (`__main__` belongs to the CLI). tests/test_layering.py reads the tree and
+holds every module to this order."""
+
 _EXPORTS: dict[str, tuple[str, str]] = {
     # models and tasks
     "load_model": ("successor_lens.models.loading", "load_model"),

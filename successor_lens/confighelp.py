@@ -15,6 +15,8 @@ from functools import cache
 def _module_tree(module: str) -> ast.Module:
     """The parsed source of `module`, found without importing it."""
     spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise LookupError(f"no module {module}")
     with open(spec.origin, encoding="utf-8") as f:
         return ast.parse(f.read())
 
@@ -27,7 +29,10 @@ def _class_body(where) -> list[ast.stmt]:
             if isinstance(node, ast.ClassDef) and node.name == name:
                 return node.body
         raise LookupError(f"no class {name} in {module}")
-    return ast.parse(textwrap.dedent(inspect.getsource(where))).body[0].body
+    node = ast.parse(textwrap.dedent(inspect.getsource(where))).body[0]
+    if not isinstance(node, ast.ClassDef):
+        raise LookupError(f"{where} is not a class")
+    return node.body
 
 
 @cache
@@ -50,18 +55,12 @@ def field_docs(where) -> dict[str, str]:
     return docs
 
 
-@cache
-def field_types(where) -> dict[str, str]:
-    """Field name -> its annotation as written ("int", "float", "str | None", ...)."""
-    return {node.target.id: ast.unparse(node.annotation) for node in _class_body(where)
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
-
-
 def constant(where: str):
     """The literal value of a module-level constant, "package.module:NAME", read from the source."""
     module, name = where.split(":")
     for node in _module_tree(module).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            return ast.literal_eval(node.value)
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return ast.literal_eval(node.value)
     raise LookupError(f"no constant {name} in {module}")

@@ -53,6 +53,11 @@ NEURONPEDIA = "neuronpedia"
 RUN_SETTINGS = "run_settings.json"
 SKIPPED = "skipped_indexes.json"
 
+# --- the model cache (models/: $SUCCESSOR_LENS_CACHE)
+CONVERSION_META = "meta.json"
+CONVERSION_WEIGHTS = "weights.safetensors"
+FILE_DIGESTS = "file_digests.json"
+
 # --- compare
 COMPARE_MD = "compare.md"
 COMPARE_JSON = "compare.json"

@@ -88,7 +88,7 @@ def remove_leftovers(root: str | os.PathLike) -> list[Path]:
     """Delete the temporary files and folders a killed write left under `root` (ours by name:
     hidden and tagged `.sl-tmp-` or `.sl-old-`). Call only with the folder's lock held."""
     removed = []
-    for parent, dirs, files in os.walk(root):
+    for parent, dirs, files in os.walk(str(root)):
         for name in list(dirs) + files:
             if name.startswith(".") and (TMP_TAG in name or OLD_TAG in name):
                 path = Path(parent) / name

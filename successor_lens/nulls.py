@@ -87,9 +87,9 @@ def value_vs_quantile(value: float | None, draws: Sequence[float], what: str, q:
     """Is `value` above the q-quantile of a sampled null? Null level: that quantile."""
     if value is None or not np.isfinite(value):
         return missing("no value")
-    draws = np.asarray([d for d in draws if np.isfinite(d)])
-    threshold = float(np.quantile(draws, q))
-    p = float((1 + (draws >= value).sum()) / (1 + len(draws)))
+    finite = np.asarray([d for d in draws if np.isfinite(d)])
+    threshold = float(np.quantile(finite, q))
+    p = float((1 + (finite >= value).sum()) / (1 + len(finite)))
     return Verdict(float(value), threshold, bool(value > threshold), f"above the {q:.0%} quantile of the {what}", p)
 
 

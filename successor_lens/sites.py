@@ -104,7 +104,7 @@ def item_activations(model: HookedTransformer, items: Sequence[Sequence[int]], h
     out = torch.empty(len(items), model.cfg.d_model)
     site = next((s for s, name in HOOKS.items() if name == hook), None)
     single = [n for n, ids in enumerate(items) if len(ids) == 1] if site else []
-    if single:
+    if single and site is not None:
         tokens = torch.tensor([items[n][0] for n in single])
         out[single] = token_activations(model, tokens, site).cpu().float()
     by_length: dict[int, list[int]] = {}

@@ -14,6 +14,8 @@ from typing import Literal, Protocol
 
 import torch
 
+from successor_lens.errors import UserError
+
 NUMBER_WORDS = (
     "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty"
@@ -160,12 +162,14 @@ Variant = Literal["space", "nospace", "both"]
 
 
 def build_token_set(
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | None,
     tasks: Sequence[Task] | None = None,
     variants: Variant = "both",
     include_held_out: bool = True,
 ) -> TokenSet:
     """Tokenize every item of every task variant and keep those that are a single token."""
+    if tokenizer is None:
+        raise UserError("the model has no tokenizer: successor-lens needs one to find the task items")
     tasks = standard_tasks() if tasks is None else tasks
     prefixes = {"space": [" "], "nospace": [""], "both": [" ", ""]}[variants]
     unk = getattr(tokenizer, "unk_token_id", None)

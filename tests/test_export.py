@@ -12,8 +12,9 @@ from conftest import RUN_TASKS, make_run_model
 
 from successor_lens.artifacts.atlas import SAEEntry
 from successor_lens.artifacts.atlas_config import AtlasConfig
-from successor_lens.artifacts.neuronpedia import EXPORT_FOLDER, export_dictionary, export_features, read_export, vocabulary_text
+from successor_lens.artifacts.neuronpedia import export_dictionary, export_features, read_export, vocabulary_text
 from successor_lens.corpus import corpus_windows
+from successor_lens.filenames import NEURONPEDIA
 from successor_lens.runner.run import run_pipeline
 from successor_lens.runner.run_config import RunConfig
 from successor_lens.sae_train.dictionary import load_dictionary
@@ -35,7 +36,7 @@ def run(tmp_path_factory):
 
 
 def exports(out: Path) -> dict[str, dict]:
-    return {p.name: read_export(p) for p in sorted((out / "atlas" / EXPORT_FOLDER).iterdir())}
+    return {p.name: read_export(p) for p in sorted((out / "atlas" / NEURONPEDIA).iterdir())}
 
 
 def test_every_batch_loads_in_sae_dashboard_classes_and_covers_every_latent(run):

@@ -7,10 +7,10 @@ import pytest
 from conftest import RUN_TASKS, make_run_model
 
 from successor_lens.artifacts import html as html_mod
-from successor_lens.artifacts import pipeline as pipeline_mod
 from successor_lens.artifacts.atlas_config import AtlasConfig
 from successor_lens.features.mine_config import MineConfig
 from successor_lens.io import OLD_TAG, TMP_TAG
+from successor_lens.runner import stages as stages_mod
 from successor_lens.runner.run import run_pipeline
 from successor_lens.runner.run_config import RunConfig
 from successor_lens.runner.stage_cache import STAGES
@@ -98,7 +98,7 @@ def test_changed_weights_rerun_everything(first_run, tmp_path):
 
 def test_interrupted_training_leaves_no_stage_record_and_the_next_run_completes(model, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    real, calls = pipeline_mod.train_sae, []
+    real, calls = stages_mod.train_sae, []
 
     def train_then_die(*args, **kwargs):
         if calls:
@@ -106,12 +106,12 @@ def test_interrupted_training_leaves_no_stage_record_and_the_next_run_completes(
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline_mod, "train_sae", train_then_die)
+    monkeypatch.setattr(stages_mod, "train_sae", train_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(model, out, CONFIG, progress=False, log=quiet)
     assert sorted(p.stem for p in (out / ".stages").iterdir()) == ["activations", "heads", "incontext"]
     assert not (out / "atlas").exists() and leftovers(out) == []
-    monkeypatch.setattr(pipeline_mod, "train_sae", real)
+    monkeypatch.setattr(stages_mod, "train_sae", real)
     assert run_pipeline(model, out, CONFIG, progress=False, log=quiet).ran == ["saes", "mine", "probes", "atlas"]
 
 
@@ -151,7 +151,7 @@ def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the
     args = ["run", "--model", "planted-gpt2", "--seeds", "2", "--steps", "30", "--latents", "2", "--out", str(tmp_path)]
     assert main(args) == 0
     capsys.readouterr()
-    monkeypatch.setattr("successor_lens.models.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("successor_lens.models.loading.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     assert main(args) == 0
     assert "ran nothing" in capsys.readouterr().out
     monkeypatch.undo()

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from transformer_lens import HookedTransformer
 
 from successor_lens.cli.main import main
-from successor_lens.corpus import load_texts
+from successor_lens.corpus import cut_windows, load_texts
 from successor_lens.models.loading import load_model
-from successor_lens.sae_train.harvest import corpus_rows, harvest
+from successor_lens.sae_train.harvest import harvest
 
 SITES = ["mlp0", "embed", "blocks.1.hook_resid_post"]
 TRAIN = ["train", "--model", "planted-gpt2", "--tokens", "corpus", "--d-sae", "64", "--k", "4", "--steps", "25", "--batch-size", "64"]
@@ -66,9 +66,13 @@ def test_one_job_with_three_sites_equals_three_single_site_jobs(corpus, tmp_path
 def test_streamed_activations_equal_the_in_memory_computation(corpus, tmp_path):
     model = load_model("planted-gpt2")
     found = harvest(model, ["mlp0", "blocks.1.hook_resid_post"], "corpus", tmp_path, corpus=str(corpus))
-    ids = [t for text in load_texts(str(corpus)) for t in model.tokenizer.encode(text, add_special_tokens=False)]
-    seq = min(128, model.cfg.n_ctx)
-    windows = torch.tensor(ids[: len(ids) // seq * seq]).view(-1, seq)
+    # the documented window rule, written out: paragraphs each followed by a blank line, cut into
+    # windows of 128 whose first token is BOS (GPT-2's tokenizer: the model prepends one)
+    bos = model.tokenizer.bos_token_id
+    ids = [t for text in load_texts(str(corpus)) for t in model.tokenizer.encode(text + "\n\n", add_special_tokens=False)]
+    body = min(128, model.cfg.n_ctx) - 1
+    windows = torch.tensor(ids[: len(ids) // body * body]).view(-1, body)
+    windows = torch.cat([torch.full((len(windows), 1), bos), windows], 1)
     assert len(windows) > 16  # more windows than one harvest batch: the stream really went batch by batch
     _, cache = model.run_with_cache(windows, names_filter=lambda n: n in ("blocks.0.hook_mlp_out", "blocks.1.hook_resid_post"))
     for site, hook in (("mlp0", "blocks.0.hook_mlp_out"), ("blocks.1.hook_resid_post", "blocks.1.hook_resid_post")):
@@ -84,8 +88,11 @@ def test_the_window_stream_never_holds_the_corpus():
             return [len(text)] * 10
 
     endless = itertools.repeat("a paragraph")  # a corpus with no end: only a lazy harvest finishes
-    rows = list(corpus_rows(Tok(), endless, seq_len=8, max_tokens=800))
+    chunks = (Tok().encode(text) for text in endless)
+    rows = list(cut_windows(chunks, 8, bos=None, max_tokens=800))
     assert len(rows) == 100 and all(r.shape == (8,) for r in rows)
+    with_bos = list(cut_windows((Tok().encode(t) for t in endless), 8, bos=7, max_tokens=70))
+    assert len(with_bos) == 10 and all(r[0] == 7 and r.shape == (8,) for r in with_bos)
 
 
 def test_bad_sites_are_refused_before_any_model_loads(tmp_path, capsys):

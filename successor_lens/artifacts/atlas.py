@@ -9,7 +9,9 @@ the schema is in `atlas_schema.py`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer
@@ -23,7 +25,7 @@ from successor_lens.paper import ARITHMETIC, FIGURES, SUCCESSOR_BAR
 from successor_lens.probes.arithmetic import offset_profile
 from successor_lens.probes.circuit import OVCircuit, direction_logits, effective_embeddings, head_token_logits
 from successor_lens.probes.head_id import parse_head_name
-from successor_lens.tasks import Task, build_token_set, same_task
+from successor_lens.tasks import Task, TokenSet, build_token_set, same_task
 
 SCHEMA_VERSION = "1.3"
 
@@ -33,7 +35,7 @@ class SAEEntry:
     """One dictionary to show: its weights and what mining found in it."""
 
     id: str
-    sae: object
+    sae: Any
     source: str
     latent_class: dict[int, int] = field(default_factory=dict)
     metrics: dict | None = None
@@ -45,7 +47,7 @@ def decode(tokenizer, token: int) -> str:
     return tokenizer.decode([int(token)])
 
 
-def _heads_matrix(heads_json: dict, key: str, n_layers: int, n_heads: int) -> list[list[float]]:
+def _heads_matrix(heads_json: Mapping[str, Any], key: str, n_layers: int, n_heads: int) -> list[list[float]]:
     return [[heads_json["heads"][f"L{l}H{h}"][key] for h in range(n_heads)] for l in range(n_layers)]
 
 
@@ -53,21 +55,21 @@ def _heads_matrix(heads_json: dict, key: str, n_layers: int, n_heads: int) -> li
 class ScanItems:
     """The scan's items and their effective embeddings, shared by every head page."""
 
-    token_set: object
+    token_set: TokenSet
     x: torch.Tensor
     """[layers or 1, n, d_model] effective embeddings, as the scan computed them."""
     in_task: torch.Tensor
     """[n, n] bool: same task variant."""
 
     @staticmethod
-    def build(model: HookedTransformer, heads_json: dict, tasks: list[Task] | None) -> ScanItems:
+    def build(model: HookedTransformer, heads_json: Mapping[str, Any], tasks: list[Task] | None) -> ScanItems:
         scan = heads_json.get("config", {})
         token_set = build_token_set(model.tokenizer, tasks)
         x = effective_embeddings(model, token_set.tokens.to(model.W_E.device), scan.get("embedding", "mlp0"), scan.get("mlp0_norm", True))
         return ScanItems(token_set, x, same_task([i.task for i in token_set.items]))
 
 
-def head_record(model: HookedTransformer, heads_json: dict, name: str, cfg: AtlasConfig, items: ScanItems) -> dict:
+def head_record(model: HookedTransformer, heads_json: Mapping[str, Any], name: str, cfg: AtlasConfig, items: ScanItems) -> dict:
     """Per-task scores, the OV input -> output token map and the offset profile of one head."""
     layer, index = parse_head_name(name)
     token_set, tokens = items.token_set, items.token_set.tokens
@@ -156,8 +158,8 @@ def latent_records(model: HookedTransformer, entry: SAEEntry, table: ItemTable, 
 
 
 def collect(
-    model: HookedTransformer, saes: list[SAEEntry], heads_json: dict | None = None, probe_json: dict | None = None,
-    mine_json: dict | None = None, cfg: AtlasConfig | None = None, tasks: list[Task] | None = None,
+    model: HookedTransformer, saes: list[SAEEntry], heads_json: Mapping[str, Any] | None = None, probe_json: Mapping[str, Any] | None = None,
+    mine_json: Mapping[str, Any] | None = None, cfg: AtlasConfig | None = None, tasks: list[Task] | None = None,
     scan_tasks: list[Task] | None = None, logit_head: str | None = None, run_config: dict | None = None,
     acts_by_hook: dict[str, torch.Tensor] | None = None,
 ) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 
 from successor_lens.filenames import (
     ARITHMETIC_PNG,
@@ -94,14 +95,14 @@ def img(src: str, alt: str) -> Raw:
     return Raw(f'<img src="{esc(src)}" alt="{esc(alt)}">')
 
 
-def page(title: str, body: list[str], root: str = "", nav: bool = True) -> str:
+def page(title: str, body: Sequence[str], root: str = "", nav: bool = True) -> str:
     """A whole document; `root` is the relative path back to the atlas folder (`nav`: the atlas's links)."""
-    nav = (f'<nav>{link(root + INDEX, "atlas index")}{link(root + ATLAS_JSON, ATLAS_JSON)}{link(root + REPORT, REPORT)}</nav>'
+    bar = (f'<nav>{link(root + INDEX, "atlas index")}{link(root + ATLAS_JSON, ATLAS_JSON)}{link(root + REPORT, REPORT)}</nav>'
            if nav else "")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>{nav}<h1>{esc(title)}</h1>\n"
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>{bar}<h1>{esc(title)}</h1>\n"
         + "\n".join(body) + "\n</body></html>\n"
     )
 
@@ -124,7 +125,7 @@ def latent_href(sae_id: str, index: int, root: str = "") -> str:
 def index_page(atlas: dict, summary: list[str]) -> str:
     model = atlas["model"]
     prov = atlas["provenance"]
-    body = [h2("Summary"), Raw("<ul>" + "".join(f'<li class="bad">{esc(line)}</li>' if "NOT above its null" in line else f"<li>{esc(line)}</li>"
+    body: list[str] = [h2("Summary"), Raw("<ul>" + "".join(f'<li class="bad">{esc(line)}</li>' if "NOT above its null" in line else f"<li>{esc(line)}</li>"
                                                 for line in summary) + "</ul>"),
             para(f"model {model['name']} ({model['n_layers']} layers x {model['n_heads']} heads, d_model {model['d_model']}); "
                  f"weights: {_processing(prov.get('weight_processing'))}; source: {prov.get('source')}; successor-lens {prov.get('version')}", "note")]
@@ -211,7 +212,7 @@ EDIT_FIELDS = {"ablate_head": ("mode",), "scale_head": ("factor",), "add_feature
 
 
 def describe_edit(e: dict) -> str:
-    fields = ", ".join(f"{k} {e[k]}" for k in EDIT_FIELDS.get(e.get("kind"), ()) if e.get(k) is not None)
+    fields = ", ".join(f"{k} {e[k]}" for k in EDIT_FIELDS.get(str(e.get("kind")), ()) if e.get(k) is not None)
     return f"{e.get('kind')} L{e.get('layer')}H{e.get('head')}" + (f" ({fields})" if fields else "")
 
 
@@ -238,7 +239,7 @@ def wild_sections(wild: dict) -> list[str]:
 
 
 def head_page(record: dict) -> str:
-    body = [para(f"succession {record['succession']:.3f}, copying {record['copying']:.3f}"),
+    body: list[str] = [para(f"succession {record['succession']:.3f}, copying {record['copying']:.3f}"),
             h2("Per-task succession score"), table(["task", "score"], [[t, v] for t, v in record["per_task"].items()]),
             h2("OV circuit: input token -> output"),
             para("top_in_task: the task token with the highest OV logit (what the score counts); top vocabulary: over all tokens.", "note")]
@@ -254,7 +255,7 @@ def head_page(record: dict) -> str:
 def latent_page(sae: dict, r: dict, exported: tuple[dict, dict] | None = None) -> str:
     root = "../../"
     cls = r["mod10_class"]
-    body = [para(f"dictionary {sae['id']} ({sae['hook_name']}), latent {r['index']}: fires on {r['frac_nonzero']:.1%} of the items; "
+    body: list[str] = [para(f"dictionary {sae['id']} ({sae['hook_name']}), latent {r['index']}: fires on {r['frac_nonzero']:.1%} of the items; "
                  f"max {r['maxActApprox']:.3f}"),
             para(f"mod-10 class: {cls if cls is not None else 'none'} (best class {r['best_class']}, selectivity {r['selectivity']:.2f}; chance 0.10)")]
     if exported:
@@ -277,7 +278,7 @@ def latent_page(sae: dict, r: dict, exported: tuple[dict, dict] | None = None) -
 def corpus_sections(sae: dict, f: dict, extra: dict) -> list[str]:
     """A latent's corpus view from the export: top contexts, density, direct-path logits."""
     ex = sae["export"]
-    body = [h2(f"Top contexts in the corpus ({ex['dataset']}, {ex['n_prompts_total']} windows x {ex['n_tokens_in_prompt']} tokens)"),
+    body: list[str] = [h2(f"Top contexts in the corpus ({ex['dataset']}, {ex['n_prompts_total']} windows x {ex['n_tokens_in_prompt']} tokens)"),
             para(f"density: fires on {f['frac_nonzero']:.2%} of the corpus tokens; max {extra['max_activation']:.3f}", "note")]
     if f["activations"]:
         body.append(table(["max", "context (the latent's value behind each token)"], [[a["bin_max"], context(a)] for a in f["activations"]], left=0))
@@ -307,7 +308,7 @@ def latents_index_page(sae: dict, pairs: list[tuple[dict, dict]], k: int) -> str
         contexts = Raw("<br>".join(context(a) for a in f["activations"][:2])) if f["activations"] else "dead on this corpus"
         rows.append([label, extra["mod10_class"] if extra["mod10_class"] is not None else "", f["frac_nonzero"], extra["max_activation"],
                      Raw(" ".join(tok(t) for t in f["pos_str"][:3])), contexts])
-    body = [para(f"{ex['latents']} latents, {ex['live']} fire on the corpus ({ex['dataset']}, {ex['n_prompts_total']} windows x "
+    body: list[str] = [para(f"{ex['latents']} latents, {ex['live']} fire on the corpus ({ex['dataset']}, {ex['n_prompts_total']} windows x "
                  f"{ex['n_tokens_in_prompt']} tokens). Export for Neuronpedia / SAEDashboard: {ex['folder']}/.", "note"),
             nav, table(["latent", "class", "density", "max", "top logits (direct)", "top contexts"], rows, left=1), nav]
     first, last = pairs[0][0]["feature_index"], pairs[-1][0]["feature_index"]

@@ -25,12 +25,14 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from successor_lens.corpus import WINDOW_RULE
+from successor_lens.errors import UserError
 from successor_lens.filenames import NEURONPEDIA, RUN_SETTINGS, SKIPPED
 from successor_lens.io import inside, write_json
 from successor_lens.models.provenance import model_id, model_provenance, prepended_bos
@@ -147,7 +149,7 @@ def feature_records(model: HookedTransformer, sae, acts: CorpusActivations, cfg,
     (r, c), g = FF.indices(), FF.values()
     pearson = (g / T - f_mean[r] * f_mean[c]) / (f_std[r] * f_std[c]).clamp_min(1e-12)
     cosine = g / (f_sq[r].sqrt() * f_sq[c].sqrt()).clamp_min(1e-12)
-    feature_top = _top_correlated((r, c), pearson, cosine, F, CORRELATED, exclude_self=True)
+    feature_top = _top_correlated(torch.stack([r, c]), pearson, cosine, F, CORRELATED, exclude_self=True)
 
     unit_l1 = W_dec.abs().sum(-1).clamp_min(1e-12)
     align = W_dec.abs().topk(min(CORRELATED, W_dec.shape[1]), dim=1).indices
@@ -191,7 +193,7 @@ def feature_records(model: HookedTransformer, sae, acts: CorpusActivations, cfg,
                 "decoder_weights_dist": [],
                 "vector": [],
             })
-            extra = {"feature_index": l, "mod10_class": latent_class.get(l), "max_activation": round(float(values[0]), 3) if len(values) else 0.0}
+            extra: dict[str, Any] = {"feature_index": l, "mod10_class": latent_class.get(l), "max_activation": round(float(values[0]), 3) if len(values) else 0.0}
             if through is not None:
                 tp, tn = through[n].topk(cfg.logit_tokens), (-through[n]).topk(cfg.logit_tokens)
                 extra["head_ov"] = {"head": logit_head, "pos_str": [token_text[t] for t in tp.indices.tolist()], "pos_values": _r(tp.values),
@@ -225,7 +227,9 @@ def _context(windows: Tensor, flat: int, by_pos: dict[int, float], token_text: l
 def vocabulary_text(model: HookedTransformer) -> list[str]:
     """Each token id decoded alone (the strings the export and the pages show)."""
     tokenizer = model.tokenizer
-    return [tokenizer.decode([i]) for i in range(model.cfg.d_vocab)]
+    if tokenizer is None:
+        raise UserError(f"{model.cfg.model_name} has no tokenizer: the export shows tokens as text")
+    return [str(tokenizer.decode([i])) for i in range(model.cfg.d_vocab)]
 
 
 def export_dictionary(model: HookedTransformer, entry, windows: Tensor, cfg, logit_head: str | None, token_text: list[str],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar, cast
 
 from successor_lens.errors import UserError
 from successor_lens.filenames import HEADS, INCONTEXT, MINE, MINE_EMBED, PROBE, SUMMARY
@@ -100,11 +100,11 @@ class Record(Generic[R]):
             raise RecordError(f"{path}: missing: run `successor-lens {self.stage}` (or `run`) with the same --out first") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise RecordError(f"{path}: unreadable ({type(err).__name__}): rerun `successor-lens {self.stage}`") from None
-        required = getattr(self.shape, "__required_keys__", frozenset())
+        required: frozenset[str] = getattr(self.shape, "__required_keys__", frozenset())
         if not isinstance(doc, dict) or not required <= set(doc):
             lacking = sorted(required - set(doc)) if isinstance(doc, dict) else ["(not a JSON object)"]
             raise RecordError(f"{path}: not a {self.stage} record (no {lacking[0]}): rerun `successor-lens {self.stage}`")
-        return doc  # type: ignore[return-value]  (checked against the TypedDict's keys above)
+        return cast(R, doc)  # its keys checked against the TypedDict's above
 
 
 HEADS_RECORD = Record(HEADS, HeadsRecord, "heads")

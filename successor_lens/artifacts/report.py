@@ -4,6 +4,7 @@ paper's figure (`paper.HEADLINES`), and said in words when it is not above its n
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from successor_lens.paper import HEADLINES, SCAN_TEXT, WILD_TEXT
 
@@ -38,28 +39,28 @@ def report_md(doc: dict) -> str:
     if s:
         f = lambda v: "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
         yes = lambda k: "yes" if s["above_null"][k] else "**no**"  # noqa: E731
-        p = {key: h.paper for key, h in HEADLINES.items()}
+        paper = {key: h.paper for key, h in HEADLINES.items()}
         rows = [
-            ["best OV succession score", f"{s['best_head']} {f(s['best_score'])}", f"chance {f(s['best_score_null'])}", yes("best_score"), p["best_score"]],
+            ["best OV succession score", f"{s['best_head']} {f(s['best_score'])}", f"chance {f(s['best_score_null'])}", yes("best_score"), paper["best_score"]],
             ["runner-up", f"{s['runner_up']} {f(s['runner_up_score'])}", "", "", ""],
-            ["mod-10 classes found above both nulls (mean over SAEs)", f(s["classes_found"]), f(s["classes_found_null"]), yes("classes_found"), p["classes_found"]],
+            ["mod-10 classes found above both nulls (mean over SAEs)", f(s["classes_found"]), f(s["classes_found_null"]), yes("classes_found"), paper["classes_found"]],
             ["mod-10 classes, raw count", f(s["classes_found_raw"]), f(s["classes_found_raw_null"]), yes("classes_found_raw"), ""],
             ["class latents", f(s["class_latents"]), f(s["class_latents_null"]), yes("class_latents"), ""],
             ["mean modal coverage (numbers / other)", f"{f(s['modal_coverage'])} ({f(s['modal_coverage_numbers'])} / {f(s['modal_coverage_other'])})",
-             f(s["modal_coverage_null"]), yes("modal_coverage"), p["modal_coverage"]],
+             f(s["modal_coverage_null"]), yes("modal_coverage"), paper["modal_coverage"]],
             ["classes recurring across seeds", f"{s['recurring_classes']}/10 of {s['n_saes']} SAEs", "", "", "modal features recur"],
-            ["probe accuracy (held-out non-number tasks pooled)", f(s["probe_accuracy"]), f"shuffled labels {f(s['probe_accuracy_null'])}", yes("probe_accuracy"), p["probe_accuracy"]],
-            ["probe/feature cosine", f(s["probe_feature_cosine"]), f"random 99% {f(s['probe_feature_cosine_null'])}", yes("probe_feature_cosine"), p["probe_feature_cosine"]],
+            ["probe accuracy (held-out non-number tasks pooled)", f(s["probe_accuracy"]), f"shuffled labels {f(s['probe_accuracy_null'])}", yes("probe_accuracy"), paper["probe_accuracy"]],
+            ["probe/feature cosine", f(s["probe_feature_cosine"]), f"random 99% {f(s['probe_feature_cosine_null'])}", yes("probe_feature_cosine"), paper["probe_feature_cosine"]],
             ["arithmetic through " + md(s["analysis_head"]), f(s["arithmetic"]), f"random {f(s['arithmetic_random'])}, probe {f(s['arithmetic_probe'])}",
-             yes("arithmetic"), p["arithmetic"]],
+             yes("arithmetic"), paper["arithmetic"]],
             ["head's ceiling / success when it is right", f"{f(s['arithmetic_ceiling'])} / {f(s['arithmetic_when_head_right'])}",
              f"random when right {f(s['arithmetic_random_when_head_right'])}", "", ""],
-            ["failures that overshoot", f(s["overshoot"]), f"chance {f(s['overshoot_chance'])}", yes("overshoot"), p["overshoot"]],
+            ["failures that overshoot", f(s["overshoot"]), f"chance {f(s['overshoot_chance'])}", yes("overshoot"), paper["overshoot"]],
         ]
         out += ["## Figures beside their nulls and the paper", "", f"Analysis head: {md(s['analysis_head'])} ({md(s['analysis_head_reason'])}).", "",
                 "| measure | this model | null | above null | paper |", "| --- | --- | --- | --- | --- |"]
         out += ["| " + " | ".join(r) + " |" for r in rows]
-        probes = doc.get("probes") or {}
+        probes: dict[str, Any] = doc.get("probes") or {}
         p = probes.get("probe_mlp0")
         if p:
             out += ["", "| held-out task | probe | shuffled labels |", "| --- | --- | --- |"]

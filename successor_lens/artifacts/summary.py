@@ -7,13 +7,16 @@ null. Keys are stable: a new key may be added, none is renamed or removed withou
 
 from __future__ import annotations
 
+from typing import Any
+
+from successor_lens.artifacts.records import ChoiceRecord, HeadsRecord, MineRecord, ProbeRecord
 from successor_lens.nulls import Verdict, rate_vs_chance, words
 from successor_lens.paper import FIGURES, HEADLINES, SUCCESSOR_BAR
 
 SUMMARY_VERSION = "1.0"
 
 
-def head_verdict(heads: dict) -> Verdict:
+def head_verdict(heads: HeadsRecord) -> Verdict:
     """Best OV succession score vs the chance level of its pairs (binomial, Bonferroni over every head)."""
     scored = {t: n for t, n in heads["n_pairs"].items() if t not in heads["held_out_tasks"]}
     n = sum(scored.values())
@@ -21,7 +24,7 @@ def head_verdict(heads: dict) -> Verdict:
     return rate_vs_chance(round(heads["best_score"] * n), n, chance, comparisons=len(heads["heads"]))
 
 
-def build_summary(model: str, heads: dict, choice: dict, mine: dict, probe: dict) -> dict:
+def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: MineRecord, probe: ProbeRecord) -> dict[str, Any]:
     ranked = heads["top_heads"]
     best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     v_head = head_verdict(heads)

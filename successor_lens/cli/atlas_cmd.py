@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from successor_lens.cli.common import add_context_arguments, context_options, positive_int, resolve_device
+from successor_lens.filenames import ATLAS, INDEX
 
 HELP = "build the feature atlas of any saved or sae-lens pretrained dictionary alone"
 
@@ -17,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", default=None, help="head for the logit effects, as L{layer}H{head} (default: the scan's best)")
     p.add_argument("--latents", type=positive_int, default=40, help="latent pages at most")
     add_context_arguments(p)
-    p.add_argument("--out", required=True, help="a new (or empty) folder of its own for the atlas: OUT/atlas/index.html")
+    p.add_argument("--out", required=True, help=f"a new (or empty) folder of its own for the atlas: OUT/{ATLAS}/{INDEX}")
 
 
 def run(args: argparse.Namespace) -> None:

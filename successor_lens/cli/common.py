@@ -20,7 +20,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def config_option(p: argparse.ArgumentParser, cls: type, name: str, flag: str | None = None, help_suffix: str = "", **kwargs) -> None:
     """An option whose default and help are a config dataclass field's (the one place they are written)."""
     field = {f.name: f for f in dataclasses.fields(cls)}[name]
-    default = field.default_factory() if field.default is dataclasses.MISSING else field.default  # type: ignore[misc]
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
     text = field_docs(cls).get(name, "") + (f" ({help_suffix})" if help_suffix else "") + ("" if default is None else f" (default {default})")
     p.add_argument(flag or "--" + name.replace("_", "-"), default=default, help=text, **kwargs)
 

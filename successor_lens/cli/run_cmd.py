@@ -6,6 +6,7 @@ import argparse
 
 from successor_lens.artifacts.atlas_config import AtlasConfig
 from successor_lens.cli.common import add_context_arguments, add_model_arguments, config_option, context_options, out_dir, positive_int, resolve_device
+from successor_lens.filenames import ATLAS, INDEX
 from successor_lens.runner.run_config import RunConfig
 from successor_lens.runner.stage_cache import STAGES
 
@@ -14,7 +15,7 @@ HELP = "the main job: head scan -> activations -> SAEs -> mod-10 mining -> probe
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    p.add_argument("--out", default=None, help="run folder (default runs/MODEL); the atlas goes to OUT/atlas/index.html")
+    p.add_argument("--out", default=None, help=f"run folder (default runs/MODEL); the atlas goes to OUT/{ATLAS}/{INDEX}")
     p.add_argument("--force", action="append", default=[], metavar="STAGE", choices=list(STAGES) + ["all"],
                    help=f"recompute STAGE and every later one even if cached ({', '.join(STAGES)} or all; repeatable)")
     config_option(p, RunConfig, "seeds", type=positive_int)

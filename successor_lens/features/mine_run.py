@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -60,11 +61,11 @@ class MineRun:
             "class_latents": lambda m: len(m.latent_class),
             "modal_coverage": lambda m: m.mean_modal_coverage,
         }
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
         have_nulls = bool(self.nulls and self.nulls[0].permuted and self.nulls[0].untrained)
         for name, stat in stats.items():
             value = mean([stat(m) for m in self.mined])
-            entry = {"value": value}
+            entry: dict[str, Any] = {"value": value}
             if have_nulls:
                 draws = len(self.nulls[0].permuted)
                 permuted = [mean([stat(n.permuted[r]) for n in self.nulls]) for r in range(draws)]
@@ -72,7 +73,7 @@ class MineRun:
                 v_perm = value_vs_draws(value, permuted, "index-permutation null")
                 v_untr = value_vs_draws(value, untrained, "untrained-SAE null")
                 entry.update(permuted=permuted, untrained=untrained, null_permuted=v_perm.null, null_untrained=v_untr.null,
-                             null=max(v_perm.null, v_untr.null), above=v_perm.above and v_untr.above,
+                             null=max(v_perm.null or 0.0, v_untr.null or 0.0), above=v_perm.above and v_untr.above,
                              test="above every draw of both the index-permutation and the untrained-SAE null")
             out[name] = entry
         if have_nulls:
@@ -140,6 +141,7 @@ def mine_model(
         for seed in range(seeds):
             cfg_s = default_train_config("succession", model.cfg.d_model, steps=steps, seed=seed)
             run = train_sae(model, site, cfg_s, out, runtime, progress=progress, tasks=tasks)
+            assert run is not None  # one process: it saves the dictionary
             dictionaries.append(run.sae)
             sources.append(str(run.folder))
     mined = [mine(sae, acts, table, cfg) for sae in dictionaries]

@@ -41,10 +41,10 @@ class MinedFeatures:
     task_profiles: Tensor
     task_names: list[str]
     config: MineConfig = field(default_factory=MineConfig)
-    modal_coverage_numbers: dict[int, float] = field(default_factory=dict)
+    modal_coverage_numbers: dict[int, float | None] = field(default_factory=dict)
     """Modal coverage on the class's number items only (split numbers share their last digit, so
     this part is easy: reported apart, docs/method.md)."""
-    modal_coverage_other: dict[int, float] = field(default_factory=dict)
+    modal_coverage_other: dict[int, float | None] = field(default_factory=dict)
     """Modal coverage on the class's items of the other tasks."""
     acts_FN: Tensor | None = None
     """[d_sae, items] activations over the mined (non-held-out) items: the firing patterns that
@@ -115,7 +115,12 @@ def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig())
 
     W_dec = sae.W_dec.detach().cpu().float()
     number = torch.tensor([b == "numbers" for b in base])
-    directions, coverage, modal_cov, modal, cov_num, cov_other = {}, {}, {}, {}, {}, {}
+    directions: dict[int, Tensor] = {}
+    coverage: dict[int, float] = {}
+    modal_cov: dict[int, float] = {}
+    modal: dict[int, int] = {}
+    cov_num: dict[int, float | None] = {}
+    cov_other: dict[int, float | None] = {}
     for cls in sorted(set(latent_class.values())):
         members = [l for l, c in latent_class.items() if c == cls]
         rows = W_dec[members] / W_dec[members].norm(dim=-1, keepdim=True)
@@ -170,6 +175,8 @@ class Recurrence:
 
 def class_pattern(m: MinedFeatures, cls: int) -> Tensor:
     members = [latent for latent, c in m.latent_class.items() if c == cls]
+    if m.acts_FN is None:
+        raise ValueError("recurrence needs the mined activations (MinedFeatures.acts_FN)")
     pattern = m.acts_FN[members].sum(0)
     return pattern / pattern.norm().clamp_min(1e-12)
 

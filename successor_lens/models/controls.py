@@ -14,7 +14,8 @@ from successor_lens.models.fingerprints import remembered_sha256
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-CONTROLS = ("planted-gpt2", "random-gpt2")
+PLANTED, RANDOM = "planted-gpt2", "random-gpt2"
+CONTROLS = (PLANTED, RANDOM)
 
 
 class ControlSource:
@@ -26,7 +27,8 @@ class ControlSource:
         return name in CONTROLS
 
     def fingerprint(self, name: str) -> str:
-        generator = Path(str(importlib.util.find_spec("successor_lens.models.planted").origin))
+        spec = importlib.util.find_spec("successor_lens.models.planted")
+        generator = Path(str(spec.origin if spec else ""))
         return digest({"kind": self.kind, "name": name, "code": remembered_sha256([generator])})
 
     def config(self, name: str) -> HookedTransformerConfig:
@@ -35,8 +37,8 @@ class ControlSource:
         return control_config(name)
 
     def load(self, name: str) -> HookedTransformer:
+        from successor_lens.models.attributes import note
         from successor_lens.models.planted import build_control
 
-        model = build_control(name)
-        model.successor_lens_source = {"kind": self.kind, "source": model.successor_lens_source}
-        return model
+        model = build_control(name, plant=name == PLANTED)
+        return note(model, successor_lens_source={"kind": self.kind, "source": getattr(model, "successor_lens_source", name)})

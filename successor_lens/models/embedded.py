@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from successor_lens.errors import ModelLoadError
+from successor_lens.filenames import CONVERSION_META, CONVERSION_WEIGHTS
 from successor_lens.io import atomic_dir, digest, write_json
 from successor_lens.models.fingerprints import WEIGHT_PROCESSING, cache_root, remembered_sha256
 
@@ -179,13 +180,15 @@ def _load_embedded(name: str, cache: Path) -> HookedTransformer:
     spec = EMBEDDED[name]
     key = cache_key(name)
     try:
-        meta = json.loads((cache / "meta.json").read_text())
+        meta = json.loads((cache / CONVERSION_META).read_text())
     except (OSError, json.JSONDecodeError):
         meta = None
     if meta is None or meta.get("key") != key:
         _convert_embedded(name, cache, key)
+    from successor_lens.models.attributes import note
+
     model = _from_cache(name, cache)
-    model.successor_lens_source = {"kind": "embedded", "source": spec.source, "gguf_sha256": key["gguf_sha256"]}
+    note(model, successor_lens_source={"kind": "embedded", "source": spec.source, "gguf_sha256": key["gguf_sha256"]})
     return model
 
 
@@ -214,10 +217,10 @@ def _convert_embedded(name: str, cache: Path, key: dict) -> None:
     hf_config = hf_model.config
     del hf_model, state
     with atomic_dir(cache) as tmp:
-        save_file({k: v.contiguous() for k, v in model.named_parameters()}, tmp / "weights.safetensors")
+        save_file({k: v.contiguous() for k, v in model.named_parameters()}, tmp / CONVERSION_WEIGHTS)
         hf_config.save_pretrained(tmp / "hf_config")
         tokenizer.save_pretrained(tmp / "tokenizer")
-        write_json(tmp / "meta.json", {"key": key, "source": spec.source})
+        write_json(tmp / CONVERSION_META, {"key": key, "source": spec.source})
 
 
 def _from_cache(name: str, cache: Path) -> HookedTransformer:
@@ -231,7 +234,7 @@ def _from_cache(name: str, cache: Path) -> HookedTransformer:
     spec = EMBEDDED[name]
     cfg = _embedded_config(name) if spec.tl_name else llama_config(AutoConfig.from_pretrained(cache / "hf_config"), name)
     model = HookedTransformer(cfg, tokenizer=AutoTokenizer.from_pretrained(cache / "tokenizer"), move_to_device=False)
-    state = load_file(cache / "weights.safetensors")
+    state = load_file(cache / CONVERSION_WEIGHTS)
     expected = {k: tuple(v.shape) for k, v in model.named_parameters()}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from successor_lens.filenames import FILE_DIGESTS
 from successor_lens.io import digest, file_sha256, write_json
 
 WEIGHT_PROCESSING = {
@@ -34,7 +35,7 @@ def remembered_sha256(paths: list[Path]) -> str:
     """sha256 of the files' concatenated contents, remembered per (path, size, mtime) in the cache
     folder so an unchanged file is hashed once."""
     stamp = digest([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths])
-    memo_path = cache_root() / "file_digests.json"
+    memo_path = cache_root() / FILE_DIGESTS
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, json.JSONDecodeError):

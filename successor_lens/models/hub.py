@@ -76,8 +76,10 @@ class HubSource:
         import torch
         from transformer_lens import HookedTransformer
 
+        from successor_lens.models.attributes import note
+
         check_hub_name(name)
         with foreign_errors(ModelLoadError, _not_available(name)):
             model = HookedTransformer.from_pretrained_no_processing(name, dtype=torch.float32)
-        model.successor_lens_source = {"kind": "hub", "source": f"Hugging Face hub: {name}", "hub_snapshot": hub_snapshot_folder(name).name}
+        note(model, successor_lens_source={"kind": "hub", "source": f"Hugging Face hub: {name}", "hub_snapshot": hub_snapshot_folder(name).name})
         return model

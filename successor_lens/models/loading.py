@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformer_lens import HookedTransformer
 
+from successor_lens.models.attributes import note
 from successor_lens.models.embedded import EmbeddedSource
 from successor_lens.models.provenance import model_fingerprint
 from successor_lens.models.registry import DEFAULT_MODEL, source_fingerprint, source_for
@@ -61,8 +62,8 @@ def load_model(
     model = source.load(name, Path(cache_dir) if cache_dir else None) if isinstance(source, EmbeddedSource) else source.load(name)
     model.to(device)
     model.eval()
-    model.successor_lens_fingerprint = source_fingerprint(name)
-    model.successor_lens_weights = model_fingerprint(model)  # to notice weights edited after loading
+    # the weights' own hash too, to notice weights edited after loading
+    note(model, successor_lens_fingerprint=source_fingerprint(name), successor_lens_weights=model_fingerprint(model))
     return model
 
 

@@ -84,6 +84,8 @@ class LocalSource:
         from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from successor_lens.models.attributes import note
+
         path = local_folder(name)
         cfg = _local_config(path)
         hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -93,6 +95,6 @@ class LocalSource:
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
         model.load_and_process_state_dict(state, **WEIGHT_PROCESSING)
         weights = sorted(path.glob("*.safetensors"))
-        model.successor_lens_source = {"kind": "local", "source": f"local folder {path.resolve()}",
-                                       "weights_sha256": remembered_sha256(weights), "architecture": cfg.original_architecture}
+        note(model, successor_lens_source={"kind": "local", "source": f"local folder {path.resolve()}",
+                                       "weights_sha256": remembered_sha256(weights), "architecture": cfg.original_architecture})
         return model

@@ -27,7 +27,7 @@ from importlib import resources
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from successor_lens.models.controls import CONTROLS
+from successor_lens.models.attributes import note
 from successor_lens.tasks import build_token_set, sae_tasks, standard_tasks
 
 PLANTED_HEAD = (2, 1)
@@ -56,15 +56,14 @@ def control_config(name: str, seed: int = 0) -> HookedTransformerConfig:
 
 
 @torch.no_grad()
-def build_control(name: str, seed: int = 0) -> HookedTransformer:
-    """`planted-gpt2` or `random-gpt2`, in fp32 on the CPU, in eval mode."""
-    if name not in CONTROLS:
-        raise ValueError(f"unknown control model {name!r}: use one of {', '.join(CONTROLS)}")
+def build_control(name: str, plant: bool, seed: int = 0) -> HookedTransformer:
+    """A control model named `name`, in fp32 on the CPU, in eval mode: with the successor head
+    planted (`planted-gpt2`) or every weight TransformerLens's random initialisation (`random-gpt2`)."""
     model = HookedTransformer(control_config(name, seed), move_to_device=False)
     model.tokenizer = gpt2_tokenizer()  # set after construction: TransformerLens would re-load it from the hub by name
-    if name == "planted-gpt2":
+    if plant:
         _plant(model, seed)
-    model.successor_lens_source = f"generated control {name} (seed {seed}), GPT-2 tokenizer from successor_lens/data/gpt2"
+    note(model, successor_lens_source=f"generated control {name} (seed {seed}), GPT-2 tokenizer from successor_lens/data/gpt2")
     return model.eval()
 
 
@@ -133,8 +132,9 @@ def _plant(model: HookedTransformer, seed: int) -> None:
     eye = torch.eye(d)
     mlp.W_in.copy_(torch.cat([eye, -eye], 1))
     mlp.W_out.copy_(torch.cat([eye, -eye], 0))
-    mlp.b_in.zero_()
-    mlp.b_out.zero_()
+    for bias in (mlp.b_in, mlp.b_out):
+        assert isinstance(bias, torch.Tensor)
+        bias.zero_()
 
     # The successor head's OV circuit, factored through d_head.
     W_VO = ALPHA / A["class"] * cls.T @ cls_o.roll(-1, 0) + 1 / A["decade"] * dec.T @ dec_o

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformer_lens import HookedTransformer
 
+from successor_lens.models.attributes import note
 from successor_lens.models.embedded import EMBEDDED
 from successor_lens.models.fingerprints import WEIGHT_PROCESSING
 
@@ -62,7 +63,7 @@ def tokenizer_facts(model: HookedTransformer) -> dict[str, Any] | None:
         kind = "single tokens" if all(single[:201]) else ("digit strings" if sum(single) <= 10 else "mixed")
         cached = {"class": type(tok).__name__, "vocab_size": len(tok), "bos_token": getattr(tok, "bos_token", None),
                   "prepends_bos": bool(model.cfg.default_prepend_bos), "numbers_0_500_single_token": sum(single), "numbers": kind}
-        model._successor_lens_tokenizer_facts = cached
+        note(model, _successor_lens_tokenizer_facts=cached)
     return cached
 
 

@@ -113,7 +113,7 @@ def vector_arithmetic(
     def top(x: Tensor, rows: Tensor) -> Tensor:
         return circuit.logits(x.float()).masked_fill(~same_task_NM[rows], float("-inf")).argmax(-1)
 
-    def predict(k: float, idx: Tensor) -> Tensor:
+    def predict(k: float | Tensor, idx: Tensor) -> Tensor:
         return top(acts_ND[a[idx]] - k * F_CD[own[a[idx]]] + k * F_CD[j[idx]], a[idx])
 
     right = lambda pred, idx: tokens[pred] == tokens[target[idx]]  # noqa: E731  (split numbers share last digits)
@@ -131,15 +131,16 @@ def vector_arithmetic(
         counts[t] = int(mask.sum())
     miss = ~hit
     n_fail = int(miss.sum())
-    over, chance = [], []
+    overs: list[bool] = []
+    chance: list[float] = []
     for t_row, p_row in zip(target[report][miss].tolist(), pred[miss].tolist()):
         # split numbers share last digits: a predicted token stands for its item nearest the target
         near = _nearest_rows(table, same_task_NM[t_row], t_row)
-        over.append(bool(_after(table, t_row, torch.tensor([near[int(tokens[p_row])]]))))
+        overs.append(bool(_after(table, t_row, torch.tensor([near[int(tokens[p_row])]]))))
         others = torch.tensor([r for tok, r in near.items() if tok != int(tokens[t_row])])
         if len(others):
             chance.append(_after(table, t_row, others).float().mean().item())
-    over = torch.tensor(over, dtype=torch.bool)
+    over = torch.tensor(overs, dtype=torch.bool)
     preds = [(tasks[i], table.texts[int(a[report][i])], int(j[report][i]), table.texts[int(target[report][i])], table.texts[int(pred[i])])
              for i in range(len(report))]
     n_right = int(head_right.sum())

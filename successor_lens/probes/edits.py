@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer
@@ -154,8 +156,8 @@ class EditSet:
             _, cache = self.model.run_with_cache(windows.to(self.model.W_E.device), names_filter=lambda n: n in names)
             self.mean_z = {(l, h): cache[get_act_name("z", l)][:, :, h].flatten(0, 1).mean(0) for l, h in wanted}
 
-    def hooks(self) -> list[tuple[str, object]]:
-        out = []
+    def hooks(self) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
+        out: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = []
         for e in self.edits:
             if e.kind in ("ablate_head", "scale_head"):
                 out.append((get_act_name("z", e.layer), self._head_hook(e)))

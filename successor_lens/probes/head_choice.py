@@ -12,6 +12,7 @@ user's `--head` overrides both. The choice and its reason are recorded in `heads
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from transformer_lens import HookedTransformer
 
@@ -37,7 +38,7 @@ def choose_head(ov_scores: dict[str, float], dla: dict[str, float] | None, overr
     dla = dla or {}
     best_ov = max(ov_scores.values(), default=0.0)
     best_dla = max([max(v, 0.0) for v in dla.values()], default=0.0)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, ov in ov_scores.items():
         d = dla.get(name)
         combined = (ov / best_ov if best_ov > 0 else 0.0) * (max(d, 0.0) / best_dla if best_dla > 0 and d is not None else 0.0)

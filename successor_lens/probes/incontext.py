@@ -54,18 +54,20 @@ def succession_prompts(tokenizer, tasks: list[Task] | None = None, shown: int = 
         answers, split = _answers(tokenizer, list(task.items), space)
         candidates = [t for t in answers if t is not None]
         for start in range(len(task.items) - shown):
-            if answers[start + shown] is None:
+            answer = answers[start + shown]
+            if answer is None:
                 continue
             pieces = []
             for n, item in enumerate(task.items[start : start + shown]):
                 pieces += [(space if n else "") + item, sep]
             pieces += [space] if split else []
-            prompts.append(Prompt(task.name, "".join(pieces), _ids(tokenizer, pieces), answers[start + shown], candidates))
+            prompts.append(Prompt(task.name, "".join(pieces), _ids(tokenizer, pieces), answer, candidates))
     numbers, split = _answers(tokenizer, [str(n) for n in range(1, chapters + 2)], " ")
     for n in range(1, chapters + 1):
-        if numbers[n] is not None:
+        number = numbers[n]
+        if number is not None:
             pieces = ["Chapter", f" {n}", ".", " It was a quiet morning in the village.", "\n\n", "Chapter"] + ([" "] if split else [])
-            prompts.append(Prompt("chapters", "".join(pieces), _ids(tokenizer, pieces), numbers[n], [t for t in numbers if t is not None]))
+            prompts.append(Prompt("chapters", "".join(pieces), _ids(tokenizer, pieces), number, [t for t in numbers if t is not None]))
     return prompts
 
 
@@ -136,6 +138,7 @@ def in_context_dla(model: HookedTransformer, prompts: list[Prompt]) -> InContext
     in_task: dict[str, list[bool]] = {}
     for group, ids in by_length(model, prompts):
         logits, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
+        assert isinstance(logits, torch.Tensor)
         z = torch.stack([cache[get_act_name("z", l)][:, -1] for l in range(L)], 1)  # [N, L, H, E]
         out = head_outputs(model, z)
         scale = cache.cache_dict.get(FINAL_SCALE)
@@ -148,6 +151,9 @@ def in_context_dla(model: HookedTransformer, prompts: list[Prompt]) -> InContext
             in_task.setdefault(prompt.task, []).append(prompt.candidates[int(logits[n, -1, prompt.candidates].argmax())] == prompt.answer)
     counts = {t: len(v) for t, v in hits.items()}
     per_task = {t: sums[t] / counts[t] for t in sums}
-    total = sum(sums.values()) / max(1, sum(counts.values()))
+    total = torch.zeros(L, H)
+    for task_sum in sums.values():  # in task order, as the sum was always taken
+        total = total + task_sum
+    total = total / max(1, sum(counts.values()))
     share = lambda d: {t: sum(v) / len(v) for t, v in d.items()}  # noqa: E731
     return InContext(share(hits), share(in_task), total, per_task, counts)

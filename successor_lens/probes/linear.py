@@ -23,6 +23,7 @@ from torch import Tensor
 
 from successor_lens.features.matrix import ItemTable
 from successor_lens.nulls import Verdict, missing, rate_vs_rate, value_vs_quantile
+from successor_lens.paper import FIGURES
 
 
 class IsotropicScaler(TransformerMixin, BaseEstimator):
@@ -122,7 +123,7 @@ class CosineReport:
     def summary(self) -> dict:
         return {"per_class": self.per_class, "mean": self.mean, "random_baseline": self.random_baseline,
                 "mismatched_class_baseline": self.mismatched_baseline, "class_mean_directions": self.class_mean,
-                "verdict": self.verdict.to_json(), "paper_mean": 0.71}
+                "verdict": self.verdict.to_json(), "paper_mean": FIGURES["probe_feature_cosine"]}
 
 
 def probe_feature_cosine(probe: ProbeResult, directions: dict[int, Tensor], seed: int = 0,

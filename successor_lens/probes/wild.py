@@ -21,6 +21,7 @@ the token being predicted and A the `attend_top` tokens the head attends to most
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
+from successor_lens.errors import UserError
 from successor_lens.paper import WILD
 from successor_lens.probes.circuit import FINAL_SCALE, direct_logits, head_outputs
 from successor_lens.probes.head_id import head_name
@@ -110,7 +112,10 @@ def wild_analysis(model: HookedTransformer, windows: Tensor, heads: list[tuple[i
     L, H = model.cfg.n_layers, model.cfg.n_heads
     W_O = model.W_O  # [L, H, E, D]
     ordinals = Ordinals(tasks)
-    decode = lambda t: model.tokenizer.decode([int(t)])  # noqa: E731
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise UserError(f"{model.cfg.model_name} has no tokenizer: the categories read tokens as text")
+    decode = lambda t: str(tokenizer.decode([int(t)]))  # noqa: E731
     z_mean = torch.stack([_run(model, windows[s : s + cfg.batch], set())[1].flatten(0, 1).mean(0)
                           for s in range(0, min(cfg.mean_contexts, len(windows)), cfg.batch)]).mean(0)  # [L, H, E]
     out_mean = head_outputs(model, z_mean)
@@ -118,7 +123,7 @@ def wild_analysis(model: HookedTransformer, windows: Tensor, heads: list[tuple[i
     positions: dict[tuple[int, int], list] = {h: [] for h in heads}
     n_targets = windows.shape[1] - 1
     sample = set(torch.randperm(len(windows) * n_targets, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.rank_positions].tolist())
-    ranked, cases = torch.zeros(L * H), []
+    ranked, cases = torch.zeros(L * H), cast(list[dict[str, Any]], [])
     for start in tqdm(range(0, len(windows), cfg.batch), desc="in-the-wild", leave=False, disable=not progress):
         ids = windows[start : start + cfg.batch].to(model.W_E.device)
         logits, z, scale, cache = _run(model, ids, {l for l, _ in heads})

@@ -72,7 +72,7 @@ def run_pipeline(
             if i < first_forced and cache.fresh(stage, keys[stage]):
                 cached.append(stage)
                 seconds[stage] = 0.0
-                log(cached_line(i, cache.manifest(stage)["seconds"]))
+                log(cached_line(i, (cache.manifest(stage) or {}).get("seconds", 0.0)))
                 continue
             log(f"[{i + 1}/{len(STAGES)}] {stage:<11} running ...")
             cache.invalidate(stage)  # before any write: a kill from here on leaves this and later stages stale

@@ -42,7 +42,7 @@ class StageCache:
 
     def fresh(self, stage: str, key: str) -> bool:
         m = self.manifest(stage)
-        return bool(m) and m.get("key") == key and m.get("files") == self._stat(m.get("outputs", []))
+        return m is not None and m.get("key") == key and m.get("files") == self._stat(m.get("outputs", []))
 
     def invalidate(self, stage: str) -> None:
         """Before `stage` rewrites anything: its manifest and every later one's go."""
@@ -72,4 +72,4 @@ class StageCache:
         """{stage: seconds it took when computed} when every stage is fresh under `keys`; else None."""
         if set(keys) != set(STAGES) or not all(self.fresh(stage, keys[stage]) for stage in STAGES):
             return None
-        return {stage: self.manifest(stage)["seconds"] for stage in STAGES}
+        return {stage: (self.manifest(stage) or {}).get("seconds", 0.0) for stage in STAGES}

@@ -70,6 +70,7 @@ class StageBodies:
         for name, (site, seed) in self.config.sae_names().items():
             cfg = default_train_config("succession", self.model.cfg.d_model, steps=self.config.steps, seed=seed)
             run = train_sae(self.model, site, cfg, self.out, self.runtime, progress=self.progress, name=f"{SAES}/{name}", tasks=self.config.tasks)
+            assert run is not None  # one process: it saves the dictionary
             folders.append(run.folder)
         return folders
 
@@ -92,7 +93,8 @@ class StageBodies:
         return write_probe(run, self.model, self.out)
 
     def atlas(self) -> list[Path]:
-        heads, mine_json, mine_embed, probe_json = (r.read(self.out) for r in (HEADS_RECORD, MINE_RECORD, MINE_EMBED_RECORD, PROBE_RECORD))
+        heads, mine_json, mine_embed, probe_json = (HEADS_RECORD.read(self.out), MINE_RECORD.read(self.out), MINE_EMBED_RECORD.read(self.out),
+                                                    PROBE_RECORD.read(self.out))
         summary = build_summary(self.model.cfg.model_name, heads, INCONTEXT_RECORD.read(self.out)["choice"], mine_json, probe_json)
         summary_path = write_json(self.out / SUMMARY, {"provenance": provenance(**model_provenance(self.model)), **summary})
         entries = []

@@ -98,8 +98,10 @@ def _load_folder(path: Path, device: str, converter=None):
     if not path.is_dir():
         raise DictionaryError(f"{path}: no such folder: give a folder with {CFG_FILE} and {WEIGHTS_FILE}")
     fmt = detect(path)
-    if converter is not None or fmt in LOADERS:
-        return _load_converted(path, device, converter or LOADERS[fmt], fmt or "custom converter")
+    if converter is not None:
+        return _load_converted(path, device, converter, fmt or "custom converter")
+    if fmt is not None and fmt in LOADERS:
+        return _load_converted(path, device, LOADERS[fmt], fmt)
     for name in (CFG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise DictionaryError(f"{path / name}: missing: this is not an sae-lens dictionary folder")

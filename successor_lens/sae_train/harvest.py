@@ -74,7 +74,7 @@ def corpus_batches(
     windows fall, which costs tokenising, not forward passes)."""
     hooks = {hook_name(s): s for s in sites}
     depths = [hook_depth(h, model.cfg.n_layers) for h in hooks]
-    stop = None if None in depths else max(depths)
+    stop = None if None in depths else max(d for d in depths if d is not None)
     rows = windows_of(model, paragraph_ids(model.tokenizer, texts), min(seq_len, model.cfg.n_ctx), max_tokens)
     device = model.W_E.device
     bar = tqdm(desc=f"{', '.join(sites)} corpus activations", unit="window", leave=False, disable=part is not None and part[0] != 0)
@@ -148,6 +148,6 @@ def harvest(
             for site in missing:
                 found[site] = write_activations(folders[site], vocab_activations(model, ids, site), metas[site])
         else:
-            found.update(write_many(folders, corpus_activations(model, stream_texts(corpus), list(missing)), metas))
+            found.update(write_many(folders, (rows for _, rows in corpus_batches(model, stream_texts(corpus), list(missing))), metas))
     dist.barrier()
     return {site: found[site] if site in found else ShardedActivations(activations_folder(out, site, tokens)) for site in sites}

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -62,7 +62,7 @@ def write_activations(folder: str | os.PathLike, chunks: Iterable[Tensor], meta:
     return write_many({"one": folder}, ({"one": c} for c in chunks), {"one": meta})["one"]
 
 
-def write_many(folders: dict[str, str | os.PathLike], chunks: Iterable[dict[str, Tensor]], metas: dict[str, dict]) -> dict[str, ShardedActivations]:
+def write_many(folders: Mapping[str, str | os.PathLike], chunks: Iterable[dict[str, Tensor]], metas: dict[str, dict]) -> dict[str, ShardedActivations]:
     """`write_activations` for several sites fed by one stream of {site: rows} (one forward pass per
     batch for all of them); each folder is swapped in whole when the stream ends."""
     with contextlib.ExitStack() as stack:
@@ -77,7 +77,9 @@ def write_many(folders: dict[str, str | os.PathLike], chunks: Iterable[dict[str,
 
 class _ShardWriter:
     def __init__(self, folder: Path):
-        self.folder, self.digest, self.sizes, self.pending, self.n_pending = folder, hashlib.sha256(), [], [], 0
+        self.folder, self.digest, self.n_pending = folder, hashlib.sha256(), 0
+        self.sizes: list[int] = []
+        self.pending: list[Tensor] = []
 
     def add(self, rows: Tensor) -> None:
         self.pending.append(rows)

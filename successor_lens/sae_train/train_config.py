@@ -4,6 +4,7 @@ import (no torch), so the CLI takes its defaults and help from here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from successor_lens.errors import ConfigError, check_float, check_int
 
@@ -76,7 +77,7 @@ class TrainConfig:
 # Per token set defaults when the user gives none. The succession set has a few hundred rows, so
 # the dictionary is smaller than the number of tokens (a latent must be shared by several tokens
 # rather than memorise one) and the batch is small; vocabulary and corpus data take the usual 8x.
-DEFAULTS = {
+DEFAULTS: dict[str, dict[str, int | None]] = {
     "succession": {"d_sae": 128, "k": 8, "batch_size": 256, "steps": 1500},
     "vocab": {"d_sae": None, "k": 32, "batch_size": 4096, "steps": 2000},
     "corpus": {"d_sae": None, "k": 32, "batch_size": 4096, "steps": 2000},
@@ -91,7 +92,7 @@ def default_train_config(tokens: str, d_model: int, **overrides) -> TrainConfig:
     """The TrainConfig for a token source, with `overrides` (None values ignored) on top."""
     if tokens not in DEFAULTS:
         raise ConfigError(f"unknown token source {tokens!r}: use succession, vocab or corpus")
-    values = {k: v for k, v in DEFAULTS[tokens].items() if v is not None}
+    values: dict[str, Any] = {k: v for k, v in DEFAULTS[tokens].items() if v is not None}
     values.setdefault("d_sae", 8 * d_model)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values)

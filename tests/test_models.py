@@ -5,6 +5,7 @@ local checkpoint folders, the embedded models, and the conversion cache (strict,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from argparse import Namespace
 from pathlib import Path
@@ -143,3 +144,18 @@ def test_the_conversion_cache_is_strict_and_keyed_by_content(embedded_model, tmp
     assert converts(transformers="0.0.1")["transformers"] != "0.0.1"  # another library version: converted again
     assert converts(transformer_lens="0.0.1")["transformer_lens"] != "0.0.1"
     assert converts(gguf_sha256="0" * 64)["gguf_sha256"] == models.cache_key("smollm2-135m")["gguf_sha256"]  # another GGUF
+
+
+def test_a_hub_name_with_an_empty_cache_offline_is_one_line_before_any_work(tmp_path):
+    """`successor-lens run --model gpt2` on a machine that never downloaded it: one line naming the
+    problem and the fix, exit 2, no folder claimed (it once ended in a NameError from a moved function)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty-hf-home"), "HF_HUB_OFFLINE": "1", "SUCCESSOR_LENS_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "successor_lens", "run", "--model", "gpt2", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gpt2" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0] and "--model smollm2-135m" in lines[0], lines
+    assert not (tmp_path / "run").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -161,7 +162,7 @@ def collect(
     model: HookedTransformer, saes: list[SAEEntry], heads_json: Mapping[str, Any] | None = None, probe_json: Mapping[str, Any] | None = None,
     mine_json: Mapping[str, Any] | None = None, cfg: AtlasConfig | None = None, tasks: list[Task] | None = None,
     scan_tasks: list[Task] | None = None, logit_head: str | None = None, run_config: dict | None = None,
-    acts_by_hook: dict[str, torch.Tensor] | None = None,
+    acts_by_hook: dict[str, torch.Tensor] | None = None, run_folder: Path | None = None,
 ) -> dict:
     """Everything the atlas shows, as one JSON-able document (see atlas_schema.py)."""
     cfg = cfg or AtlasConfig()
@@ -186,7 +187,7 @@ def collect(
         cfg_sae = entry.sae.cfg
         hook = cfg_sae.metadata.hook_name
         if hook not in acts_by_hook:
-            acts_by_hook[hook] = item_acts(model, table, hook)
+            acts_by_hook[hook] = item_acts(model, table, hook, run_folder, tasks)
         dictionaries.append({
             "id": entry.id, "source": entry.source, "hook_name": hook,
             "architecture": cfg_sae.architecture(), "d_in": cfg_sae.d_in, "d_sae": cfg_sae.d_sae,

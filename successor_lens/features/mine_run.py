@@ -18,6 +18,7 @@ from successor_lens.io import BadFileError, atomic_path, check_safetensors
 from successor_lens.nulls import value_vs_draws
 from successor_lens.paper import FIGURES
 from successor_lens.sae_train.dictionary import load_dictionary, untrained_like, weights_digest
+from successor_lens.sae_train.harvest import cached_item_rows
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.train_config import default_train_config
 from successor_lens.sae_train.train_run import train_sae
@@ -30,9 +31,24 @@ def item_table(model: HookedTransformer, tasks: list[Task] | None = None) -> Ite
     return ItemTable.from_token_set(build_token_set(model.tokenizer, tasks or sae_tasks()))
 
 
-def item_acts(model: HookedTransformer, table: ItemTable, site_or_hook: str) -> torch.Tensor:
-    """The items' activations at a site ("mlp0", "embed") or any hook, on the CPU."""
-    return item_activations(model, table.ids, hook_name(site_or_hook))
+def item_acts(model: HookedTransformer, table: ItemTable, site_or_hook: str, run_folder: Path | None = None,
+              tasks: list[Task] | None = None) -> torch.Tensor:
+    """The items' activations at a site ("mlp0", "embed") or any hook, on the CPU. With `run_folder`,
+    the rows the activations stage cached there (for these `tasks`) are read, not recomputed; the
+    others (the held-out tasks, which the SAE data leaves out) are computed."""
+    hook = hook_name(site_or_hook)
+    site = next((s for s in ("mlp0", "embed") if hook_name(s) == hook), None)
+    found = cached_item_rows(model, site, run_folder, tasks) if run_folder is not None and site is not None else None
+    if found is None:
+        return item_activations(model, table.ids, hook)
+    row_of, cached = found
+    have = [n for n, ids in enumerate(table.ids) if ids in row_of]
+    out = torch.empty(len(table.ids), cached.meta["d_in"])
+    out[have] = cached.rows(torch.tensor([row_of[table.ids[n]] for n in have], dtype=torch.long))
+    rest = [n for n, ids in enumerate(table.ids) if ids not in row_of]
+    if rest:
+        out[rest] = item_activations(model, [table.ids[n] for n in rest], hook)
+    return out
 
 
 @dataclass
@@ -128,7 +144,7 @@ def mine_model(
     with the index-permutation and untrained-dictionary nulls and the recurrence across dictionaries."""
     cfg = cfg or MineConfig()
     table = item_table(model, tasks)
-    acts = item_acts(model, table, site)
+    acts = item_acts(model, table, site, out, tasks)
     dictionaries, sources = [], []
     if saes is not None and not saes:
         raise ConfigError("no dictionary to mine: pass --sae FOLDER, or leave it out to train --seeds new ones")

@@ -4,6 +4,7 @@ each beside its null (docs/method.md, "Nulls")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformer_lens import HookedTransformer
@@ -51,12 +52,13 @@ class ProbeRun:
 
 def probe_model(
     model: HookedTransformer, directions: dict[int, torch.Tensor], head: str | None = None, seed: int = 0,
-    tasks: list[Task] | None = None, scan_tasks: list[Task] | None = None,
+    tasks: list[Task] | None = None, scan_tasks: list[Task] | None = None, run_folder: Path | None = None,
 ) -> ProbeRun:
-    """Everything `successor-lens probe` measures, through `head` (default: chosen by `analysis_head`)."""
+    """Everything `successor-lens probe` measures, through `head` (default: chosen by `analysis_head`);
+    the item activations come from `run_folder`'s activations stage when it cached them."""
     table = item_table(model, tasks)
-    mlp0 = item_acts(model, table, "mlp0")
-    embed = item_acts(model, table, "embed")
+    mlp0 = item_acts(model, table, "mlp0", run_folder, tasks)
+    embed = item_acts(model, table, "embed", run_folder, tasks)
     probe = leave_one_task_out(mlp0, table, seed)
     probe_embed = leave_one_task_out(embed, table, seed)
     cosine = probe_feature_cosine(probe, directions, seed, class_mean_directions(mlp0, table))

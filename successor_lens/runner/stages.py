@@ -89,7 +89,7 @@ class StageBodies:
     def probes(self) -> list[Path]:
         directions = load_directions(self.out / FEATURES)
         head = INCONTEXT_RECORD.read(self.out)["choice"]["head"]
-        run = probe_model(self.model, directions, head, self.config.seed, self.config.tasks, self.config.scan_tasks)
+        run = probe_model(self.model, directions, head, self.config.seed, self.config.tasks, self.config.scan_tasks, run_folder=self.out)
         return write_probe(run, self.model, self.out)
 
     def atlas(self) -> list[Path]:
@@ -106,7 +106,8 @@ class StageBodies:
             latent_class = {int(l): int(c) for c, ls in mined["latents_per_class"].items() for l in ls}
             entries.append(SAEEntry(name, d.sae, d.source, latent_class, metrics_of(d), mined))
         doc = collect(self.model, entries, heads, probe_json, mine_json, self.config.atlas, self.config.tasks,
-                      self.config.scan_tasks, probe_json["head"], run_config=json.loads(json.dumps(asdict(self.config), default=str)))
+                      self.config.scan_tasks, probe_json["head"], run_config=json.loads(json.dumps(asdict(self.config), default=str)),
+                      run_folder=self.out)
         doc.update(extras(self.out), summary=summary)
         exports = build_exports(self.model, entries, self.config.atlas, probe_json["head"], self.config.tasks, self.config.seed, self.progress)
         index = write_atlas(doc, self.out / ATLAS, self.progress, exports)

@@ -105,6 +105,29 @@ def activations_for(
     return harvest(model, [site], tokens, out, corpus, tasks)[site]
 
 
+def fresh_cache(folder: Path, meta: dict) -> ShardedActivations | None:
+    """The cache in `folder` when it was made with `meta` (model, site, items or corpus) and reads
+    back whole; else None (an unreadable one with a notice: it is recomputed)."""
+    try:
+        cached = ShardedActivations(folder)
+        if all(cached.meta.get(k) == v for k, v in meta.items()):
+            cached.check()
+            return cached
+    except FileNotFoundError:
+        pass
+    except BadFileError as err:
+        print(f"successor-lens: note: cached activations unreadable ({err}); recomputing them", file=sys.stderr)
+    return None
+
+
+def cached_item_rows(model: HookedTransformer, site: str, out: Path, tasks: list[Task] | None = None) -> tuple[dict, ShardedActivations] | None:
+    """The activations stage's cache of the succession items at `site` in run folder `out`, as
+    ({item ids: row}, cache), when it is there, whole and made for this model and these tasks."""
+    items, source = succession_items(model.tokenizer, tasks)
+    cached = fresh_cache(activations_folder(out, site, "succession"), activation_meta(model, site, source))
+    return ({ids: row for row, ids in enumerate(items)}, cached) if cached is not None else None
+
+
 def harvest(
     model: HookedTransformer, sites: list[str], tokens: str, out: Path, corpus: str | None = None, tasks: list[Task] | None = None,
     dist: Dist = Dist(),
@@ -127,17 +150,11 @@ def harvest(
     found, missing = {}, {}
     for site in dict.fromkeys(sites):
         folder, meta = activations_folder(out, site, tokens), activation_meta(model, site, source)
-        try:
-            cached = ShardedActivations(folder)
-            if all(cached.meta.get(k) == v for k, v in meta.items()):
-                cached.check()
-                found[site] = cached
-                continue
-        except FileNotFoundError:
-            pass
-        except BadFileError as err:
-            print(f"successor-lens: note: cached activations unreadable ({err}); recomputing them", file=sys.stderr)
-        missing[site] = (folder, meta)
+        cached = fresh_cache(folder, meta)
+        if cached is not None:
+            found[site] = cached
+        else:
+            missing[site] = (folder, meta)
     dist.barrier()  # every rank has looked at the cache before anyone rewrites it
     folders, metas = {s: f for s, (f, _) in missing.items()}, {s: m for s, (_, m) in missing.items()}
     if missing and ids is None and dist.active:

@@ -18,16 +18,18 @@ import random
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from successor_lens.errors import UserError, foreign_errors
 from successor_lens.io import file_sha256
 
 if TYPE_CHECKING:  # torch and the model code are imported where windows are made: checking a corpus stays instant
-    import torch
+    from torch import Tensor
     from transformer_lens import HookedTransformer
 
     from successor_lens.tasks import Task
+else:  # at run time these are Any, so runtime type checkers accept them and the module stays free of torch
+    Tensor = HookedTransformer = Task = Any
 
 PYTHON_DOCS = "python-docs"
 SUCCESSION_LISTS = "succession-lists"
@@ -169,7 +171,7 @@ def paragraph_ids(tokenizer, texts: Iterable[str]) -> Iterator[list[int]]:
         yield tokenizer.encode(text + "\n\n", add_special_tokens=False)
 
 
-def cut_windows(chunks: Iterable[Sequence[int]], length: int, bos: int | None, max_tokens: int | None = None) -> Iterator[torch.Tensor]:
+def cut_windows(chunks: Iterable[Sequence[int]], length: int, bos: int | None, max_tokens: int | None = None) -> Iterator[Tensor]:
     """The one corpus-window function: windows of `length` tokens cut in order from a stream of
     token chunks (`paragraph_ids`, or the succession lists), BOS first in each when `bos` is given.
     Made as the chunks arrive, so memory holds one window, never the corpus; at most `max_tokens`
@@ -192,14 +194,14 @@ def cut_windows(chunks: Iterable[Sequence[int]], length: int, bos: int | None, m
         raise CorpusError(f"the corpus has {seen} tokens, fewer than one window of {body}: give more text")
 
 
-def windows_of(model: HookedTransformer, chunks: Iterable[Sequence[int]], length: int, max_tokens: int | None = None) -> Iterator[torch.Tensor]:
+def windows_of(model: HookedTransformer, chunks: Iterable[Sequence[int]], length: int, max_tokens: int | None = None) -> Iterator[Tensor]:
     """`cut_windows` with the model's own rule: BOS first when it prepends one."""
     from successor_lens.models.provenance import prepended_bos
 
     return cut_windows(chunks, length, prepended_bos(model), max_tokens)
 
 
-def token_windows(model: HookedTransformer, texts: list[str], n: int, length: int = 128, seed: int = 0) -> torch.Tensor:
+def token_windows(model: HookedTransformer, texts: list[str], n: int, length: int = 128, seed: int = 0) -> Tensor:
     """`n` windows of `length` tokens (fewer when the corpus is short) from the paragraphs in a seeded random order."""
     import torch
 
@@ -246,7 +248,7 @@ def list_ids(tokenizer, tasks: list[Task] | None = None, sep: str = ",", space: 
 
 
 def corpus_windows(model: HookedTransformer, source: str, n: int, length: int, seed: int = 0,
-                   tasks: list[Task] | None = None) -> torch.Tensor:
+                   tasks: list[Task] | None = None) -> Tensor:
     """`n` windows of `length` tokens from a corpus (`context_corpus`); the succession lists are
     repeated in a seeded order until there are enough tokens."""
     import torch

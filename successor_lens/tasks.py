@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -83,6 +83,7 @@ def same_task(tasks: Sequence[str]) -> torch.Tensor:
     return task_id[:, None] == task_id[None, :]
 
 
+@runtime_checkable
 class Tokenizer(Protocol):
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
 

@@ -91,6 +91,16 @@ def plant_successor_head(model: HookedTransformer, layer: int, head: int, rows: 
     attn.W_O[head] = W_O
 
 
+SLOW_FIXTURES = {"embedded_model", "gemma_model"}
+"""A test that loads a real model is in the slow tier, whichever module it is in."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> WordTokenizer:
     return WordTokenizer(DIGITS + DAYS)

@@ -128,6 +128,7 @@ def console_messages(stderr: str) -> list[str]:
 
 
 @pytest.mark.parametrize("which", ["index", "latent"])
+@pytest.mark.slow
 def test_chromium_opens_the_pages_from_disk_without_console_errors(run, tmp_path, which):
     _, atlas = run
     page = atlas / "index.html" if which == "index" else sorted((atlas / "latents").rglob("*.html"))[0]
@@ -142,6 +143,7 @@ def test_chromium_opens_the_pages_from_disk_without_console_errors(run, tmp_path
         assert 'src="../../images/hist_' in dom and "Top activating items" in dom
 
 
+@pytest.mark.slow
 def test_chromium_screenshot_shows_the_heatmap(run, tmp_path):
     import matplotlib.image
 
@@ -219,7 +221,7 @@ def test_paths_read_back_from_atlas_json_stay_inside_the_atlas(run, tmp_path):
 
 
 def test_the_atlas_build_counts_every_file_it_shows_progress_for(run, tmp_path, monkeypatch):
-    from successor_lens.artifacts import site
+    from successor_lens.artifacts import atlas_site as site
 
     _, atlas = run
     doc = json.loads((atlas / "atlas.json").read_text())

@@ -28,6 +28,7 @@ def test_planted_gpt2_uses_the_real_gpt2_vocabulary():
     assert all(len(tok.encode(f" {n}")) == 1 for n in range(0, 200))
 
 
+@pytest.mark.slow
 def test_run_on_planted_gpt2_recovers_the_plant(planted_run):
     s = json.loads((planted_run / "summary.json").read_text())
     layer, head = PLANTED_HEAD
@@ -42,6 +43,7 @@ def test_run_on_planted_gpt2_recovers_the_plant(planted_run):
     assert not s["above_null"]["overshoot"]  # nothing planted: no greater-than bias
 
 
+@pytest.mark.slow
 def test_shuffled_indices_on_planted_data_find_no_class_above_the_null(planted_run):
     model = load_model("planted-gpt2")
     table = item_table(model)
@@ -55,6 +57,7 @@ def test_shuffled_indices_on_planted_data_find_no_class_above_the_null(planted_r
     assert len(beats_null(mine(sae, acts, table), nulls)) == 10  # the same SAE on the true indices
 
 
+@pytest.mark.slow
 def test_run_on_a_random_gpt2_reports_every_figure_as_not_above_its_null(tmp_path, capsys):
     assert main(["run", "--model", "random-gpt2", "--out", str(tmp_path)]) == 0
     s = json.loads((tmp_path / "summary.json").read_text())

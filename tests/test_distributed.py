@@ -23,6 +23,8 @@ from successor_lens.sae_train.shards import ShardedActivations
 from successor_lens.sae_train.train_config import TrainConfig
 from successor_lens.sae_train.trainer import make_sae, train
 
+pytestmark = pytest.mark.slow  # torchrun with several processes
+
 CONFIGS = {
     "topk+auxk": TrainConfig(arch="topk", d_sae=64, k=4, steps=30, batch_size=64, dead_after_steps=2, lr=3e-3, seed=3),
     "standard": TrainConfig(arch="standard", d_sae=48, steps=25, batch_size=64, l1_coefficient=0.5, lr=3e-3, seed=1),

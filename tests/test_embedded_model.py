@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from successor_lens.errors import ModelLoadError
@@ -14,6 +15,8 @@ from successor_lens.models.provenance import model_provenance
 from successor_lens.probes.probe_configs import ScanConfig
 from successor_lens.probes.scan import scan_heads
 from successor_lens.tasks import build_token_set
+
+pytestmark = pytest.mark.slow  # the real embedded model
 
 
 def test_logits_match_transformers(embedded_model):

@@ -122,6 +122,7 @@ def test_every_latent_has_an_index_entry(run):
         assert sae["export"]["latents"] == sae["d_sae"] and 0 < sae["export"]["live"] <= sae["d_sae"]
 
 
+@pytest.mark.slow
 def test_chromium_opens_a_latent_page_with_its_contexts(run, tmp_path):
     from test_atlas import browse, console_messages
 

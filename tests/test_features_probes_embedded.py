@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from successor_lens.cli.main import main
 from successor_lens.features.mine_run import item_acts, item_table
 from successor_lens.features.mining import mine
@@ -10,6 +12,8 @@ from successor_lens.sae_train.dictionary import load_dictionary
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.train_config import TrainConfig
 from successor_lens.sae_train.train_run import train_sae
+
+pytestmark = pytest.mark.slow  # the real embedded model
 
 
 def test_mod10_probe_generalises_to_held_out_digits_and_ordinals(embedded_model):

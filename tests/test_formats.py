@@ -82,6 +82,7 @@ def test_convert_round_trips_exactly(trained, tmp_path, capsys, arch, fmt):
             assert torch.allclose(coder.decode(enc.top_acts, enc.top_indices), source.decode(source.encode(x)), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_folders_saved_by_each_library_load_and_give_an_atlas(tmp_path, capsys):
     from sparsify import SparseCoder, SparseCoderConfig
 

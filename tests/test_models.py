@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 from successor_lens import models
 from successor_lens.cli.common import out_dir
 from successor_lens.errors import ModelLoadError
+from successor_lens.models import embedded
 from successor_lens.models.loading import load_model, model_shape, shape_of
 from successor_lens.models.provenance import model_provenance
 from successor_lens.tasks import build_token_set
@@ -113,7 +114,7 @@ def test_gemma_logits_match_transformers(gemma_model):
     with torch.no_grad():
         assert (gemma_model(ids) - hf_model(ids).logits).abs().max().item() < 1e-3
     prov = model_provenance(gemma_model)
-    assert prov["kind"] == "embedded" and prov["gguf_sha256"] == models._published_sha256("gemma3-270m", "gemma-3-270m-q4_k_m.gguf")
+    assert prov["kind"] == "embedded" and prov["gguf_sha256"] == embedded._published_sha256("gemma3-270m", "gemma-3-270m-q4_k_m.gguf")
     assert prov["tokenizer"]["numbers"] == "digit strings" and prov["tokenizer"]["prepends_bos"]
     assert same_shape(model_shape("gemma3-270m"), gemma_model)
 
@@ -124,7 +125,7 @@ def test_the_conversion_cache_is_strict_and_keyed_by_content(embedded_model, tmp
     cache = tmp_path / "smollm2-135m"
     shutil.copytree(models.cache_root() / "smollm2-135m", cache)
     converted = []
-    monkeypatch.setattr(models, "_convert_embedded", lambda name, folder, key: converted.append(key) or pytest.fail("converted"))
+    monkeypatch.setattr(embedded, "_convert_embedded", lambda name, folder, key: converted.append(key) or pytest.fail("converted"))
     assert torch.equal(load_model("smollm2-135m", cache_dir=cache).W_E, embedded_model.W_E)  # the key matches: no conversion
 
     state = load_file(cache / "weights.safetensors")
@@ -143,9 +144,10 @@ def test_the_conversion_cache_is_strict_and_keyed_by_content(embedded_model, tmp
 
     assert converts(transformers="0.0.1")["transformers"] != "0.0.1"  # another library version: converted again
     assert converts(transformer_lens="0.0.1")["transformer_lens"] != "0.0.1"
-    assert converts(gguf_sha256="0" * 64)["gguf_sha256"] == models.cache_key("smollm2-135m")["gguf_sha256"]  # another GGUF
+    assert converts(gguf_sha256="0" * 64)["gguf_sha256"] == embedded.cache_key("smollm2-135m")["gguf_sha256"]  # another GGUF
 
 
+@pytest.mark.slow
 def test_a_hub_name_with_an_empty_cache_offline_is_one_line_before_any_work(tmp_path):
     """`successor-lens run --model gpt2` on a machine that never downloaded it: one line naming the
     problem and the fix, exit 2, no folder claimed (it once ended in a NameError from a moved function)."""

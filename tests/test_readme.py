@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,6 +30,7 @@ def test_ci_installs_the_browser_the_readme_names():
     assert readme_commands()[0].endswith("successor-lens run")
 
 
+@pytest.mark.slow
 def test_the_python_api_example_runs_as_written(tmp_path, monkeypatch):
     import successor_lens
 

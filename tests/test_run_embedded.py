@@ -3,9 +3,12 @@
 import json
 
 import jsonschema
+import pytest
 
 from successor_lens.artifacts.atlas_schema import SCHEMA
 from successor_lens.cli.main import main
+
+pytestmark = pytest.mark.slow  # a whole run on the real embedded model
 
 
 def test_run_on_the_embedded_model_writes_the_atlas_then_reuses_every_stage(embedded_model, tmp_path, capsys):

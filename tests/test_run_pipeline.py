@@ -15,6 +15,8 @@ from successor_lens.runner.run import run_pipeline
 from successor_lens.runner.run_config import RunConfig
 from successor_lens.runner.stage_cache import STAGES
 
+pytestmark = pytest.mark.slow  # whole runs and their stage cache
+
 CONFIG = RunConfig(seeds=2, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=5))
 
 

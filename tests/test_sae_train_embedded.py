@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from sae_lens import SAE
 
 from successor_lens.cli.main import main
@@ -10,6 +11,8 @@ from successor_lens.sae_train.harvest import corpus_activations, succession_item
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.train_config import TrainConfig
 from successor_lens.sae_train.train_run import train_sae
+
+pytestmark = pytest.mark.slow  # the real embedded model
 
 
 def test_succession_mlp0_sae_reaches_low_fvu(embedded_model, tmp_path):

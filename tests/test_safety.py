@@ -161,11 +161,12 @@ def test_an_internal_error_keeps_its_traceback(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise ValueError("a bug, not the user's fault")
 
-    monkeypatch.setattr("successor_lens.models.load_model", broken)
+    monkeypatch.setattr("successor_lens.models.loading.load_model", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["heads", "--model", MODEL, "--out", str(tmp_path / "run")])
 
 
+@pytest.mark.slow
 def test_an_unwritable_folder_is_one_line(tmp_path):
     """As an ordinary user would meet it (as root, in a process without the capabilities that let
     root write anywhere: util-linux's setpriv)."""
@@ -305,7 +306,7 @@ def test_unusable_checkpoints_and_dictionaries_are_one_line_errors(tmp_path):
     train(wrong, make_sae(wrong, 16), ShuffledBatches(X, 64), checkpointer=ckpt_b, stop_after=5, progress=False)
     path = ckpt_b.paths()[-1]
     with safe_open(path, framework="pt") as f:
-        tensors, meta = {k: f.get_tensor(k) for k in f}, f.metadata()
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118 (safe_open is not iterable)
     tensors["sae.W_dec"] = torch.zeros(31, 16)
     save_file(tensors, path, metadata=meta)
     with pytest.raises(CheckpointError, match=r"tensor sae.W_dec is shape \(31, 16\), expected \(32, 16\)"):

@@ -46,6 +46,7 @@ def sae_weights(out, site: str) -> dict[str, torch.Tensor]:
     return load_file(out / f"sae-{site}-corpus-topk-s0" / "sae_weights.safetensors")
 
 
+@pytest.mark.slow
 def test_one_job_with_three_sites_equals_three_single_site_jobs(corpus, tmp_path, monkeypatch, capsys):
     calls = forward_passes(monkeypatch)
     assert main(TRAIN + [str(corpus), "--sites", ",".join(SITES), "--out", str(tmp_path / "many")]) == 0

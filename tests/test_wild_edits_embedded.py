@@ -10,6 +10,8 @@ from conftest import require_system_package
 from successor_lens.cli.main import main
 from successor_lens.corpus import PYTHON_DOCS_GLOB, clean_rest, load_corpus
 
+pytestmark = pytest.mark.slow  # the real embedded model
+
 
 @pytest.fixture(scope="module")
 def docs():

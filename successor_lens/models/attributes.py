@@ -8,12 +8,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from torch.nn import Module
-
-M = TypeVar("M", bound="Module")
+M = TypeVar("M")
 
 
 def note(model: M, **facts: Any) -> M:

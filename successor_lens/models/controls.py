@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from successor_lens.io import digest
 from successor_lens.models.fingerprints import remembered_sha256
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
+else:  # at run time these are Any, so runtime type checkers accept them and the module stays free of torch
+    HookedTransformer = HookedTransformerConfig = Any
 
 PLANTED, RANDOM = "planted-gpt2", "random-gpt2"
 CONTROLS = (PLANTED, RANDOM)

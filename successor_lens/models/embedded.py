@@ -25,6 +25,8 @@ from successor_lens.models.fingerprints import WEIGHT_PROCESSING, cache_root, re
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
+else:  # at run time these are Any, so runtime type checkers accept them and the module stays free of torch
+    HookedTransformer = HookedTransformerConfig = Any
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from successor_lens.errors import ModelLoadError, foreign_errors
 from successor_lens.models.fingerprints import folder_fingerprint
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
+else:  # at run time these are Any, so runtime type checkers accept them and the module stays free of torch
+    HookedTransformer = HookedTransformerConfig = Any
 
 KNOWN = ("smollm2-135m", "gemma3-270m", "planted-gpt2", "gpt2", "EleutherAI/pythia-70m", "./local-folder", "...")
 """Examples of what --model takes, for the error of an unknown name."""

@@ -9,13 +9,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from successor_lens.errors import ModelLoadError, first_line, foreign_errors
 from successor_lens.models.fingerprints import WEIGHT_PROCESSING, folder_fingerprint, remembered_sha256
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
+else:  # at run time these are Any, so runtime type checkers accept them and the module stays free of torch
+    HookedTransformer = HookedTransformerConfig = Any
 
 
 def local_folder(name: str) -> Path:

@@ -8,7 +8,7 @@ Light at import, so the CLI checks names and computes stage keys at once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from successor_lens.models.controls import ControlSource
 from successor_lens.models.embedded import EmbeddedSource
@@ -17,10 +17,13 @@ from successor_lens.models.local import LocalSource
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
+else:  # at run time these are Any, so runtime type checkers accept them and the module stays free of torch
+    HookedTransformer = HookedTransformerConfig = Any
 
 DEFAULT_MODEL = "smollm2-135m"
 
 
+@runtime_checkable
 class ModelSource(Protocol):
     kind: str
 

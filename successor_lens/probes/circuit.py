@@ -17,7 +17,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from successor_lens.models.provenance import prepended_bos
-from successor_lens.probes.probe_configs import EMBEDDINGS, Embedding
+from successor_lens.probes.probe_configs import EMBEDDINGS
 from successor_lens.sites import mlp0_out, per_token
 
 
@@ -25,7 +25,7 @@ from successor_lens.sites import mlp0_out, per_token
 def effective_embeddings(
     model: HookedTransformer,
     tokens: Int[Tensor, " n"],
-    embedding: Embedding = "mlp0",
+    embedding: str = "mlp0",
     mlp0_norm: bool = True,
 ) -> Float[Tensor, "layers_or_1 n d_model"]:
     """The vector each head reads for a token: one row set for all layers, or one per layer.

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from successor_lens.errors import ConfigError, check_int
 
-Embedding = Literal["mlp0", "embed+mlp0", "residual"]
 EMBEDDINGS: tuple[str, ...] = ("mlp0", "embed+mlp0", "residual")
 
 
 @dataclass(frozen=True)
 class ScanConfig:
-    embedding: Embedding = "mlp0"
+    embedding: str = "mlp0"
     """Effective embedding: "mlp0" (paper), "embed+mlp0", or "residual" (token run alone)."""
     mlp0_norm: bool = True
     """Apply the layer-0 MLP's input norm to W_E before MLP0 (the paper's choice is unconfirmed)."""

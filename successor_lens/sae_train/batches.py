@@ -3,7 +3,7 @@ exactly the batches an uninterrupted run would have seen."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -11,6 +11,7 @@ from torch import Tensor
 from successor_lens.errors import UserError
 
 
+@runtime_checkable
 class BatchSource(Protocol):
     d_in: int
 

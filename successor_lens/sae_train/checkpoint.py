@@ -51,7 +51,7 @@ class Checkpointer:
                 state = json.loads((f.metadata() or {})["state"])
                 if not isinstance(state, dict):
                     raise KeyError("state")
-                return {k: f.get_tensor(k) for k in f}, state
+                return {k: f.get_tensor(k) for k in f.keys()}, state  # noqa: SIM118 (safe_open is not iterable)
         except KeyError:
             raise CheckpointError(f"checkpoint {path} has no training state in its metadata (not written by successor-lens?): "
                                   "delete it to resume from the one before") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ def train_sae(
     model: HookedTransformer,
     site: str,
     cfg: TrainConfig,
-    out: Path,
+    out: str | os.PathLike,
     runtime: Runtime,
     tokens: str = "succession",
     corpus: str | None = None,
@@ -109,7 +110,7 @@ def train_sae(
 
 
 def train_sites(
-    model: HookedTransformer, sites: list[str], cfg: TrainConfig, out: Path, runtime: Runtime, tokens: str = "succession",
+    model: HookedTransformer, sites: list[str], cfg: TrainConfig, out: str | os.PathLike, runtime: Runtime, tokens: str = "succession",
     corpus: str | None = None, resume: bool = False, progress: bool = True, tasks: list[Task] | None = None,
     dist: Dist = Dist(), site_parallel: bool = False,
 ) -> list[TrainRun]:
@@ -117,6 +118,7 @@ def train_sites(
     each trained exactly as `train_sae` trains it alone. Several ranks split every batch
     (data parallel), or with `site_parallel` each rank trains its own sites (sites[rank::world]) on
     whole batches. Returns the runs this process saved."""
+    out = Path(out)
     harvest(model, sites, tokens, out, corpus, tasks, dist)  # every rank takes part (a corpus is split by batch)
     mine = sites[dist.rank :: dist.world] if site_parallel else sites
     runs = [train_sae(model, site, cfg, out, runtime, tokens, corpus, resume, progress and (dist.main or site_parallel), tasks=tasks,

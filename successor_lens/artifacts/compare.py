@@ -8,16 +8,16 @@ atlas) and `succession_scores.png`, each file atomically.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from successor_lens.artifacts import html
 from successor_lens.artifacts.plots import succession_distribution
+from successor_lens.artifacts.records import HEADS_RECORD, SUMMARY_RECORD
 from successor_lens.artifacts.report import md
 from successor_lens.artifacts.stage_files import extras
 from successor_lens.errors import UserError
-from successor_lens.filenames import ATLAS, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, HEADS, INDEX, MARKER, SUMMARY
+from successor_lens.filenames import ATLAS, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, INDEX, MARKER
 from successor_lens.io import provenance, write_json, write_text
 from successor_lens.paper import COMPARE, FIGURES, HEADLINES, MODEL, SUCCESSOR_BAR
 
@@ -27,16 +27,10 @@ def load_run(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
     if not (folder / MARKER).is_file():
         raise UserError(f"{folder} is not a successor-lens run folder: pass folders written by `successor-lens run --out DIR`")
-    try:
-        summary = json.loads((folder / SUMMARY).read_text())
-        heads = json.loads((folder / HEADS).read_text())
-    except FileNotFoundError as err:
-        raise UserError(f"{folder}: no {Path(err.filename).name}: finish the run first (`successor-lens run --out {folder}`)") from None
-    except json.JSONDecodeError:
-        raise UserError(f"{folder}: summary.json or heads.json is not valid JSON: rerun `successor-lens run --out {folder} --force atlas`") from None
+    summary, heads = SUMMARY_RECORD.read(folder), HEADS_RECORD.read(folder)
     edits = [{"name": e["name"], "kpis": {k["metric"]: k["delta"] for k in e["kpis"]}} for e in extras(folder)["edits"]]
     return {"folder": folder, "summary": summary, "succession": [h["succession"] for h in heads["heads"].values()],
-            "tokenizer": summary.get("provenance", {}).get("tokenizer"), "source": summary.get("provenance", {}).get("source"), "edits": edits}
+            "tokenizer": summary["provenance"].get("tokenizer"), "source": summary["provenance"].get("source"), "edits": edits}
 
 
 IN_TASK = "succession accuracy (task prompts, top-1 among the task's items)"

@@ -94,16 +94,17 @@ class Record(Generic[R]):
 
     def read(self, folder: str | Path) -> R:
         path = Path(folder) / self.name
+        rerun = f"`successor-lens {self.stage} --out {folder}`" + ("" if self.stage == "run" else " (or `run`)")
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
-            raise RecordError(f"{path}: missing: run `successor-lens {self.stage}` (or `run`) with the same --out first") from None
+            raise RecordError(f"{path}: missing: finish the run first with {rerun}") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RecordError(f"{path}: unreadable ({type(err).__name__}): rerun `successor-lens {self.stage}`") from None
+            raise RecordError(f"{path}: unreadable ({type(err).__name__}): rerun {rerun}") from None
         required: frozenset[str] = getattr(self.shape, "__required_keys__", frozenset())
         if not isinstance(doc, dict) or not required <= set(doc):
             lacking = sorted(required - set(doc)) if isinstance(doc, dict) else ["(not a JSON object)"]
-            raise RecordError(f"{path}: not a {self.stage} record (no {lacking[0]}): rerun `successor-lens {self.stage}`")
+            raise RecordError(f"{path}: not a record of `successor-lens {self.stage}` (no {lacking[0]}): rerun {rerun}")
         return cast(R, doc)  # its keys checked against the TypedDict's above
 
 

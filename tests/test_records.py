@@ -1,0 +1,27 @@
+"""Stage records are read through one typed reader: a missing, non-JSON or incomplete record is one
+line naming the file and the command that rewrites it, never a KeyError deep in a later stage."""
+
+import json
+
+import pytest
+
+from successor_lens.artifacts.records import HEADS_RECORD, INCONTEXT_RECORD, RecordError
+from successor_lens.errors import UserError
+
+
+def test_a_whole_record_reads_back_as_written(tmp_path):
+    doc = {"provenance": {}, "n_prompts": 3, "in_context": None, "choice": {"head": "L1H2", "reason": "r", "candidates": []}}
+    (tmp_path / "incontext.json").write_text(json.dumps(doc))
+    assert INCONTEXT_RECORD.read(tmp_path) == doc
+
+
+@pytest.mark.parametrize("text, fragment", [(None, "missing"), ("{not json", "unreadable"), ("[1, 2]", "not a JSON object"),
+                                            (json.dumps({"provenance": {}, "config": {}}), "no best_head")])
+def test_a_bad_record_is_one_line_naming_the_file_and_the_fix(tmp_path, text, fragment):
+    if text is not None:
+        (tmp_path / "heads.json").write_text(text)
+    with pytest.raises(RecordError) as err:
+        HEADS_RECORD.read(tmp_path)
+    message = str(err.value)
+    assert isinstance(err.value, UserError) and "\n" not in message
+    assert "heads.json" in message and fragment in message and "successor-lens heads" in message

@@ -29,6 +29,10 @@ else:  # at run time these are Any, so runtime type checkers accept them and the
     HookedTransformer = HookedTransformerConfig = Any
 
 
+DEFAULT_MODEL = "smollm2-135m"
+"""The model every command uses unless told otherwise: embedded, so it works offline."""
+
+
 @dataclass(frozen=True)
 class Embedded:
     """A GGUF model shipped on PyPI: the file is the concatenation of `files` (one per distribution)."""
@@ -140,7 +144,7 @@ def _published_sha256(name: str, gguf_name: str) -> str | None:
     return sums.get(gguf_name)
 
 
-def load_embedded_hf(name: str = "smollm2-135m"):
+def load_embedded_hf(name: str = DEFAULT_MODEL):
     """The embedded model as transformers loads it (dequantised to fp32), with its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

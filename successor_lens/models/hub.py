@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from successor_lens.errors import ModelLoadError, foreign_errors
+from successor_lens.models.controls import CONTROLS
+from successor_lens.models.embedded import DEFAULT_MODEL, EMBEDDED
 from successor_lens.models.fingerprints import folder_fingerprint
 
 if TYPE_CHECKING:
@@ -16,8 +18,8 @@ if TYPE_CHECKING:
 else:  # at run time these are Any, so runtime type checkers accept them and the module stays free of torch
     HookedTransformer = HookedTransformerConfig = Any
 
-KNOWN = ("smollm2-135m", "gemma3-270m", "planted-gpt2", "gpt2", "EleutherAI/pythia-70m", "./local-folder", "...")
-"""Examples of what --model takes, for the error of an unknown name."""
+KNOWN = (*EMBEDDED, *CONTROLS, "gpt2", "EleutherAI/pythia-70m", "./local-folder", "...")
+"""What --model takes (the embedded models, the controls, examples of the rest), for the error of an unknown name."""
 
 
 def check_hub_name(name: str) -> None:
@@ -38,7 +40,7 @@ def _not_available(name: str):
     def message(err: Exception) -> str:
         why = "HF_HUB_OFFLINE=1 is set" if _offline() else type(err).__name__
         return (f"cannot load {name!r} from the Hugging Face hub ({why}) and it is not in the local hub cache: "
-                "connect once to download it, or use --model smollm2-135m (offline)")
+                f"connect once to download it, or use --model {DEFAULT_MODEL} (offline)")
     return message
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from successor_lens.models.controls import ControlSource
+from successor_lens.models.embedded import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported: the CLI reads it here
 from successor_lens.models.embedded import EmbeddedSource
 from successor_lens.models.hub import HubSource
 from successor_lens.models.local import LocalSource
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 else:  # at run time these are Any, so runtime type checkers accept them and the module stays free of torch
     HookedTransformer = HookedTransformerConfig = Any
-
-DEFAULT_MODEL = "smollm2-135m"
 
 
 @runtime_checkable

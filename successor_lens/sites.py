@@ -18,6 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
+from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
 from successor_lens.errors import ConfigError, UserError
 from successor_lens.models.provenance import prepended_bos
@@ -67,17 +68,29 @@ def per_token(module, x_ND: Tensor) -> Tensor:
     return module(x_ND[:, None, :])[:, 0, :]
 
 
-@torch.no_grad()
-def mlp0_out(model: HookedTransformer, tokens: Int[Tensor, " n"], mlp0_norm: bool = True) -> Float[Tensor, "n d_model"]:
-    """The layer-0 MLP applied to each token's embedding alone: MLP0(ln2(W_E[t])).
+def norms_after_only(model: HookedTransformer) -> bool:
+    """True for the post-norm architectures (OLMo 2/3): their ln1/ln2 normalise a sublayer's
+    output, not its input."""
+    return model.cfg.original_architecture in POST_NORM_ARCHITECTURES
 
-    `mlp0_norm=False` skips the layer-0 MLP input norm, as one public re-implementation does
-    (Tigges et al.); whether the paper normalises is not confirmed, so it is an option.
+
+@torch.no_grad()
+def mlp0_out(model: HookedTransformer, tokens: Int[Tensor, " n"], mlp0_norm: bool = True, post_norms: bool = True) -> Float[Tensor, "n d_model"]:
+    """The layer-0 MLP applied to each token's embedding alone: what block 0 writes to the residual
+    stream (`blocks.0.hook_mlp_out`) for the token with attention 0 and positions left out.
+
+    The MLP goes through the block's own `apply_mlp`, so a norm the model applies after it
+    (Gemma 2/3's `ln2_post`) is included. `post_norms=False` leaves that norm out (the reading
+    before it was fixed; kept as the wrong convention the planted controls must fail).
+    `mlp0_norm=False` skips the MLP's input norm, as one public re-implementation does (Tigges et
+    al.); whether the paper normalises is not confirmed, so it is an option.
     """
     block = model.blocks[0]
     x_ND = model.W_E[tokens]
-    if mlp0_norm:
+    if mlp0_norm and not norms_after_only(model):
         x_ND = per_token(block.ln2, x_ND)
+    if post_norms:
+        return per_token(block.apply_mlp, x_ND)
     return per_token(block.mlp, x_ND)
 
 

@@ -137,6 +137,11 @@ class TokenSet:
         Linear tasks have no successor for their last item; an item whose successor was dropped
         (not a single token) has none either; cyclic tasks wrap from the last item to the first.
         """
+        return self.offset_pairs(1)
+
+    def offset_pairs(self, offset: int) -> list[tuple[int, int]]:
+        """(position of item, position of the item `offset` places on) where that item is present;
+        cyclic tasks wrap (offset 1 from Sunday is Monday, -1 from Monday is Sunday)."""
         pairs = []
         for task in self.task_names:
             positions = [i for i, item in enumerate(self.items) if item.task == task]
@@ -144,9 +149,9 @@ class TokenSet:
             spec = self.tasks[task]
             lo, hi = min(spec.indices), max(spec.indices)
             for i in positions:
-                nxt = self.items[i].index + 1
-                if nxt > hi and spec.cyclic:
-                    nxt = lo
+                nxt = self.items[i].index + offset
+                if spec.cyclic:
+                    nxt = lo + (nxt - lo) % (hi - lo + 1)
                 if nxt in by_index:
                     pairs.append((i, by_index[nxt]))
         return pairs

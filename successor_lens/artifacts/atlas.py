@@ -66,7 +66,8 @@ class ScanItems:
     def build(model: HookedTransformer, heads_json: Mapping[str, Any], tasks: list[Task] | None) -> ScanItems:
         scan = heads_json.get("config", {})
         token_set = build_token_set(model.tokenizer, tasks)
-        x = effective_embeddings(model, token_set.tokens.to(model.W_E.device), scan.get("embedding", "mlp0"), scan.get("mlp0_norm", True))
+        x = effective_embeddings(model, token_set.tokens.to(model.W_E.device), scan.get("embedding", "mlp0"), scan.get("mlp0_norm", True),
+                                  scan.get("post_norms", True))
         return ScanItems(token_set, x, same_task([i.task for i in token_set.items]))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from successor_lens.artifacts.records import ChoiceRecord, HeadsRecord, MineRecord, ProbeRecord
 from successor_lens.nulls import Verdict, rate_vs_chance, words
 from successor_lens.paper import FIGURES, HEADLINES, SUCCESSOR_BAR
+from successor_lens.probes.scan import READOUT_BAR
 
 SUMMARY_VERSION = "1.0"
 
@@ -28,6 +29,9 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
     ranked = heads["top_heads"]
     best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     v_head = head_verdict(heads)
+    copying_best = max((h["copying"] for h in heads["heads"].values()), default=0.0)
+    if copying_best < READOUT_BAR:  # the readout cannot find copying: its succession score is no finding either way
+        v_head = Verdict(v_head.value, v_head.null, False, f"readout not validated: best copying {copying_best:.2f} < {READOUT_BAR}", v_head.p)
     fig = mine["figures"]
     v_classes, v_raw, v_latents, v_cover = (Verdict.from_json(fig[k], "no mining null")
                                             for k in ("classes_found", "classes_found_raw", "class_latents", "modal_coverage"))
@@ -43,6 +47,7 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
         "runner_up": runner["head"] if runner else None, "runner_up_score": runner["succession"] if runner else None,
         "best_ratio": best["succession"] / runner["succession"] if runner and runner["succession"] > 0 else None,
         "passes_successor_bar": heads["passes_bar"],
+        "copying_best": copying_best, "readout_validated": copying_best >= READOUT_BAR,
         "analysis_head": choice["head"], "analysis_head_reason": choice["reason"],
         "classes_found": v_classes.value, "classes_found_null": v_classes.null,
         "classes_found_raw": v_raw.value, "classes_found_raw_null": v_raw.null,
@@ -84,9 +89,12 @@ def _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over
     bar = "passes" if s["passes_successor_bar"] else "does NOT pass"
     per = ", ".join(str(n) for n in fig["classes_found"].get("per_sae", []))
     h = HEADLINES
+    head_line = words(h["best_score"].label.format(head=s["best_head"]), v_head, h["best_score"].paper, "{:.3f}")
+    if not s["readout_validated"]:
+        head_line = (head_line.removesuffix("NOT above its null") + f"readout not validated (the best copying score is "
+                     f"{s['copying_best']:.2f} < {READOUT_BAR}: this OV readout cannot find copying in the model, so its succession score shows nothing)")
     lines = [
-        words(h["best_score"].label.format(head=s["best_head"]), v_head, h["best_score"].paper, "{:.3f}")
-        + f"{ratio}; {bar} the paper's bar > {SUCCESSOR_BAR}",
+        head_line + f"{ratio}; {bar} the paper's bar > {SUCCESSOR_BAR}",
         f"analysis head: {s['analysis_head']} ({s['analysis_head_reason']})",
         words(h["classes_found"].label.format(per=per), v_classes, h["classes_found"].paper, "{:.1f}")
         + f"; raw count {_f(v_raw.value, '{:.1f}')} vs null {_f(v_raw.null, '{:.1f}')} ({'above' if v_raw.above else 'NOT above'});"

@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     docs = field_docs(ScanConfig)
     config_option(p, ScanConfig, "embedding", choices=list(EMBEDDINGS))
     p.add_argument("--no-mlp0-norm", action="store_true", help="do not " + docs["mlp0_norm"][0].lower() + docs["mlp0_norm"][1:])
+    p.add_argument("--no-post-norms", action="store_true", help="leave out the norms a model applies after a sublayer "
+                   "(Gemma's ln1_post, ln2_post): the wrong reading, kept for comparison")
     p.add_argument("--top", type=positive_int, default=10, help="how many heads to print")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 
@@ -25,11 +27,11 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.models.loading import load_model, model_shape
     from successor_lens.paper import SCAN_TEXT, SUCCESSOR_BAR
     from successor_lens.probes.head_id import parse_head_name
-    from successor_lens.probes.scan import scan_heads
+    from successor_lens.probes.scan import READOUT_BAR, scan_heads
     from successor_lens.runner.folders import run_folder
     from successor_lens.tasks import build_token_set
 
-    config = ScanConfig(embedding=args.embedding, mlp0_norm=not args.no_mlp0_norm)
+    config = ScanConfig(embedding=args.embedding, mlp0_norm=not args.no_mlp0_norm, post_norms=not args.no_post_norms)
     device = resolve_device(args.device)
     model_shape(args.model)  # an unknown or missing model is one line before any work
     with run_folder(out_dir(args), "run") as out:
@@ -48,7 +50,10 @@ def run(args: argparse.Namespace) -> None:
         rows.append([name, score, copy, f"{best_task} {result.per_task[best_task][layer, head].item():.2f}"])
     print_table(["head", "succession", "copying", "best task"], rows)
     best = result.top_heads(1)[0]
-    if best[1] > SUCCESSOR_BAR:
+    if result.copying.max() < READOUT_BAR:
+        print(f"readout not validated: the best copying score is {result.copying.max():.2f} < {READOUT_BAR}, so this OV readout "
+              f"cannot find copying in {args.model} and its succession scores show nothing either way.")
+    elif best[1] > SUCCESSOR_BAR:
         print(f"{best[0]} passes the paper's successor-head bar (> {SUCCESSOR_BAR}).")
     else:
         print(f"no head passes the paper's successor-head bar (> {SUCCESSOR_BAR}); best is {best[0]} at {best[1]:.3f}. "

@@ -18,7 +18,7 @@ from transformer_lens.utilities import get_act_name
 
 from successor_lens.models.provenance import prepended_bos
 from successor_lens.probes.probe_configs import EMBEDDINGS
-from successor_lens.sites import mlp0_out, per_token
+from successor_lens.sites import mlp0_out, norms_after_only, per_token
 
 
 @torch.no_grad()
@@ -27,6 +27,7 @@ def effective_embeddings(
     tokens: Int[Tensor, " n"],
     embedding: str = "mlp0",
     mlp0_norm: bool = True,
+    post_norms: bool = True,
 ) -> Float[Tensor, "layers_or_1 n d_model"]:
     """The vector each head reads for a token: one row set for all layers, or one per layer.
 
@@ -37,9 +38,9 @@ def effective_embeddings(
       whose residual is degenerate (the copying control fell from 0.98 to 0.14 on SmolLM2).
     """
     if embedding == "mlp0":
-        return mlp0_out(model, tokens, mlp0_norm)[None]
+        return mlp0_out(model, tokens, mlp0_norm, post_norms)[None]
     if embedding == "embed+mlp0":
-        return (model.W_E[tokens] + mlp0_out(model, tokens, mlp0_norm))[None]
+        return (model.W_E[tokens] + mlp0_out(model, tokens, mlp0_norm, post_norms))[None]
     if embedding == "residual":
         names = [get_act_name("resid_pre", layer) for layer in range(model.cfg.n_layers)]
         unique, inverse = tokens.unique(return_inverse=True)
@@ -63,6 +64,31 @@ def residual_prefix(model: HookedTransformer) -> int:
     return getattr(tokenizer, "bos_token_id", None) or 0
 
 
+def input_norm_of(model: HookedTransformer, layer: int, input_norm: bool = True):
+    """The norm a layer's attention applies to what it reads (ln1), or None: none asked for, or a
+    post-norm architecture whose ln1 normalises the attention's output instead."""
+    return model.blocks[layer].ln1 if input_norm and not norms_after_only(model) else None
+
+
+def output_norm_of(model: HookedTransformer, layer: int, post_norms: bool = True):
+    """The norm(s) a layer applies to its attention output before adding it to the residual stream
+    (Gemma 2/3's `ln1_post`; a post-norm architecture's ln1), as one callable, or None."""
+    block = model.blocks[layer]
+    norms = []
+    if post_norms and model.cfg.use_normalization_before_and_after:
+        norms.append(block.ln1_post)
+    if post_norms and norms_after_only(model):
+        norms.append(block.ln1)
+    if not norms:
+        return None
+
+    def apply(x):
+        for norm in norms:
+            x = norm(x)
+        return x
+    return apply
+
+
 @torch.no_grad()
 def head_inputs(model: HookedTransformer, x_XND: Tensor, input_norm: bool = True) -> Float[Tensor, "layers n d_model"]:
     """Each layer's attention input for the effective embeddings (its ln1 for pre-norm models)."""
@@ -70,7 +96,8 @@ def head_inputs(model: HookedTransformer, x_XND: Tensor, input_norm: bool = True
     out = []
     for layer in range(n_layers):  # one small op per layer; heads and tokens stay batched
         x_ND = x_XND[layer if x_XND.shape[0] > 1 else 0]
-        out.append(per_token(model.blocks[layer].ln1, x_ND) if input_norm else x_ND)
+        norm = input_norm_of(model, layer, input_norm)
+        out.append(per_token(norm, x_ND) if norm is not None else x_ND)
     return torch.stack(out)
 
 
@@ -79,16 +106,26 @@ def ov_logits(
     model: HookedTransformer,
     x_LND: Float[Tensor, "layers n d_model"],
     candidates: Int[Tensor, " m"],
+    post_norms: bool = True,
 ) -> Float[Tensor, "layers heads n m"]:
-    """Logits of `candidates` from every head's OV circuit: W_U[:, c] . W_O (W_V x + b_V).
+    """Logits of `candidates` from every head's OV circuit: W_U[:, c] . norm_post((x W_V + b_V) W_O).
 
     W_V is TransformerLens's per-head view, so grouped-query heads share their group's W_V.
-    No final norm and no unembedding bias, as in the paper's W_U W_OV form.
+    `norm_post` is the layer's post-attention norm where the model has one (Gemma 2/3), applied to
+    the head's output alone (what the layer writes when only this head attends). No final norm
+    and no unembedding bias, as in the paper's W_U W_OV form.
     """
     W_U_DM = model.W_U[:, candidates]
-    W_OU_LHEM = torch.einsum("lhed,dm->lhem", model.W_O, W_U_DM)
     v_LHNE = torch.einsum("lnd,lhde->lhne", x_LND, model.W_V) + model.b_V[:, :, None, :]
-    return torch.einsum("lhne,lhem->lhnm", v_LHNE, W_OU_LHEM)
+    if all(output_norm_of(model, layer, post_norms) is None for layer in range(model.cfg.n_layers)):
+        W_OU_LHEM = torch.einsum("lhed,dm->lhem", model.W_O, W_U_DM)
+        return torch.einsum("lhne,lhem->lhnm", v_LHNE, W_OU_LHEM)
+    out = []
+    for layer in range(model.cfg.n_layers):  # the norm is per layer and not linear: apply it to each head's output
+        o_HND = torch.einsum("hne,hed->hnd", v_LHNE[layer], model.W_O[layer])
+        norm = output_norm_of(model, layer, post_norms)
+        out.append((norm(o_HND) if norm is not None else o_HND) @ W_U_DM)
+    return torch.stack(out)
 
 
 @dataclass
@@ -97,7 +134,8 @@ class OVCircuit:
     the whole vocabulary. No final norm and no unembedding bias, as in the paper's W_U W_OV form.
 
     `bias=False` leaves out b_V: the effect of a direction added where the head reads, rather than
-    the output for an input. `norm=None` skips the layer's input norm.
+    the output for an input. `norm=None` skips the layer's input norm; `post_norm` is the layer's
+    post-attention norm (Gemma 2/3), applied to the head's output alone, or None.
     """
 
     W_V: Tensor
@@ -107,25 +145,32 @@ class OVCircuit:
     """[d_model, candidates or vocabulary]"""
     norm: object | None
     name: str
+    post_norm: object | None = None
 
-    def logits(self, x_ND: Tensor) -> Float[Tensor, "n m"]:
+    def outputs(self, x_ND: Tensor) -> Float[Tensor, "n d_model"]:
+        """What the head writes to the residual stream for inputs `x_ND` (before its input norm)
+        when it attends to them alone: through the input norm, W_V (+ b_V), W_O and the post norm."""
         x_ND = x_ND.to(self.W_V.device, self.W_V.dtype)
         if self.norm is not None:
             x_ND = per_token(self.norm, x_ND)
         v_NE = x_ND @ self.W_V
         if self.b_V is not None:
             v_NE = v_NE + self.b_V
-        return ((v_NE @ self.W_O) @ self.W_U).cpu()
+        out_ND = v_NE @ self.W_O
+        return per_token(self.post_norm, out_ND) if self.post_norm is not None else out_ND
+
+    def logits(self, x_ND: Tensor) -> Float[Tensor, "n m"]:
+        return (self.outputs(x_ND) @ self.W_U).cpu()
 
     @staticmethod
     @torch.no_grad()
     def from_model(model: HookedTransformer, layer: int, head: int, candidates: Tensor | None = None, bias: bool = True,
-                   input_norm: bool = True) -> OVCircuit:
+                   input_norm: bool = True, post_norms: bool = True) -> OVCircuit:
         """`candidates` (token ids) or None for the whole vocabulary."""
-        attn = model.blocks[layer].attn
         W_U = model.W_U if candidates is None else model.W_U[:, candidates.to(model.W_U.device)]
-        return OVCircuit(attn.W_V[head].detach(), attn.b_V[head].detach() if bias else None, attn.W_O[head].detach(), W_U.detach(),
-                         model.blocks[layer].ln1 if input_norm else None, f"L{layer}H{head}")
+        return OVCircuit(model.W_V[layer, head].detach(), model.b_V[layer, head].detach() if bias else None,
+                         model.W_O[layer, head].detach(), W_U.detach(), input_norm_of(model, layer, input_norm), f"L{layer}H{head}",
+                         output_norm_of(model, layer, post_norms))
 
 
 @torch.no_grad()
@@ -156,9 +201,53 @@ def final_norm_delta(model: HookedTransformer, dx: Tensor, scale: Tensor | None)
     return dx * w if w is not None else dx
 
 
-def head_outputs(model: HookedTransformer, z_LHE: Tensor) -> Float[Tensor, "... layers heads d_model"]:
-    """What each head writes to the residual stream from its `hook_z` values (any leading dims)."""
-    return torch.einsum("...lhe,lhed->...lhd", z_LHE, model.W_O)
+def post_scale_names(model: HookedTransformer) -> list[str]:
+    """The hooks of the post-attention norms' scales (Gemma 2/3's `ln1_post`), one per layer; none
+    for models without them."""
+    if not model.cfg.use_normalization_before_and_after:
+        return []
+    return [f"blocks.{layer}.ln1_post.hook_scale" for layer in range(model.cfg.n_layers)]
+
+
+def post_scales(model: HookedTransformer, cache) -> Tensor | None:
+    """[..., pos, layers, 1] the post-attention norms' scales of a forward pass (`post_scale_names`
+    cached), or None for models without them."""
+    names = post_scale_names(model)
+    return torch.stack([cache[name] for name in names], -2) if names else None
+
+
+def written(model: HookedTransformer, layer: int, dx: Tensor, post_scale: Tensor | None) -> Tensor:
+    """A change `dx` of layer `layer`'s attention output (before its post-norm) as the residual
+    stream receives it, the post-norm's clean scale held fixed (as DLA holds the final norm's):
+    w * dx / scale. Identity for models without a post-attention norm."""
+    if not model.cfg.use_normalization_before_and_after:
+        return dx
+    if post_scale is None:
+        raise ValueError(f"{model.cfg.model_name} normalises its attention output: pass the ln1_post scales (post_scales)")
+    norm = model.blocks[layer].ln1_post
+    if model.cfg.normalization_type in ("LN", "LNPre"):
+        dx = dx - dx.mean(-1, keepdim=True)
+    dx = dx / post_scale
+    w = getattr(norm, "w", None)
+    return dx * w if w is not None else dx
+
+
+def head_outputs(model: HookedTransformer, z_LHE: Tensor, post_scale: Tensor | None = None, raw: bool = False) -> Float[Tensor, "... layers heads d_model"]:
+    """What each head writes to the residual stream from its `hook_z` values (any leading dims):
+    z W_O, through the post-attention norm with its clean scale `post_scale` ([..., layers, 1],
+    `post_scales`) held fixed where the model has one (`raw=True`: before that norm). The heads'
+    outputs then add up, with b_O, to what each layer writes."""
+    out = torch.einsum("...lhe,lhed->...lhd", z_LHE, model.W_O)
+    return out if raw else as_written(model, out, post_scale)
+
+
+def as_written(model: HookedTransformer, out_LHD: Tensor, post_scale: Tensor | None) -> Tensor:
+    """Heads' raw outputs ([..., layers, heads, d_model]) through each layer's post-attention norm
+    at its clean scale (`written`); unchanged for models without one."""
+    if not model.cfg.use_normalization_before_and_after:
+        return out_LHD
+    return torch.stack([written(model, layer, out_LHD[..., layer, :, :], None if post_scale is None else post_scale[..., layer, None, :])
+                        for layer in range(model.cfg.n_layers)], -3)
 
 
 def direct_logits(model: HookedTransformer, dx: Tensor, scale: Tensor | None, unembed: Tensor | None = None) -> Tensor:

@@ -16,7 +16,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from successor_lens.models.provenance import prepended_bos
-from successor_lens.probes.circuit import FINAL_SCALE, final_norm_delta, head_outputs
+from successor_lens.probes.circuit import FINAL_SCALE, final_norm_delta, head_outputs, post_scale_names, post_scales
 from successor_lens.probes.head_id import head_name
 from successor_lens.tasks import Task, standard_tasks
 
@@ -132,7 +132,7 @@ def by_length(model: HookedTransformer, prompts: list[Prompt]):
 @torch.no_grad()
 def in_context_dla(model: HookedTransformer, prompts: list[Prompt]) -> InContext:
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    names = {get_act_name("z", l) for l in range(L)} | {FINAL_SCALE}
+    names = {get_act_name("z", l) for l in range(L)} | {FINAL_SCALE} | set(post_scale_names(model))
     sums: dict[str, torch.Tensor] = {}
     hits: dict[str, list[bool]] = {}
     in_task: dict[str, list[bool]] = {}
@@ -140,7 +140,8 @@ def in_context_dla(model: HookedTransformer, prompts: list[Prompt]) -> InContext
         logits, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
         assert isinstance(logits, torch.Tensor)
         z = torch.stack([cache[get_act_name("z", l)][:, -1] for l in range(L)], 1)  # [N, L, H, E]
-        out = head_outputs(model, z)
+        post = post_scales(model, cache)
+        out = head_outputs(model, z, post[:, -1] if post is not None else None)
         scale = cache.cache_dict.get(FINAL_SCALE)
         normed = final_norm_delta(model, out, scale[:, -1, None, None] if scale is not None else None)
         for n, prompt in enumerate(group):

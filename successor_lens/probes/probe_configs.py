@@ -17,6 +17,9 @@ class ScanConfig:
     """Apply the layer-0 MLP's input norm to W_E before MLP0 (the paper's choice is unconfirmed)."""
     input_norm: bool = True
     """Apply each layer's attention input norm (ln1) before W_V, as a pre-norm model does."""
+    post_norms: bool = True
+    """Apply the norms a model puts after a sublayer (Gemma 2/3's ln2_post after MLP0 and ln1_post
+    after attention), so the circuit is what the model writes; False is the reading that skips them."""
 
     def __post_init__(self):
         if self.embedding not in EMBEDDINGS:

@@ -38,6 +38,10 @@ class SuccessionScores:
     config: ScanConfig
     dropped: list[dict] = field(default_factory=list)
     held_out: list[str] = field(default_factory=list)
+    offsets: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Task variant -> the best head's top-1 rate at each offset ("-2", "-1", "0" copying, "+1"
+    succession, "+2"): its succession rate beside the offset null (a head that ranks by index, or
+    copies, scores at its neighbours too)."""
 
     def top_heads(self, k: int = 10) -> list[tuple[str, float, float]]:
         """The k best heads by succession score: (name, score, copying score)."""
@@ -74,9 +78,19 @@ class SuccessionScores:
             },
             "chance": self.chance,
             "n_pairs": self.n_pairs,
+            "copying_best": self.copying.max().item(),
+            "readout_validated": bool(self.copying.max() >= READOUT_BAR),
+            "readout_bar": READOUT_BAR,
+            "best_head_offsets": self.offsets,
             "held_out_tasks": self.held_out,
             "dropped_tokens": self.dropped,
         }
+
+
+READOUT_BAR = 0.5
+"""Below this best copying score the OV readout cannot find even copying in the model: its
+succession scores say nothing, and the scan says "readout not validated" (docs/method.md)."""
+OFFSETS = (-2, -1, 0, 1, 2)
 
 
 @torch.no_grad()
@@ -88,8 +102,8 @@ def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig
         raise UserError("no (token, successor) pairs: every task lost its items to tokenization")
     device = model.W_E.device
     tokens = token_set.tokens.to(device)
-    x = effective_embeddings(model, tokens, config.embedding, config.mlp0_norm)
-    logits_LHNM = ov_logits(model, head_inputs(model, x, config.input_norm), tokens)
+    x = effective_embeddings(model, tokens, config.embedding, config.mlp0_norm, config.post_norms)
+    logits_LHNM = ov_logits(model, head_inputs(model, x, config.input_norm), tokens, config.post_norms)
 
     # Each item competes only with its own task's items.
     task_of = [item.task for item in token_set.items]
@@ -113,8 +127,16 @@ def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig
             per_task[name] = hit_LHP[:, :, mask].mean(-1).cpu()
             n_pairs[name] = int(mask.sum())
             chance[name] = 1.0 / int((task_id == t).sum())
+    scores = hit_LHP[:, :, scored].mean(-1).cpu()
+    best = divmod(int(scores.flatten().argsort(descending=True, stable=True)[0]), scores.shape[1])
+    top_N = top_LHN[best].cpu()
+    hits: dict[str, dict[str, list[float]]] = {}
+    for k in OFFSETS:
+        for row, target in token_set.offset_pairs(k):
+            hits.setdefault(token_set.items[row].task, {}).setdefault(f"{k:+d}" if k else "0", []).append(float(top_N[row] == target))
+    offsets = {t: {k: sum(v) / len(v) for k, v in by_k.items()} for t, by_k in hits.items()}
     return SuccessionScores(
-        scores=hit_LHP[:, :, scored].mean(-1).cpu(),
+        scores=scores,
         copying=copy_LHP[:, :, scored].mean(-1).cpu(),
         per_task=per_task,
         chance=chance,
@@ -122,4 +144,5 @@ def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig
         config=config,
         dropped=[d.__dict__ for d in token_set.dropped],
         held_out=held,
+        offsets=offsets,
     )

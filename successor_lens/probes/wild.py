@@ -31,7 +31,7 @@ from transformer_lens.utilities import get_act_name
 
 from successor_lens.errors import UserError
 from successor_lens.paper import WILD
-from successor_lens.probes.circuit import FINAL_SCALE, direct_logits, head_outputs
+from successor_lens.probes.circuit import FINAL_SCALE, as_written, direct_logits, head_outputs, post_scale_names, post_scales, written
 from successor_lens.probes.head_id import head_name
 from successor_lens.probes.probe_configs import WildConfig
 from successor_lens.tasks import Task, standard_tasks
@@ -77,7 +77,7 @@ def classify(target: str, attended: list[str], ordinals: Ordinals) -> str:
 
 
 def _run(model: HookedTransformer, ids: Tensor, pattern_layers: set[int]):
-    names = {get_act_name("z", l) for l in range(model.cfg.n_layers)} | {FINAL_SCALE}
+    names = {get_act_name("z", l) for l in range(model.cfg.n_layers)} | {FINAL_SCALE} | set(post_scale_names(model))
     names |= {get_act_name("pattern", l) for l in pattern_layers}
     logits, cache = model.run_with_cache(ids.to(model.W_E.device), names_filter=lambda n: n in names)
     z = torch.stack([cache[get_act_name("z", l)] for l in range(model.cfg.n_layers)], 2)  # [B, P, L, H, E]
@@ -118,7 +118,7 @@ def wild_analysis(model: HookedTransformer, windows: Tensor, heads: list[tuple[i
     decode = lambda t: str(tokenizer.decode([int(t)]))  # noqa: E731
     z_mean = torch.stack([_run(model, windows[s : s + cfg.batch], set())[1].flatten(0, 1).mean(0)
                           for s in range(0, min(cfg.mean_contexts, len(windows)), cfg.batch)]).mean(0)  # [L, H, E]
-    out_mean = head_outputs(model, z_mean)
+    out_mean = head_outputs(model, z_mean, raw=True)  # each position's post-norm scale is applied to the change
 
     positions: dict[tuple[int, int], list] = {h: [] for h in heads}
     n_targets = windows.shape[1] - 1
@@ -131,15 +131,18 @@ def wild_analysis(model: HookedTransformer, windows: Tensor, heads: list[tuple[i
         clean = -logits[:, :-1].log_softmax(-1).gather(-1, target[..., None])[..., 0]
         zc = z[:, :-1]  # [B, P, L, H, E]
         sc = scale[:, :-1] if scale is not None else None
+        post = post_scales(model, cache)
+        pc = post[:, :-1] if post is not None else None  # [B, P, L, 1]
 
-        def all_heads(b: int, p: int, zc=zc, sc=sc, logits=logits, target=target, clean=clean) -> Tensor:
+        def all_heads(b: int, p: int, zc=zc, sc=sc, pc=pc, logits=logits, target=target, clean=clean) -> Tensor:
             """Exact direct effect of mean-ablating each head at one position: [L * H]."""
-            d_pos = (out_mean - head_outputs(model, zc[b, p])).flatten(0, 1)
+            d_pos = as_written(model, out_mean - head_outputs(model, zc[b, p], raw=True), pc[b, p] if pc is not None else None).flatten(0, 1)
             d_all = direct_logits(model, d_pos, sc[b, p] if sc is not None else None)
             return (-(logits[b, p] + d_all).log_softmax(-1)[:, target[b, p]] - clean[b, p]).cpu()
 
         for layer, index in heads:
-            delta = out_mean[layer, index] - zc[:, :, layer, index] @ W_O[layer, index]
+            delta = written(model, layer, out_mean[layer, index] - zc[:, :, layer, index] @ W_O[layer, index],
+                            pc[:, :, layer] if pc is not None else None)
             dlogits = direct_logits(model, delta, sc)
             ablated = -(logits[:, :-1] + dlogits).log_softmax(-1).gather(-1, target[..., None])[..., 0]
             gain = (ablated - clean).cpu()

@@ -56,7 +56,12 @@ class MineRecord(TypedDict):
     paper: dict[str, Any]
 
 
-class ProbeRecord(TypedDict):
+class _ProbeOptional(TypedDict, total=False):
+    probe_feature_cosine_all_items: dict[str, Any] | None
+    """Absent in probe.json written before the non-number probe."""
+
+
+class ProbeRecord(_ProbeOptional):
     provenance: dict[str, Any]
     head: str
     probe_mlp0: dict[str, Any]

@@ -40,6 +40,8 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
     v_probe, v_cos, v_arith, v_over = (Verdict.from_json(pv[k]) for k in ("probe_accuracy", "probe_feature_cosine", "arithmetic", "overshoot"))
     arith = probe["arithmetic"]
     feats, rand, prob = arith["SAE features"], arith["random directions"], arith["probe directions"]
+    part = lambda name, key: (arith.get(name) or {}).get(key)  # noqa: E731  (absent in runs before these parts)
+    cos_all = probe.get("probe_feature_cosine_all_items") or {}
     mean_of = lambda key: _mean([s.get(key) for s in per_sae])  # noqa: E731
     s = {
         "summary_version": SUMMARY_VERSION, "model": model,
@@ -58,11 +60,16 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
         "probe_accuracy": v_probe.value, "probe_accuracy_null": v_probe.null,
         "probe_feature_cosine": v_cos.value, "probe_feature_cosine_null": v_cos.null,
         "probe_feature_cosine_class_mean": probe["probe_feature_cosine"]["class_mean_directions"],
+        "probe_feature_cosine_all_items": cos_all.get("mean"),
         "arithmetic": feats["overall"], "arithmetic_random": rand["overall"], "arithmetic_probe": prob["overall"],
         "arithmetic_ceiling": feats["head_ceiling"], "arithmetic_when_head_right": feats["success_when_head_right"],
         "arithmetic_random_when_head_right": rand["success_when_head_right"],
         "arithmetic_numbers_20_29": feats["numbers_20_29"], "arithmetic_random_numbers_20_29": rand["numbers_20_29"],
         "arithmetic_scale_at_grid_edge": feats["scale_at_grid_edge"],
+        "arithmetic_all_cases": part("SAE features (all cases)", "overall"), "arithmetic_random_all_cases": part("random directions (all cases)", "overall"),
+        "arithmetic_split_numbers": part("SAE features (split numbers)", "overall"),
+        "arithmetic_random_split_numbers": part("random directions (split numbers)", "overall"),
+        "arithmetic_split_digit_map": part("SAE features (split numbers)", "head_ceiling"),
         "overshoot": feats["failure_overshoot_fraction"], "overshoot_chance": feats["overshoot_chance"],
         "above_null": {"best_score": v_head.above, "classes_found": v_classes.above, "classes_found_raw": v_raw.above, "class_latents": v_latents.above,
                        "modal_coverage": v_cover.above, "probe_accuracy": v_probe.above, "probe_feature_cosine": v_cos.above,
@@ -103,11 +110,16 @@ def _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over
         + f" (numbers {_f(s['modal_coverage_numbers'])}, other tasks {_f(s['modal_coverage_other'])})",
         words(h["probe_accuracy"].label, v_probe, h["probe_accuracy"].paper),
         words(h["probe_feature_cosine"].label, v_cos, h["probe_feature_cosine"].paper)
-        + f" (class-mean directions {_f(s['probe_feature_cosine_class_mean'])})",
+        + f" (class-mean directions {_f(s['probe_feature_cosine_class_mean'])}; a probe fit on every item, numbers included,"
+        + f" {_f(s['probe_feature_cosine_all_items'])}: not evidence where numbers split, their class is in their last token)",
         words(h["arithmetic"].label.format(head=s["analysis_head"]), v_arith, h["arithmetic"].paper)
         + f"; the head's own ceiling {_f(s['arithmetic_ceiling'])}, success when the head is right {_f(s['arithmetic_when_head_right'])}"
         + f" (random {_f(s['arithmetic_random_when_head_right'])}); numbers 20-29 {_f(s['arithmetic_numbers_20_29'])}"
-        + ("; the chosen scale is at the edge of its grid" if s["arithmetic_scale_at_grid_edge"] else ""),
+        + ("; the chosen scale is at the edge of its grid" if s["arithmetic_scale_at_grid_edge"] else "")
+        + f"; every case {_f(s['arithmetic_all_cases'])} (random {_f(s['arithmetic_random_all_cases'])})"
+        + (f"; split numbers {_f(s['arithmetic_split_numbers'])} vs the head's own digit map {_f(s['arithmetic_split_digit_map'])}"
+           f" (random {_f(s['arithmetic_random_split_numbers'])}): the last digit is in the token, so not evidence"
+           if s["arithmetic_split_numbers"] is not None else ""),
         words(h["overshoot"].label, v_over, h["overshoot"].paper),
     ]
     return lines

@@ -52,6 +52,12 @@ class ItemTable:
         """[N] bool: the item belongs to the numbers task (either variant)."""
         return torch.tensor([b == "numbers" for b in self.base_tasks])
 
+    @property
+    def split(self) -> Tensor:
+        """[N] bool: the item splits into several tokens (a number for a digit-splitting tokenizer),
+        so it is read at its last token and its class is visible in that token."""
+        return torch.tensor([len(ids) > 1 for ids in self.ids], dtype=torch.bool)
+
     def offsets(self, rows: Tensor | None = None, cols: Tensor | None = None) -> Tensor:
         """Signed index offset of each column item from each row item ([rows, cols]; all items by
         default), wrapped for cyclic tasks (Sunday -> Monday is +1, not -6)."""
@@ -68,6 +74,22 @@ class ItemTable:
         indices = self.indices.clone()
         rows = (~self.held_out).nonzero().flatten()
         indices[rows] = indices[rows[torch.randperm(len(rows), generator=generator)]]
+        return ItemTable(self.texts, self.tasks, indices, self.held_out, self.successor, self.tokens, self.ids, self.period)
+
+    def relabelled(self, generator: torch.Generator) -> ItemTable:
+        """The tokenizer-aware relabelling null: number items relabelled only in ways that keep the
+        token each is read at. Numbers sharing a last token (all "...3" for a digit-splitting
+        tokenizer) share one scrambled residue; the groups' residues are a balanced random
+        assignment; every other task keeps its indices. What the read-at token already says (the
+        last digit) survives; what ties the numbers' classes to the other tasks' does not."""
+        indices = self.indices.clone()
+        rows = (self.is_number & ~self.held_out).nonzero().flatten()
+        groups = sorted({int(self.tokens[r]) for r in rows})
+        order = torch.randperm(len(groups), generator=generator).tolist()
+        offset = int(torch.randint(10, (1,), generator=generator))
+        residue_of = {token: (order[g] + offset) % 10 for g, token in enumerate(groups)}
+        for r in rows.tolist():
+            indices[r] = indices[r] - indices[r] % 10 + residue_of[int(self.tokens[r])]
         return ItemTable(self.texts, self.tasks, indices, self.held_out, self.successor, self.tokens, self.ids, self.period)
 
     @staticmethod

@@ -17,7 +17,7 @@ from successor_lens.features.mining import MinedFeatures, MiningNull, Recurrence
 from successor_lens.io import BadFileError, atomic_path, check_safetensors
 from successor_lens.nulls import value_vs_draws
 from successor_lens.paper import FIGURES
-from successor_lens.sae_train.dictionary import load_dictionary, untrained_like, weights_digest
+from successor_lens.sae_train.dictionary import load_dictionary, rotated_like, weights_digest
 from successor_lens.sae_train.harvest import cached_item_rows
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.train_config import default_train_config
@@ -64,13 +64,15 @@ class MineRun:
     """Per SAE: the index-permutation and untrained-SAE nulls (empty when not computed)."""
 
     def figures(self) -> dict:
-        """Headline mining figures (means over the SAEs), each with its null draws and verdict.
+        """Headline mining figures (means over the dictionaries), each with its null draws and verdict.
 
-        `classes_found` counts the classes whose modal feature beats every null draw for that class
-        (quality = selectivity x modal coverage, both nulls pooled); its null is the same count for
-        each null draw against the others (leave one out). `classes_found_raw` is the plain count
-        of classes with an assigned latent, beside the same nulls: on data with strong class
-        structure random latents pass it too (docs/method.md, "Nulls").
+        Three nulls, each measured in the same run (docs/method.md, "Nulls"): the index
+        permutation, the tokenizer-aware relabelling (numbers relabelled keeping the token they are
+        read at) and the tested dictionary rotated. A figure is above its null only when it beats
+        every draw of every null. `classes_found` counts the classes whose modal feature beats every
+        null draw for that class (quality = selectivity x modal coverage); its null is the same count
+        for each null draw against the others (leave one out). `classes_found_raw` is the plain
+        count of classes with an assigned latent, beside the same nulls.
         """
         stats = {
             "classes_found_raw": lambda m: len(m.classes_found),
@@ -83,22 +85,27 @@ class MineRun:
             value = mean([stat(m) for m in self.mined])
             entry: dict[str, Any] = {"value": value}
             if have_nulls:
-                draws = len(self.nulls[0].permuted)
-                permuted = [mean([stat(n.permuted[r]) for n in self.nulls]) for r in range(draws)]
-                untrained = [stat(u) for u in self.nulls[0].untrained]
-                v_perm = value_vs_draws(value, permuted, "index-permutation null")
-                v_untr = value_vs_draws(value, untrained, "untrained-SAE null")
-                entry.update(permuted=permuted, untrained=untrained, null_permuted=v_perm.null, null_untrained=v_untr.null,
-                             null=max(v_perm.null or 0.0, v_untr.null or 0.0), above=v_perm.above and v_untr.above,
-                             test="above every draw of both the index-permutation and the untrained-SAE null")
+                kinds = {"permuted": "index-permutation null", "relabelled": "tokenizer-aware relabelling null"}
+                verdicts = {}
+                for kind, what in kinds.items():
+                    draws = len(getattr(self.nulls[0], kind))
+                    if draws:
+                        entry[kind] = [mean([stat(getattr(n, kind)[r]) for n in self.nulls]) for r in range(draws)]
+                        verdicts[kind] = value_vs_draws(value, entry[kind], what)
+                entry["untrained"] = [stat(u) for u in self.nulls[0].untrained]
+                verdicts["untrained"] = value_vs_draws(value, entry["untrained"], "rotated-dictionary null")
+                entry.update({f"null_{k}": v.null for k, v in verdicts.items()})
+                entry.update(null=max(v.null or 0.0 for v in verdicts.values()), above=all(v.above for v in verdicts.values()),
+                             test="above every draw of the " + ", ".join(v.test.split(" of the ")[-1] for v in verdicts.values()))
             out[name] = entry
         if have_nulls:
-            found = [len(beats_null(m, n.permuted + self.nulls[0].untrained)) for m, n in zip(self.mined, self.nulls)]
-            pool = self.nulls[0].permuted + self.nulls[0].untrained
+            pools = [n.label_draws + self.nulls[0].untrained for n in self.nulls]
+            found = [len(beats_null(m, pool)) for m, pool in zip(self.mined, pools)]
+            pool = pools[0]
             loo = [len(beats_null(d, pool[:r] + pool[r + 1 :])) for r, d in enumerate(pool)]
             v = value_vs_draws(mean(found), loo, "same count for each null draw against the others")
             out["classes_found"] = {"value": mean(found), "per_sae": found, "null_draws": loo, "null": v.null, "above": v.above,
-                                    "classes": [sorted(beats_null(m, n.permuted + self.nulls[0].untrained)) for m, n in zip(self.mined, self.nulls)],
+                                    "classes": [sorted(beats_null(m, p)) for m, p in zip(self.mined, pools)],
                                     "test": v.test}
         else:
             out["classes_found"] = {"value": out["classes_found_raw"]["value"], "test": "no null computed: the raw count"}
@@ -163,8 +170,7 @@ def mine_model(
     mined = [mine(sae, acts, table, cfg) for sae in dictionaries]
     rec = recurrence(mined)
     directions = rec.modal_directions or mined[0].directions
-    data_mean = acts[~table.held_out].mean(0)
-    untrained = [untrained_like(dictionaries[0], 1000 + r, data_mean) for r in range(null_draws)]
+    untrained = [rotated_like(dictionaries[0], 1000 + r) for r in range(null_draws)]
     nulls = [mining_null(sae, acts, table, untrained if i == 0 else [], cfg, null_draws, seed=i) for i, sae in enumerate(dictionaries)]
     return MineRun(mined, rec, directions, sources, nulls, [weights_digest(s) for s in sources])
 

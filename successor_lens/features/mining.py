@@ -211,17 +211,26 @@ def recurrence(mined: list[MinedFeatures], threshold: float = 0.7) -> Recurrence
 
 @dataclass
 class MiningNull:
-    """What the miner reports on items whose indices carry no information, and on untrained SAEs."""
+    """What the miner reports on labels that carry no more than the tokens give away, and on
+    dictionaries that learned nothing."""
 
     permuted: list[MinedFeatures]
-    """The same SAE mined with the item indices permuted (one per draw)."""
+    """The same dictionary mined with the item indices permuted (one per draw)."""
     untrained: list[MinedFeatures]
-    """Untrained (initialisation-only) SAEs of the same shape, mined on the real indices."""
+    """The tested dictionary with its input space randomly rotated (`rotated_like`), mined on the real indices."""
+    relabelled: list[MinedFeatures] = field(default_factory=list)
+    """The same dictionary mined with the numbers relabelled keeping their read-at token
+    (`ItemTable.relabelled`): the tokenizer-aware null."""
+
+    @property
+    def label_draws(self) -> list[MinedFeatures]:
+        return self.permuted + self.relabelled
 
 
 def mining_null(sae, acts_ND: Tensor, table: ItemTable, untrained_saes: list, cfg: MineConfig = MineConfig(),
                 draws: int = 10, seed: int = 0) -> MiningNull:
     gen = torch.Generator().manual_seed(seed)
     permuted = [mine(sae, acts_ND, table.permuted(gen), cfg) for _ in range(draws)]
+    relabelled = [mine(sae, acts_ND, table.relabelled(gen), cfg) for _ in range(draws)] if table.is_number.any() else []
     untrained = [mine(u, acts_ND, table, cfg) for u in untrained_saes]
-    return MiningNull(permuted, untrained)
+    return MiningNull(permuted, untrained, relabelled)

@@ -67,6 +67,25 @@ def build_control(name: str, plant: bool, seed: int = 0) -> HookedTransformer:
     return model.eval()
 
 
+@torch.no_grad()
+def build_random_like(name: str, base: str, seed: int = 0) -> HookedTransformer:
+    """The whole-pipeline null `name`: embedded model `base`'s architecture (its config, tied
+    embeddings) and its own tokenizer, every weight TransformerLens's random initialisation. What
+    a digit-splitting tokenizer alone gives away shows up here as "findings"."""
+    from successor_lens.models.embedded import EmbeddedSource
+
+    source = EmbeddedSource()
+    tokenizer = source.load(base).tokenizer  # the real model's tokenizer (its conversion cache)
+    cfg = source.config(base)
+    cfg.model_name, cfg.seed = name, seed
+    torch.manual_seed(seed)
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    scale = cfg.d_model**0.5 if "gemma" in str(cfg.original_architecture).lower() else 1.0  # TransformerLens scales Gemma's W_E
+    model.unembed.W_U.copy_(model.embed.W_E.T / scale)  # tied, as in both embedded models
+    note(model, successor_lens_source=f"generated control {name} (seed {seed}): {base}'s architecture and tokenizer, random weights")
+    return model.eval()
+
+
 def _items(tokenizer) -> dict[int, tuple[str, int, bool, bool]]:
     """Token -> (base task, index, leading space, last of a cyclic task), the first task to claim it.
 

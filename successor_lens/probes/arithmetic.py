@@ -95,9 +95,15 @@ def _after(table: ItemTable, target: int, others: Tensor) -> Tensor:
 
 @torch.no_grad()
 def vector_arithmetic(
-    circuit: OVCircuit, acts_ND: Tensor, table: ItemTable, directions: dict[int, Tensor], seed: int = 0
+    circuit: OVCircuit, acts_ND: Tensor, table: ItemTable, directions: dict[int, Tensor], seed: int = 0,
+    split: bool | None = None,
 ) -> ArithmeticResult:
+    """`split`: None for every case; False for the cases whose input is not split into tokens (its
+    class is not written in the token it is read at); True for split items only."""
     cases = [c for c in _cases(table) if c[1] in directions and int(table.residues[c[0]]) in directions]
+    if split is not None:
+        is_split = table.split
+        cases = [c for c in cases if bool(is_split[c[0]]) == split]
     if len(cases) < 2:
         why = f"{len(cases)} arithmetic cases: the features cover {len(directions)} residue classes"
         return ArithmeticResult({}, None, None, {}, None, None, [], reason=why)

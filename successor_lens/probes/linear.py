@@ -52,6 +52,10 @@ class ProbeResult:
     directions: Tensor
     """[classes, d] probe rows mapped back to activation space (fit on all training tasks), unit norm."""
     classes: list[int]
+    other_directions: Tensor | None = None
+    """[classes, d] the same, fit on the non-number items only: items whose class is not written
+    in the token they are read at (the probe/feature cosine that a tokenizer cannot give away)."""
+    other_classes: list[int] | None = None
 
     def verdict(self) -> Verdict:
         """Held-out accuracy pooled over the items of every non-number task (the paper's 94/102 are
@@ -86,7 +90,14 @@ def leave_one_task_out(acts_ND: Tensor, table: ItemTable, seed: int = 0, modulus
 
     full = _fit(X[~held], y[~held], seed)
     W = torch.tensor(full[1].coef_, dtype=torch.float32)  # one global scale: already activation-space directions
-    return ProbeResult(accuracy, control, counts, W / W.norm(dim=-1, keepdim=True), [int(c) for c in full[1].classes_])
+    other = ~held & ~table.is_number.numpy()
+    W_other, other_classes = None, None
+    if len(set(y[other])) >= 2:
+        fit = _fit(X[other], y[other], seed)
+        W_other = torch.tensor(fit[1].coef_, dtype=torch.float32)
+        W_other, other_classes = W_other / W_other.norm(dim=-1, keepdim=True), [int(c) for c in fit[1].classes_]
+    return ProbeResult(accuracy, control, counts, W / W.norm(dim=-1, keepdim=True), [int(c) for c in full[1].classes_],
+                       W_other, other_classes)
 
 
 def class_mean_directions(acts_ND: Tensor, table: ItemTable, modulus: int = 10) -> dict[int, Tensor]:
@@ -127,15 +138,21 @@ class CosineReport:
 
 
 def probe_feature_cosine(probe: ProbeResult, directions: dict[int, Tensor], seed: int = 0,
-                         class_means: dict[int, Tensor] | None = None) -> CosineReport:
-    rows = {c: probe.directions[i] for i, c in enumerate(probe.classes)}
+                         class_means: dict[int, Tensor] | None = None, non_numbers: bool = False) -> CosineReport:
+    """Mean cosine of probe row c with feature c over the classes both have, vs random directions.
+    `non_numbers`: the probe fit on the non-number items only (`ProbeResult.other_directions`)."""
+    if non_numbers and (probe.other_directions is None or probe.other_classes is None):
+        return CosineReport({}, None, 0.0, None, missing("no probe on non-number items"), None)
+    W, classes = (probe.other_directions, probe.other_classes) if non_numbers else (probe.directions, probe.classes)
+    assert W is not None and classes is not None
+    rows = {c: W[i] for i, c in enumerate(classes)}
     shared = sorted(set(rows) & set(directions))
     per_class = {c: float(torch.dot(rows[c], directions[c])) for c in shared}
     gen = torch.Generator().manual_seed(seed)
-    d = probe.directions.shape[1]
+    d = W.shape[1]
     rand = torch.randn(256, d, generator=gen)
     rand /= rand.norm(dim=-1, keepdim=True)
-    random_baseline = float((probe.directions @ rand.T).abs().mean())
+    random_baseline = float((W @ rand.T).abs().mean())
     off = [float(torch.dot(rows[a], directions[b])) for a in shared for b in shared if a != b]
     mean = float(np.mean(list(per_class.values()))) if per_class else None
     if shared:  # null: the same statistic with a random unit direction in place of each feature

@@ -25,10 +25,15 @@ class ProbeRun:
     probe: ProbeResult
     probe_embed: ProbeResult
     cosine: CosineReport
+    """The probe fit on non-number items against the SAE features: the headline cosine."""
     arithmetic: dict[str, ArithmeticResult]
-    """"SAE features", and the controls "random directions" and "probe directions"."""
+    """"SAE features", and the controls "random directions" and "probe directions", on the cases
+    whose input's class is not written in its last token; "... (all cases)" and "... (split
+    numbers)" for every case and for the split numbers alone (docs/method.md, "Nulls")."""
     profile: dict[str, dict[int, float]]
     head: str
+    cosine_all: CosineReport | None = None
+    """The probe fit on every item (numbers included) against the SAE features."""
 
     def verdicts(self) -> dict[str, Verdict]:
         feats, rand = self.arithmetic["SAE features"], self.arithmetic["random directions"]
@@ -42,6 +47,7 @@ class ProbeRun:
             "head": self.head,
             "probe_mlp0": self.probe.summary(), "probe_embed": self.probe_embed.summary(),
             "probe_feature_cosine": self.cosine.summary(),
+            "probe_feature_cosine_all_items": self.cosine_all.summary() if self.cosine_all else None,
             "arithmetic": {name: r.summary() for name, r in self.arithmetic.items()},
             "arithmetic_examples": self.arithmetic["SAE features"].predictions[:40],
             "offset_profile": self.profile,
@@ -61,15 +67,23 @@ def probe_model(
     embed = item_acts(model, table, "embed", run_folder, tasks)
     probe = leave_one_task_out(mlp0, table, seed)
     probe_embed = leave_one_task_out(embed, table, seed)
-    cosine = probe_feature_cosine(probe, directions, seed, class_mean_directions(mlp0, table))
+    means = class_mean_directions(mlp0, table)
+    cosine = probe_feature_cosine(probe, directions, seed, means, non_numbers=True)
+    cosine_all = probe_feature_cosine(probe, directions, seed, means)
 
     head = head or analysis_head(model, scan_tasks).head
     layer, index = parse_head_name(head)
     circuit = OVCircuit.from_model(model, layer, index, table.tokens)
     probe_dirs = {c: probe.directions[i] for i, c in enumerate(probe.classes) if c in directions}
+    rand = random_directions(directions, seed) if directions else {}
     arith = {
-        "SAE features": vector_arithmetic(circuit, mlp0, table, directions, seed),
-        "random directions": vector_arithmetic(circuit, mlp0, table, random_directions(directions, seed) if directions else {}, seed),
-        "probe directions": vector_arithmetic(circuit, mlp0, table, probe_dirs, seed),
+        "SAE features": vector_arithmetic(circuit, mlp0, table, directions, seed, split=False),
+        "random directions": vector_arithmetic(circuit, mlp0, table, rand, seed, split=False),
+        "probe directions": vector_arithmetic(circuit, mlp0, table, probe_dirs, seed, split=False),
+        "SAE features (all cases)": vector_arithmetic(circuit, mlp0, table, directions, seed),
+        "random directions (all cases)": vector_arithmetic(circuit, mlp0, table, rand, seed),
     }
-    return ProbeRun(probe, probe_embed, cosine, arith, offset_profile(circuit, mlp0, table), circuit.name)
+    if table.split.any():
+        arith["SAE features (split numbers)"] = vector_arithmetic(circuit, mlp0, table, directions, seed, split=True)
+        arith["random directions (split numbers)"] = vector_arithmetic(circuit, mlp0, table, rand, seed, split=True)
+    return ProbeRun(probe, probe_embed, cosine, arith, offset_profile(circuit, mlp0, table), circuit.name, cosine_all)

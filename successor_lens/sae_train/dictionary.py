@@ -244,6 +244,25 @@ def evaluate(sae: SAE, acts: torch.Tensor | Iterable[torch.Tensor], batch_size: 
 
 
 @torch.no_grad()
+def rotated_like(sae, seed: int):
+    """The tested dictionary with its input space randomly rotated: W_enc -> Q W_enc, W_dec -> W_dec Q^T,
+    every bias, threshold, k, norm and the latents' geometry among themselves kept (`b_dec` too,
+    so inputs are centred as the dictionary centres them). The untrained-dictionary null built from
+    the dictionary itself: its architecture and its weights' statistics, whatever tool trained or
+    initialised it, with nothing aligned to the data. A never-trained dictionary is its own null."""
+    import copy
+
+    fresh = copy.deepcopy(sae)
+    d = fresh.W_dec.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    Q, R = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    Q = (Q * torch.sign(torch.diagonal(R))).to(fresh.W_dec)  # Haar-distributed
+    with torch.no_grad():
+        fresh.W_enc.data = (Q @ fresh.W_enc.data.to(Q)).to(fresh.W_enc)
+        fresh.W_dec.data = (fresh.W_dec.data.to(Q) @ Q.T).to(fresh.W_dec)
+    return fresh
+
+
 def untrained_like(sae, seed: int, data_mean: torch.Tensor | None = None):
     """A copy of `sae` at initialisation, as our trainer starts one: random unit decoder rows,
     W_enc = W_dec^T, zero encoder bias, b_dec at the data mean. The untrained-SAE null: what

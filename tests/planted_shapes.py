@@ -102,6 +102,46 @@ def _set_ov(model: HookedTransformer, layer: int, head: int, W_VO: torch.Tensor)
     attn.W_O[head] = S[:E].sqrt()[:, None] * Vh[:E]
 
 
+def _set_gains(model: HookedTransformer, gen: torch.Generator, P, S, out_P, out_S) -> None:
+    """Random gains (0.5..2) on every norm; where a pathway's codes live, the S coordinates get
+    RATIO x the P coordinates' gain."""
+    d = model.cfg.d_model
+    random_gains = lambda: torch.exp(torch.rand(d, generator=gen) * 1.4 - 0.7)  # noqa: E731
+
+    def gains(p_rows: torch.Tensor, s_rows: torch.Tensor, ratio: float) -> torch.Tensor:
+        g = random_gains()
+        g[p_rows.argmax(-1)] = 0.7
+        g[s_rows.argmax(-1)] = 0.7 * ratio
+        return g
+
+    blocks = model.blocks
+    for block in blocks:
+        for name in ("ln1", "ln2", "ln1_post", "ln2_post"):
+            if hasattr(block, name):
+                getattr(block, name).w.copy_(random_gains())
+    post = model.cfg.use_normalization_before_and_after
+    for layer in (1, 2):
+        blocks[layer].ln1.w.copy_(gains(P, S, RATIO["ln1"]))
+        if post:
+            blocks[layer].ln1_post.w.copy_(gains(out_P, out_S, RATIO["ln1_post"]))
+    if post:
+        blocks[0].ln2_post.w.copy_(gains(P, S, RATIO["ln2_post"]))
+
+
+def _plant_mlp0(model: HookedTransformer, P, S, const) -> None:
+    """MLP0 (gated): the gate reads the shared direction (the same large value for every item),
+    the inputs read each code, the outputs write it back: MLP0(item i) = a (P_i + S_i)."""
+    mlp, w2 = model.blocks[0].mlp, model.blocks[0].ln2.w
+    for W in (mlp.W_gate, mlp.W_in, mlp.W_out, mlp.b_in, mlp.b_out):
+        W.zero_()
+    n = len(P)
+    for k in range(n):
+        for code, col in ((P[k], k), (S[k], n + k)):
+            mlp.W_in[:, col] = code / w2  # undoes ln2's gains
+            mlp.W_gate[:, col] = 3 * const / w2
+            mlp.W_out[col] = code
+
+
 @torch.no_grad()
 def build(shape: str, seed: int = 0) -> HookedTransformer:
     """A planted model of `shape` ("llama" or "gemma")."""
@@ -117,42 +157,17 @@ def build(shape: str, seed: int = 0) -> HookedTransformer:
     const = eye[2 * n]
     out_P, out_S = eye[2 * n + 1 : 3 * n + 1], eye[3 * n + 1 : 4 * n + 1]
 
-    def gains(p_rows: torch.Tensor, s_rows: torch.Tensor, ratio: float) -> torch.Tensor:
-        """Random gains (0.5..2) elsewhere; the S rows' coordinates `ratio` x the P rows'."""
-        g = torch.exp(torch.rand(d, generator=gen) * 1.4 - 0.7)
-        g[p_rows.argmax(-1)] = 0.7
-        g[s_rows.argmax(-1)] = 0.7 * ratio
-        return g
-
-    blocks = model.blocks
-    for block in blocks:
-        for name in ("ln1", "ln2", "ln1_post", "ln2_post"):
-            if hasattr(block, name):
-                getattr(block, name).w.copy_(torch.exp(torch.rand(d, generator=gen) * 1.4 - 0.7))
-    for layer in (1, 2):
-        blocks[layer].ln1.w.copy_(gains(P, S, RATIO["ln1"]))
-        if cfg.use_normalization_before_and_after:
-            blocks[layer].ln1_post.w.copy_(gains(out_P, out_S, RATIO["ln1_post"]))
-    if cfg.use_normalization_before_and_after:
-        blocks[0].ln2_post.w.copy_(gains(P, S, RATIO["ln2_post"]))
+    _set_gains(model, gen, P, S, out_P, out_S)
 
     # Embeddings: both pathways' codes and a shared direction, the same norm for every item.
     W_E = torch.randn(V, d, generator=gen) * 0.2
     W_E[:n] = P + S + 2 * const
     model.embed.W_E.copy_(W_E)
 
-    # MLP0 (gated): the gate reads the shared direction (the same large value for every item),
-    # the inputs read each code, the outputs write it back: MLP0(item i) = a (P_i + S_i).
-    mlp, w2 = blocks[0].mlp, blocks[0].ln2.w
-    for W in (mlp.W_gate, mlp.W_in, mlp.W_out, mlp.b_in, mlp.b_out):
-        W.zero_()
-    for k in range(n):
-        for code, col in ((P[k], k), (S[k], n + k)):
-            mlp.W_in[:, col] = code / w2  # undoes ln2's gains
-            mlp.W_gate[:, col] = 3 * const / w2
-            mlp.W_out[col] = code
+    _plant_mlp0(model, P, S, const)
 
     # Layer-0 attention: for a token alone it writes 20 P_i, which the paper's MLP0 form leaves out.
+    blocks = model.blocks
     rms_E = float((W_E[0].pow(2).mean() + cfg.eps).sqrt())
     W_VO0 = sum(torch.outer(P[i] + S[i], P[i]) for i in range(n)) * 10 * rms_E / blocks[0].ln1.w[:, None]
     if cfg.use_normalization_before_and_after:

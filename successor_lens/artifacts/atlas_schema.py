@@ -102,6 +102,8 @@ SCHEMA = {
                 "type": "object", "required": ["metric", "before", "after", "delta"],
                 "properties": {"metric": {"type": "string"}, "before": _num, "after": _num, "delta": _num}}}}}},
         "wild": {"type": ["object", "null"], "description": "since 1.1: `successor-lens wild` results (heads, in_context)"},
+        "roles": {"type": ["object", "null"], "description": "since 1.3: `successor-lens roles` results: every head's roles with their "
+                  "nulls, the activation patching on the succession prompts and the heads that carry it"},
         "summary": {"type": ["object", "null"], "description": "since 1.2: summary.json of the run: headline figures with their nulls, "
                     "the paper's figures, `above_null` per figure and the summary `lines`", "properties": {
                         "lines": _strs, "above_null": {"type": "object", "additionalProperties": {"type": "boolean"}}}},

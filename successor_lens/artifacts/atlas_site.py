@@ -19,7 +19,7 @@ from successor_lens.artifacts.neuronpedia import export_features, export_summary
 from successor_lens.artifacts.report import report_md, summary_lines
 from successor_lens.artifacts.stage_files import extras
 from successor_lens.errors import UserError
-from successor_lens.filenames import ATLAS, ATLAS_JSON, ATLAS_SCHEMA, IMAGES, INDEX, NEURONPEDIA, REPORT, RUN_SETTINGS
+from successor_lens.filenames import ATLAS, ATLAS_JSON, ATLAS_SCHEMA, IMAGES, INDEX, NEURONPEDIA, REPORT, ROLES_PNG, RUN_SETTINGS
 from successor_lens.io import atomic_dir, inside, write_json, write_text
 
 
@@ -107,6 +107,10 @@ def _figures(doc: dict, images: Path, step=lambda: None) -> None:
             step()
     if doc.get("wild"):
         plots.wild_figures(doc["wild"], images)
+    if (doc.get("roles") or {}).get("patching"):
+        effect = torch.tensor(doc["roles"]["patching"]["effect"]).nan_to_num(0.0).clamp_min(0.0)
+        plots.head_heatmap(effect, images / ROLES_PNG, f"{name}: share of in-context succession removed by patching each head",
+                           vmax=max(float(effect.max()), 1e-6))
     if doc.get("probes"):
         plots.probe_figures(doc["probes"], images)
 

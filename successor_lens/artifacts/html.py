@@ -23,6 +23,7 @@ from successor_lens.filenames import (
     OFFSET_PNG,
     PROBE_PNG,
     REPORT,
+    ROLES_PNG,
     RUN_SETTINGS,
     WILD_PNG,
 )
@@ -167,6 +168,8 @@ def index_page(atlas: dict, summary: list[str]) -> str:
         body += probe_sections(atlas["probes"])
     if atlas.get("wild"):
         body += wild_sections(atlas["wild"])
+    if atlas.get("roles"):
+        body += roles_sections(atlas["roles"])
     for edit in atlas.get("edits") or []:
         body += [h2(f"Edit: {edit['name']}"),
                  para("; ".join(describe_edit(e) for e in edit["spec"]["edits"]), "note"),
@@ -236,6 +239,31 @@ def wild_sections(wild: dict) -> list[str]:
         table(["head", "DLA on the answer", "OV succession score"], [[r["head"], r["dla"], r["ov_succession"]] for r in ic["ranking"]]),
         img(f"{IMAGES}/{INCONTEXT_PNG}", "layer x head DLA heatmap"),
     ]
+
+
+def roles_sections(roles: dict) -> list[str]:
+    """Every head's roles in plain words (only those above their nulls), and the heads that carry
+    in-context succession by activation patching."""
+    heads = roles.get("heads") or {}
+    with_role = [[name, h["words"].split(": ", 1)[1]] for name, h in heads.items() if "no role above" not in h["words"]]
+    nulls = roles.get("nulls") or {}
+    body: list[str] = [h2("Which head does what"),
+            para("roles read on the residual each head reads; a role is listed only when it is above its null ("
+                 + "; ".join(f"{k}: {v}" for k, v in nulls.items()) + f"). {len(heads) - len(with_role)} of {len(heads)} heads have no role "
+                 "above its null.", "note"),
+            table(["head", "roles"], with_role, left=2)]
+    patching = roles.get("patching")
+    if patching:
+        carriers = roles.get("carriers") or []
+        body += [h2("Where in-context succession happens"),
+                 para(f"activation patching on {patching['n_pairs']} succession prompts: each head's output at the last position taken "
+                      f"from a prompt with other items; the share of the answer's margin ({patching['total_logit_diff']:.2f} logits) it "
+                      f"removes ({patching['test']}). For the heads that remove most: their OV map on the residual they read in context."),
+                 table(["head", "patching effect", "above its null", "OV succession on what it reads", "chance", "OV copying", "reads the last item"],
+                       [[c["head"], c["effect"], "yes" if c["above"] else "no", c["succession"], c["chance"], c["copying"], c["reads_last_item"]]
+                        for c in carriers]),
+                 img(f"{IMAGES}/{ROLES_PNG}", "layer x head patching effect")]
+    return body
 
 
 def head_page(record: dict) -> str:

@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from successor_lens.artifacts.plots import class_latent_heatmap, probe_figures, scan_figures, wild_figures
+from successor_lens.artifacts.plots import class_latent_heatmap, head_heatmap, probe_figures, scan_figures, wild_figures
 from successor_lens.features.mine_run import MineRun, save_directions
-from successor_lens.filenames import EDITS, FEATURES, HEADS, MINE, MINE_PNG, PROBE, WILD
+from successor_lens.filenames import EDITS, FEATURES, HEADS, MINE, MINE_PNG, PROBE, ROLES, ROLES_PNG, WILD
 from successor_lens.io import provenance, write_json
 from successor_lens.models.provenance import model_provenance
 from successor_lens.probes.edits import check_name
@@ -50,6 +50,19 @@ def write_wild(results, incontext, ov_scores: dict[str, float], model, out: Path
     return [write_json(out / WILD, doc)] + wild_figures(doc, out)
 
 
+def write_roles(roles: dict, model, out: Path, data: dict) -> list[Path]:
+    """roles.json (`probes.roles.head_roles`) and the layer x head heatmap of the patching effect."""
+    import torch
+
+    out = Path(out)
+    written = [write_json(out / ROLES, {"provenance": provenance(**model_provenance(model), **data), **roles})]
+    if roles.get("patching"):
+        effect = torch.tensor(roles["patching"]["effect"]).nan_to_num(0.0).clamp_min(0.0)
+        written.append(head_heatmap(effect, out / ROLES_PNG, f"{model.cfg.model_name}: share of in-context succession removed by patching each head",
+                                    vmax=max(float(effect.max()), 1e-6)))
+    return written
+
+
 def write_edit(name: str, edits, table: list[dict], model, out: Path, data: dict) -> list[Path]:
     """edits/NAME.json with the KPI table."""
     out = Path(out)
@@ -59,7 +72,7 @@ def write_edit(name: str, edits, table: list[dict], model, out: Path, data: dict
 
 
 def extras(out: Path) -> dict:
-    """The optional atlas sections found in a run folder: edits (edits/*.json) and wild (wild.json).
+    """The optional atlas sections found in a run folder: edits (edits/*.json), wild (wild.json) and roles (roles.json).
     A file in edits/ that is not an edit record (someone else's JSON) is left out, with a notice."""
     out = Path(out)
     edits = []
@@ -75,4 +88,6 @@ def extras(out: Path) -> dict:
             continue
         edits.append({k: record[k] for k in ("name", "spec", "kpis")})
     wild = json.loads((out / WILD).read_text()) if (out / WILD).is_file() else None
-    return {"edits": edits, "wild": {k: wild[k] for k in ("heads", "in_context")} if wild else None}
+    roles = json.loads((out / ROLES).read_text()) if (out / ROLES).is_file() else None
+    return {"edits": edits, "wild": {k: wild[k] for k in ("heads", "in_context")} if wild else None,
+            "roles": {k: roles.get(k) for k in ("heads", "patching", "carriers", "nulls")} if isinstance(roles, dict) else None}

@@ -8,12 +8,24 @@ import os
 import sys
 
 from successor_lens import __version__
-from successor_lens.cli import atlas_cmd, compare_cmd, convert_cmd, edit_cmd, heads_cmd, mine_cmd, probe_cmd, run_cmd, train_cmd, wild_cmd
+from successor_lens.cli import (
+    atlas_cmd,
+    compare_cmd,
+    convert_cmd,
+    edit_cmd,
+    heads_cmd,
+    mine_cmd,
+    probe_cmd,
+    roles_cmd,
+    run_cmd,
+    train_cmd,
+    wild_cmd,
+)
 from successor_lens.errors import UserError
 
 COMMANDS = {
     "run": run_cmd, "heads": heads_cmd, "train": train_cmd, "mine": mine_cmd, "probe": probe_cmd, "atlas": atlas_cmd,
-    "wild": wild_cmd, "edit": edit_cmd, "compare": compare_cmd, "convert": convert_cmd,
+    "wild": wild_cmd, "roles": roles_cmd, "edit": edit_cmd, "compare": compare_cmd, "convert": convert_cmd,
 }
 
 

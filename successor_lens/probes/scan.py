@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -94,6 +94,17 @@ OFFSETS = (-2, -1, 0, 1, 2)
 
 
 @torch.no_grad()
+def top_in_task(model: HookedTransformer, token_set: TokenSet, config: ScanConfig | None = None) -> Int[Tensor, "layers heads n"]:
+    """For every head and item: the row of the item of the same task with the highest OV logit."""
+    config = config or ScanConfig()
+    tokens = token_set.tokens.to(model.W_E.device)
+    x = effective_embeddings(model, tokens, config.embedding, config.mlp0_norm, config.post_norms)
+    logits_LHNM = ov_logits(model, head_inputs(model, x, config.input_norm), tokens, config.post_norms)
+    same_task_NM = same_task([item.task for item in token_set.items]).to(logits_LHNM.device)  # each item competes only with its own task's
+    return logits_LHNM.masked_fill(~same_task_NM, float("-inf")).argmax(-1)
+
+
+@torch.no_grad()
 def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig | None = None) -> SuccessionScores:
     """Score every head of every layer in one batched pass."""
     config = config or ScanConfig()
@@ -101,16 +112,10 @@ def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig
     if not pairs:
         raise UserError("no (token, successor) pairs: every task lost its items to tokenization")
     device = model.W_E.device
-    tokens = token_set.tokens.to(device)
-    x = effective_embeddings(model, tokens, config.embedding, config.mlp0_norm, config.post_norms)
-    logits_LHNM = ov_logits(model, head_inputs(model, x, config.input_norm), tokens, config.post_norms)
-
-    # Each item competes only with its own task's items.
+    top_LHN = top_in_task(model, token_set, config)
     task_of = [item.task for item in token_set.items]
     names = token_set.task_names
     task_id = torch.tensor([names.index(t) for t in task_of], device=device)
-    same_task_NM = same_task(task_of).to(device)
-    top_LHN = logits_LHNM.masked_fill(~same_task_NM, float("-inf")).argmax(-1)
 
     rows = torch.tensor([p for p, _ in pairs], device=device)
     succ = torch.tensor([s for _, s in pairs], device=device)

@@ -12,7 +12,7 @@ from typing import Any
 from successor_lens.artifacts.records import ChoiceRecord, HeadsRecord, MineRecord, ProbeRecord
 from successor_lens.nulls import Verdict, rate_vs_chance, words
 from successor_lens.paper import FIGURES, HEADLINES, SUCCESSOR_BAR
-from successor_lens.probes.scan import READOUT_BAR
+from successor_lens.probes.scan import READOUT_BAR, readout_validated
 
 SUMMARY_VERSION = "1.0"
 
@@ -30,7 +30,8 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
     best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     v_head = head_verdict(heads)
     copying_best = max((h["copying"] for h in heads["heads"].values()), default=0.0)
-    if copying_best < READOUT_BAR:  # the readout cannot find copying: its succession score is no finding either way
+    validated = readout_validated(copying_best, heads["best_score"])
+    if not validated:  # the readout finds no map at all: its succession score is no finding either way
         v_head = Verdict(v_head.value, v_head.null, False, f"readout not validated: best copying {copying_best:.2f} < {READOUT_BAR}", v_head.p)
     fig = mine["figures"]
     v_classes, v_raw, v_latents, v_cover = (Verdict.from_json(fig[k], "no mining null")
@@ -49,13 +50,14 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
         "runner_up": runner["head"] if runner else None, "runner_up_score": runner["succession"] if runner else None,
         "best_ratio": best["succession"] / runner["succession"] if runner and runner["succession"] > 0 else None,
         "passes_successor_bar": heads["passes_bar"],
-        "copying_best": copying_best, "readout_validated": copying_best >= READOUT_BAR,
+        "copying_best": copying_best, "readout_validated": validated,
         "analysis_head": choice["head"], "analysis_head_reason": choice["reason"],
         "classes_found": v_classes.value, "classes_found_null": v_classes.null,
         "classes_found_raw": v_raw.value, "classes_found_raw_null": v_raw.null,
         "class_latents": v_latents.value, "class_latents_null": v_latents.null,
         "modal_coverage": v_cover.value, "modal_coverage_null": v_cover.null,
         "modal_coverage_numbers": mean_of("mean_modal_coverage_numbers"), "modal_coverage_other": mean_of("mean_modal_coverage_other"),
+        "modal_coverage_all_items": (fig.get("modal_coverage_all_items") or {}).get("value"),
         "recurring_classes": len(mine["recurrence"]["modal_classes"]), "n_saes": mine["recurrence"]["n_saes"],
         "probe_accuracy": v_probe.value, "probe_accuracy_null": v_probe.null,
         "probe_feature_cosine": v_cos.value, "probe_feature_cosine_null": v_cos.null,
@@ -107,7 +109,8 @@ def _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over
         + f"; raw count {_f(v_raw.value, '{:.1f}')} vs null {_f(v_raw.null, '{:.1f}')} ({'above' if v_raw.above else 'NOT above'});"
         + f" {s['recurring_classes']}/10 recur across seeds",
         words(h["modal_coverage"].label, v_cover, h["modal_coverage"].paper)
-        + f" (numbers {_f(s['modal_coverage_numbers'])}, other tasks {_f(s['modal_coverage_other'])})",
+        + f" (every item {_f(s['modal_coverage_all_items'])}: numbers {_f(s['modal_coverage_numbers'])}, other tasks {_f(s['modal_coverage_other'])};"
+        + " split numbers share their last digit, so their part is not evidence)",
         words(h["probe_accuracy"].label, v_probe, h["probe_accuracy"].paper),
         words(h["probe_feature_cosine"].label, v_cos, h["probe_feature_cosine"].paper)
         + f" (class-mean directions {_f(s['probe_feature_cosine_class_mean'])}; a probe fit on every item, numbers included,"

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.models.loading import load_model, model_shape
     from successor_lens.paper import SCAN_TEXT, SUCCESSOR_BAR
     from successor_lens.probes.head_id import parse_head_name
-    from successor_lens.probes.scan import READOUT_BAR, scan_heads
+    from successor_lens.probes.scan import READOUT_BAR, readout_validated, scan_heads
     from successor_lens.runner.folders import run_folder
     from successor_lens.tasks import build_token_set
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
         rows.append([name, score, copy, f"{best_task} {result.per_task[best_task][layer, head].item():.2f}"])
     print_table(["head", "succession", "copying", "best task"], rows)
     best = result.top_heads(1)[0]
-    if result.copying.max() < READOUT_BAR:
+    if not readout_validated(result.copying.max().item(), best[1]):
         print(f"readout not validated: the best copying score is {result.copying.max():.2f} < {READOUT_BAR}, so this OV readout "
               f"cannot find copying in {args.model} and its succession scores show nothing either way.")
     elif best[1] > SUCCESSOR_BAR:

@@ -77,7 +77,8 @@ class MineRun:
         stats = {
             "classes_found_raw": lambda m: len(m.classes_found),
             "class_latents": lambda m: len(m.latent_class),
-            "modal_coverage": lambda m: m.mean_modal_coverage,
+            "modal_coverage": lambda m: m.mean_modal_coverage_unsplit,
+            "modal_coverage_all_items": lambda m: m.mean_modal_coverage,
         }
         out: dict[str, dict[str, Any]] = {}
         have_nulls = bool(self.nulls and self.nulls[0].permuted and self.nulls[0].untrained)

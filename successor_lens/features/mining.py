@@ -46,6 +46,10 @@ class MinedFeatures:
     this part is easy: reported apart, docs/method.md)."""
     modal_coverage_other: dict[int, float | None] = field(default_factory=dict)
     """Modal coverage on the class's items of the other tasks."""
+    modal_coverage_unsplit: dict[int, float | None] = field(default_factory=dict)
+    """Modal coverage on the class's items that are not split into tokens (for a digit-splitting
+    tokenizer: the other tasks and the one-digit numbers), whose class is not written in the
+    token they are read at: the headline coverage (docs/method.md, "Nulls")."""
     acts_FN: Tensor | None = None
     """[d_sae, items] activations over the mined (non-held-out) items: the firing patterns that
     recurrence matches across SAEs."""
@@ -71,6 +75,8 @@ class MinedFeatures:
             "modal_coverage_other": self.modal_coverage_other,
             "mean_modal_coverage_numbers": _mean(self.modal_coverage_numbers),
             "mean_modal_coverage_other": _mean(self.modal_coverage_other),
+            "modal_coverage_unsplit": self.modal_coverage_unsplit,
+            "mean_modal_coverage_unsplit": self.mean_modal_coverage_unsplit,
         }
 
     @property
@@ -78,6 +84,11 @@ class MinedFeatures:
         """Mean over the ten classes; a class not found counts 0 (so a miner that finds fewer
         classes cannot look better by averaging over fewer)."""
         return sum(self.modal_coverage.get(c, 0.0) for c in range(self.config.modulus)) / self.config.modulus
+
+    @property
+    def mean_modal_coverage_unsplit(self) -> float:
+        """The same mean on the items that are not split (a class not found, or with no such item, counts 0)."""
+        return sum(self.modal_coverage_unsplit.get(c) or 0.0 for c in range(self.config.modulus)) / self.config.modulus
 
 
 def _mean(d: dict) -> float | None:
@@ -115,12 +126,14 @@ def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig())
 
     W_dec = sae.W_dec.detach().cpu().float()
     number = torch.tensor([b == "numbers" for b in base])
+    unsplit = ~table.split[keep]
     directions: dict[int, Tensor] = {}
     coverage: dict[int, float] = {}
     modal_cov: dict[int, float] = {}
     modal: dict[int, int] = {}
     cov_num: dict[int, float | None] = {}
     cov_other: dict[int, float | None] = {}
+    cov_unsplit: dict[int, float | None] = {}
     for cls in sorted(set(latent_class.values())):
         members = [l for l, c in latent_class.items() if c == cls]
         rows = W_dec[members] / W_dec[members].norm(dim=-1, keepdim=True)
@@ -133,11 +146,11 @@ def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig())
         best_latent = int(per_latent.argmax())
         modal[cls] = members[best_latent]
         modal_cov[cls] = per_latent.max().item()
-        for part, out in ((number[in_class], cov_num), (~number[in_class], cov_other)):
+        for part, out in ((number[in_class], cov_num), (~number[in_class], cov_other), (unsplit[in_class], cov_unsplit)):
             out[cls] = fired[best_latent, part].float().mean().item() if part.any() else None
     tprof, tnames = task_profiles(acts_FN, tasks)
     return MinedFeatures(latent_class, unassigned, share, directions, coverage, modal_cov, modal, profile, tprof, tnames, cfg,
-                         cov_num, cov_other, acts_FN, W_dec)
+                         cov_num, cov_other, cov_unsplit, acts_FN, W_dec)
 
 
 @dataclass

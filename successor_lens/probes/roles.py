@@ -29,6 +29,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.utilities import get_act_name
 
 from successor_lens.nulls import ALPHA, rate_vs_chance
@@ -154,6 +155,11 @@ def patch_heads(model: HookedTransformer, pairs: list[tuple[Prompt, Prompt]]) ->
         totals.append(ld_clean - diff(corrupt_logits))
         drop = torch.zeros(L, H, n)
         batch = clean.repeat(H, 1)  # one copy of the clean prompts per head of the layer
+        # The patch is at the last position, so every earlier position is the clean run's: its
+        # keys and values are computed once (a frozen cache) and each patched run is one token.
+        prefix_kv = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, len(batch))
+        model(batch[:, :-1], past_kv_cache=prefix_kv, attention_mask=torch.ones_like(batch[:, :-1]))  # no pads: never guess them from pad_token_id
+        prefix_kv.freeze()
         for layer in range(L):
             z_corrupt = cache[get_act_name("z", layer)][:, -1]  # [n, heads, d_head]
 
@@ -162,7 +168,8 @@ def patch_heads(model: HookedTransformer, pairs: list[tuple[Prompt, Prompt]]) ->
                     z[head * n : (head + 1) * n, -1, head] = z_corrupt[:, head]
                 return z
 
-            logits = model.run_with_hooks(batch, return_type="logits", fwd_hooks=[(get_act_name("z", layer), patch)])
+            logits = model.run_with_hooks(batch[:, -1:], return_type="logits", past_kv_cache=prefix_kv, attention_mask=torch.ones_like(batch[:, -1:]),
+                                          fwd_hooks=[(get_act_name("z", layer), patch)])
             assert isinstance(logits, Tensor)
             drop[layer] = ld_clean.repeat(H).view(H, n) - diff(logits).view(H, n)
         drops.append(drop)
@@ -186,19 +193,23 @@ def ov_in_context(model: HookedTransformer, pairs: list[tuple[Prompt, Prompt]], 
     names = {get_act_name("pattern", layer), get_act_name("resid_pre", layer)}
     succession = copying = last_item = n = 0
     chance: list[float] = []
+    by_len: dict[int, list[Prompt]] = {}
     for clean, _ in pairs:
-        ids = encode_prompt(model, clean).to(model.W_E.device)
-        _, cache = model.run_with_cache(ids, names_filter=lambda name: name in names)
-        where = int(cache[get_act_name("pattern", layer)][0, head, -1].argmax())
-        resid = cache[get_act_name("resid_pre", layer)][0, where][None]
-        candidates = torch.tensor(clean.candidates)
-        top = candidates[int(OVCircuit.from_model(model, layer, head, candidates).logits(resid)[0].argmax())]
-        read = int(ids[0, where])
-        succession += int(top == clean.answer)
-        copying += int(top == read)
-        last_item += int(read in clean.candidates and where == max(i for i, t in enumerate(ids[0].tolist()) if t in clean.candidates))
-        chance.append(1 / len(clean.candidates))
-        n += 1
+        by_len.setdefault(encode_prompt(model, clean).shape[1], []).append(clean)
+    for group in by_len.values():
+        ids_NP = torch.cat([encode_prompt(model, p) for p in group]).to(model.W_E.device)
+        _, cache = model.run_with_cache(ids_NP, names_filter=lambda name: name in names)
+        where_N = cache[get_act_name("pattern", layer)][:, head, -1].argmax(-1)
+        resid_ND = cache[get_act_name("resid_pre", layer)][torch.arange(len(group)), where_N]
+        for k, prompt in enumerate(group):
+            candidates = torch.tensor(prompt.candidates)
+            top = candidates[int(OVCircuit.from_model(model, layer, head, candidates).logits(resid_ND[k][None])[0].argmax())]
+            ids, where = ids_NP[k].tolist(), int(where_N[k])
+            succession += int(top == prompt.answer)
+            copying += int(top == ids[where])
+            last_item += int(ids[where] in prompt.candidates and where == max(i for i, t in enumerate(ids) if t in prompt.candidates))
+            chance.append(1 / len(prompt.candidates))
+            n += 1
     level = sum(chance) / n if n else 0.0
     succ = rate_vs_chance(succession, n, level)
     return {"head": head_name(layer, head), "n": n, "succession": succ.value, "succession_above_chance": succ.above, "chance": level,

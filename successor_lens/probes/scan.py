@@ -79,7 +79,7 @@ class SuccessionScores:
             "chance": self.chance,
             "n_pairs": self.n_pairs,
             "copying_best": self.copying.max().item(),
-            "readout_validated": bool(self.copying.max() >= READOUT_BAR),
+            "readout_validated": readout_validated(self.copying.max().item(), self.scores.max().item()),
             "readout_bar": READOUT_BAR,
             "best_head_offsets": self.offsets,
             "held_out_tasks": self.held_out,
@@ -88,8 +88,14 @@ class SuccessionScores:
 
 
 READOUT_BAR = 0.5
-"""Below this best copying score the OV readout cannot find even copying in the model: its
-succession scores say nothing, and the scan says "readout not validated" (docs/method.md)."""
+"""Below this best copying score (and best succession score) the OV readout finds no map at all in
+the model: its succession scores say nothing, and the scan says "readout not validated" (docs/method.md)."""
+
+
+def readout_validated(copying_best: float, succession_best: float) -> bool:
+    """The readout works when it finds some head's map: copying, or succession itself (a planted
+    successor head with no copying head validates its own readout)."""
+    return copying_best >= READOUT_BAR or succession_best >= READOUT_BAR
 OFFSETS = (-2, -1, 0, 1, 2)
 
 

@@ -14,7 +14,7 @@
   position is patched from a corrupted prompt (same task and token length, other items, another
   answer) into the clean run; its effect is the share of the clean-minus-corrupted logit
   difference (clean answer vs corrupted answer) it removes. Null: no effect, a one-sided t-test over
-  the prompts, Bonferroni over every head.
+  the prompts, Bonferroni over every head; a head "carries" succession with at least MIN_EFFECT.
 - For the heads that carry the succession: their OV map applied to the residual they actually read
   in context (their layer's resid_pre at the position they attend to most from the last position):
   top-1 among the task's candidates is the answer (succession) or the attended item (copying).
@@ -44,6 +44,9 @@ OV_ROLES = {0: "copying", 1: "successor", -1: "predecessor", 2: "+2", -2: "-2"}
 ROLE_BAR, ROLE_RATIO = 0.4, 4.0
 """An attention role needs a score above ROLE_BAR and ROLE_RATIO x uniform attention's."""
 SEQ_LEN, N_SEQS = 24, 16
+MIN_EFFECT = 0.05
+"""A head carries in-context succession when patching it removes a significant share of at least
+this much of the answer's margin (smaller effects are significant over many prompts but carry little)."""
 
 
 @torch.no_grad()
@@ -119,7 +122,7 @@ class Patching:
     p: Tensor
     """[layers, heads] one-sided p-value of a positive effect over the prompts."""
     above: Tensor
-    """[layers, heads] bool: p below ALPHA / (layers x heads)."""
+    """[layers, heads] bool: p below ALPHA / (layers x heads) and an effect of at least MIN_EFFECT."""
     n_pairs: int
     total: float
     """Mean clean-minus-corrupted logit difference."""
@@ -183,7 +186,7 @@ def patch_heads(model: HookedTransformer, pairs: list[tuple[Prompt, Prompt]]) ->
                 x = drop_LHN[layer, head].numpy()
                 if x.std() > 0:
                     p[layer, head] = float(stats.ttest_1samp(x, 0.0, alternative="greater").pvalue)
-    return Patching(effect, p, (p < ALPHA / (L * H)) & (effect > 0), drop_LHN.shape[-1], total)
+    return Patching(effect, p, (p < ALPHA / (L * H)) & (effect >= MIN_EFFECT), drop_LHN.shape[-1], total)
 
 
 @torch.no_grad()
@@ -221,7 +224,7 @@ def describe(name: str, ov: dict, attention: dict, patching: dict | None) -> str
     parts = [f"{role} {v['rate']:.2f} (chance {v['chance']:.2f})" for role, v in ov.items() if v["above"]]
     parts += [f"{role} {v['score']:.2f} (uniform {v['uniform']:.2f})" for role, v in attention.items() if v["above"]]
     if patching and patching["above"]:
-        parts.append(f"carries in-context succession: patching it removes {patching['effect']:.0%} of the answer's margin")
+        parts.append(f"carries in-context succession: patching it removes {patching['effect']:.1%} of the answer's margin")
     return f"{name}: " + ("; ".join(parts) if parts else "no role above its null")
 
 
@@ -247,11 +250,12 @@ def head_roles(model: HookedTransformer, prompts: list[Prompt], token_set: Token
     return {
         "heads": per_head,
         "patching": {"n_pairs": patching.n_pairs, "total_logit_diff": patching.total, "effect": patching.effect.tolist(),
-                     "test": f"one-sided t-test over the prompts, alpha {ALPHA}/{model.cfg.n_layers * H} (Bonferroni)"} if patching else None,
+                     "test": f"one-sided t-test over the prompts, alpha {ALPHA}/{model.cfg.n_layers * H} (Bonferroni), "
+                             f"and at least {MIN_EFFECT:.0%} of the margin"} if patching else None,
         "carriers": carriers,
         "nulls": {"ov": "chance among the task's items, one-sided binomial, Bonferroni over heads x offsets",
                   "attention": f"score > {ROLE_BAR} and > {ROLE_RATIO:g}x uniform causal attention on the same positions",
-                  "patching": "no effect: one-sided t-test over the prompts, Bonferroni over heads",
+                  "patching": f"no effect: one-sided t-test over the prompts, Bonferroni over heads; at least {MIN_EFFECT:.0%} of the margin",
                   "ov_in_context": "chance among the prompt's candidates, one-sided binomial"},
         "embedding": "residual",
     }

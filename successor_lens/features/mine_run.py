@@ -17,7 +17,7 @@ from successor_lens.features.mining import MinedFeatures, MiningNull, Recurrence
 from successor_lens.io import BadFileError, atomic_path, check_safetensors
 from successor_lens.nulls import value_vs_draws
 from successor_lens.paper import FIGURES
-from successor_lens.sae_train.dictionary import load_dictionary, rotated_like, weights_digest
+from successor_lens.sae_train.dictionary import load_dictionary, rotated_like, untrained_like, weights_digest
 from successor_lens.sae_train.harvest import cached_item_rows
 from successor_lens.sae_train.runtime import Runtime
 from successor_lens.sae_train.train_config import default_train_config
@@ -60,6 +60,9 @@ class MineRun:
     sae_sources: list[str]
     nulls: list[MiningNull] = field(default_factory=list)
     sae_digests: list[str | None] = field(default_factory=list)
+    untrained_null: str = "rotated-dictionary null"
+    """Which untrained-dictionary null: our trainer's initialisation for dictionaries trained in this
+    run, the tested dictionary rotated for dictionaries loaded from elsewhere."""
     """Per SAE: sha256 of its weights file, so every artefact can be matched to the dictionary it describes."""
     """Per SAE: the index-permutation and untrained-SAE nulls (empty when not computed)."""
 
@@ -94,7 +97,7 @@ class MineRun:
                         entry[kind] = [mean([stat(getattr(n, kind)[r]) for n in self.nulls]) for r in range(draws)]
                         verdicts[kind] = value_vs_draws(value, entry[kind], what)
                 entry["untrained"] = [stat(u) for u in self.nulls[0].untrained]
-                verdicts["untrained"] = value_vs_draws(value, entry["untrained"], "rotated-dictionary null")
+                verdicts["untrained"] = value_vs_draws(value, entry["untrained"], self.untrained_null)
                 entry.update({f"null_{k}": v.null for k, v in verdicts.items()})
                 entry.update(null=max(v.null or 0.0 for v in verdicts.values()), above=all(v.above for v in verdicts.values()),
                              test="above every draw of the " + ", ".join(v.test.split(" of the ")[-1] for v in verdicts.values()))
@@ -119,6 +122,7 @@ class MineRun:
             "recurrence": self.recurrence.summary(),
             "downstream_features": sorted(self.directions),
             "figures": self.figures(),
+            "untrained_null": self.untrained_null,
             "paper": FIGURES,
         }
 
@@ -171,9 +175,14 @@ def mine_model(
     mined = [mine(sae, acts, table, cfg) for sae in dictionaries]
     rec = recurrence(mined)
     directions = rec.modal_directions or mined[0].directions
-    untrained = [rotated_like(dictionaries[0], 1000 + r) for r in range(null_draws)]
+    if saes:  # a dictionary from elsewhere: its own weights, rotated (its initialisation is not known here)
+        untrained, kind = [rotated_like(dictionaries[0], 1000 + r) for r in range(null_draws)], "rotated-dictionary null"
+    else:  # trained here: what our trainer starts from
+        data_mean = acts[~table.held_out].mean(0)
+        untrained = [untrained_like(dictionaries[0], 1000 + r, data_mean) for r in range(null_draws)]
+        kind = "untrained-dictionary null (this trainer's initialisation)"
     nulls = [mining_null(sae, acts, table, untrained if i == 0 else [], cfg, null_draws, seed=i) for i, sae in enumerate(dictionaries)]
-    return MineRun(mined, rec, directions, sources, nulls, [weights_digest(s) for s in sources])
+    return MineRun(mined, rec, directions, sources, nulls, [weights_digest(s) for s in sources], kind)
 
 
 def save_directions(path: Path, directions: dict[int, torch.Tensor]) -> Path:

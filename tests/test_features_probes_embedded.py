@@ -55,3 +55,20 @@ def test_mine_and_probe_commands_write_results(tmp_path, capsys):
 def test_probe_without_mined_features_says_what_to_run(tmp_path, capsys):
     assert main(["probe", "--out", str(tmp_path)]) == 2
     assert "run `successor-lens mine`" in capsys.readouterr().err
+
+
+def test_an_untrained_sae_lens_dictionary_is_not_above_its_null(tmp_path, capsys):
+    """A never-trained sae-lens StandardSAE through `mine --sae`: the digits SmolLM2 reads numbers at
+    make its latents look like mod-10 features; the tokenizer-aware and rotated-dictionary nulls
+    see through that (it came out "4.0 classes vs null 0.5, above" with the old nulls)."""
+    import torch
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    cfg = StandardSAEConfig(d_in=576, d_sae=256)
+    cfg.metadata.hook_name = "blocks.0.hook_mlp_out"
+    torch.manual_seed(0)
+    StandardSAE(cfg).save_model(str(tmp_path / "untrained"))
+    assert main(["mine", "--sae", str(tmp_path / "untrained"), "--out", str(tmp_path / "run")]) == 0
+    figures = json.loads((tmp_path / "run" / "mine.json").read_text())["figures"]
+    assert not any(figures[k]["above"] for k in ("classes_found", "classes_found_raw", "class_latents", "modal_coverage")), figures
+    assert "rotated-dictionary null" in figures["class_latents"]["test"]

@@ -161,3 +161,30 @@ def test_a_hub_name_with_an_empty_cache_offline_is_one_line_before_any_work(tmp_
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "gpt2" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0] and "--model smollm2-135m" in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+def test_the_random_like_control_has_the_embedded_models_architecture_and_tokenizer(embedded_model):
+    random_model = load_model("random-smollm2-135m")
+    assert random_model.cfg.n_layers == embedded_model.cfg.n_layers and random_model.cfg.d_model == embedded_model.cfg.d_model
+    assert random_model.cfg.n_key_value_heads == embedded_model.cfg.n_key_value_heads
+    assert random_model.tokenizer.encode("Monday 123") == embedded_model.tokenizer.encode("Monday 123")
+    assert torch.equal(random_model.W_U, random_model.W_E.T)  # tied, as SmolLM2's
+    assert not torch.allclose(random_model.W_E, embedded_model.W_E)
+    assert model_provenance(random_model)["kind"] == "control"
+
+
+def test_gemma_circuits_equal_its_own_forward(gemma_model):
+    """The real Gemma 3: the MLP0 effective embedding is what block 0 writes (ln2_post included)."""
+    from transformer_lens.utilities import get_act_name
+
+    from successor_lens.sites import mlp0_out
+
+    tokens = torch.tensor([236743, 236770, 36384, 1018])
+    zero = lambda x, hook: torch.zeros_like(x)  # noqa: E731
+    ref = {}
+    gemma_model.run_with_hooks(tokens[:, None], stop_at_layer=1, fwd_hooks=[
+        (get_act_name("attn_out", 0), zero), (get_act_name("mlp_out", 0), lambda x, hook: ref.setdefault("x", x[:, 0].clone()))])
+    ours = mlp0_out(gemma_model, tokens)
+    assert torch.nn.functional.cosine_similarity(ours, ref["x"]).min() > 0.9999
+    skipped = mlp0_out(gemma_model, tokens, post_norms=False)  # the old reading
+    assert torch.nn.functional.cosine_similarity(skipped, ref["x"]).max() < 0.9

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
@@ -71,10 +72,11 @@ class MineRun:
 
         Three nulls, each measured in the same run (docs/method.md, "Nulls"): the index
         permutation, the tokenizer-aware relabelling (numbers relabelled keeping the token they are
-        read at) and the tested dictionary rotated. A figure is above its null only when it beats
-        every draw of every null. `classes_found` counts the classes whose modal feature beats every
-        null draw for that class (quality = selectivity x modal coverage); its null is the same count
-        for each null draw against the others (leave one out). `classes_found_raw` is the plain
+        read at) and an untrained dictionary built from the tested one (`untrained_null`). A figure
+        is above its null only when it beats every draw of every null. `classes_found` counts the
+        classes whose modal feature beats the 99% quantile of the pooled null draws for that class
+        (quality = selectivity x modal coverage); its null is the same count for each null draw
+        against the others (leave one out). `classes_found_raw` is the plain
         count of classes with an assigned latent, beside the same nulls.
         """
         stats = {
@@ -133,10 +135,13 @@ def class_quality(m: MinedFeatures) -> dict[int, float]:
             for c in range(m.config.modulus)}
 
 
-def beats_null(m: MinedFeatures, draws: list[MinedFeatures]) -> list[int]:
-    """Classes whose feature quality in `m` is above that class's quality in every null draw."""
-    q, nulls = class_quality(m), [class_quality(d) for d in draws]
-    return [c for c in q if q[c] > 0 and all(q[c] > n[c] for n in nulls)]
+def beats_null(m: MinedFeatures, draws: list[MinedFeatures], q: float = 0.99) -> list[int]:
+    """Classes whose feature quality in `m` is above the `q` quantile of that class's quality over
+    the null draws (p <= 1 - q per class; with fewer than 1 / (1 - q) draws, above every draw)."""
+    quality, nulls = class_quality(m), [class_quality(d) for d in draws]
+    if not nulls:
+        return [c for c in quality if quality[c] > 0]
+    return [c for c in quality if quality[c] > 0 and quality[c] > float(np.quantile([n[c] for n in nulls], q, method="higher"))]
 
 
 NULL_DRAWS = 99

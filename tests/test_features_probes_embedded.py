@@ -46,7 +46,7 @@ def test_mine_and_probe_commands_write_results(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "shuffled control" in out and "L23H3" in out and "vs shuffled labels" in out and "its null" in out
     data = json.loads((tmp_path / "probe.json").read_text())
-    assert set(data["arithmetic"]) == {"SAE features", "random directions", "probe directions"}
+    assert {"SAE features", "random directions", "probe directions", "SAE features (split numbers)"} <= set(data["arithmetic"])
     assert data["probe_feature_cosine"]["paper_mean"] == 0.71
     for png in ("probe_accuracy.png", "arithmetic.png", "offset_profile.png", "mine_classes.png"):
         assert (tmp_path / png).stat().st_size > 1000

@@ -16,12 +16,13 @@ from successor_lens.artifacts.atlas_config import AtlasConfig
 from successor_lens.artifacts.atlas_schema import SCHEMA, AtlasFormatError, load_atlas
 from successor_lens.artifacts.atlas_site import write_atlas
 from successor_lens.artifacts.neuronpedia import read_export
+from successor_lens.features.mine_config import MineConfig
 from successor_lens.runner.dictionary_atlas import atlas_for_dictionary
 from successor_lens.runner.run import run_pipeline
 from successor_lens.runner.run_config import RunConfig
 from successor_lens.sae_train.dictionary import load_dictionary
 
-CONFIG = RunConfig(seeds=1, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=4, corpus="succession-lists", contexts=16, context_tokens=24))
+CONFIG = RunConfig(seeds=1, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, mine=MineConfig(null_draws=9), atlas=AtlasConfig(latents=4, corpus="succession-lists", contexts=16, context_tokens=24))
 
 
 @pytest.fixture(scope="module")

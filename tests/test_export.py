@@ -14,6 +14,7 @@ from successor_lens.artifacts.atlas import SAEEntry
 from successor_lens.artifacts.atlas_config import AtlasConfig
 from successor_lens.artifacts.neuronpedia import export_dictionary, export_features, read_export, vocabulary_text
 from successor_lens.corpus import corpus_windows
+from successor_lens.features.mine_config import MineConfig
 from successor_lens.filenames import NEURONPEDIA
 from successor_lens.runner.run import run_pipeline
 from successor_lens.runner.run_config import RunConfig
@@ -25,7 +26,7 @@ except ImportError as err:  # a failure, not a skip: the README's install has it
     raise ImportError("sae-dashboard is not installed: pip install --no-deps sae-dashboard==0.8.0 (README, step 1)") from err
 
 ATLAS = AtlasConfig(latents=3, corpus="succession-lists", contexts=12, context_tokens=24, top_contexts=4, export_batch=40)
-CONFIG = RunConfig(seeds=1, steps=120, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=ATLAS)
+CONFIG = RunConfig(seeds=1, steps=120, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, mine=MineConfig(null_draws=9), atlas=ATLAS)
 
 
 @pytest.fixture(scope="module")

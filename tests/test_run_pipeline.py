@@ -17,7 +17,8 @@ from successor_lens.runner.stage_cache import STAGES
 
 pytestmark = pytest.mark.slow  # whole runs and their stage cache
 
-CONFIG = RunConfig(seeds=2, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=5))
+QUICK = MineConfig(null_draws=9)  # the pipeline's mechanics, not its verdicts: a few null draws
+CONFIG = RunConfig(seeds=2, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, atlas=AtlasConfig(latents=5), mine=QUICK)
 
 
 def quiet(_line: str) -> None:
@@ -87,7 +88,7 @@ def test_a_config_change_reruns_only_the_stages_it_reaches(model, first_run, tmp
     out = copy_run(first_run, tmp_path)
     atlas_only = RunConfig(**{**CONFIG.__dict__, "atlas": AtlasConfig(latents=3)})
     assert run_pipeline(model, out, atlas_only, progress=False, log=quiet).ran == ["atlas"]
-    mining = RunConfig(**{**atlas_only.__dict__, "mine": MineConfig(selectivity=0.6)})
+    mining = RunConfig(**{**atlas_only.__dict__, "mine": MineConfig(selectivity=0.6, null_draws=9)})
     assert run_pipeline(model, out, mining, progress=False, log=quiet).ran == ["mine", "probes", "atlas"]
 
 
@@ -150,7 +151,7 @@ def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the
     from successor_lens.cli.main import main
     from successor_lens.models.loading import LazyModel, load_model
 
-    args = ["run", "--model", "planted-gpt2", "--seeds", "2", "--steps", "30", "--latents", "2", "--out", str(tmp_path)]
+    args = ["run", "--model", "planted-gpt2", "--seeds", "2", "--steps", "30", "--latents", "2", "--null-draws", "9", "--out", str(tmp_path)]
     assert main(args) == 0
     capsys.readouterr()
     monkeypatch.setattr("successor_lens.models.loading.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
@@ -160,7 +161,7 @@ def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the
 
     lazy = LazyModel("planted-gpt2")
     model = load_model("planted-gpt2")
-    config = RunConfig(seeds=2, steps=30, atlas=AtlasConfig(latents=2))
+    config = RunConfig(seeds=2, steps=30, atlas=AtlasConfig(latents=2), mine=QUICK)
     assert model.successor_lens_fingerprint == lazy.fingerprint  # the API and the CLI share the cache
     assert run_pipeline(model, tmp_path, config, progress=False, log=quiet).ran == []
     with torch.no_grad():
@@ -176,7 +177,7 @@ def test_a_fully_cached_cli_run_answers_without_importing_torch_and_only_while_e
 
     corpus = tmp_path.parent / f"{tmp_path.name}-corpus.txt"
     corpus.write_text("On Monday we counted 1, 2, 3 and 4.\n\nChapter 5 came after chapter 4.\n" * 40)
-    args = ["run", "--model", "planted-gpt2", "--seeds", "1", "--steps", "30", "--latents", "2", "--contexts", "8",
+    args = ["run", "--model", "planted-gpt2", "--seeds", "1", "--steps", "30", "--latents", "2", "--null-draws", "9", "--contexts", "8",
             "--corpus", str(corpus), "--out", str(tmp_path)]
     assert main(args) == 0
     first = capsys.readouterr().out

@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=steps, help=f"training steps per SAE (default {steps})")
     config_option(p, MineConfig, "selectivity", type=finite_float)
     config_option(p, MineConfig, "n_clusters", type=positive_int)
+    config_option(p, MineConfig, "null_draws", type=positive_int)
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.sites import hook_name
 
     runtime = Runtime(resolve_device(args.device))
-    cfg = MineConfig(selectivity=args.selectivity, n_clusters=args.n_clusters)
+    cfg = MineConfig(selectivity=args.selectivity, n_clusters=args.n_clusters, null_draws=args.null_draws)
     shape = model_shape(args.model)
     for path in args.sae or []:  # each dictionary readable, finite and of this model's MLP0, before the model loads
         load_dictionary(path, expected_d_in=shape.d_model, expected_hook=hook_name("mlp0"))

@@ -25,7 +25,11 @@ class MineConfig:
     """Residue classes: index mod this."""
     seed: int = 0
     """KMeans seed."""
+    null_draws: int = 99
+    """Draws of each mining null (index permutation, tokenizer-aware relabelling, untrained
+    dictionary): beating all 99 is p <= 0.01; fewer draws are a weaker test, for quick runs."""
 
     def __post_init__(self):
         check_float("--selectivity", self.selectivity, 0, 1, open_lo=True)
         check_int("--n-clusters", self.n_clusters, 1)
+        check_int("--null-draws", self.null_draws, 1, 10_000)

@@ -144,10 +144,6 @@ def beats_null(m: MinedFeatures, draws: list[MinedFeatures], q: float = 0.99) ->
     return [c for c in quality if quality[c] > 0 and quality[c] > float(np.quantile([n[c] for n in nulls], q, method="higher"))]
 
 
-NULL_DRAWS = 99
-"""Draws of each mining null (index permutations, relabellings, untrained dictionaries): beating
-every one of 99 draws is p <= 0.01, the level of the other tests. With 10 draws (p <= 0.09) a
-random-weight SmolLM2 came out "above" on one figure by chance."""
 
 
 def mean(values) -> float:
@@ -157,14 +153,15 @@ def mean(values) -> float:
 def mine_model(
     model: HookedTransformer, out: Path, runtime: Runtime, saes: list[str] | None = None, seeds: int = 3,
     steps: int | None = None, cfg: MineConfig | None = None, site: str = "mlp0", progress: bool = True,
-    tasks: list[Task] | None = None, null_draws: int = NULL_DRAWS,
+    tasks: list[Task] | None = None, null_draws: int | None = None,
 ) -> MineRun:
     """Mine the dictionaries in `saes` (or `seeds` new ones trained on the succession items) at `site`,
     with the index-permutation and untrained-dictionary nulls and the recurrence across dictionaries."""
     cfg = cfg or MineConfig()
+    null_draws = cfg.null_draws if null_draws is None else null_draws
     table = item_table(model, tasks)
     acts = item_acts(model, table, site, out, tasks)
-    dictionaries, sources = [], []
+    dictionaries, sources, ours = [], [], []
     if saes is not None and not saes:
         raise ConfigError("no dictionary to mine: pass --sae FOLDER, or leave it out to train --seeds new ones")
     if saes:
@@ -172,6 +169,7 @@ def mine_model(
             d = load_dictionary(path, device="cpu", expected_d_in=model.cfg.d_model, expected_hook=hook_name(site))
             dictionaries.append(d.sae)
             sources.append(d.source)
+            ours.append(d.provenance.get("package") == "successor-lens" and "train_config" in d.provenance)
     else:
         for seed in range(seeds):
             cfg_s = default_train_config("succession", model.cfg.d_model, steps=steps, seed=seed)
@@ -179,12 +177,13 @@ def mine_model(
             assert run is not None  # one process: it saves the dictionary
             dictionaries.append(run.sae)
             sources.append(str(run.folder))
+            ours.append(True)
     mined = [mine(sae, acts, table, cfg) for sae in dictionaries]
     rec = recurrence(mined)
     directions = rec.modal_directions or mined[0].directions
-    if saes:  # a dictionary from elsewhere: its own weights, rotated (its initialisation is not known here)
+    if not ours[0]:  # a dictionary from elsewhere: its own weights, rotated (its initialisation is not known here)
         untrained, kind = [rotated_like(dictionaries[0], 1000 + r) for r in range(null_draws)], "rotated-dictionary null"
-    else:  # trained here: what our trainer starts from
+    else:  # trained by this package (its provenance says so): what our trainer starts from
         data_mean = acts[~table.held_out].mean(0)
         untrained = [untrained_like(dictionaries[0], 1000 + r, data_mean) for r in range(null_draws)]
         kind = "untrained-dictionary null (this trainer's initialisation)"

@@ -34,8 +34,8 @@ def test_run_on_planted_gpt2_recovers_the_plant(planted_run):
     layer, head = PLANTED_HEAD
     assert s["best_head"] == f"L{layer}H{head}" == s["analysis_head"]
     assert s["best_score"] > 0.9 and s["best_score"] >= 5 * s["runner_up_score"]
-    # each class of each SAE must beat the 99% quantile of ~300 pooled null draws (p <= 0.01 per class):
-    # 29 or 30 of the 30 class-SAE pairs pass (a trained latent's selectivity can sit below a lucky draw's)
+    # each class of each SAE must beat the 99% quantile of ~300 pooled null draws (p <= 0.01 per class);
+    # all 30 class-SAE pairs pass at seed 0, one may sit below a lucky draw at another seed
     assert s["classes_found"] >= 9.5 and s["classes_found_raw"] == 10 and s["classes_found"] > s["classes_found_null"] + 5
     assert s["modal_coverage"] >= 0.8 and s["above_null"]["modal_coverage"]
     assert s["recurring_classes"] == 10

@@ -38,7 +38,7 @@ def test_miner_finds_mod10_classes_in_an_sae_on_mlp0(embedded_model, tmp_path):
 
 
 def test_mine_and_probe_commands_write_results(tmp_path, capsys):
-    assert main(["mine", "--seeds", "2", "--steps", "400", "--out", str(tmp_path)]) == 0
+    assert main(["mine", "--seeds", "2", "--steps", "400", "--null-draws", "9", "--out", str(tmp_path)]) == 0
     assert "mod-10 classes found per SAE" in capsys.readouterr().out
     mined = json.loads((tmp_path / "mine.json").read_text())
     assert len(mined["per_sae"]) == 2 and mined["recurrence"]["n_saes"] == 2

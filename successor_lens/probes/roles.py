@@ -29,7 +29,13 @@ import torch
 from scipy import stats
 from torch import Tensor
 from transformer_lens import HookedTransformer
-from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+try:  # transformer-lens 3.x
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+except ImportError:  # transformer-lens 2.x (the pin allows >=2.16.1)
+    from transformer_lens.past_key_value_caching import (  # type: ignore[no-redef]
+        HookedTransformerKeyValueCache as TransformerLensKeyValueCache,
+    )
 from transformer_lens.utilities import get_act_name
 
 from successor_lens.nulls import ALPHA, rate_vs_chance

@@ -108,9 +108,7 @@ def _figures(doc: dict, images: Path, step=lambda: None) -> None:
     if doc.get("wild"):
         plots.wild_figures(doc["wild"], images)
     if (doc.get("roles") or {}).get("patching"):
-        effect = torch.tensor(doc["roles"]["patching"]["effect"]).nan_to_num(0.0).clamp_min(0.0)
-        plots.head_heatmap(effect, images / ROLES_PNG, f"{name}: share of in-context succession removed by patching each head",
-                           vmax=max(float(effect.max()), 1e-6))
+        plots.roles_figure(doc["roles"]["patching"]["effect"], images / ROLES_PNG, name)
     if doc.get("probes"):
         plots.probe_figures(doc["probes"], images)
 

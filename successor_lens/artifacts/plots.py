@@ -173,3 +173,10 @@ def succession_distribution(names: list[str], scores: list[list[float]], path) -
     ax.legend(loc="center left", fontsize=8)
     ax.set_title("Succession score of every head, per model")
     return save(fig, path)
+
+
+def roles_figure(effect: list, path: Path, model_name: str) -> Path:
+    """The layer x head heatmap of each head's patching effect (roles.json), negatives shown as 0."""
+    effect_LH = torch.tensor(effect).nan_to_num(0.0).clamp_min(0.0)
+    return head_heatmap(effect_LH, path, f"{model_name}: share of in-context succession removed by patching each head",
+                        vmax=max(float(effect_LH.max()), 1e-6))

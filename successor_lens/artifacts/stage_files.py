@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from successor_lens.artifacts.plots import class_latent_heatmap, head_heatmap, probe_figures, scan_figures, wild_figures
+from successor_lens.artifacts.plots import class_latent_heatmap, probe_figures, roles_figure, scan_figures, wild_figures
 from successor_lens.features.mine_run import MineRun, save_directions
 from successor_lens.filenames import EDITS, FEATURES, HEADS, MINE, MINE_PNG, PROBE, ROLES, ROLES_PNG, WILD
 from successor_lens.io import provenance, write_json
@@ -52,14 +52,10 @@ def write_wild(results, incontext, ov_scores: dict[str, float], model, out: Path
 
 def write_roles(roles: dict, model, out: Path, data: dict) -> list[Path]:
     """roles.json (`probes.roles.head_roles`) and the layer x head heatmap of the patching effect."""
-    import torch
-
     out = Path(out)
     written = [write_json(out / ROLES, {"provenance": provenance(**model_provenance(model), **data), **roles})]
     if roles.get("patching"):
-        effect = torch.tensor(roles["patching"]["effect"]).nan_to_num(0.0).clamp_min(0.0)
-        written.append(head_heatmap(effect, out / ROLES_PNG, f"{model.cfg.model_name}: share of in-context succession removed by patching each head",
-                                    vmax=max(float(effect.max()), 1e-6)))
+        written.append(roles_figure(roles["patching"]["effect"], out / ROLES_PNG, model.cfg.model_name))
     return written
 
 

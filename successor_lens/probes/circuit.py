@@ -194,10 +194,16 @@ def final_norm_delta(model: HookedTransformer, dx: Tensor, scale: Tensor | None)
     """A residual change as the unembedding sees it, with the final norm's scale held fixed."""
     if model.cfg.normalization_type is None or scale is None:
         return dx
+    return through_fixed_norm(model, model.ln_final, dx, scale)
+
+
+def through_fixed_norm(model: HookedTransformer, norm, dx: Tensor, scale: Tensor) -> Tensor:
+    """A change `dx` through a LayerNorm/RMSNorm whose scale is held at `scale`: centred (LN),
+    divided by the scale, times the gain. Linear in `dx`, so contributions add up."""
     if model.cfg.normalization_type in ("LN", "LNPre"):
         dx = dx - dx.mean(-1, keepdim=True)
     dx = dx / scale
-    w = getattr(model.ln_final, "w", None)
+    w = getattr(norm, "w", None)
     return dx * w if w is not None else dx
 
 
@@ -224,12 +230,7 @@ def written(model: HookedTransformer, layer: int, dx: Tensor, post_scale: Tensor
         return dx
     if post_scale is None:
         raise ValueError(f"{model.cfg.model_name} normalises its attention output: pass the ln1_post scales (post_scales)")
-    norm = model.blocks[layer].ln1_post
-    if model.cfg.normalization_type in ("LN", "LNPre"):
-        dx = dx - dx.mean(-1, keepdim=True)
-    dx = dx / post_scale
-    w = getattr(norm, "w", None)
-    return dx * w if w is not None else dx
+    return through_fixed_norm(model, model.blocks[layer].ln1_post, dx, post_scale)
 
 
 def head_outputs(model: HookedTransformer, z_LHE: Tensor, post_scale: Tensor | None = None, raw: bool = False) -> Float[Tensor, "... layers heads d_model"]:

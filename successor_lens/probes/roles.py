@@ -242,8 +242,8 @@ def head_roles(model: HookedTransformer, prompts: list[Prompt], token_set: Token
     patching = patch_heads(model, pairs) if pairs else None
     H = model.cfg.n_heads
     per_head = {}
-    for name in ov:
-        layer, head = divmod(list(ov).index(name), H)
+    for i, name in enumerate(ov):  # ov is in layer, head order
+        layer, head = divmod(i, H)
         patched = ({"effect": float(patching.effect[layer, head]), "p": float(patching.p[layer, head]), "above": bool(patching.above[layer, head])}
                    if patching is not None else None)
         per_head[name] = {"ov": ov[name], "attention": attention[name], "patching": patched,

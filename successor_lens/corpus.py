@@ -11,6 +11,7 @@ tutorial, HOWTOs, FAQ and What's New (the prose-heavy parts) and drop reST marku
 
 from __future__ import annotations
 
+import codecs
 import glob
 import itertools
 import os
@@ -72,19 +73,19 @@ def clean_rest(text: str) -> str:
 
 
 def load_texts(source: str | list[Path], max_docs: int | None = None) -> list[str]:
-    """Paragraphs from local files (a list, a file or a folder; `datasets` "text" loader), or a hub dataset name."""
-    from datasets import load_dataset
-
+    """Paragraphs from local files (a list, a file or a folder: `local_paragraphs`), or a hub dataset name."""
     files = [str(p) for p in source] if isinstance(source, list) else check_source(source)
     if files is not None:
-        ds = load_dataset("text", data_files=files, split="train", sample_by="paragraph")
+        rows: Iterable[str] = local_paragraphs(files)
     else:
+        from datasets import load_dataset
+
         with foreign_errors(CorpusError, lambda err: f"{source!r} is not a local file and the hub dataset could not be loaded "
                             f"({type(err).__name__}): give a local text file, or go online"):
             ds = load_dataset(source, split="train", streaming=True)
+        rows = (row.get("text", "") for row in ds)
     texts = []
-    for row in ds:
-        text = row.get("text", "")
+    for text in rows:
         if text.strip():
             texts.append(text)
         if max_docs and len(texts) >= max_docs:
@@ -92,6 +93,37 @@ def load_texts(source: str | list[Path], max_docs: int | None = None) -> list[st
     if not texts:
         raise CorpusError(f"{source if not isinstance(source, list) else 'the corpus'}: no text in it: give files with some prose")
     return texts
+
+
+MAX_CORPUS_FILE = 2 << 30
+"""The largest corpus file read (2 GiB; split a larger corpus into files, or pass a folder)."""
+MAX_PARAGRAPH = 1 << 16
+"""A paragraph longer than this many characters (a one-line file, a minified dump) is cut into pieces
+of this size: the tokenizer never sees more at once."""
+
+
+def local_paragraphs(files: Iterable[str | Path]) -> Iterator[str]:
+    """The paragraphs of local text files (split at blank lines, as `datasets`' text loader with
+    sample_by="paragraph" splits them), streamed 1 MiB at a time, each at most `MAX_PARAGRAPH`
+    characters; read in place, never copied into a cache."""
+    for file in files:
+        with open(file, encoding="utf-8") as f:
+            rest = ""
+            for block in iter(lambda: f.read(1 << 20), ""):
+                parts = (rest + block).split("\n\n")
+                rest = parts.pop()
+                for part in parts:
+                    yield from _pieces(part)
+                if len(rest) > MAX_PARAGRAPH:
+                    cut = len(rest) - len(rest) % MAX_PARAGRAPH
+                    yield from _pieces(rest[:cut])
+                    rest = rest[cut:]
+            yield from _pieces(rest)
+
+
+def _pieces(text: str) -> Iterator[str]:
+    for start in range(0, len(text), MAX_PARAGRAPH):
+        yield text[start : start + MAX_PARAGRAPH]
 
 
 def check_source(source: str | None) -> list[str] | None:
@@ -116,36 +148,61 @@ def check_source(source: str | None) -> list[str] | None:
     return files
 
 
-def _check_text_file(path: Path, probe: int = 1 << 16) -> bool:
-    """A corpus file must be UTF-8 text (checked on its first 64 KiB: a NUL byte or invalid UTF-8
-    means binary). Returns whether that part holds any non-blank text."""
+_checked: dict[tuple, bool] = {}
+"""Files already read whole in this process: (path, inode, size, mtime) -> whether they hold text."""
+
+
+def _check_text_file(path: Path) -> bool:
+    """A corpus file must be a regular file of at most `MAX_CORPUS_FILE` bytes holding UTF-8 text
+    (no NUL bytes), read whole now, before any model work, so it cannot fail half-way through a
+    run. Returns whether it holds any non-blank text."""
+    from successor_lens.io import regular_file
+
+    regular_file(path, "corpus file", MAX_CORPUS_FILE, CorpusError, "give text files only")
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _checked:
+        return _checked[key]
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    text = False
+    offset = 0
     try:
-        head = path.read_bytes()[:probe] if path.stat().st_size <= probe else path.open("rb").read(probe)
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                nul = block.find(b"\0")
+                if nul >= 0:
+                    raise CorpusError(f"{path}: a binary file (a NUL byte at byte {offset + nul}): give text files only")
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as err:
+                    raise CorpusError(f"{path}: not UTF-8 text (byte {offset + err.start}): give text files only") from None
+                text = text or bool(block.strip())
+                offset += len(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise CorpusError(f"{path}: not UTF-8 text (it ends inside a character): give text files only") from None
     except OSError as err:
         raise CorpusError(f"{path}: cannot read it ({err.strerror}): check the --corpus path") from None
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as err:
-        if err.start < len(head) - 4:  # not just a character cut at the probe's end
-            raise CorpusError(f"{path}: not UTF-8 text (byte {err.start}): give text files only") from None
-    if b"\0" in head:
-        raise CorpusError(f"{path}: a binary file (NUL bytes): give text files only")
-    return bool(head.strip())
+    _checked[key] = text
+    return text
 
 
 def stream_texts(source: str | None = None) -> Iterator[str]:
-    """The corpus's paragraphs one at a time through a `datasets` stream, never all in memory: the
-    same paragraphs, in the same order, as `load_corpus` (Python docs, local files, a hub dataset)."""
-    from datasets import load_dataset
-
+    """The corpus's paragraphs one at a time, never all in memory: the same paragraphs, in the same
+    order, as `load_corpus` (Python docs, local files, a hub dataset through a `datasets` stream)."""
     docs = source in (None, PYTHON_DOCS)
     files = [str(p) for p in python_docs_files()] if docs else check_source(source)
-    with foreign_errors(CorpusError, lambda err: f"{source!r} could not be opened as a stream ({type(err).__name__}): "
-                        "give a local text file, or go online"):
-        ds = (load_dataset("text", data_files=files, split="train", sample_by="paragraph", streaming=True) if files is not None
-              else load_dataset(source, split="train", streaming=True))
-    for row in ds:
-        text = clean_rest(row.get("text", "")) if docs else row.get("text", "")
+    if files is not None:
+        rows: Iterable[str] = local_paragraphs(files)
+    else:
+        from datasets import load_dataset
+
+        with foreign_errors(CorpusError, lambda err: f"{source!r} could not be opened as a stream ({type(err).__name__}): "
+                            "give a local text file, or go online"):
+            ds = load_dataset(source, split="train", streaming=True)
+        rows = (row.get("text", "") for row in ds)
+    for row in rows:
+        text = clean_rest(row) if docs else row
         if text.strip():
             yield text
 

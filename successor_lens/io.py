@@ -7,7 +7,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,9 +88,15 @@ def _share(root: Path) -> None:
 
 def remove_leftovers(root: str | os.PathLike) -> list[Path]:
     """Delete the temporary files and folders a killed write left under `root` (ours by name:
-    hidden and tagged `.sl-tmp-` or `.sl-old-`). Call only with the folder's lock held."""
+    hidden and tagged `.sl-tmp-` or `.sl-old-`). Call only with the folder's lock held. A folder
+    below `root` with a marker of its own is another command's (with its own lock): not entered."""
+    from successor_lens.filenames import MARKER
+
     removed = []
     for parent, dirs, files in os.walk(str(root)):
+        if parent != str(root) and MARKER in files:
+            dirs[:] = []
+            continue
         for name in list(dirs) + files:
             if name.startswith(".") and (TMP_TAG in name or OLD_TAG in name):
                 path = Path(parent) / name
@@ -112,6 +120,93 @@ class UnsafePathError(UserError, ValueError):
     pass
 
 
+_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,127}")
+
+
+def safe_component(name: object, what: str, fix: str = "rename it") -> str:
+    """`name` (read from a file: a hook name, an edit's name) as one path component: 1-128 of
+    letters, digits and `_.+=@-`, not starting with `.` or `-`, so it can be neither `.`, `..`, an
+    absolute path, a hidden file that could pass for ours, nor a second component."""
+    if not isinstance(name, str) or not _COMPONENT.fullmatch(name):
+        shown = repr(str(name)[:40]) + ("..." if len(str(name)) > 40 else "")
+        raise UnsafePathError(f"{what} {shown} cannot name a file or folder (1-128 letters, digits or _.+=@-, "
+                              f"not starting with '.' or '-'): {fix}")
+    return name
+
+
+def overlapping(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether one of two paths lies inside the other (or they are the same), links resolved."""
+    ra, rb = Path(a).resolve(), Path(b).resolve()
+    return ra.is_relative_to(rb) or rb.is_relative_to(ra)
+
+
+MAX_JSON_BYTES = 256 << 20
+"""The largest JSON file read (an atlas of 16k latents is well under it)."""
+MAX_JSON_DEPTH = 64
+"""The deepest nesting read (ours is at most 6 deep); deeper is refused before parsing (Python's parser recurses)."""
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of brackets in JSON text, strings left out; no recursion."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for c in brackets:
+        depth += 1 if c in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def regular_file(path: str | os.PathLike, what: str, max_bytes: int, error: type[UserError] = UserError, fix: str = "") -> Path:
+    """`path` if it is a regular file of at most `max_bytes` (a FIFO or a device would hang or never
+    end, a folder is not a file); `error` naming the problem and `fix` otherwise."""
+    path = Path(path)
+    tail = f": {fix}" if fix else ""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise error(f"{what} {path}: no such file{tail}") from None
+    except OSError as err:
+        raise error(f"{what} {path}: {err.strerror}{tail}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} {path} is a folder, not a file{tail}")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} {path} is not a regular file (a pipe, socket or device is not read){tail}")
+    if st.st_size > max_bytes:
+        raise error(f"{what} {path} is {st.st_size / 2**20:.1f} MiB, above the {max_bytes / 2**20:.0f} MiB read{tail}")
+    return path
+
+
+def read_json(path: str | os.PathLike, what: str = "file", expect: type | tuple[type, ...] = dict,
+              error: type[UserError] = UserError, fix: str = "", max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """The JSON document in `path`, of type `expect`, read within bounds: a regular file of at most
+    `max_bytes`, UTF-8, nested at most `MAX_JSON_DEPTH` deep. Anything else is `error` with one
+    line naming the file, the problem and `fix` (a missing file included; callers that expect
+    absence test for it first)."""
+    path = regular_file(path, what, max_bytes, error, fix)
+    tail = f": {fix}" if fix else ""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise error(f"{what} {path}: {err.strerror}{tail}") from None
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise error(f"{what} {path}: nested more than {MAX_JSON_DEPTH} deep{tail}")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise error(f"{what} {path}: not UTF-8 text{tail}") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{what} {path}: not valid JSON ({err.msg} at line {err.lineno}){tail}") from None
+    if not isinstance(doc, expect):
+        names = " or ".join(_JSON_TYPES.get(t, t.__name__) for t in (expect if isinstance(expect, tuple) else (expect,)))
+        raise error(f"{what} {path}: a JSON {_JSON_TYPES.get(type(doc), type(doc).__name__)}, not a JSON {names}{tail}")
+    return doc
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 class BadFileError(UserError, ValueError):
     """A safetensors file that cannot be read whole."""
 
@@ -128,8 +223,11 @@ def check_safetensors(path: str | os.PathLike) -> dict:
         n = int.from_bytes(head, "little")
         if n > size - 8:
             raise BadFileError(f"{path}: truncated or corrupt header (header of {n} bytes in a {size}-byte file)")
+        raw = f.read(n)
+        if json_depth(raw) > MAX_JSON_DEPTH:
+            raise BadFileError(f"{path}: corrupt safetensors header (nested more than {MAX_JSON_DEPTH} deep)")
         try:
-            header = json.loads(f.read(n))
+            header = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BadFileError(f"{path}: corrupt safetensors header") from None
     if not isinstance(header, dict):

@@ -15,7 +15,8 @@ def test_a_whole_record_reads_back_as_written(tmp_path):
     assert INCONTEXT_RECORD.read(tmp_path) == doc
 
 
-@pytest.mark.parametrize("text, fragment", [(None, "missing"), ("{not json", "unreadable"), ("[1, 2]", "not a JSON object"),
+@pytest.mark.parametrize("text, fragment", [(None, "missing"), ("{not json", "not valid JSON"), ("[1, 2]", "not a JSON object"),
+                                            ("[" * 100_000 + "]" * 100_000, "nested more than 64 deep"),
                                             (json.dumps({"provenance": {}, "config": {}}), "no best_head")])
 def test_a_bad_record_is_one_line_naming_the_file_and_the_fix(tmp_path, text, fragment):
     if text is not None:

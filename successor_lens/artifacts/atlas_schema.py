@@ -9,12 +9,12 @@ documented in their `description`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from successor_lens.artifacts.atlas import SCHEMA_VERSION
 from successor_lens.errors import UserError
+from successor_lens.io import read_json
 
 _num = {"type": "number"}
 _nums = {"type": "array", "items": _num}
@@ -118,11 +118,22 @@ class AtlasFormatError(UserError, ValueError):
 def load_atlas(path: str | os.PathLike) -> dict:
     """Read an atlas.json back; refuses a schema major version this package does not know."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise AtlasFormatError(f"{path}: cannot read atlas JSON ({err}): rebuild it with `successor-lens atlas`") from None
+    fix = "rebuild it (`successor-lens run --force atlas`, or `successor-lens atlas`)"
+    data = read_json(path, "atlas JSON", dict, AtlasFormatError, fix)
     version = str(data.get("schema_version", ""))
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         raise AtlasFormatError(f"{path}: atlas schema version {version!r}, this package reads {SCHEMA_VERSION}: rebuild it or upgrade")
+    saes = data.get("saes")
+    if not isinstance(saes, list) or not isinstance(data.get("model"), dict) or not isinstance(data.get("summary", {}), (dict, type(None))):
+        raise AtlasFormatError(f"{path}: not an atlas (no saes list or model): {fix}")
+    for sae in saes:  # sizes that drive allocations when the atlas is re-rendered
+        d_sae = sae.get("d_sae") if isinstance(sae, dict) else None
+        latents = sae.get("latents") if isinstance(sae, dict) else None
+        if not (isinstance(d_sae, int) and 1 <= d_sae <= MAX_D_SAE and isinstance(latents, list)
+                and all(isinstance(r, dict) and isinstance(r.get("index"), int) and 0 <= r["index"] < d_sae for r in latents)):
+            raise AtlasFormatError(f"{path}: a dictionary's d_sae or latent indexes are out of range (d_sae at most {MAX_D_SAE}): {fix}")
     return data
+
+
+MAX_D_SAE = 1 << 20
+"""The widest dictionary an atlas describes (a re-render allocates d_sae x 10)."""

@@ -78,11 +78,19 @@ def _edit_cell(edit: dict | None) -> str:
     return f"{edit['name']}: {_f(k.get(IN_TASK), '{:+.2f}')}; {_f(k.get(CORPUS_LOSS), '{:+.3f}')}"
 
 
+def run_labels(runs: list[dict]) -> list[str]:
+    """One label per run: the model's name, with the folder's when two runs share a model, and a
+    number when they share that too; every run is kept (summaries are keyed by label)."""
+    models = [str(r["summary"]["model"]) for r in runs]
+    labels = [m if models.count(m) == 1 else f"{m} ({Path(r['folder']).name})" for m, r in zip(models, runs)]
+    return [label if labels.count(label) == 1 else f"{label} #{labels[:i + 1].count(label)}" for i, label in enumerate(labels)]
+
+
 def compare_runs(folders: list[str | os.PathLike], out: str | os.PathLike) -> tuple[list[Path], list[list[str]]]:
     """Write the report into `out` (a folder of ours); returns the files and the table rows."""
     runs = [load_run(f) for f in folders]
     out = Path(out)
-    names = [r["summary"]["model"] for r in runs]
+    names = run_labels(runs)
     header = ["measure"] + names + [f"paper ({MODEL})"]
     rows = [[label] + [cell(r, r["summary"]) for r in runs] + [str(paper)] for label, cell, paper in ROWS]
     links = [os.path.relpath(r["folder"] / ATLAS / INDEX, out) for r in runs]

@@ -21,7 +21,6 @@ activations correlate most with it. Numbers are rounded to 3 decimals, as its co
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from transformer_lens import HookedTransformer
 from successor_lens.corpus import WINDOW_RULE
 from successor_lens.errors import UserError
 from successor_lens.filenames import NEURONPEDIA, RUN_SETTINGS, SKIPPED
-from successor_lens.io import inside, write_json
+from successor_lens.io import inside, read_json, write_json
 from successor_lens.models.provenance import model_id, model_provenance, prepended_bos
 from successor_lens.probes.circuit import direction_logits
 from successor_lens.probes.head_id import parse_head_name
@@ -265,7 +264,8 @@ def write_export(files: dict[str, dict], folder: Path) -> list[Path]:
 
 def read_export(folder: Path) -> dict[str, dict]:
     """An export folder read back: {file name: document}."""
-    return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    fix = "rebuild the atlas (`successor-lens run --force atlas`)"
+    return {p.name: read_json(p, "Neuronpedia export file", dict, UserError, fix) for p in sorted(folder.glob("*.json"))}
 
 
 def export_features(files: dict[str, dict]) -> list[tuple[dict, dict]]:

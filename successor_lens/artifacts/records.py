@@ -4,13 +4,13 @@ file and the fix otherwise), so a stage never indexes into a document it has not
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypedDict, TypeVar, cast
 
 from successor_lens.errors import UserError
-from successor_lens.filenames import HEADS, INCONTEXT, MINE, MINE_EMBED, PROBE, SUMMARY
+from successor_lens.filenames import HEADS, INCONTEXT, MINE, MINE_EMBED, PROBE, ROLES, SUMMARY, WILD
+from successor_lens.io import read_json
 
 
 class RecordError(UserError, ValueError):
@@ -74,6 +74,20 @@ class ProbeRecord(_ProbeOptional):
     paper: dict[str, Any]
 
 
+class WildRecord(TypedDict):
+    provenance: dict[str, Any]
+    heads: list[dict[str, Any]]
+    in_context: dict[str, Any]
+
+
+class RolesRecord(TypedDict):
+    provenance: dict[str, Any]
+    heads: Any
+    patching: dict[str, Any] | None
+    carriers: Any
+    nulls: Any
+
+
 class SummaryRecord(TypedDict):
     provenance: dict[str, Any]
     summary_version: str
@@ -100,12 +114,9 @@ class Record(Generic[R]):
     def read(self, folder: str | Path) -> R:
         path = Path(folder) / self.name
         rerun = f"`successor-lens {self.stage} --out {folder}`" + ("" if self.stage == "run" else " (or `run`)")
-        try:
-            doc = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise RecordError(f"{path}: missing: finish the run first with {rerun}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RecordError(f"{path}: unreadable ({type(err).__name__}): rerun {rerun}") from None
+        if not path.exists() and not path.is_symlink():
+            raise RecordError(f"{path}: missing: finish the run first with {rerun}")
+        doc = read_json(path, "record", (dict, list, str, int, float, bool, type(None)), RecordError, f"rerun {rerun}")
         required: frozenset[str] = getattr(self.shape, "__required_keys__", frozenset())
         if not isinstance(doc, dict) or not required <= set(doc):
             lacking = sorted(required - set(doc)) if isinstance(doc, dict) else ["(not a JSON object)"]
@@ -119,3 +130,5 @@ MINE_RECORD = Record(MINE, MineRecord, "mine")
 MINE_EMBED_RECORD = Record(MINE_EMBED, MineRecord, "run")
 PROBE_RECORD = Record(PROBE, ProbeRecord, "probe")
 SUMMARY_RECORD = Record(SUMMARY, SummaryRecord, "run")
+WILD_RECORD = Record(WILD, WildRecord, "wild")
+ROLES_RECORD = Record(ROLES, RolesRecord, "roles")

@@ -3,14 +3,15 @@ Read back through `records.py`."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from successor_lens.artifacts.plots import class_latent_heatmap, probe_figures, roles_figure, scan_figures, wild_figures
+from successor_lens.artifacts.records import ROLES_RECORD, WILD_RECORD
+from successor_lens.errors import UserError
 from successor_lens.features.mine_run import MineRun, save_directions
 from successor_lens.filenames import EDITS, FEATURES, HEADS, MINE, MINE_PNG, PROBE, ROLES, ROLES_PNG, WILD
-from successor_lens.io import provenance, write_json
+from successor_lens.io import file_sha256, provenance, read_json, write_json
 from successor_lens.models.provenance import model_provenance
 from successor_lens.probes.edits import check_name
 from successor_lens.probes.probe_run import ProbeRun
@@ -27,9 +28,11 @@ def write_mine(result: MineRun, model, out: Path, site: str = "mlp0") -> list[Pa
     """mine.json, features.safetensors (the downstream f_0..f_9) and mine_classes.png."""
     out = Path(out)
     first = result.mined[0]
+    features = save_directions(out / FEATURES, result.directions)  # first: mine.json names its hash
     return [
-        write_json(out / MINE, {"provenance": provenance(**model_provenance(model), site=site), **result.to_json()}),
-        save_directions(out / FEATURES, result.directions),
+        write_json(out / MINE, {"provenance": provenance(**model_provenance(model), site=site), **result.to_json(),
+                                "features_sha256": file_sha256([features])}),
+        features,
         class_latent_heatmap(first.profiles, first.latent_class, out / MINE_PNG,
                              f"{model.cfg.model_name}: class x latent (SAE 1)"),
     ]
@@ -74,16 +77,15 @@ def extras(out: Path) -> dict:
     edits = []
     for path in sorted((out / EDITS).glob("*.json")):
         try:
-            record = json.loads(path.read_text())
-            if not (isinstance(record, dict) and isinstance(record.get("name"), str) and isinstance(record.get("spec"), dict)
-                    and isinstance(record.get("kpis"), list)):
-                raise ValueError
-        except (ValueError, OSError):
+            record = read_json(path, "edit record", dict, UserError)
+            if not (isinstance(record.get("name"), str) and isinstance(record.get("spec"), dict) and isinstance(record.get("kpis"), list)):
+                raise UserError(f"{path}: not an edit record")
+        except UserError:
             print(f"successor-lens: note: {path} is not an edit record written by `successor-lens edit`; left out of the atlas",
                   file=sys.stderr)
             continue
         edits.append({k: record[k] for k in ("name", "spec", "kpis")})
-    wild = json.loads((out / WILD).read_text()) if (out / WILD).is_file() else None
-    roles = json.loads((out / ROLES).read_text()) if (out / ROLES).is_file() else None
-    return {"edits": edits, "wild": {k: wild[k] for k in ("heads", "in_context")} if wild else None,
-            "roles": {k: roles.get(k) for k in ("heads", "patching", "carriers", "nulls")} if isinstance(roles, dict) else None}
+    wild = WILD_RECORD.read(out) if (out / WILD).exists() else None
+    roles = ROLES_RECORD.read(out) if (out / ROLES).exists() else None
+    return {"edits": edits, "wild": {"heads": wild["heads"], "in_context": wild["in_context"]} if wild else None,
+            "roles": {k: roles.get(k) for k in ("heads", "patching", "carriers", "nulls")} if roles else None}

@@ -33,14 +33,14 @@ def run(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     config = AtlasConfig(latents=args.latents, **context_options(args))
-    check_folder(args.out, "atlas")  # refuse a folder that is not ours before any work
+    check_folder(args.out, "atlas", model=args.model)  # refuse a folder that is not ours before any work
     d = load_dictionary(args.sae, args.sae_id, device="cpu")
     name = args.model or d.sae.cfg.metadata.model_name or DEFAULT_MODEL
     shape = model_shape(name)
     if d.sae.cfg.d_in != shape.d_model:
         raise ConfigError(f"{d.source}: d_in {d.sae.cfg.d_in} but {name} has d_model {shape.d_model}: pass the right --model")
     head = check_head(args.head, shape) if args.head else None
-    with run_folder(args.out, "atlas") as out:
+    with run_folder(args.out, "atlas", model=args.model) as out:
         model = load_model(name, device=device)
         index, summary = atlas_for_dictionary(model, d, out, config, head)
     print(f"atlas: {index}")

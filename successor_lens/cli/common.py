@@ -15,6 +15,8 @@ from successor_lens.models.registry import DEFAULT_MODEL
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}, embedded, offline; or any TransformerLens name)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--verify-cache", action="store_true", help="hash every cached file in full (converted weights, "
+                   "GGUF and checkpoint digests) instead of trusting hashes remembered by inode, size and mtime")
 
 
 def config_option(p: argparse.ArgumentParser, cls: type, name: str, flag: str | None = None, help_suffix: str = "", **kwargs) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from successor_lens.confighelp import constant  # formats.py imports torch: its FORMATS are read from the source
 
@@ -17,10 +18,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from successor_lens.io import UnsafePathError, overlapping
     from successor_lens.runner.folders import check_folder, run_folder
     from successor_lens.sae_train.dictionary import convert, load_dictionary
 
     check_folder(args.out, "convert")
+    if Path(args.source).exists() and overlapping(args.source, args.out):
+        raise UnsafePathError(f"{args.source} and --out {args.out} overlap (converting would replace its own input): "
+                              "pass an --out outside the dictionary's folder")
     source = load_dictionary(args.source, args.sae_id)
     with run_folder(args.out, "convert") as out:
         folder, error = convert(source, args.to, out)

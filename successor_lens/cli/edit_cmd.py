@@ -37,10 +37,10 @@ def run(args: argparse.Namespace) -> None:
     shape = model_shape(args.model)
     name, edits = load_spec(args.spec, shape)
     check_ctx(args.ctx, shape)
-    out = check_folder(out_dir(args), "run")
+    out = check_folder(out_dir(args), "run", model=args.model)
     directions = load_directions(out / FEATURES) if any(e.kind.endswith("feature") for e in edits) else {}
     texts = load_corpus(args.corpus)
-    with run_folder(out, "run"):
+    with run_folder(out, "run", model=args.model):
         model = load_model(args.model, device=device)
         items = build_token_set(model.tokenizer).tokens
         edit_set = EditSet(model, edits, directions, items)

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
     config = ScanConfig(embedding=args.embedding, mlp0_norm=not args.no_mlp0_norm, post_norms=not args.no_post_norms)
     device = resolve_device(args.device)
     model_shape(args.model)  # an unknown or missing model is one line before any work
-    with run_folder(out_dir(args), "run") as out:
+    with run_folder(out_dir(args), "run", model=args.model) as out:
         model = load_model(args.model, device=device)
         token_set = build_token_set(model.tokenizer)
         result = scan_heads(model, token_set, config)

@@ -4,6 +4,7 @@ is a bug and keeps its traceback (exit 1)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -47,16 +48,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FILESYSTEM_FIXES = {
+    errno.ENOSPC: "free space on that disk, or pass a folder on another one",
+    errno.EDQUOT: "free space within your quota, or pass a folder on another disk",
+    errno.EROFS: "pass a folder on a writable file system (the model cache follows $SUCCESSOR_LENS_CACHE)",
+    errno.ENAMETOOLONG: "pass a shorter path",
+    errno.ENOTDIR: "a file stands where a folder is needed: pass another path",
+    errno.EACCES: "pass a path you can write to",
+    errno.EPERM: "pass a path you can write to",
+    errno.ELOOP: "a link points to itself: pass another path",
+}
+"""File-system errors that are the machine's or the user's, not a bug: one line naming the path and the fix."""
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     args = build_parser().parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)
+    if getattr(args, "verify_cache", False):
+        from successor_lens.models import fingerprints
+
+        fingerprints.FULL_CHECK = True
     try:
         code = args._run(args)
     except UserError as err:
-        print(f"successor-lens {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return _fail(args.command, str(err))
+    except OSError as err:
+        if err.errno not in FILESYSTEM_FIXES:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(args.command, f"{where}{err.strerror}: {FILESYSTEM_FIXES[err.errno]}")
+    except KeyboardInterrupt:
+        print(f"successor-lens {args.command}: interrupted; the folder is as a kill would leave it (finished stages kept, "
+              "the stopped one discarded): rerun the same command to go on", file=sys.stderr)
+        return 130
     return code or 0
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"successor-lens {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

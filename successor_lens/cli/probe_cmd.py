@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     shape = model_shape(args.model)
     head = check_head(args.head, shape) if args.head else None
-    with run_folder(out_dir(args), "run") as out:
+    with run_folder(out_dir(args), "run", model=args.model) as out:
         directions = load_directions(out / FEATURES)
         model = load_model(args.model, device=device)
         result = probe_model(model, directions, head, args.seed)

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     model_shape(args.model)  # an unknown or missing model is one line before any work
-    with run_folder(out_dir(args), "run") as out:
+    with run_folder(out_dir(args), "run", model=args.model) as out:
         model = load_model(args.model, device=device)
         prompts = fitting(model, succession_prompts(model.tokenizer))
         roles = head_roles(model, prompts, build_token_set(model.tokenizer), args.seed, args.top)

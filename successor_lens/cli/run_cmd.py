@@ -33,8 +33,8 @@ def config_from_args(args: argparse.Namespace, context: dict) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> None:
-    import json
-
+    from successor_lens.artifacts.atlas_schema import load_atlas
+    from successor_lens.artifacts.report import summary_lines
     from successor_lens.filenames import ATLAS, ATLAS_JSON
     from successor_lens.models.registry import source_fingerprint
     from successor_lens.runner.folders import run_folder
@@ -50,13 +50,13 @@ def run(args: argparse.Namespace) -> None:
     # result is printed from the cache without importing the model code or the pipeline
     keys = stage_keys(source_fingerprint(args.model), config)
     if not args.force and StageCache(out).all_fresh(keys) is not None:
-        with run_folder(out, "run"):  # read under the lock, so no other run is rewriting the stages
+        with run_folder(out, "run", model=args.model):  # read under the lock, so no other run is rewriting the stages
             seconds = StageCache(out).all_fresh(keys)
             if seconds is not None:
                 for i, stage in enumerate(STAGES):
                     print(cached_line(i, seconds[stage]))
                 print(f"ran nothing; cached {', '.join(STAGES)}; 0.0s in stages")
-                _print_result(out, json.loads((out / ATLAS / ATLAS_JSON).read_text())["summary"]["lines"])
+                _print_result(out, summary_lines(load_atlas(out / ATLAS / ATLAS_JSON)))
                 return
     result = _run(args, out, config)
     total = sum(result.seconds.values())
@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace, out, config: RunConfig):
 
     runtime = Runtime(resolve_device(args.device))
     config.check(model_shape(args.model))  # every argument checked before the folder is claimed
-    with run_folder(out, "run"):
+    with run_folder(out, "run", model=args.model):
         model = LazyModel(args.model, runtime.device, log=lambda line: print(line, flush=True))  # loaded only if a stage runs
         return run_pipeline(model, out, config, runtime, tuple(args.force))
 

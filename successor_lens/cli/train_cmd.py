@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int | None:
     from successor_lens.models.loading import load_model, model_shape
     from successor_lens.runner.folders import check_folder, run_folder
     from successor_lens.sae_train.distributed import Dist
-    from successor_lens.sae_train.runtime import Runtime
+    from successor_lens.sae_train.runtime import Runtime, check_fits
     from successor_lens.sae_train.train_run import train_sites
     from successor_lens.sites import check_site
 
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int | None:
         raise ConfigError(f"a corpus ({args.corpus}) was given but --tokens is {args.tokens}: add --tokens corpus, or drop the corpus")
     shape = model_shape(args.model)
     cfg = config_from_args(args, shape.d_model)
+    check_fits(shape.d_model, cfg.d_sae, cfg.batch_size, device)
     if args.sites and args.site:
         raise ConfigError("--site and --sites both given: use --sites for several, --site for one")
     sites = [s.strip() for s in args.sites.split(",")] if args.sites else [args.site or "mlp0"]
@@ -77,13 +78,13 @@ def run(args: argparse.Namespace) -> int | None:
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.nproc > 1 and not under_torchrun:
         Dist(0, args.nproc).check_batch(cfg.batch_size)
-        check_folder(out_dir(args), "run")
+        check_folder(out_dir(args), "run", model=args.model)
         return _launch(args)
     dist = Dist.from_env(device)
     runtime = Runtime(dist.device(device), args.precision)
     if not args.site_parallel:
         dist.check_batch(cfg.batch_size)
-    with run_folder(out_dir(args), "run") if dist.main else nullcontext(out_dir(args)) as out:  # rank 0 owns the folder
+    with run_folder(out_dir(args), "run", model=args.model) if dist.main else nullcontext(out_dir(args)) as out:  # rank 0 owns the folder
         model = load_model(args.model, device=runtime.device)
         runs = train_sites(model, sites, cfg, out, runtime, tokens=args.tokens, corpus=args.corpus, resume=args.resume, dist=dist,
                            site_parallel=args.site_parallel)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> None:
     heads = [parse_head_name(check_head(h, shape)) for h in args.head] if args.head else None
     check_ctx(args.ctx, shape)
     texts = load_corpus(args.corpus)
-    with run_folder(out_dir(args), "run") as out:
+    with run_folder(out_dir(args), "run", model=args.model) as out:
         model = load_model(args.model, device=device)
         scan = scan_heads(model, build_token_set(model.tokenizer))
         ov = {name: score for name, score, _ in scan.top_heads(model.cfg.n_layers * model.cfg.n_heads)}

@@ -15,7 +15,8 @@ from successor_lens.errors import ConfigError, UserError
 from successor_lens.features.matrix import ItemTable
 from successor_lens.features.mine_config import MineConfig
 from successor_lens.features.mining import MinedFeatures, MiningNull, Recurrence, mine, mining_null, recurrence
-from successor_lens.io import BadFileError, atomic_path, check_safetensors
+from successor_lens.filenames import MINE
+from successor_lens.io import BadFileError, atomic_path, check_safetensors, file_sha256, read_json
 from successor_lens.nulls import value_vs_draws
 from successor_lens.paper import FIGURES
 from successor_lens.sae_train.dictionary import load_dictionary, rotated_like, untrained_like, weights_digest
@@ -198,8 +199,16 @@ def save_directions(path: Path, directions: dict[int, torch.Tensor]) -> Path:
 
 
 def load_directions(path: Path) -> dict[int, torch.Tensor]:
+    """The mod-10 directions f0..f9 saved beside mine.json, checked to be the very file mine.json
+    describes (its `features_sha256`): a `mine` stopped between writing the two is caught here."""
     if not path.is_file():
         raise UserError(f"{path} not found: run `successor-lens mine` (or `run`) with the same --out first")
+    record = path.parent / MINE
+    fix = "rerun `successor-lens mine` (or `run`) with the same --out"
+    expected = read_json(record, "mine record", dict, UserError, fix).get("features_sha256") if record.is_file() else None
+    if expected != file_sha256([path]):
+        raise UserError(f"{path} is not the file {record} describes (no or another features_sha256: a `mine` was stopped "
+                        f"between writing the two, or one was replaced): {fix}")
     try:
         check_safetensors(path)
         tensors = load_file(path)

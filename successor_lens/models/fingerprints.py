@@ -7,12 +7,12 @@ from these without loading, or even importing, the model code.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 
+from successor_lens.errors import UserError
 from successor_lens.filenames import FILE_DIGESTS
-from successor_lens.io import digest, file_sha256, write_json
+from successor_lens.io import digest, file_sha256, read_json, write_json
 
 WEIGHT_PROCESSING = {
     "fold_ln": False,
@@ -31,16 +31,22 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "successor_lens"
 
 
+FULL_CHECK = False
+"""Set by `--verify-cache`: every cached file is hashed in full, no remembered hash trusted."""
+
+
 def remembered_sha256(paths: list[Path]) -> str:
-    """sha256 of the files' concatenated contents, remembered per (path, size, mtime) in the cache
-    folder so an unchanged file is hashed once."""
-    stamp = digest([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths])
+    """sha256 of the files' concatenated contents, remembered per (path, inode, size, mtime) in the
+    cache folder so an unchanged file is hashed once. The memo is ours, but an unreadable one (or
+    an entry that is not a sha256) is only ignored and rebuilt."""
+    stamps = [(p.resolve(), p.stat()) for p in paths]
+    stamp = digest([[str(r), st.st_ino, st.st_size, st.st_mtime_ns] for r, st in stamps])
     memo_path = cache_root() / FILE_DIGESTS
     try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, json.JSONDecodeError):
+        memo = read_json(memo_path, "memo", dict, max_bytes=16 << 20) if memo_path.is_file() else {}
+    except UserError:
         memo = {}
-    if stamp not in memo:
+    if FULL_CHECK or not (isinstance(memo.get(stamp), str) and len(memo[stamp]) == 64):
         memo[stamp] = file_sha256(paths)
         with contextlib.suppress(OSError):  # a read-only cache only costs the hash next time
             write_json(memo_path, memo)

@@ -90,12 +90,15 @@ class LocalSource:
 
         path = local_folder(name)
         cfg = _local_config(path)
-        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        with _neutral_alias(path) as alias:
-            state = get_pretrained_state_dict(alias, cfg, hf_model)
-        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-        model.load_and_process_state_dict(state, **WEIGHT_PROCESSING)
+        with foreign_errors(ModelLoadError, lambda err: (
+                f"--model {path}: its weights do not load as its config.json describes ({first_line(err)}): "
+                "re-save the folder with save_pretrained")):
+            hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            with _neutral_alias(path) as alias:
+                state = get_pretrained_state_dict(alias, cfg, hf_model)
+            model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+            model.load_and_process_state_dict(state, **WEIGHT_PROCESSING)
         weights = sorted(path.glob("*.safetensors"))
         note(model, successor_lens_source={"kind": "local", "source": f"local folder {path.resolve()}",
                                        "weights_sha256": remembered_sha256(weights), "architecture": cfg.original_architecture})

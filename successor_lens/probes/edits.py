@@ -15,7 +15,6 @@ A spec is JSON: `{"edits": [EDIT, ...]}` (optionally `"name"`), each EDIT one of
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from successor_lens.errors import ConfigError, check_float, check_int
+from successor_lens.io import read_json, safe_component
 from successor_lens.probes.incontext import Prompt, by_length
 
 KINDS = ("ablate_head", "scale_head", "add_feature", "subtract_feature")
@@ -37,8 +37,6 @@ class EditSpecError(ConfigError):
     pass
 
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-"""An edit's name: its file is edits/NAME.json, so the name is the file name (no two names share one)."""
 MAX_FACTOR = 1e4
 """Bound on |factor| and |scale|: beyond it the edited activations overflow fp16 and swamp every other signal."""
 _FIELDS = {"ablate_head": {"mode"}, "scale_head": {"factor"}, "add_feature": {"feature", "scale", "positions"},
@@ -105,10 +103,12 @@ def _choice(name: str, value, allowed: tuple[str, ...]) -> str:
 
 
 def check_name(name, source: str = "spec") -> str:
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise EditSpecError(f"{source}: name {str(name)[:40]!r}{'...' if len(str(name)) > 40 else ''} must be 1-64 letters, digits, "
-                            "'_', '.' or '-' (it names the file edits/NAME.json): rename it")
-    return name
+    """An edit's name: its file is edits/NAME.json, so the name is the file name (no two names share one)."""
+    return safe_component(name, f"{source}: name", "rename it (it names the file edits/NAME.json)")
+
+
+MAX_SPEC_BYTES = 1 << 20
+"""A spec lists a few edits; a larger file is not one."""
 
 
 def load_spec(path: str | os.PathLike, shape) -> tuple[str, list[Edit]]:
@@ -117,14 +117,7 @@ def load_spec(path: str | os.PathLike, shape) -> tuple[str, list[Edit]]:
     example = '{"edits": [{"kind": "ablate_head", "layer": 0, "head": 0}]}'
     if path.is_dir():
         raise EditSpecError(f"{path} is a folder: pass a JSON spec file such as {example}")
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EditSpecError(f"{path}: no such spec file: write one such as {example}") from None
-    except UnicodeDecodeError:
-        raise EditSpecError(f"{path}: not a text file: pass a JSON spec such as {example}") from None
-    except json.JSONDecodeError as err:
-        raise EditSpecError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    spec = read_json(path, "spec", dict, EditSpecError, f"pass a JSON spec such as {example}", max_bytes=MAX_SPEC_BYTES)
     edits = parse_spec(spec, shape, str(path))
     if "name" in spec:
         return check_name(spec["name"], str(path)), edits

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,10 +16,12 @@ from successor_lens.errors import ConfigError
 from successor_lens.features.mine_config import MineConfig
 from successor_lens.features.mine_run import item_acts, item_table
 from successor_lens.features.mining import mine
-from successor_lens.filenames import ATLAS, ATLAS_JSON
+from successor_lens.filenames import ATLAS
+from successor_lens.io import safe_component
 from successor_lens.probes.scan import scan_heads
 from successor_lens.runner.folders import run_folder
 from successor_lens.runner.stages import metrics_of
+from successor_lens.sae_train.dictionary import parameters_digest, weights_digest
 from successor_lens.tasks import Task, build_token_set
 
 
@@ -39,11 +40,14 @@ def atlas_for_dictionary(
     table = item_table(model, tasks)
     acts = item_acts(model, table, hook)
     mined = mine(sae, acts, table, mine_cfg)
-    sae_id = hook.replace("blocks.", "L").replace(".hook_", "-").replace("hook_", "") if hook else "sae"
-    entry = SAEEntry(sae_id, sae, dictionary.source, dict(mined.latent_class), metrics_of(dictionary), mined.summary())
+    sae_id = safe_component(hook.replace("blocks.", "L").replace(".hook_", "-").replace("hook_", "") if hook else "sae",
+                            f"{dictionary.source}: hook name", "set the dictionary's metadata.hook_name to a TransformerLens hook name")
+    identity = {"weights_sha256": weights_digest(dictionary.source) if Path(dictionary.source).is_dir() else None,
+                "parameters_sha256": parameters_digest(sae)}
+    entry = SAEEntry(sae_id, sae, dictionary.source, dict(mined.latent_class), metrics_of(dictionary), {**mined.summary(), **identity})
     doc = collect(model, [entry], heads_json, None, None, cfg, tasks, scan_tasks, head or heads_json["best_head"],
-                  run_config={"sae": dictionary.source, "mine": asdict(mine_cfg)}, acts_by_hook={hook: acts})
+                  run_config={"sae": dictionary.source, **identity, "mine": asdict(mine_cfg)}, acts_by_hook={hook: acts})
     exports = build_exports(model, [entry], cfg, head or heads_json["best_head"], tasks)
     with run_folder(out, "atlas", "atlas_for_dictionary"):
         index = write_atlas(doc, Path(out) / ATLAS, exports=exports)
-    return index, summary_lines(json.loads((index.parent / ATLAS_JSON).read_text()))
+    return index, summary_lines(doc)

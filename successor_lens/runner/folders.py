@@ -7,6 +7,12 @@ user's files. The marker names the folder's kind: "run" (the pipeline's stages, 
 `mine`, `probe`, `wild`, `edit`), "atlas" (`atlas --sae`), "compare" (`compare`) or "convert" (`convert`), and a
 command refuses a folder of another kind.
 
+A run folder belongs to one model: the first command that loads a model into it records the
+model's name and content fingerprint in the marker (`bind`), and a command with another model is
+refused, so `heads.json` of one model never sits beside `mine.json` of another. Folders of ours do
+not nest: `--out` inside another folder of ours is refused (a rebuild of the outer folder would
+replace or sweep the inner one).
+
 While a command works it holds an advisory lock (`fcntl.flock` on `.successor-lens.lock`, released
 by the kernel when the process dies, even by SIGKILL), so a second command on the same folder stops
 with one line naming the first. With the lock held, the temporary files a killed writer left behind
@@ -16,7 +22,6 @@ are removed (they are ours by name, `io.remove_leftovers`).
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import sys
 import time
@@ -26,7 +31,7 @@ from pathlib import Path
 
 from successor_lens.errors import UserError
 from successor_lens.filenames import HOLDER, LOCK, MARKER
-from successor_lens.io import provenance, remove_leftovers, write_json
+from successor_lens.io import provenance, read_json, remove_leftovers, write_json
 
 KINDS = ("run", "atlas", "compare", "convert")
 
@@ -40,19 +45,26 @@ _held: dict[Path, tuple[int, int]] = {}
 command and the library function it calls can both ask for the same folder."""
 
 
-def check_folder(path: str | os.PathLike, kind: str = "run") -> Path:
-    """Refuse, with one line, a path that `claim` would refuse; creates nothing."""
+def check_folder(path: str | os.PathLike, kind: str = "run", model: str | None = None) -> Path:
+    """Refuse, with one line, a path that `claim` (or `bind`, given `model`) would refuse; creates nothing."""
     if kind not in KINDS:
         raise ValueError(f"unknown run folder kind {kind!r}")
     path = Path(path)
+    _check_path(path)
     if path.exists() and not path.is_dir():
         raise FolderError(f"--out {path} is a file, not a folder: pass a folder path (it is created if missing)")
+    outer = next((p for p in path.resolve().parents if (p / MARKER).is_file()), None)
+    if outer is not None:
+        raise FolderError(f"--out {path} lies inside {outer}, a folder of successor-lens's own (a rebuild there would replace it): "
+                          "pass a folder outside it")
     marker = path / MARKER
     if path.is_dir():
         if marker.is_file():
-            found = _marker_kind(marker)
+            found = _marker(marker).get("successor_lens_folder")
             if found != kind:
                 raise FolderError(_wrong_kind(path, found, kind))
+            if model is not None:
+                _check_model(path, _marker(marker).get("model"), model_identity(model))
         else:
             others = sorted(p.name for p in path.iterdir())
             if others:
@@ -65,9 +77,58 @@ def check_folder(path: str | os.PathLike, kind: str = "run") -> Path:
     return path
 
 
-def claim(path: str | os.PathLike, kind: str = "run") -> Path:
+def _check_path(path: Path) -> None:
+    """What the file system would refuse later, named now: a component longer than the file
+    system allows, a dangling link, or a file where a folder is needed."""
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            raise FolderError(f"--out {str(path)[:60]}...: the name {part[:20]}... is {len(os.fsencode(part))} bytes, "
+                              "above the 255 a file system allows: pass a shorter --out")
+    if path.is_symlink() and not path.exists():
+        raise FolderError(f"--out {path} is a link to {os.readlink(path)}, which does not exist: pass a real folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FolderError(f"--out {path}: {parent} is a file, so no folder can be made under it: pass another --out")
+            break
+
+
+def model_identity(model: str) -> dict[str, str]:
+    """What a run folder records of its model: the name as given (a folder's resolved path) and the
+    content fingerprint of what it loads."""
+    from successor_lens.models.registry import source_fingerprint, source_kind
+
+    name = str(Path(model).expanduser().resolve()) if source_kind(model) == "local" else model
+    return {"name": name, "fingerprint": source_fingerprint(model)}
+
+
+def _check_model(path: Path, recorded, identity: dict[str, str]) -> None:
+    if recorded is None:
+        return
+    if not (isinstance(recorded, dict) and isinstance(recorded.get("name"), str) and isinstance(recorded.get("fingerprint"), str)):
+        raise FolderError(f"--out {path}: the model recorded in its marker {MARKER} is unreadable: pass another --out")
+    if recorded["name"] != identity["name"]:
+        raise FolderError(f"--out {path} holds the run of {recorded['name']!r}, not {identity['name']!r}: "
+                          f"pass another --out (one model per run folder)")
+    if recorded["fingerprint"] != identity["fingerprint"]:
+        raise FolderError(f"--out {path} holds the run of {recorded['name']!r} as it was when the folder was made "
+                          f"(fingerprint {recorded['fingerprint']}; its weights or converting libraries now give "
+                          f"{identity['fingerprint']}): pass another --out")
+
+
+def bind(path: Path, model: str) -> None:
+    """Record `model` as the folder's model (checked first: `check_folder`). Call with the lock held."""
+    marker = path / MARKER
+    doc = _marker(marker)
+    identity = model_identity(model)
+    _check_model(path, doc.get("model"), identity)
+    if doc.get("model") != identity:
+        write_json(marker, {**doc, "model": identity})
+
+
+def claim(path: str | os.PathLike, kind: str = "run", model: str | None = None) -> Path:
     """Make `path` a folder of ours of `kind` (creating it if needed), or refuse with one line."""
-    path = check_folder(path, kind)
+    path = check_folder(path, kind, model)
     marker = path / MARKER
     if marker.is_file():
         return path
@@ -80,9 +141,10 @@ def claim(path: str | os.PathLike, kind: str = "run") -> Path:
 
 
 @contextmanager
-def run_folder(path: str | os.PathLike, kind: str = "run", command: str | None = None) -> Iterator[Path]:
-    """Claim `path` and hold its lock for the block (re-entrant within a process)."""
-    path = claim(path, kind)
+def run_folder(path: str | os.PathLike, kind: str = "run", command: str | None = None, model: str | None = None) -> Iterator[Path]:
+    """Claim `path` and hold its lock for the block (re-entrant within a process); with `model`, the
+    folder is (or becomes) that model's, or the command is refused before anything is written."""
+    path = claim(path, kind, model)
     key = path.resolve()
     if key in _held:
         fd, depth = _held[key]
@@ -107,6 +169,8 @@ def run_folder(path: str | os.PathLike, kind: str = "run", command: str | None =
         write_json(path / HOLDER, {"pid": os.getpid(), "command": command or " ".join(["successor-lens"] + sys.argv[1:]),
                                    "since": time.strftime("%Y-%m-%d %H:%M:%S")})
         remove_leftovers(path)
+        if model is not None:
+            bind(path, model)
         yield path
     finally:
         del _held[key]
@@ -119,11 +183,12 @@ def holds(path: str | os.PathLike) -> bool:
     return Path(path).resolve() in _held
 
 
-def _marker_kind(marker: Path) -> str | None:
+def _marker(marker: Path) -> dict:
+    """The marker's fields ({} when unreadable: then it names no kind and the folder is refused)."""
     try:
-        return json.loads(marker.read_text()).get("successor_lens_folder")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+        return read_json(marker, "marker", dict, FolderError, max_bytes=1 << 16)
+    except FolderError:
+        return {}
 
 
 def _wrong_kind(path: Path, found: str | None, kind: str) -> str:
@@ -137,8 +202,8 @@ def _wrong_kind(path: Path, found: str | None, kind: str) -> str:
 
 def _busy(path: Path) -> str:
     try:
-        holder = json.loads((path / HOLDER).read_text())
-        who = f"`{holder['command']}` (pid {holder['pid']}, since {holder['since']})"
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        holder = read_json(path / HOLDER, "holder", dict, FolderError, max_bytes=1 << 16)
+        who = f"`{str(holder['command'])[:200]}` (pid {holder['pid']}, since {holder['since']})"
+    except (FolderError, KeyError):
         who = "another successor-lens command"
     return f"--out {path} is in use by {who}: wait for it to finish, or pass another --out"

@@ -9,7 +9,6 @@ after them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from transformer_lens import HookedTransformer
 
+from successor_lens.artifacts.atlas_schema import load_atlas
 from successor_lens.artifacts.report import summary_lines
 from successor_lens.errors import ConfigError
 from successor_lens.filenames import ATLAS, ATLAS_JSON, INDEX
@@ -82,5 +82,5 @@ def run_pipeline(
             cache.record(stage, keys[stage], outputs, seconds[stage])
             ran.append(stage)
             log(f"[{i + 1}/{len(STAGES)}] {stage:<11} done in {seconds[stage]:.1f}s")
-        doc = json.loads((out / ATLAS / ATLAS_JSON).read_text())
+        doc = load_atlas(out / ATLAS / ATLAS_JSON)
     return PipelineResult(out, out / ATLAS / INDEX, ran, cached, seconds, summary_lines(doc), keys)

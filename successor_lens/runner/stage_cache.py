@@ -1,18 +1,18 @@
 """The stage cache of `run`, importable without torch or the model code so a fully cached run is instant.
 
 `StageCache` keeps one manifest per finished stage (`OUT/.stages/NAME.json`): its key
-(`run_config.stage_keys`) and the size and mtime of every file it wrote. The CLI computes the same
+(`run_config.stage_keys`) and the size, mtime, sha256, inode and ctime of every file it wrote. The CLI computes the same
 keys from its options before importing the pipeline; when every stage is fresh under them it
 prints the cached result at once.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from successor_lens.errors import UserError
 from successor_lens.filenames import STAGES as STAGES_FOLDER
-from successor_lens.io import inside, write_json
+from successor_lens.io import file_sha256, inside, read_json, write_json
 
 STAGES = ("heads", "incontext", "activations", "saes", "mine", "probes", "atlas")
 
@@ -23,9 +23,11 @@ def cached_line(i: int, seconds: float) -> str:
 
 
 class StageCache:
-    """Manifests in `out/.stages/`: the key of each finished stage and the size and mtime of every
-    file it wrote. A stage is fresh when its key matches and every file is as it left it, so a
-    file rewritten since (by a standalone command, or by a run killed half-way) makes it stale.
+    """Manifests in `out/.stages/`: the key of each finished stage and, for every file it wrote,
+    its size, mtime, sha256, inode and ctime. A stage is fresh when its key matches and every file
+    is as it left it: same size and mtime, and same inode and ctime, or else (a copied folder, or a
+    file swapped back with its size and mtime restored) the same sha256. So a file rewritten since
+    (by a standalone command, or by a run killed half-way) makes it stale.
     Before a stage writes anything, its manifest and every later stage's are removed
     (`invalidate`), so a kill at any point leaves no manifest over a half-rewritten stage."""
 
@@ -35,14 +37,28 @@ class StageCache:
 
     def manifest(self, stage: str) -> dict | None:
         path = self.folder / f"{stage}.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        try:  # any manifest that is not one of ours makes its stage stale, never an error
+            doc = read_json(path, "stage manifest", dict, UserError, max_bytes=16 << 20) if path.is_file() else None
+        except UserError:
             return None
+        ok = (doc is not None and isinstance(doc.get("outputs"), list) and all(isinstance(o, str) for o in doc["outputs"])
+              and isinstance(doc.get("files"), dict) and all(isinstance(v, list) and len(v) == 5 for v in doc["files"].values()))
+        return doc if ok else None
 
     def fresh(self, stage: str, key: str) -> bool:
         m = self.manifest(stage)
-        return m is not None and m.get("key") == key and m.get("files") == self._stat(m.get("outputs", []))
+        if m is None or m.get("key") != key:
+            return False
+        now = self._files(m["outputs"])
+        if now is None or set(now) != set(m["files"]):
+            return False
+        for name, (size, mtime, ino, ctime, path) in now.items():
+            was = m["files"][name]
+            if [size, mtime] != was[:2]:
+                return False
+            if [ino, ctime] != was[3:] and file_sha256([path]) != was[2]:
+                return False
+        return True
 
     def invalidate(self, stage: str) -> None:
         """Before `stage` rewrites anything: its manifest and every later one's go."""
@@ -52,11 +68,12 @@ class StageCache:
     def record(self, stage: str, key: str, outputs: list[Path], seconds: float) -> None:
         names = sorted(str(inside(self.out, str(Path(p).relative_to(self.out)), "stage output").relative_to(self.out.resolve()))
                        for p in outputs)
-        write_json(self.folder / f"{stage}.json", {"stage": stage, "key": key, "outputs": names, "files": self._stat(names),
+        files = {name: [size, mtime, file_sha256([path]), ino, ctime] for name, (size, mtime, ino, ctime, path) in (self._files(names) or {}).items()}
+        write_json(self.folder / f"{stage}.json", {"stage": stage, "key": key, "outputs": names, "files": files,
                                                    "seconds": round(seconds, 3)})
 
-    def _stat(self, names: list[str]) -> dict[str, list[int]] | None:
-        """{file: [size, mtime_ns]} of every file under the outputs; None when one is missing."""
+    def _files(self, names: list[str]) -> dict[str, tuple[int, int, int, int, Path]] | None:
+        """{file: (size, mtime_ns, inode, ctime_ns, path)} of every file under the outputs; None when one is missing."""
         files = {}
         for name in names:
             path = inside(self.out, name, "stage output")
@@ -65,7 +82,7 @@ class StageCache:
             for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
                 if f.is_file():
                     st = f.stat()
-                    files[str(f.relative_to(self.out.resolve()))] = [st.st_size, st.st_mtime_ns]
+                    files[str(f.relative_to(self.out.resolve()))] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, f)
         return files
 
     def all_fresh(self, keys: dict[str, str]) -> dict[str, float] | None:

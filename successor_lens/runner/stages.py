@@ -18,10 +18,10 @@ from successor_lens.artifacts.neuronpedia import build_exports
 from successor_lens.artifacts.records import HEADS_RECORD, INCONTEXT_RECORD, MINE_EMBED_RECORD, MINE_RECORD, PROBE_RECORD
 from successor_lens.artifacts.stage_files import extras, write_mine, write_probe, write_scan
 from successor_lens.artifacts.summary import build_summary
-from successor_lens.errors import ConfigError
+from successor_lens.errors import ConfigError, UserError
 from successor_lens.features.mine_run import load_directions, mine_model
 from successor_lens.filenames import ATLAS, ATLAS_JSON, FEATURES, INCONTEXT, METRICS, MINE_EMBED, REPORT, SAES, SUMMARY
-from successor_lens.io import provenance, write_json, write_text
+from successor_lens.io import provenance, read_json, write_json, write_text
 from successor_lens.models.provenance import model_provenance
 from successor_lens.probes.head_choice import incontext_choice
 from successor_lens.probes.probe_run import probe_model
@@ -120,6 +120,6 @@ def metrics_of(dictionary) -> dict[str, Any] | None:
     path = Path(dictionary.source) / METRICS
     if not path.is_file():
         return None
-    metrics = json.loads(path.read_text())
+    metrics = read_json(path, "dictionary metrics", dict, UserError, "delete it, or re-train the dictionary", max_bytes=64 << 20)
     metrics.pop("log10_density", None)
     return metrics

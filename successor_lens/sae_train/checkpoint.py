@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 
 from successor_lens.errors import UserError
-from successor_lens.io import BadFileError, atomic_path, check_safetensors
+from successor_lens.io import MAX_JSON_DEPTH, BadFileError, atomic_path, check_safetensors, json_depth
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -48,7 +48,10 @@ class Checkpointer:
         try:
             check_safetensors(path)
             with safe_open(path, framework="pt") as f:
-                state = json.loads((f.metadata() or {})["state"])
+                text = (f.metadata() or {})["state"]
+                if json_depth(text.encode()) > MAX_JSON_DEPTH:
+                    raise KeyError("state")
+                state = json.loads(text)
                 if not isinstance(state, dict):
                     raise KeyError("state")
                 return {k: f.get_tensor(k) for k in f.keys()}, state  # noqa: SIM118 (safe_open is not iterable)

@@ -8,7 +8,6 @@ package version, data hash). The folder appears whole or not at all.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from sae_lens import SAE
 
 from successor_lens.errors import UserError, first_line, foreign_errors
 from successor_lens.filenames import PROVENANCE
-from successor_lens.io import BadFileError, atomic_dir, check_safetensors, file_sha256, write_json
+from successor_lens.io import BadFileError, UnsafePathError, atomic_dir, check_safetensors, file_sha256, overlapping, read_json, safe_component, write_json
 from successor_lens.io import provenance as base_provenance
 from successor_lens.sae_train.formats import LOADERS, detect
 
@@ -52,6 +51,19 @@ def weights_digest(folder: str | os.PathLike) -> str | None:
     """sha256 of a dictionary folder's weights file (None for a release or a folder without one)."""
     path = Path(folder) / WEIGHTS_FILE
     return file_sha256([path]) if path.is_file() else None
+
+
+def parameters_digest(sae) -> str:
+    """sha256 of a dictionary's parameters (names, dtypes, shapes and bytes, in name order): its
+    identity whatever layout or release it came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, value in sorted(sae.state_dict().items()):
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 @dataclass
@@ -105,12 +117,7 @@ def _load_folder(path: Path, device: str, converter=None):
     for name in (CFG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise DictionaryError(f"{path / name}: missing: this is not an sae-lens dictionary folder")
-    try:
-        cfg = json.loads((path / CFG_FILE).read_text())
-    except json.JSONDecodeError as err:
-        raise DictionaryError(f"{path / CFG_FILE}: not valid JSON ({err.msg} at line {err.lineno}): re-save the dictionary") from None
-    if not isinstance(cfg, dict):
-        raise DictionaryError(f"{path / CFG_FILE}: not an sae-lens config (a JSON {type(cfg).__name__}): re-save the dictionary")
+    cfg = read_json(path / CFG_FILE, "sae-lens config (not an sae-lens config)", dict, DictionaryError, "re-save the dictionary", max_bytes=1 << 20)
     try:
         check_safetensors(path / WEIGHTS_FILE)
     except BadFileError as err:
@@ -118,10 +125,8 @@ def _load_folder(path: Path, device: str, converter=None):
     with foreign_errors(DictionaryError, lambda err: f"{path}: sae-lens cannot load it ({first_line(err, 160)})"):
         sae = SAE.load_from_disk(path, device=device)
     prov_path = path / PROVENANCE
-    try:
-        prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {"config": cfg}
-    except json.JSONDecodeError:
-        raise DictionaryError(f"{prov_path}: not valid JSON: re-save the dictionary, or delete the file to load it without provenance") from None
+    prov = read_json(prov_path, "provenance", dict, DictionaryError, "re-save the dictionary, or delete the file to load it without "
+                     "provenance", max_bytes=16 << 20) if prov_path.is_file() else {"config": cfg}
     return sae, prov
 
 
@@ -182,7 +187,11 @@ def convert(source: Dictionary, fmt: str, out: str | os.PathLike) -> tuple[Path,
 
     sae, out = source.sae.to("cpu"), Path(out)
     hook = sae.cfg.metadata.hook_name or "sae"
-    name = tl_to_sparsify_hook(hook) if fmt == "sparsify" else hook
+    name = safe_component(tl_to_sparsify_hook(hook) if fmt == "sparsify" else hook, f"{source.source}: hook name",
+                          "set the dictionary's metadata.hook_name to a TransformerLens hook name")
+    if Path(source.source).exists() and overlapping(source.source, out):
+        raise UnsafePathError(f"{source.source} and the output {out} overlap (converting would replace its own input): "
+                              "pass an --out outside the dictionary's folder")
     with atomic_dir(out / name) as tmp:
         WRITERS[fmt](sae, tmp)
         write_json(tmp / PROVENANCE, base_provenance(converted_from=source.source, format=fmt, source_provenance=source.provenance))

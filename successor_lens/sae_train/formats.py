@@ -34,6 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from successor_lens.errors import UserError
+from successor_lens.io import read_json
 
 FORMATS = ("sae-lens", "sparsify", "dictionary-learning")
 
@@ -130,14 +131,14 @@ def _named_errors(fmt: str):
 @_named_errors("sparsify")
 def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict | None = None) -> tuple[dict, dict]:
     path = Path(path)
-    raw = json.loads((path / "cfg.json").read_text())
+    raw = read_json(path / "cfg.json", "sparsify config", dict, FormatError, "re-save the dictionary", max_bytes=1 << 20)
     if raw.get("transcode") or raw.get("skip_connection") or raw.get("activation", "topk") != "topk":
         raise FormatError(f"{path}: a sparsify transcoder, skip connection or {raw.get('activation')} activation is not an SAE this loads")
     tensors = load_file(path / "sae.safetensors", device=device)
     W_enc = tensors["encoder.weight"].T.float().contiguous()
     state = {"W_enc": W_enc, "b_enc": tensors["encoder.bias"].float(), "W_dec": tensors["W_dec"].float(), "b_dec": tensors["b_dec"].float()}
     run_cfg = path.parent / "config.json"
-    model = json.loads(run_cfg.read_text()).get("model") if run_cfg.is_file() else None
+    model = read_json(run_cfg, "sparsify run config", dict, FormatError, "re-save the dictionary", max_bytes=1 << 20).get("model") if run_cfg.is_file() else None
     hook = sparsify_hook(path.name)
     source = {"format": "sparsify", "hookpoint": path.name, "hook_name": hook}
     return _cfg("topk", raw["d_in"], W_enc.shape[1], hook, model, source, device, k=raw["k"], overrides=cfg_overrides), state
@@ -146,7 +147,7 @@ def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict |
 @_named_errors("dictionary_learning")
 def dictionary_learning_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict | None = None) -> tuple[dict, dict]:
     path = Path(path)
-    trainer = json.loads((path / "config.json").read_text())["trainer"]
+    trainer = read_json(path / "config.json", "dictionary_learning config", dict, FormatError, "re-save the dictionary", max_bytes=1 << 20)["trainer"]
     sd = torch.load(path / "ae.pt", map_location=device, weights_only=True)
     kind = trainer["dict_class"]
     hook = dictionary_learning_hook(trainer)

@@ -44,3 +44,36 @@ class Runtime:
     @staticmethod
     def default(device: str | None = None, precision: str = "auto") -> Runtime:
         return Runtime(device or ("cuda" if torch.cuda.is_available() else "cpu"), precision)
+
+
+def available_bytes(device: str) -> int:
+    """Memory free for a new allocation: the CUDA device's free memory, else the machine's
+    MemAvailable (/proc/meminfo), else its physical memory."""
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def training_bytes(d_in: int, d_sae: int, batch_size: int) -> int:
+    """A lower bound on what training one dictionary allocates: encoder and decoder in fp32 with
+    their gradients and two Adam moments (4 copies), and a batch's inputs, pre-activations,
+    activations and their gradients."""
+    return 4 * (4 * 2 * d_in * d_sae + batch_size * (2 * d_in + 4 * d_sae))
+
+
+def check_fits(d_in: int, d_sae: int, batch_size: int, device: str, what: str = "training") -> None:
+    """Refuse, before anything loads, sizes whose allocation alone exceeds the free memory."""
+    need, have = training_bytes(d_in, d_sae, batch_size), available_bytes(device)
+    if need > have:
+        raise ConfigError(f"{what} with d_in {d_in}, --d-sae {d_sae} and --batch-size {batch_size} needs at least "
+                          f"{need / 2**30:.1f} GiB but {have / 2**30:.1f} GiB is free on {device}: lower --d-sae or --batch-size")

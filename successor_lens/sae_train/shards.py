@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,7 +21,7 @@ from torch import Tensor
 
 from successor_lens.errors import UserError
 from successor_lens.filenames import ACTIVATIONS_META
-from successor_lens.io import TMP_TAG, BadFileError, atomic_dir, atomic_path, check_safetensors, write_json
+from successor_lens.io import TMP_TAG, BadFileError, atomic_dir, atomic_path, check_safetensors, read_json, write_json
 
 SHARD_ROWS = 65536
 
@@ -113,11 +112,10 @@ class ShardedActivations:
         meta_path = self.folder / ACTIVATIONS_META
         if not meta_path.is_file():
             raise FileNotFoundError(f"{self.folder}: no meta.json (incomplete or missing activation cache): recompute it")
-        try:
-            self.meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadFileError(f"{meta_path}: not valid JSON") from None
-        self.sizes = self.meta["shard_rows"]
+        self.meta = read_json(meta_path, "activation cache", dict, BadFileError, "recompute it", max_bytes=16 << 20)
+        self.sizes = self.meta.get("shard_rows")
+        if not (isinstance(self.sizes, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in self.sizes)):
+            raise BadFileError(f"{meta_path}: no shard_rows list: recompute it")
         self.starts = torch.tensor([0] + list(torch.tensor(self.sizes).cumsum(0)[:-1].tolist()))
         self._loaded: dict[int, Tensor] = {}
         self.max_loaded = max_loaded

@@ -116,3 +116,40 @@ def test_two_runs_on_one_folder_one_stops_in_one_line_and_the_other_completes(do
     code, stdout, stderr = finish(first)
     assert code == 0 and "ran atlas" in stdout, stderr[-3000:]
     consistent(out, STEPS)
+
+
+def test_ctrl_c_exits_130_in_one_line_and_leaves_what_a_kill_leaves(done, tmp_path):
+    out = copy(done, tmp_path)
+    old = (out / "atlas" / "atlas.json").read_text()
+    proc = start(*RUN, "--steps", str(STEPS), "--force", "atlas", "--out", str(out))
+    wait_for(lambda: any(out.glob(f".atlas{TMP_TAG}*/images")), proc, every=0.005)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc)
+    lines = [line for line in err.splitlines() if "successor-lens" in line]  # (the rest is tqdm's progress)
+    assert code == 130 and "Traceback" not in err and len(lines) == 1 and "interrupted" in lines[0], err[-3000:]
+    assert (out / "atlas" / "atlas.json").read_text() == old  # the old atlas whole, as after a kill
+    code, stdout, stderr = finish(start(*RUN, "--steps", str(STEPS), "--out", str(out)))
+    assert code == 0 and "ran atlas; cached heads, incontext, activations, saes, mine, probes" in stdout, stderr[-3000:]
+    consistent(out, STEPS)
+
+
+def test_a_kill_during_a_standalone_mine_never_leaves_a_pair_that_is_used_split(done, tmp_path):
+    """mine.json names the sha256 of features.safetensors: wherever the kill lands, the directions a
+    later `probe` or `edit` reads are the ones mine.json describes, or it stops in one line."""
+    from successor_lens.errors import UserError
+    from successor_lens.features.mine_run import load_directions
+    from successor_lens.io import file_sha256
+
+    out = copy(done, tmp_path)
+    features = out / "features.safetensors"
+    before = features.stat().st_mtime_ns
+    proc = start("mine", "--model", "planted-gpt2", "--sae", str(out / "saes" / "mlp0-s1"), "--null-draws", "9", "--out", str(out))
+    wait_for(lambda: features.stat().st_mtime_ns != before, proc, every=0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    try:
+        directions = load_directions(features)
+    except UserError as err:
+        assert "is not the file" in str(err) and "\n" not in str(err)
+    else:
+        assert json.loads((out / "mine.json").read_text())["features_sha256"] == file_sha256([features]) and len(directions) == 10

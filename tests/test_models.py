@@ -94,6 +94,14 @@ def test_local_folder_problems_are_one_line(hub_models, tmp_path):
         assert "\n" not in str(err.value)
     with pytest.raises(ModelLoadError, match="no such folder"):
         load_model(str(tmp_path / "missing"))
+    mismatched = tmp_path / "mismatched"  # weights that do not match the config: one line, not a size-mismatch traceback
+    shutil.copytree(good, mismatched)
+    config = json.loads((mismatched / "config.json").read_text())
+    config["n_embd"] *= 2
+    (mismatched / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="its weights do not load as its config.json describes") as err:
+        load_model(str(mismatched))
+    assert "\n" not in str(err.value)
 
 
 def test_gemma3_config_from_the_checkpoint_is_transformer_lens_own(gemma_model):
@@ -128,11 +136,19 @@ def test_the_conversion_cache_is_strict_and_keyed_by_content(embedded_model, tmp
     monkeypatch.setattr(embedded, "_convert_embedded", lambda name, folder, key: converted.append(key) or pytest.fail("converted"))
     assert torch.equal(load_model("smollm2-135m", cache_dir=cache).W_E, embedded_model.W_E)  # the key matches: no conversion
 
+    original = (cache / "weights.safetensors").read_bytes()
     state = load_file(cache / "weights.safetensors")
+    changed = dict(state)
+    changed["blocks.0.attn.W_O"] = state["blocks.0.attn.W_O"].flip(0)  # one tensor changed, same shape (it changed the best head)
+    save_file(changed, cache / "weights.safetensors")
+    with pytest.raises(ModelLoadError, match="weights.safetensors is not what the conversion wrote .*: delete .* to convert the model again"):
+        load_model("smollm2-135m", cache_dir=cache)
     dropped = sorted(state)[3]
     save_file({k: v for k, v in state.items() if k != dropped}, cache / "weights.safetensors")
-    with pytest.raises(ModelLoadError, match=f"missing tensor {dropped}: delete .* to convert the model again"):
+    with pytest.raises(ModelLoadError, match="bytes the conversion wrote \\(truncated or replaced\\): delete"):
         load_model("smollm2-135m", cache_dir=cache)
+    (cache / "weights.safetensors").write_bytes(original)
+    assert torch.equal(load_model("smollm2-135m", cache_dir=cache).W_E, embedded_model.W_E)  # the same bytes again: it loads
 
     def converts(**change):
         meta = json.loads((cache / "meta.json").read_text())

@@ -45,7 +45,8 @@ def world(tmp_path):
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "notes.txt").write_text("a user's notes\n")
     (tmp_path / "file.txt").write_text("a user's file\n")
-    claim(tmp_path / "run", "run")
+    with run_folder(tmp_path / "run", "run", model=MODEL):  # a run folder of planted-gpt2's
+        pass
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "binary.bin").write_bytes(bytes(range(256)) * 8)
     (tmp_path / "specdir").mkdir()
@@ -60,10 +61,31 @@ def world(tmp_path):
     tensors = load_file(weights)
     tensors["W_dec"][0, 0] = float("nan")
     save_file(tensors, weights)
-    for name, header in (("sae_list_header", b"[1, 2, 3]"), ("sae_no_offsets", b'{"W_enc": {"dtype": "F32", "shape": [256, 16]}}')):
+    for name, header in (("sae_list_header", b"[1, 2, 3]"), ("sae_no_offsets", b'{"W_enc": {"dtype": "F32", "shape": [256, 16]}}'),
+                         ("sae_deep_header", b'{"W_enc": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")):
         save_dictionary(sae, tmp_path / name, {"note": "test"})
         (tmp_path / name / "sae_weights.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    hostile_files(tmp_path, cfg)
     return tmp_path
+
+
+def hostile_files(w: Path, cfg: TrainConfig) -> None:
+    """Round three: names read from files, nested and mixed folders, pipes and devices, late binary."""
+    (w / "victim").mkdir()
+    (w / "victim" / "keep.txt").write_text("a user's file beside our folders\n")
+    for folder, hook in (("sae_up", "../victim"), ("sae_abs", str(w / "victim")), ("sae_dot", ".")):
+        save_dictionary(make_sae(cfg, 256, {"model_name": MODEL, "hook_name": hook}), w / folder, {"note": "test"})
+    converted = claim(w / "converted", "convert")  # a convert folder holding an earlier conversion
+    save_dictionary(make_sae(cfg, 256, {"model_name": MODEL, "hook_name": "blocks.0.hook_mlp_out"}), converted / "blocks.0.hook_mlp_out",
+                    {"note": "test"})
+    os.mkfifo(w / "fifo")
+    (w / "late_binary.txt").write_text("Monday, Tuesday, Wednesday.\n" * 4000 + "\0")  # 112 kB, NUL at the end
+    (w / "dangling").symlink_to(w / "nowhere")
+    with run_folder(w / "mined", "run", model=MODEL) as mined:  # features.safetensors beside a mine.json that names another
+        from safetensors.torch import save_file
+
+        save_file({f"f{c}": torch.randn(256) for c in range(10)}, mined / "features.safetensors")
+        write_json(mined / "mine.json", {"features_sha256": "0" * 64})
 
 
 def spec(world: Path, text: str) -> str:
@@ -133,6 +155,35 @@ BAD_INPUTS = [
     ("edit features before mine", ("edit --model M --spec", '{"edits": [{"kind": "add_feature", "layer": 0, "head": 0, "feature": 1, "scale": 2}]}'),
      "features.safetensors not found"),
     ("edit into a user's folder", ("edit --model M --out {w}/user --spec", ABLATE), "files that successor-lens did not write"),
+    # --- round three: a name read from a file used as a path
+    ("convert: a hook name with ..", "convert {w}/sae_up --to sae-lens --out {w}/new", "hook name '../victim' cannot name a file or folder"),
+    ("convert: an absolute hook name", "convert {w}/sae_abs --to sae-lens --out {w}/new", "cannot name a file or folder"),
+    ("convert: the hook name .", "convert {w}/sae_dot --to sae-lens --out {w}/converted", "hook name '.' cannot name a file or folder"),
+    ("convert into the folder holding the input", "convert {w}/converted/blocks.0.hook_mlp_out --to sae-lens --out {w}/converted",
+     "overlap (converting would replace its own input)"),
+    # --- run folders inside run folders, and one model per run folder
+    ("heads into a run's atlas", "heads --model M --out {w}/run/atlas/extra", "lies inside"),
+    ("compare into a run folder's subfolder", "compare {w}/run --out {w}/run/cmp", "lies inside"),
+    ("heads of another model into a run", "heads --model random-gpt2 --out {w}/run", "holds the run of 'planted-gpt2', not 'random-gpt2'"),
+    ("edit of another model into a run", ("edit --model random-gpt2 --out {w}/run --spec", ABLATE), "holds the run of 'planted-gpt2'"),
+    # --- malformed structure
+    ("edit spec nested 5000 deep", ("edit --model M --spec", '{"edits": ' + "[" * 5000 + "]" * 5000 + "}"), "nested more than 64 deep"),
+    ("edit spec of the wrong JSON type", ("edit --model M --spec", "[1, 2]"), "a JSON array, not a JSON object"),
+    ("safetensors header nested 100000 deep", "atlas --sae {w}/sae_deep_header --model M --out {w}/new", "nested more than 64 deep"),
+    # --- unbounded reads and allocations
+    ("corpus a FIFO", "run --model M --corpus {w}/fifo --out {w}/new", "not a regular file"),
+    ("corpus /dev/zero", "wild --model M --corpus /dev/zero --out {w}/new", "not a regular file"),
+    ("spec a FIFO", "edit --model M --spec {w}/fifo --out {w}/new", "not a regular file"),
+    ("spec /dev/zero", "edit --model M --spec /dev/zero --out {w}/new", "not a regular file"),
+    ("corpus binary after 64 KiB", "run --model M --corpus {w}/late_binary.txt --out {w}/new", "a NUL byte at byte 112000"),
+    ("d_sae of a billion", "train --model M --d-sae 1000000000 --out {w}/new", "GiB is free"),
+    ("a batch of a billion", "train --model M --batch-size 1000000000 --out {w}/new", "GiB is free"),
+    # --- file-system errors
+    ("--out a name too long", "heads --model M --out {w}/" + "x" * 300, "above the 255 a file system allows"),
+    ("--out a dangling link", "heads --model M --out {w}/dangling", "which does not exist"),
+    ("--out under a file", "heads --model M --out {w}/file.txt/run", "is a file, so no folder can be made under it"),
+    # --- pairs that can split
+    ("features not the ones mine.json names", "probe --model M --out {w}/mined", "is not the file"),
 ]
 
 

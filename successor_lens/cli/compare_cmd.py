@@ -16,8 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.compare import compare_runs, load_run
-    from successor_lens.runner.folders import run_folder
+    from successor_lens.runner.folders import check_folder, run_folder
 
+    check_folder(args.out, "compare")
     for folder in args.runs:  # every run readable before anything is written
         load_run(folder)
     with run_folder(args.out, "compare") as out:

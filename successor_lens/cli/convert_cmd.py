@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from successor_lens.confighelp import constant  # formats.py imports torch: its FORMATS are read from the source
 
@@ -18,15 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.io import UnsafePathError, overlapping
     from successor_lens.runner.folders import check_folder, run_folder
-    from successor_lens.sae_train.dictionary import convert, load_dictionary
+    from successor_lens.sae_train.dictionary import convert, convert_target, load_dictionary
 
     check_folder(args.out, "convert")
-    if Path(args.source).exists() and overlapping(args.source, args.out):
-        raise UnsafePathError(f"{args.source} and --out {args.out} overlap (converting would replace its own input): "
-                              "pass an --out outside the dictionary's folder")
     source = load_dictionary(args.source, args.sae_id)
+    convert_target(source, args.to, args.out)  # a hook name that is no file name is refused before --out is made
     with run_folder(args.out, "convert") as out:
         folder, error = convert(source, args.to, out)
     print(f"{source.source} ({source.sae.cfg.architecture()}, d_in {source.sae.cfg.d_in}, d_sae {source.sae.cfg.d_sae}, "

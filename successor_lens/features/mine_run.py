@@ -189,7 +189,17 @@ def mine_model(
         untrained = [untrained_like(dictionaries[0], 1000 + r, data_mean) for r in range(null_draws)]
         kind = "untrained-dictionary null (this trainer's initialisation)"
     nulls = [mining_null(sae, acts, table, untrained if i == 0 else [], cfg, null_draws, seed=i) for i, sae in enumerate(dictionaries)]
-    return MineRun(mined, rec, directions, sources, nulls, [weights_digest(s) for s in sources], kind)
+    digests = [weights_digest(s) for s in sources]
+    return MineRun(mined, rec, directions, [_within(s, out) for s in sources], nulls, digests, kind)
+
+
+def _within(source: str, out) -> str:
+    """A dictionary inside the run folder by its path relative to it (the folder can move or be
+    shared); any other source as given."""
+    path = Path(source)
+    if out is not None and path.exists() and path.resolve().is_relative_to(Path(out).resolve()):
+        return str(path.resolve().relative_to(Path(out).resolve()))
+    return source
 
 
 def save_directions(path: Path, directions: dict[int, torch.Tensor]) -> Path:

@@ -285,8 +285,13 @@ def _convert_embedded(name: str, cache: Path, key: dict) -> None:
         save_file({k: v.contiguous() for k, v in model.named_parameters()}, tmp / CONVERSION_WEIGHTS)
         hf_config.save_pretrained(tmp / HF_CONFIG)
         tokenizer.save_pretrained(tmp / "tokenizer")
-        files = {str(f.relative_to(tmp)): [f.stat().st_size, file_sha256([f])] for f in sorted(tmp.rglob("*")) if f.is_file()}
-        write_json(tmp / CONVERSION_META, {"key": key, "source": spec.source, "files": files})
+        write_cache_meta(tmp, key, spec.source)
+
+
+def write_cache_meta(folder: Path, key: dict, source: str) -> None:
+    """meta.json, last: the key and every file's size and sha256 (what `verify_cache` checks)."""
+    files = {str(f.relative_to(folder)): [f.stat().st_size, file_sha256([f])] for f in sorted(folder.rglob("*")) if f.is_file()}
+    write_json(folder / CONVERSION_META, {"key": key, "source": source, "files": files})
 
 
 def _from_cache(name: str, cache: Path) -> HookedTransformer:

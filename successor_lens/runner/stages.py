@@ -104,7 +104,7 @@ class StageBodies:
             if mined.get("weights_sha256") != weights_digest(self.out / SAES / name):
                 raise RuntimeError(f"{SAES}/{name} is not the dictionary mine.json describes: the stage cache let a stale stage through")
             latent_class = {int(l): int(c) for c, ls in mined["latents_per_class"].items() for l in ls}
-            entries.append(SAEEntry(name, d.sae, d.source, latent_class, metrics_of(d), mined))
+            entries.append(SAEEntry(name, d.sae, f"{SAES}/{name}", latent_class, metrics_of(d), mined))  # relative: the folder can move
         doc = collect(self.model, entries, heads, probe_json, mine_json, self.config.atlas, self.config.tasks,
                       self.config.scan_tasks, probe_json["head"], run_config=json.loads(json.dumps(asdict(self.config), default=str)),
                       run_folder=self.out)

@@ -180,18 +180,28 @@ def _load_release(release: str, sae_id: str | None, device: str):
     return sae, {"release": release, "sae_id": sae_id, "config": sae.cfg.to_dict()}
 
 
-def convert(source: Dictionary, fmt: str, out: str | os.PathLike) -> tuple[Path, dict[str, float]]:
-    """Write `source` in layout `fmt` as OUT/NAME (swapped in whole), read it back, and return the
-    folder and the largest encode and decode differences on random inputs (0 for an exact copy)."""
-    from successor_lens.sae_train.formats import WRITERS, tl_to_sparsify_hook
+def convert_target(source: Dictionary, fmt: str, out: str | os.PathLike) -> Path:
+    """The folder `convert` writes, `out/NAME` (NAME: the sparsify hookpoint or the hook name, read
+    from the dictionary's config, so checked to be one safe path component), refused when it would
+    overlap the dictionary's own folder."""
+    from successor_lens.sae_train.formats import tl_to_sparsify_hook
 
-    sae, out = source.sae.to("cpu"), Path(out)
-    hook = sae.cfg.metadata.hook_name or "sae"
+    hook = source.sae.cfg.metadata.hook_name or "sae"
     name = safe_component(tl_to_sparsify_hook(hook) if fmt == "sparsify" else hook, f"{source.source}: hook name",
                           "set the dictionary's metadata.hook_name to a TransformerLens hook name")
     if Path(source.source).exists() and overlapping(source.source, out):
         raise UnsafePathError(f"{source.source} and the output {out} overlap (converting would replace its own input): "
                               "pass an --out outside the dictionary's folder")
+    return Path(out) / name
+
+
+def convert(source: Dictionary, fmt: str, out: str | os.PathLike) -> tuple[Path, dict[str, float]]:
+    """Write `source` in layout `fmt` as OUT/NAME (swapped in whole), read it back, and return the
+    folder and the largest encode and decode differences on random inputs (0 for an exact copy)."""
+    from successor_lens.sae_train.formats import WRITERS
+
+    sae, out = source.sae.to("cpu"), Path(out)
+    name = convert_target(source, fmt, out).name
     with atomic_dir(out / name) as tmp:
         WRITERS[fmt](sae, tmp)
         write_json(tmp / PROVENANCE, base_provenance(converted_from=source.source, format=fmt, source_provenance=source.provenance))

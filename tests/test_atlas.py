@@ -20,7 +20,7 @@ from successor_lens.features.mine_config import MineConfig
 from successor_lens.runner.dictionary_atlas import atlas_for_dictionary
 from successor_lens.runner.run import run_pipeline
 from successor_lens.runner.run_config import RunConfig
-from successor_lens.sae_train.dictionary import load_dictionary
+from successor_lens.sae_train.dictionary import load_dictionary, parameters_digest, weights_digest
 
 CONFIG = RunConfig(seeds=1, steps=150, tasks=RUN_TASKS, scan_tasks=RUN_TASKS, mine=MineConfig(null_draws=9), atlas=AtlasConfig(latents=4, corpus="succession-lists", contexts=16, context_tokens=24))
 
@@ -172,6 +172,9 @@ def test_atlas_for_a_saved_dictionary_alone(run, tmp_path):
     assert index.is_file() and doc["probes"] is None and len(doc["saes"]) == 1
     assert doc["saes"][0]["hook_name"] == "blocks.0.hook_mlp_out" and len(doc["saes"][0]["latents"]) == 3
     assert summary[0].startswith("top heads") and summary[1].startswith("L0-mlp_out: ") and len(summary) == 2
+    weights = weights_digest(atlas.parent / "saes" / "mlp0-s0")  # the atlas names the very dictionary it describes
+    assert doc["saes"][0]["mining"]["weights_sha256"] == doc["provenance"]["run_config"]["weights_sha256"] == weights
+    assert doc["saes"][0]["mining"]["parameters_sha256"] == parameters_digest(d.sae)
 
 
 def test_an_edit_run_in_the_folder_shows_in_the_atlas_and_report(run, tmp_path, capsys):

@@ -303,3 +303,14 @@ def test_a_dictionary_is_identified_by_its_parameters():
     with torch.no_grad():
         b.W_dec[0, 0] += 1e-6
     assert parameters_digest(a) != parameters_digest(b)
+
+
+def test_a_truncated_gguf_is_one_line_naming_it_and_the_fix(tmp_path, monkeypatch):
+    (real,) = embedded.embedded_parts("smollm2-135m")
+    truncated = tmp_path / real.name
+    with open(real, "rb") as f:
+        truncated.write_bytes(f.read(real.stat().st_size // 3))
+    monkeypatch.setattr(embedded, "embedded_parts", lambda name: [truncated])
+    with pytest.raises(ModelLoadError, match="cannot read this GGUF .*truncated or corrupt; reinstall with `pip install") as err:
+        embedded.load_embedded_hf("smollm2-135m")
+    assert str(truncated) in str(err.value) and "\n" not in str(err.value)

@@ -86,6 +86,7 @@ def hostile_files(w: Path, cfg: TrainConfig) -> None:
 
         save_file({f"f{c}": torch.randn(256) for c in range(10)}, mined / "features.safetensors")
         write_json(mined / "mine.json", {"features_sha256": "0" * 64})
+    write_json(w / "run" / "edits" / "mine.json", {"edits": [{"kind": "ablate_head", "layer": 0, "head": 0}]})  # a spec kept in edits/
 
 
 def spec(world: Path, text: str) -> str:
@@ -161,6 +162,7 @@ BAD_INPUTS = [
     ("convert: the hook name .", "convert {w}/sae_dot --to sae-lens --out {w}/converted", "hook name '.' cannot name a file or folder"),
     ("convert into the folder holding the input", "convert {w}/converted/blocks.0.hook_mlp_out --to sae-lens --out {w}/converted",
      "overlap (converting would replace its own input)"),
+    ("edit spec that is its own output", "edit --model M --spec {w}/run/edits/mine.json --out {w}/run", "is the record this edit writes"),
     # --- run folders inside run folders, and one model per run folder
     ("heads into a run's atlas", "heads --model M --out {w}/run/atlas/extra", "lies inside"),
     ("compare into a run folder's subfolder", "compare {w}/run --out {w}/run/cmp", "lies inside"),

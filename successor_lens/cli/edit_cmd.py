@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.stage_files import write_edit
     from successor_lens.corpus import WINDOW_RULE, load_corpus, token_windows
     from successor_lens.features.mine_run import load_directions
-    from successor_lens.filenames import FEATURES
+    from successor_lens.filenames import EDITS, FEATURES
+    from successor_lens.io import UnsafePathError, overlapping
     from successor_lens.models.loading import load_model, model_shape
     from successor_lens.probes.edits import EditSet, kpi_table, load_spec, measure
     from successor_lens.probes.incontext import succession_prompts
@@ -38,6 +39,9 @@ def run(args: argparse.Namespace) -> None:
     name, edits = load_spec(args.spec, shape)
     check_ctx(args.ctx, shape)
     out = check_folder(out_dir(args), "run", model=args.model)
+    if overlapping(args.spec, out / EDITS / f"{name}.json"):
+        raise UnsafePathError(f"--spec {args.spec} is the record this edit writes (edits/{name}.json): keep specs outside the run's edits/ "
+                              "folder, or give the spec another name")
     directions = load_directions(out / FEATURES) if any(e.kind.endswith("feature") for e in edits) else {}
     texts = load_corpus(args.corpus)
     with run_folder(out, "run", model=args.model):

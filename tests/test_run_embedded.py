@@ -12,6 +12,7 @@ pytestmark = pytest.mark.slow  # a whole run on the real embedded model
 
 
 def test_run_on_the_embedded_model_writes_the_atlas_then_reuses_every_stage(embedded_model, tmp_path, capsys):
+    tmp_path, beside = tmp_path / "run", tmp_path  # the lone dictionary's atlas goes beside the run (folders of ours do not nest)
     args = ["run", "--seeds", "1", "--steps", "200", "--latents", "3", "--null-draws", "9", "--out", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -28,8 +29,8 @@ def test_run_on_the_embedded_model_writes_the_atlas_then_reuses_every_stage(embe
     assert main(args) == 0
     assert "ran nothing; cached heads, incontext, activations, saes, mine, probes, atlas" in capsys.readouterr().out
 
-    assert main(["atlas", "--sae", str(tmp_path / "saes" / "embed-s0"), "--latents", "2", "--out", str(tmp_path / "one")]) == 0
-    one = json.loads((tmp_path / "one" / "atlas" / "atlas.json").read_text())
+    assert main(["atlas", "--sae", str(tmp_path / "saes" / "embed-s0"), "--latents", "2", "--out", str(beside / "one")]) == 0
+    one = json.loads((beside / "one" / "atlas" / "atlas.json").read_text())
     assert one["saes"][0]["hook_name"] == "hook_embed" and len(one["saes"][0]["latents"]) == 2
 
 

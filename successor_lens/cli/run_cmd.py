@@ -33,9 +33,7 @@ def config_from_args(args: argparse.Namespace, context: dict) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.artifacts.atlas_schema import load_atlas
-    from successor_lens.artifacts.report import summary_lines
-    from successor_lens.filenames import ATLAS, ATLAS_JSON
+    from successor_lens.filenames import ATLAS_JSON
     from successor_lens.models.registry import source_fingerprint
     from successor_lens.runner.folders import run_folder
     from successor_lens.runner.run_config import stage_keys
@@ -56,7 +54,7 @@ def run(args: argparse.Namespace) -> None:
                 for i, stage in enumerate(STAGES):
                     print(cached_line(i, seconds[stage]))
                 print(f"ran nothing; cached {', '.join(STAGES)}; 0.0s in stages")
-                _print_result(out, summary_lines(load_atlas(out / ATLAS / ATLAS_JSON)))
+                _print_result(out, _cached_summary(out / ATLAS / ATLAS_JSON))
                 return
     result = _run(args, out, config)
     total = sum(result.seconds.values())
@@ -75,6 +73,18 @@ def _run(args: argparse.Namespace, out, config: RunConfig):
     with run_folder(out, "run", model=args.model):
         model = LazyModel(args.model, runtime.device, log=lambda line: print(line, flush=True))  # loaded only if a stage runs
         return run_pipeline(model, out, config, runtime, tuple(args.force))
+
+
+def _cached_summary(path) -> list[str]:
+    """The headline lines of a cached run's atlas.json, read without the atlas code (no torch)."""
+    from successor_lens.errors import UserError
+    from successor_lens.io import read_json
+
+    fix = "rebuild it with `successor-lens run --force atlas`"
+    lines = (read_json(path, "atlas JSON", dict, UserError, fix).get("summary") or {}).get("lines")
+    if not (isinstance(lines, list) and all(isinstance(line, str) for line in lines)):
+        raise UserError(f"atlas JSON {path}: no summary lines: {fix}")
+    return lines
 
 
 def _print_result(out, summary: list[str]) -> None:

@@ -75,17 +75,8 @@ def clean_rest(text: str) -> str:
 def load_texts(source: str | list[Path], max_docs: int | None = None) -> list[str]:
     """Paragraphs from local files (a list, a file or a folder: `local_paragraphs`), or a hub dataset name."""
     files = [str(p) for p in source] if isinstance(source, list) else check_source(source)
-    if files is not None:
-        rows: Iterable[str] = local_paragraphs(files)
-    else:
-        from datasets import load_dataset
-
-        with foreign_errors(CorpusError, lambda err: f"{source!r} is not a local file and the hub dataset could not be loaded "
-                            f"({type(err).__name__}): give a local text file, or go online"):
-            ds = load_dataset(source, split="train", streaming=True)
-        rows = (row.get("text", "") for row in ds)
     texts = []
-    for text in rows:
+    for text in _rows(str(source), files):
         if text.strip():
             texts.append(text)
         if max_docs and len(texts) >= max_docs:
@@ -93,6 +84,18 @@ def load_texts(source: str | list[Path], max_docs: int | None = None) -> list[st
     if not texts:
         raise CorpusError(f"{source if not isinstance(source, list) else 'the corpus'}: no text in it: give files with some prose")
     return texts
+
+
+def _rows(source: str, files: list[str] | None) -> Iterable[str]:
+    """The texts of local files (`local_paragraphs`), or of a hub dataset as a `datasets` stream."""
+    if files is not None:
+        return local_paragraphs(files)
+    from datasets import load_dataset
+
+    with foreign_errors(CorpusError, lambda err: f"{source!r} is not a local file and the hub dataset could not be opened as a stream "
+                        f"({type(err).__name__}): give a local text file, or go online"):
+        ds = load_dataset(source, split="train", streaming=True)
+    return (row.get("text", "") for row in ds)
 
 
 MAX_CORPUS_FILE = 2 << 30
@@ -192,16 +195,7 @@ def stream_texts(source: str | None = None) -> Iterator[str]:
     order, as `load_corpus` (Python docs, local files, a hub dataset through a `datasets` stream)."""
     docs = source in (None, PYTHON_DOCS)
     files = [str(p) for p in python_docs_files()] if docs else check_source(source)
-    if files is not None:
-        rows: Iterable[str] = local_paragraphs(files)
-    else:
-        from datasets import load_dataset
-
-        with foreign_errors(CorpusError, lambda err: f"{source!r} could not be opened as a stream ({type(err).__name__}): "
-                            "give a local text file, or go online"):
-            ds = load_dataset(source, split="train", streaming=True)
-        rows = (row.get("text", "") for row in ds)
-    for row in rows:
+    for row in _rows(str(source), files):
         text = clean_rest(row) if docs else row
         if text.strip():
             yield text

@@ -25,9 +25,13 @@ STEPS = 60
 CODE = "import sys; from successor_lens.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
-def start(*args: str) -> subprocess.Popen:
+def start(*args: str, ctrl_c: bool = False) -> subprocess.Popen:
+    """The CLI in a process of its own. `ctrl_c`: with SIGINT's default disposition, as a terminal
+    gives it (a job started in the background of a script, as CI may be, inherits SIGINT ignored)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", CODE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    restore = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if ctrl_c else None
+    return subprocess.Popen([sys.executable, "-c", CODE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=restore)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
@@ -121,7 +125,7 @@ def test_two_runs_on_one_folder_one_stops_in_one_line_and_the_other_completes(do
 def test_ctrl_c_exits_130_in_one_line_and_leaves_what_a_kill_leaves(done, tmp_path):
     out = copy(done, tmp_path)
     old = (out / "atlas" / "atlas.json").read_text()
-    proc = start(*RUN, "--steps", str(STEPS), "--force", "atlas", "--out", str(out))
+    proc = start(*RUN, "--steps", str(STEPS), "--force", "atlas", "--out", str(out), ctrl_c=True)
     wait_for(lambda: any(out.glob(f".atlas{TMP_TAG}*/images")), proc, every=0.005)
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc)

@@ -106,7 +106,8 @@ def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig())
     share, best = selectivity(profile)
     fires = (acts_FN > 0).sum(-1)
     base = [t.split(":")[0] for t in tasks]
-    base_onehot = torch.tensor([[b == n for n in dict.fromkeys(base)] for b in base], dtype=torch.float32)
+    column = {name: i for i, name in enumerate(dict.fromkeys(base))}  # each base task once, in order of appearance
+    base_onehot = torch.nn.functional.one_hot(torch.tensor([column[b] for b in base]), len(column)).float()
     n_tasks = ((acts_FN > 0).float() @ base_onehot > 0).sum(-1)
     active = ((fires >= cfg.min_items) & (n_tasks >= cfg.min_tasks)).nonzero().flatten()
 

@@ -139,13 +139,17 @@ def vector_arithmetic(
     n_fail = int(miss.sum())
     overs: list[bool] = []
     chance: list[float] = []
+    by_target: dict[int, tuple[dict[int, int], float | None]] = {}  # what depends on the target alone, once per target
     for t_row, p_row in zip(target[report][miss].tolist(), pred[miss].tolist()):
-        # split numbers share last digits: a predicted token stands for its item nearest the target
-        near = _nearest_rows(table, same_task_NM[t_row], t_row)
+        if t_row not in by_target:
+            # split numbers share last digits: a predicted token stands for its item nearest the target
+            near = _nearest_rows(table, same_task_NM[t_row], t_row)
+            others = torch.tensor([r for tok, r in near.items() if tok != int(tokens[t_row])])
+            by_target[t_row] = near, (_after(table, t_row, others).float().mean().item() if len(others) else None)
+        near, after_chance = by_target[t_row]
         overs.append(bool(_after(table, t_row, torch.tensor([near[int(tokens[p_row])]]))))
-        others = torch.tensor([r for tok, r in near.items() if tok != int(tokens[t_row])])
-        if len(others):
-            chance.append(_after(table, t_row, others).float().mean().item())
+        if after_chance is not None:
+            chance.append(after_chance)
     over = torch.tensor(overs, dtype=torch.bool)
     preds = [(tasks[i], table.texts[int(a[report][i])], int(j[report][i]), table.texts[int(target[report][i])], table.texts[int(pred[i])])
              for i in range(len(report))]

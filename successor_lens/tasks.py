@@ -156,6 +156,10 @@ class TokenSet:
                     pairs.append((i, by_index[nxt]))
         return pairs
 
+    def __repr__(self) -> str:
+        per = ", ".join(f"{t} {len(self.of_task(t))}" for t in self.task_names[:6])
+        return f"TokenSet({len(self.items)} items: {per}{', ...' if len(self.task_names) > 6 else ''}; {len(self.dropped)} dropped)"
+
     def summary(self) -> dict:
         return {
             "n_items": len(self.items),

@@ -15,6 +15,8 @@ from successor_lens.artifacts.atlas import SCHEMA_VERSION
 from successor_lens.artifacts.atlas_config import AtlasConfig
 from successor_lens.artifacts.atlas_schema import SCHEMA, AtlasFormatError, load_atlas
 from successor_lens.artifacts.atlas_site import write_atlas
+from successor_lens.artifacts.html import script_hash
+from successor_lens.artifacts.latent_pages import SCRIPT
 from successor_lens.artifacts.neuronpedia import read_export
 from successor_lens.features.mine_config import MineConfig
 from successor_lens.runner.dictionary_atlas import atlas_for_dictionary
@@ -102,9 +104,12 @@ def test_hostile_tokens_render_as_text(run):
     assert "script" not in parsed.tags
     assert HOSTILE[0] in text and HOSTILE[1] in text and "bell\\x07" in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in head and "say &quot;hi&quot; &amp; bye" in head
+    ours = f"<script>{SCRIPT}</script>"
     for page in pages(atlas):
         source = page.read_text()
-        assert "<script" not in source.lower() and "\x07" not in source, page
+        if ours in source:  # the one script a page may hold, allowed by its hash and nothing else
+            assert f"script-src '{script_hash(SCRIPT)}'" in source and source.count(ours) == 1, page
+        assert "<script" not in source.replace(ours, "").lower() and "\x07" not in source, page
 
 
 # --- headless Chromium ---------------------------------------------------------------------------
@@ -244,7 +249,7 @@ def test_the_atlas_build_counts_every_file_it_shows_progress_for(run, tmp_path, 
         def __exit__(self, *exc):
             seen.append((self.n, self.total))
 
-    monkeypatch.setattr(site, "tqdm", Bar)
+    monkeypatch.setattr(site, "progress_bar", Bar)
     exports = {sae["id"]: read_export(atlas / sae["export"]["folder"]) for sae in doc["saes"]}
     site.write_atlas(doc, tmp_path / "atlas", exports=exports)
     assert seen and seen[0][0] == seen[0][1] > len(doc["saes"])  # the bar ends full: its total is the work done

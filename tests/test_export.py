@@ -58,8 +58,16 @@ def test_every_batch_loads_in_sae_dashboard_classes_and_covers_every_latent(run)
         assert files["run_settings.json"]["dataset"] == "succession-lists" and files["skipped_indexes.json"]["skipped_indexes"] == []
         for f, extra in export_features(files):
             assert extra["feature_index"] == f["feature_index"]
-            for a in f["activations"]:
+            top, groups = f["activations"][: extra["n_top"]], f["activations"][extra["n_top"] :]
+            assert len(top) <= ATLAS.top_contexts and len(extra["context_logit_effects"]) == len(f["activations"])
+            for a in top:
                 assert len(a["tokens"]) == len(a["values"]) and max(a["values"]) == a["bin_max"] == a["values"][a["qualifying_token_index"]]
+            shown = [tuple(a["tokens"]) for a in top]
+            assert len(set(shown)) == len(shown)  # no context repeats another's text
+            for a in groups:  # quantile groups: the activation lies in its interval, whose share is a fraction
+                value = a["values"][a["qualifying_token_index"]]
+                assert a["bin_min"] < value <= a["bin_max"] + 1e-3 and 0 < a["bin_contains"] <= 1
+            assert len(f["vector"]) == model.cfg.d_model
             assert sum(f["freq_hist_data_bar_heights"]) == round(f["frac_nonzero"] * 12 * 24)
             assert sum(f["logits_hist_data_bar_heights"]) == model.cfg.d_vocab
 
@@ -118,7 +126,11 @@ def test_every_latent_has_an_index_entry(run):
         seen = []
         for page in sae["export"]["pages"]:
             text = (atlas / page).read_text()
-            seen += [int(m) for m in re.findall(r'<tr><td class="l">(?:<a href="\d+\.html">)?(\d+)', text)]
+            seen += [int(m) for m in re.findall(r'<tr data-index="(\d+)"', text)]
+            linked = [int(m) for m in re.findall(r'<td class="l"><a href="(\d+)\.html">', text)]
+            assert linked == [r["index"] for r in sae["latents"]]  # a page for each latent up to --latents (3 here) ...
+            assert all((atlas / page).parent.joinpath(f"{n}.html").is_file() for n in linked)
+            assert f"{sae['d_sae'] - len(linked)} of {sae['d_sae']} latents have no page of their own" in text  # ... and the rest said
         assert seen == list(range(sae["d_sae"])), sae["id"]
         assert sae["export"]["latents"] == sae["d_sae"] and 0 < sae["export"]["live"] <= sae["d_sae"]
 
@@ -137,3 +149,69 @@ def test_chromium_opens_a_latent_page_with_its_contexts(run, tmp_path):
     assert "Top contexts in the corpus" in done.stdout and 'class="ctx"' in done.stdout and 'class="q"' in done.stdout
     index = browse(out / "atlas" / sae["export"]["pages"][0], tmp_path / "profile2", "--dump-dom")
     assert index.returncode == 0 and console_messages(index.stderr) == [] and index.stdout.count('class="ctx"') > 3
+
+
+def test_the_streaming_harvest_matches_one_dense_pass(monkeypatch):
+    """corpus_stats in chunks of one window (its memory does not grow with the windows) against the
+    same numbers from one dense matrix of every token's activations."""
+    from types import SimpleNamespace
+
+    from successor_lens.artifacts import corpus_stats as cs
+
+    gen = torch.Generator().manual_seed(0)
+    F, D, n, ctx, bos = 12, 5, 9, 7, 0
+    W_enc, b = torch.randn(D, F, generator=gen), torch.randn(F, generator=gen) - 0.5
+    W_dec = torch.randn(F, D, generator=gen)
+    sae = SimpleNamespace(cfg=SimpleNamespace(d_sae=F, d_in=D), parameters=lambda: iter([W_enc]),
+                          encode=lambda x: torch.relu(x @ W_enc + b), decode=lambda f: f @ W_dec)
+    windows = torch.randint(1, 50, (n, ctx), generator=gen)
+    windows[:, 0] = bos
+    X = torch.randn(n, ctx, D, generator=gen)
+    monkeypatch.setattr(cs, "CHUNK_VALUES", F * ctx)  # one window per chunk
+    stats = cs.corpus_stats(sae, windows, lambda a, z: X[a:z], bos, top_k=4, sample_k=64, hist_k=64, before=2, after=1, seed=3)
+
+    valid = (windows != bos).reshape(-1)
+    x = X.reshape(-1, D)
+    f = sae.encode(x) * valid[:, None]  # [tokens, latents], dense
+    assert stats.n_tokens == int(valid.sum())
+    assert torch.equal(stats.count, (f > 0).sum(0))
+    assert torch.allclose(stats.total.float(), f.sum(0), atol=1e-4) and torch.allclose(stats.max, f.max(0).values)
+    assert torch.allclose(stats.FX.float(), f.T @ (x * valid[:, None]), atol=1e-3)
+    assert torch.allclose(stats.FF, f.T @ f, atol=1e-3)
+    recon = sae.decode(sae.encode(x))
+    xv = x[valid]
+    assert stats.fvu == pytest.approx(float(((xv - recon[valid]) ** 2).sum() / ((xv - xv.mean(0)) ** 2).sum()), rel=1e-4)
+    for l in range(F):
+        expect = f[:, l].sort(descending=True, stable=True)
+        k = min(4, int((f[:, l] > 0).sum()))
+        assert torch.allclose(stats.top.value[l, :k], expect.values[:k])
+        for slot in range(k):  # the values kept around each top activation are the latent's own there
+            p = int(stats.top.pos[l, slot])
+            w, i = divmod(p, ctx)
+            for j, off in enumerate(range(-2, 2)):
+                inside = 0 <= i + off < ctx
+                assert float(stats.top.around[l, slot, j]) == pytest.approx(float(f[w * ctx + i + off, l]) if inside else 0.0, abs=1e-6)
+        # under the sample's size the sample is every activation, so the histogram is exact
+        fired = f[:, l][f[:, l] > 0]
+        assert sorted(stats.hist_sample.value[l, : stats.hist_sample.filled(l)].tolist()) == pytest.approx(sorted(fired.tolist()))
+        heights, _ = stats.histogram(l, 6)
+        assert float(heights.sum()) == pytest.approx(len(fired))
+
+
+def test_the_reservoir_keeps_a_uniform_sample_beyond_its_size():
+    """Past its size a reservoir keeps the activations with the largest random keys: a uniform
+    sample (each of 400 activations kept about 50/400 of the time over seeds)."""
+    from successor_lens.artifacts.corpus_stats import Slots, merge_slots
+
+    kept = torch.zeros(400)
+    for seed in range(200):
+        gen = torch.Generator().manual_seed(seed)
+        slots = Slots.empty(1, 50, 0)
+        for start in range(0, 400, 37):  # in uneven chunks
+            idx = torch.arange(start, min(start + 37, 400))
+            merge_slots(slots, torch.zeros(len(idx), dtype=torch.long), torch.rand(len(idx), generator=gen), idx.float(), idx,
+                        lambda i: torch.zeros(len(i), 0))
+        kept[slots.pos[0]] += 1
+    rate = kept / 200
+    assert float(rate.mean()) == pytest.approx(50 / 400, abs=1e-6)
+    assert float(rate[:200].mean()) == pytest.approx(float(rate[200:].mean()), abs=0.02)  # early and late chunks alike

@@ -26,9 +26,10 @@ from successor_lens.paper import ARITHMETIC, FIGURES, SUCCESSOR_BAR
 from successor_lens.probes.arithmetic import offset_profile
 from successor_lens.probes.circuit import OVCircuit, direction_logits, effective_embeddings, head_token_logits
 from successor_lens.probes.head_id import parse_head_name
+from successor_lens.probes.scan import chance_null
 from successor_lens.tasks import Task, TokenSet, build_token_set, same_task
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 
 @dataclass
@@ -104,9 +105,29 @@ def head_record(model: HookedTransformer, heads_json: Mapping[str, Any], name: s
 
 
 def _choose_latents(entry: SAEEntry, acts_FN: torch.Tensor, share: torch.Tensor, k: int) -> list[int]:
+    """Every latent when there are at most `k`; else the class members (most selective first), then
+    the most active. In index order (the pages' previous / next)."""
+    if len(acts_FN) <= k:
+        return list(range(len(acts_FN)))
     members = sorted(entry.latent_class, key=lambda l: (-float(share[l]), l))[:k]
-    rest = [l for l in (acts_FN > 0).float().mean(-1).argsort(descending=True).tolist() if l not in members]
-    return members + rest[: max(0, k - len(members))]
+    taken = set(members)
+    rest = [l for l in (acts_FN > 0).float().mean(-1).argsort(descending=True).tolist() if l not in taken]
+    return sorted(members + rest[: max(0, k - len(members))])
+
+
+def _neighbours(W_dec: torch.Tensor, chosen: list[int], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `k` decoder directions nearest (cosine) to each chosen latent's, itself left out, in blocks."""
+    unit = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    k = min(k, len(unit) - 1)
+    values, indices = [], []
+    for start in range(0, len(chosen), 1024):
+        rows = torch.tensor(chosen[start : start + 1024], dtype=torch.long)
+        cos = unit[rows] @ unit.T
+        cos[torch.arange(len(rows)), rows] = -2.0
+        near = cos.topk(k, dim=1)
+        values.append(near.values)
+        indices.append(near.indices)
+    return torch.cat(values), torch.cat(indices)
 
 
 def latent_records(model: HookedTransformer, entry: SAEEntry, table: ItemTable, acts_ND: torch.Tensor, logit_head: str | None,
@@ -119,21 +140,18 @@ def latent_records(model: HookedTransformer, entry: SAEEntry, table: ItemTable, 
     profiles = class_profiles(acts_FN[:, keep], table.residues[keep])
     share, best = selectivity(profiles)
     W_dec = sae.W_dec.detach().float().cpu()
-    unit = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     chosen = _choose_latents(entry, acts_FN, share, cfg.latents)
-    if logit_head and chosen:
-        layer, index = parse_head_name(logit_head)
-        effects = direction_logits(model, layer, index, W_dec[chosen])
+    near_values, near_indices = _neighbours(W_dec, chosen, cfg.neighbours)
     records = []
     for n, l in enumerate(chosen):
+        if logit_head and n % 256 == 0:  # the logits through the head, a block of latents at a time
+            layer, index = parse_head_name(logit_head)
+            effects = direction_logits(model, layer, index, W_dec[chosen[n : n + 256]])
         values = acts_FN[l]
         top = values.topk(min(cfg.top_tokens, len(values)))
         examples = [(int(i), float(v)) for v, i in zip(top.values, top.indices) if v > 0]
         nonzero = values[values > 0]
         heights, edges = torch.histogram(nonzero, bins=cfg.hist_bins) if len(nonzero) else (torch.zeros(0), torch.zeros(1))
-        cos = unit @ unit[l]
-        cos[l] = -2.0
-        near = cos.topk(min(cfg.neighbours, len(cos) - 1))
         record = {
             "modelId": model.cfg.model_name, "layer": entry.id, "index": l, "hook_name": hook,
             "activations": [{"tokens": [table.texts[i]], "values": [v], "maxValue": v, "maxValueTokenIndex": 0,
@@ -142,15 +160,15 @@ def latent_records(model: HookedTransformer, entry: SAEEntry, table: ItemTable, 
             "maxActApprox": float(values.max()),
             "freq_hist_data_bar_heights": heights.tolist(),
             "freq_hist_data_bar_values": ((edges[1:] + edges[:-1]) / 2).tolist(),
-            "decoder_neighbours": {"indices": near.indices.tolist(), "cosines": near.values.tolist()},
+            "decoder_neighbours": {"indices": near_indices[n].tolist(), "cosines": near_values[n].tolist()},
             "mod10_class": entry.latent_class.get(l),
             "best_class": int(best[l]), "selectivity": float(share[l]),
             "class_profile": profiles[l].tolist(),
             "logit_head": logit_head if logit_head and chosen else None,
-            "page": f"latents/{entry.id}/{l}.html", "image": f"images/hist_{entry.id}_{l}.png",
+            "page": f"latents/{entry.id}/{l}.html", "image": f"images/hist_{entry.id}_{l}.svg",
         }
         if record["logit_head"]:
-            pos, neg = effects[n].topk(cfg.logit_tokens), (-effects[n]).topk(cfg.logit_tokens)
+            pos, neg = effects[n % 256].topk(cfg.logit_tokens), (-effects[n % 256]).topk(cfg.logit_tokens)
             record.update(pos_str=[decode(model.tokenizer, t) for t in pos.indices.tolist()], pos_values=pos.values.tolist(),
                           neg_str=[decode(model.tokenizer, t) for t in neg.indices.tolist()], neg_values=(-neg.values).tolist())
         else:
@@ -176,7 +194,7 @@ def collect(
         names = list(dict.fromkeys(ranked + [logit_head]))
         heads = {
             "config": heads_json["config"], "successor_bar": SUCCESSOR_BAR, "best_head": heads_json["best_head"],
-            "passes_bar": heads_json["passes_bar"], "top_heads": heads_json["top_heads"],
+            "passes_bar": heads_json["passes_bar"], "top_heads": heads_json["top_heads"], "null": chance_null(heads_json),
             "succession": _heads_matrix(heads_json, "succession", n_layers, n_heads),
             "copying": _heads_matrix(heads_json, "copying", n_layers, n_heads),
             "pages": [head_record(model, heads_json, name, cfg, items) for name in names],

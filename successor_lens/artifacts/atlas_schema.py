@@ -79,11 +79,14 @@ SCHEMA = {
         "heads": {"oneOf": [{"type": "null"}, {
             "type": "object", "required": ["config", "successor_bar", "best_head", "passes_bar", "top_heads", "succession", "copying", "pages"],
             "properties": {"succession": {"type": "array", "items": _nums}, "copying": {"type": "array", "items": _nums},
+                           "null": {"type": ["number", "null"], "description": "since 1.4: the scores' chance level (each task's, "
+                                    "weighted by its pairs), marked on the heatmaps"},
                            "pages": {"type": "array", "items": HEAD_PAGE}, "passes_bar": {"type": "boolean"}}}]},
         "saes": {"type": "array", "items": {
             "type": "object", "required": ["id", "source", "hook_name", "architecture", "d_in", "d_sae", "metrics", "mining", "classes", "latents", "image"],
             "properties": {"id": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"}, "d_sae": {"type": "integer"},
-                           "metrics": {"type": ["object", "null"]}, "mining": {"type": ["object", "null"]},
+                           "metrics": {"type": ["object", "null"], "description": "training-time fit; since 1.4 `trained_on` "
+                                       "({data, corpus}): what the dictionary was trained on"}, "mining": {"type": ["object", "null"]},
                            "classes": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}},
                            "latents": {"type": "array", "items": LATENT},
                            "export": {"description": "since 1.3: the Neuronpedia / SAEDashboard export of every latent (`export.py`) and "

@@ -11,18 +11,20 @@ import json
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from successor_lens.artifacts import html, plots
+from successor_lens.artifacts import html, latent_pages, plots
 from successor_lens.artifacts.atlas_schema import SCHEMA, load_atlas
 from successor_lens.artifacts.neuronpedia import export_features, export_summary, read_export, write_export
 from successor_lens.artifacts.report import report_md, summary_lines
 from successor_lens.artifacts.stage_files import extras
 from successor_lens.errors import UserError
-from successor_lens.filenames import ATLAS, ATLAS_JSON, ATLAS_SCHEMA, IMAGES, INDEX, NEURONPEDIA, REPORT, ROLES_PNG, RUN_SETTINGS
+from successor_lens.filenames import ATLAS, ATLAS_JSON, ATLAS_SCHEMA, IMAGES, INDEX, NEURONPEDIA, REPORT, REPORT_HTML, ROLES_PNG, RUN_SETTINGS
 from successor_lens.io import atomic_dir, inside, write_json, write_text
+from successor_lens.progress import bar as progress_bar
+from successor_lens.progress import honours_progress
 
 
+@honours_progress
 def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports: dict[str, dict] | None = None) -> Path:
     """The static site `folder/index.html` with its pages, figures, JSON and report. `folder` is
     replaced whole: it must be a folder this package owns (`atlas` inside a claimed run folder).
@@ -36,16 +38,18 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports:
         exports = {sae["id"]: _read_existing(folder, sae) for sae in doc["saes"] if sae.get("export")}
     for sae in doc["saes"]:
         if sae["id"] in exports:
-            sae["export"] = export_summary(sae["id"], exports[sae["id"]], html.LATENTS_PER_PAGE)
+            sae["export"] = export_summary(sae["id"], exports[sae["id"]])
     features = {sae_id: export_features(files) for sae_id, files in exports.items()}
     head_pages = (doc["heads"] or {}).get("pages", [])
     n_latents = sum(len(sae["latents"]) for sae in doc["saes"])
-    n_index = sum(len(sae["export"]["pages"]) for sae in doc["saes"] if sae.get("export"))
-    with atomic_dir(folder) as tmp, tqdm(total=2 * (len(head_pages) + n_latents) + len(doc["saes"]) + 1 + n_index + len(exports), desc="atlas",
-                                         unit="file", leave=False, disable=not progress) as bar:
+    with atomic_dir(folder) as tmp, progress_bar(total=2 * (len(head_pages) + n_latents) + 2 * len(doc["saes"]) + 2 + len(exports), desc="atlas",
+                                                 unit="file", leave=False, disable=not progress) as bar:
         write_json(tmp / ATLAS_JSON, doc)
         write_json(tmp / ATLAS_SCHEMA, SCHEMA)
-        write_text(tmp / REPORT, report_md(doc))
+        report = report_md(doc)
+        write_text(tmp / REPORT, report)
+        write_text(tmp / REPORT_HTML, html.page(f"report: {doc['model']['name']}", html.markdown_html(report)[1:]))
+        bar.update()
         for sae_id, files in exports.items():
             write_export(files, inside(tmp, f"{NEURONPEDIA}/{sae_id}", "export folder"))
             bar.update()
@@ -58,13 +62,16 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports:
         for sae in doc["saes"]:
             pairs = features.get(sae["id"], [])
             by_index = {f["feature_index"]: (f, e) for f, e in pairs}
-            for record in sae["latents"]:
-                write_text(inside(tmp, record["page"], "atlas page"), html.latent_page(sae, record, by_index.get(record["index"])))
+            pages = {r["index"] for r in sae["latents"]}
+            order = [r["index"] for r in sae["latents"]]
+            for n, record in enumerate(sae["latents"]):
+                prev, nxt = order[n - 1] if n else None, order[n + 1] if n + 1 < len(order) else None
+                write_text(inside(tmp, record["page"], "atlas page"), latent_pages.latent_page(sae, record, by_index.get(record["index"]), pages, prev, nxt))
                 bar.update()
-            for k, name in enumerate((sae.get("export") or {}).get("pages", [])):
-                chunk = pairs[k * html.LATENTS_PER_PAGE : (k + 1) * html.LATENTS_PER_PAGE]
-                write_text(inside(tmp, name, "atlas page"), html.latents_index_page(sae, chunk, k))
-                bar.update()
+            if sae.get("export"):
+                settings = exports[sae["id"]][RUN_SETTINGS]
+                write_text(inside(tmp, sae["export"]["pages"][0], "atlas page"), latent_pages.dictionary_page(sae, pairs, settings, pages))
+            bar.update()
     return folder / INDEX
 
 
@@ -74,6 +81,10 @@ def _read_existing(folder: Path, sae: dict) -> dict:
     if RUN_SETTINGS not in files:
         raise UserError(f"{path}: the atlas's Neuronpedia export is missing: rebuild the atlas (`successor-lens run --force atlas`)")
     return files
+
+
+EMPTY_SVG = ('<?xml version="1.0" encoding="utf-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="320" height="40">'
+             '<text x="8" y="24" font-size="13">never fires on these items</text></svg>\n')
 
 
 def _plain(obj):
@@ -86,7 +97,7 @@ def _figures(doc: dict, images: Path, step=lambda: None) -> None:
     name = doc["model"]["name"]
     heads = doc["heads"]
     if heads:
-        plots.scan_figures(name, heads["config"]["embedding"], heads["succession"], heads["copying"], images)
+        plots.scan_figures(name, heads["config"]["embedding"], heads["succession"], heads["copying"], images, heads.get("null"))
         for record in heads["pages"]:
             profile = {"all": {int(k): v for k, v in record["offset_profile"].items()}}
             plots.offset_plot(profile, inside(images.parent, record["image"], "atlas image"), f"{record['head']}: OV logit by index offset")
@@ -101,9 +112,10 @@ def _figures(doc: dict, images: Path, step=lambda: None) -> None:
                 latent_class[record["index"]] = record["mod10_class"]
         plots.class_latent_heatmap(profiles, latent_class, inside(images.parent, sae["image"], "atlas image"), f"{name} {sae['id']}: class x latent")
         step()
-        for record in sae["latents"]:
-            plots.histogram(record["freq_hist_data_bar_heights"], record["freq_hist_data_bar_values"], inside(images.parent, record["image"], "atlas image"),
-                            f"{sae['id']} latent {record['index']}")
+        for record in sae["latents"]:  # SVG, not matplotlib: a dictionary may have 16k of them
+            svg = latent_pages.svg_bars(record["freq_hist_data_bar_heights"], record["freq_hist_data_bar_values"], "activation on the task items", "items")
+            write_text(inside(images.parent, record["image"], "atlas image"), f'<?xml version="1.0" encoding="utf-8"?>\n{svg}\n'
+                       .replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1) if svg.startswith("<svg") else EMPTY_SVG)
             step()
     if doc.get("wild"):
         plots.wild_figures(doc["wild"], images)

@@ -1,12 +1,15 @@
-"""Static HTML for the atlas: pages formatted from the atlas document alone, no scripts, no network.
+"""Static HTML for the atlas: pages formatted from the atlas document alone, no network.
 
 Every string that comes from a tokenizer or a file goes through `esc` or `tok` (HTML-escaped, with
 control characters shown as escapes); cells are escaped unless wrapped in `Raw`. A Content-Security-
-Policy forbids scripts outright, so even a missed escape could not run code.
+Policy forbids every script but the one a page names by its sha256 (the latent index's filters,
+`latent_pages.SCRIPT`), so even a missed escape could not run code.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import re
 from collections.abc import Sequence
@@ -23,6 +26,7 @@ from successor_lens.filenames import (
     OFFSET_PNG,
     PROBE_PNG,
     REPORT,
+    REPORT_HTML,
     ROLES_PNG,
     RUN_SETTINGS,
     WILD_PNG,
@@ -31,12 +35,14 @@ from successor_lens.paper import ARITHMETIC, HEADLINES, WILD_TEXT
 
 CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ccc;padding:2px 8px;text-align:right}
-th{background:#f3f3f3}td.l,th.l{text-align:left}code.tok{background:#eef;padding:0 3px;white-space:pre}
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222;font-size:15px}
+table{border-collapse:collapse;margin:.5em 0 1em;max-width:100%}th,td{border:1px solid #ccc;padding:2px 8px;text-align:right;overflow-wrap:break-word}
+th{background:#f3f3f3}td.l,th.l{text-align:left}th[data-sort]{cursor:pointer;text-decoration:underline dotted}
+code.tok{background:#eef;padding:0 3px;white-space:pre-wrap;overflow-wrap:anywhere}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}.note{color:#555}.ok{color:#060}.bad{color:#a00}
-nav a{margin-right:1em}.ctx{font-family:ui-monospace,monospace;white-space:pre;font-size:90%}
-.ctx span{border-radius:2px}.ctx .q{outline:1px solid #c60}td.ctx{text-align:left}
+nav a,.keys a{margin-right:1em}.ctx{font-family:ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anywhere;font-size:90%}
+.ctx span{border-radius:2px}.ctx .q{outline:1px solid #c60}.a1{background:rgb(255 140 0 / 11%)}.a2{background:rgb(255 140 0 / 22%)}.a3{background:rgb(255 140 0 / 33%)}.a4{background:rgb(255 140 0 / 44%)}.a5{background:rgb(255 140 0 / 55%)}.a6{background:rgb(255 140 0 / 66%)}.a7{background:rgb(255 140 0 / 77%)}.a8{background:rgb(255 140 0 / 88%)}.a9{background:rgb(255 140 0 / 99%)}td.ctx,td>.ctx{text-align:left;display:block}svg.hist{max-width:100%;height:auto}
+.filters label{margin-right:1em}pre{white-space:pre-wrap;overflow-wrap:anywhere}
 """
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -61,19 +67,24 @@ def tok(text: str | None) -> Raw:
     return Raw(f'<code class="tok">{esc(visible(text))}</code>')
 
 
-def context(a: dict) -> Raw:
+def context_html(a: dict, effects: list | None = None) -> Raw:
     """A corpus context with the latent's value behind each token (orange, darker = larger; the
-    qualifying token outlined; the value on hover)."""
+    qualifying token outlined); on hover each token's value and, given `effects`, the latent's
+    direct effect there on the next token's logit."""
     top = max(max(a["values"], default=0.0), 1e-12)
+    effects = effects or [None] * len(a["tokens"])
     spans = []
-    for i, (t, v) in enumerate(zip(a["tokens"], a["values"])):
-        q = ' class="q"' if i == a["qualifying_token_index"] else ""
-        spans.append(f'<span{q} style="background:rgba(255,140,0,{max(v, 0.0) / top:.2f})" title="{v:.3f}">{esc(visible(t))}</span>')
+    for i, (t, v, e) in enumerate(zip(a["tokens"], a["values"], effects)):
+        level = round(9 * max(v, 0.0) / top)
+        cls = f"a{level}" + (" q" if i == a["qualifying_token_index"] else "")
+        tip = "0" if v == 0 else f"{v:.3f}" + ("" if e is None else f" | {e:+.3f}")
+        spans.append(f'<span class="{cls}" title="{tip}">{esc(visible(t))}</span>')
     return Raw('<span class="ctx">' + "".join(spans) + "</span>")
 
 
-def link(href: str, text) -> Raw:
-    return Raw(f'<a href="{esc(href)}">{text if isinstance(text, Raw) else esc(text)}</a>')
+def link(href: str, text, id_: str | None = None) -> Raw:
+    anchor = f' id="{esc(id_)}"' if id_ else ""
+    return Raw(f'<a{anchor} href="{esc(href)}">{text if isinstance(text, Raw) else esc(text)}</a>')
 
 
 def cell(value) -> str:
@@ -96,16 +107,24 @@ def img(src: str, alt: str) -> Raw:
     return Raw(f'<img src="{esc(src)}" alt="{esc(alt)}">')
 
 
-def page(title: str, body: Sequence[str], root: str = "", nav: bool = True) -> str:
-    """A whole document; `root` is the relative path back to the atlas folder (`nav`: the atlas's links)."""
-    bar = (f'<nav>{link(root + INDEX, "atlas index")}{link(root + ATLAS_JSON, ATLAS_JSON)}{link(root + REPORT, REPORT)}</nav>'
-           if nav else "")
+def page(title: str, body: Sequence[str], root: str = "", nav: bool = True, script: str | None = None) -> str:
+    """A whole document; `root` is the relative path back to the atlas folder (`nav`: the atlas's
+    links). `script`, when given, runs at the end of the body and is the one script the page's
+    Content-Security-Policy allows (by its sha256)."""
+    bar = (f'<nav>{link(root + INDEX, "atlas index")}{link(root + REPORT_HTML, "report")}{link(root + ATLAS_JSON, ATLAS_JSON)}'
+           f'{link(root + REPORT, REPORT)}</nav>' if nav else "")
+    csp = CSP + (f"; script-src '{script_hash(script)}'" if script else "")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
         f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>{bar}<h1>{esc(title)}</h1>\n"
-        + "\n".join(body) + "\n</body></html>\n"
+        + "\n".join(body) + (f"\n<script>{script}</script>" if script else "") + "\n</body></html>\n"
     )
+
+
+def script_hash(script: str) -> str:
+    """The CSP source that allows exactly this inline script."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
 
 
 def h2(text: str) -> Raw:
@@ -146,23 +165,23 @@ def index_page(atlas: dict, summary: list[str]) -> str:
         m = d.get("metrics") or {}
         found = sum(1 for v in d["classes"].values() if v)
         spliced = m.get("spliced") or {}
-        rows.append([d["id"], d["hook_name"], d["architecture"], d["d_sae"], m.get("l0"), m.get("fvu"), m.get("dead_frac"),
-                     spliced.get("loss_recovered", "n/a (not in context)"), spliced.get("kl_spliced", ""), f"{found}/10"])
-    body.append(table(["dictionary", "hook", "arch", "d_sae", "L0", "FVU", "dead", "loss recovered (spliced in)", "KL to clean",
-                       "mod-10 classes"], rows, left=3))
+        name = link(d["export"]["pages"][0], d["id"]) if d.get("export") else d["id"]
+        rows.append([name, d["hook_name"], d["architecture"], d["d_sae"], (m.get("trained_on") or {}).get("data", "not recorded"), m.get("l0"),
+                     m.get("fvu"), m.get("dead_frac"), spliced.get("loss_recovered", "n/a (not in context)"), f"{found}/10"])
+    body.append(table(["dictionary (every latent)", "hook", "arch", "d_sae", "trained on", "L0", "FVU", "dead", "loss recovered (spliced in)",
+                       "mod-10 classes"], rows, left=5))
+    body.append(para("L0, FVU and dead fraction here are measured on the dictionary's training data; each dictionary's own page gives "
+                     "them on the corpus the latent pages show.", "note"))
     body.append(h2("mod-10 class x latent overview"))
     for d in atlas["saes"]:
         cls_rows = [[c, Raw(" ".join(link(latent_href(d["id"], l), l) if _has_page(d, l) else esc(l) for l in ls)) if ls else "none",
                      (d.get("mining") or {}).get("modal_coverage", {}).get(c)] for c, ls in d["classes"].items()]
         body += [Raw(f"<h3>{esc(d['id'])}</h3>"), table(["class (index mod 10)", "latents", "modal coverage"], cls_rows),
                  img(d["image"], f"class x latent heatmap of {d['id']}")]
-        others = [r for r in d["latents"] if r["mod10_class"] is None]
-        if others:
-            body.append(Raw("<p>other latents with a page: " + " ".join(link(r["page"], r["index"]) for r in others) + "</p>"))
         if d.get("export"):
             ex = d["export"]
-            body.append(Raw(f"<p>{link(ex['pages'][0], 'every latent')} ({ex['latents']}, {ex['live']} live on {esc(ex['dataset'])}; "
-                            f"{len(ex['pages'])} pages) with its corpus contexts; Neuronpedia / SAEDashboard export: "
+            body.append(Raw(f"<p>{link(ex['pages'][0], 'every latent, searchable')} ({ex['latents']}, {ex['live']} live on {esc(ex['dataset'])}; "
+                            f"{len(d['latents'])} with a page of their own); Neuronpedia / SAEDashboard export: "
                             f"{link(ex['folder'] + '/' + RUN_SETTINGS, ex['folder'] + '/')}</p>"))
     if atlas.get("probes"):
         body += probe_sections(atlas["probes"])
@@ -280,64 +299,46 @@ def head_page(record: dict) -> str:
     return page(f"head {record['head']}", body, root="../")
 
 
-def latent_page(sae: dict, r: dict, exported: tuple[dict, dict] | None = None) -> str:
-    root = "../../"
-    cls = r["mod10_class"]
-    body: list[str] = [para(f"dictionary {sae['id']} ({sae['hook_name']}), latent {r['index']}: fires on {r['frac_nonzero']:.1%} of the items; "
-                 f"max {r['maxActApprox']:.3f}"),
-            para(f"mod-10 class: {cls if cls is not None else 'none'} (best class {r['best_class']}, selectivity {r['selectivity']:.2f}; chance 0.10)")]
-    if exported:
-        body += corpus_sections(sae, *exported)
-    body += [h2("Top activating items"),
-             table(["token", "task", "index", "activation"], [[tok(a["tokens"][0]), a["task"], a["item_index"], a["values"][0]] for a in r["activations"]], left=2),
-             h2("Activation histogram over the items (non-zero)"), img(root + r["image"], f"activation histogram of latent {r['index']}"),
-             h2("Mean activation per class (index mod 10)"), table(["class"] + list(range(10)), [["mean"] + r["class_profile"]]),
-             h2("Decoder-direction neighbours"),
-             table(["latent", "cosine"], [[link(latent_href(sae["id"], i, root), i) if _has_page(sae, i) else i, c]
-                                          for i, c in zip(r["decoder_neighbours"]["indices"], r["decoder_neighbours"]["cosines"])])]
-    if r["logit_head"]:
-        n = len(r["pos_str"])
-        body += [h2(f"Logit effect through {r['logit_head']} (decoder direction -> OV -> unembedding)"),
-                 table(["promoted", "logit", "suppressed", "logit"],
-                       [[tok(r["pos_str"][i]), r["pos_values"][i], tok(r["neg_str"][i]), r["neg_values"][i]] for i in range(n)], left=0)]
-    return page(f"{sae['id']} latent {r['index']}", body, root=root)
+_CELL = re.compile(r"(?<!\\)\|")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
 
 
-def corpus_sections(sae: dict, f: dict, extra: dict) -> list[str]:
-    """A latent's corpus view from the export: top contexts, density, direct-path logits."""
-    ex = sae["export"]
-    body: list[str] = [h2(f"Top contexts in the corpus ({ex['dataset']}, {ex['n_prompts_total']} windows x {ex['n_tokens_in_prompt']} tokens)"),
-            para(f"density: fires on {f['frac_nonzero']:.2%} of the corpus tokens; max {extra['max_activation']:.3f}", "note")]
-    if f["activations"]:
-        body.append(table(["max", "context (the latent's value behind each token)"], [[a["bin_max"], context(a)] for a in f["activations"]], left=0))
-    else:
-        body.append(para("never fires on these windows (dead on this corpus).", "bad"))
-    n = len(f["pos_str"])
-    body += [h2("Direct-path logits (decoder direction -> unembedding)"),
-             table(["promoted", "logit", "suppressed", "logit"],
-                   [[tok(f["pos_str"][i]), f["pos_values"][i], tok(f["neg_str"][i]), f["neg_values"][i]] for i in range(n)], left=0)]
-    return body
+def _inline(text: str) -> str:
+    """A line of report.md as HTML: escaped (what is escaped already is read back first), **bold** kept."""
+    text = html.unescape(text.replace("\\|", "|").replace("\\\\", "\\"))
+    return _BOLD.sub(r"<strong>\1</strong>", esc(text))
 
 
-LATENTS_PER_PAGE = 256
-
-
-def latents_index_page(sae: dict, pairs: list[tuple[dict, dict]], k: int) -> str:
-    """Page `k` of the dictionary's every-latent index: density, top direct-path logits and the two
-    top corpus contexts of each latent, highlighted."""
-    root = "../../"
-    ex = sae["export"]
-    pages = ex["pages"]
-    nav = Raw("<p>pages: " + " ".join(esc(n + 1) if n == k else link(f"all-{n}.html", n + 1) for n in range(len(pages))) + "</p>")
-    rows = []
-    for f, extra in pairs:
-        l = f["feature_index"]
-        label = link(f"{l}.html", l) if _has_page(sae, l) else l
-        contexts = Raw("<br>".join(context(a) for a in f["activations"][:2])) if f["activations"] else "dead on this corpus"
-        rows.append([label, extra["mod10_class"] if extra["mod10_class"] is not None else "", f["frac_nonzero"], extra["max_activation"],
-                     Raw(" ".join(tok(t) for t in f["pos_str"][:3])), contexts])
-    body: list[str] = [para(f"{ex['latents']} latents, {ex['live']} fire on the corpus ({ex['dataset']}, {ex['n_prompts_total']} windows x "
-                 f"{ex['n_tokens_in_prompt']} tokens). Export for Neuronpedia / SAEDashboard: {ex['folder']}/.", "note"),
-            nav, table(["latent", "class", "density", "max", "top logits (direct)", "top contexts"], rows, left=1), nav]
-    first, last = pairs[0][0]["feature_index"], pairs[-1][0]["feature_index"]
-    return page(f"{sae['id']}: latents {first}-{last}", body, root=root)
+def markdown_html(text: str) -> list[str]:
+    """report.md's Markdown (headings, lists, pipe tables, paragraphs: what `report.report_md`
+    writes) as HTML body parts, every piece escaped."""
+    out: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")) + 1, 4)  # the page's own h1 is the title
+            out.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{_inline(lines[i][2:])}</li>")
+                i += 1
+            out.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = [c.strip() for c in _CELL.split(lines[i].strip()[1:-1])]
+                if not all(set(c) <= {"-", ":", " "} for c in cells):
+                    rows.append(cells)
+                i += 1
+            head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0]) if rows else ""
+            body = "".join("<tr>" + "".join(f'<td class="l">{_inline(c)}</td>' for c in r) + "</tr>" for r in rows[1:])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            continue
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+        i += 1
+    return out

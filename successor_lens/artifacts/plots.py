@@ -24,41 +24,80 @@ from successor_lens.filenames import (  # noqa: E402
 from successor_lens.io import atomic_path  # noqa: E402
 from successor_lens.paper import SUCCESSOR_BAR  # noqa: E402
 
+DPI = 110
+MAX_WIDTH_PX = 1060
+"""The widest a figure may be: the atlas pages' content column at a 1280 px window (1100 px less
+padding), so a figure is shown at its own size and its text at the size it was drawn."""
+MIN_TEXT_PX = 9
+"""The smallest text a figure may hold, in pixels as shown (its points x dpi / 72)."""
+TEXT_PT = 8
+"""The smallest font the figures use (8 pt at 110 dpi is 12 px)."""
+MIN_TEXT_KEY = "successor-lens:min-text-px"
+
 
 def save(fig, path: str | os.PathLike) -> Path:
+    """Write `fig` as PNG at `DPI`, lowered (never below the dpi that keeps `MIN_TEXT_PX`) when the
+    figure would be wider than `MAX_WIDTH_PX`. The smallest text size in pixels is recorded in the
+    PNG (`MIN_TEXT_KEY`), so the tests can hold every figure to it."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    texts = [t for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+    smallest = min((t.get_fontsize() for t in texts), default=TEXT_PT)
+    width_in = fig.get_tightbbox(fig.canvas.get_renderer()).width + 0.2
+    dpi = max(min(DPI, MAX_WIDTH_PX / width_in), MIN_TEXT_PX * 72 / smallest)  # never so low that text drops below MIN_TEXT_PX
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata={MIN_TEXT_KEY: f"{smallest * dpi / 72:.2f}"})
     plt.close(fig)
     return Path(path)
 
 
-def head_heatmap(scores_LH: Tensor, path: str | os.PathLike, title: str, top: int = 5, vmax: float = 1.0) -> Path:
-    """Layer x head heatmap with the top heads labelled L{layer}H{head}."""
+def head_heatmap(scores_LH: Tensor, path: str | os.PathLike, title: str, top: int = 5, null: float | None = None,
+                 bar: float | None = None, label: str = "score") -> Path:
+    """Layer x head heatmap with the top heads labelled L{layer}H{head}; the colour scale spans the
+    data (not 0-1), and the null (and the paper's bar, when in range) are marked on the colour bar."""
     n_layers, n_heads = scores_LH.shape
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * n_heads + 2), max(3, 0.22 * n_layers + 1.5)))
-    im = ax.imshow(scores_LH.numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax, origin="lower")
+    data = scores_LH.float().nan_to_num(0.0)
+    lo, hi = min(0.0, float(data.min())), float(data.max())
+    if null is not None:
+        hi = max(hi, null)
+    hi = hi if hi > lo else lo + 1e-6
+    fig, ax = plt.subplots(figsize=(min(8.5, max(4.5, 0.45 * n_heads + 2.5)), min(9.0, max(3.2, 0.22 * n_layers + 1.6))))
+    im = ax.imshow(data.numpy(), aspect="auto", cmap="viridis", vmin=lo, vmax=hi, origin="lower")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_xticks(range(n_heads))
+    ax.set_xticks(range(0, n_heads, max(1, n_heads // 16)))
     ax.set_yticks(range(0, n_layers, max(1, n_layers // 12)))
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label="score")
-    for i in scores_LH.flatten().argsort(descending=True)[:top].tolist():
+    cb = fig.colorbar(im, ax=ax, label=label)
+    notes = []
+    if null is not None:
+        cb.ax.axhline(null, color="white", lw=2.5)
+        cb.ax.axhline(null, color="black", lw=1, ls="--")
+        notes.append(f"dashed line on the colour bar: null {null:.3f}")
+    if bar is not None:
+        if lo <= bar <= hi:
+            cb.ax.axhline(bar, color="red", lw=2)
+            notes.append(f"red line: paper's bar {bar}")
+        else:
+            notes.append(f"paper's bar {bar} is above this scale")
+    ax.set_title(title + ("\n" + "; ".join(notes) if notes else ""), fontsize=9)
+    for i in data.flatten().argsort(descending=True)[:top].tolist():
         layer, head = divmod(i, n_heads)
-        ax.annotate(f"L{layer}H{head}", (head, layer), color="red", fontsize=7, ha="center", va="center")
+        ax.annotate(f"L{layer}H{head}", (head, layer), color="red", fontsize=TEXT_PT, ha="center", va="center")
     return save(fig, path)
 
 
 def class_latent_heatmap(profile_FC: Tensor, latent_class: dict[int, int], path, title: str) -> Path:
     """Mean activation per residue class for the latents assigned to a class, grouped by class."""
     latents = sorted(latent_class, key=lambda l: (latent_class[l], l))
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(latents) + 2), 4))
+    fig, ax = plt.subplots(figsize=(min(8.5, max(5, 0.5 * len(latents) + 2)), 4))
     if latents:
         data = profile_FC[latents].T
         data = data / data.max(0, keepdim=True).values.clamp_min(1e-12)
         im = ax.imshow(data.numpy(), aspect="auto", cmap="magma", origin="lower")
-        ax.set_xticks(range(len(latents)))
-        ax.set_xticklabels([f"{l} (c{latent_class[l]})" for l in latents], fontsize=8, rotation=60, ha="right", rotation_mode="anchor")
+        step = max(1, len(latents) // 40)
+        ax.set_xticks(range(0, len(latents), step))
+        ax.set_xticklabels([f"{l} (c{latent_class[l]})" for l in latents][::step], fontsize=TEXT_PT, rotation=60, ha="right", rotation_mode="anchor")
         fig.colorbar(im, ax=ax, label="activation / latent max")
     else:
         ax.text(0.5, 0.5, "no latent passed the selectivity threshold", ha="center", va="center", transform=ax.transAxes)
@@ -73,7 +112,7 @@ def grouped_bars(groups: dict[str, dict[str, float]], path, title: str, ylabel: 
     """One bar group per category (x), one bar per series (e.g. real vs control)."""
     series = list(groups)
     cats = list(dict.fromkeys(c for s in series for c in groups[s]))
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(cats) * len(series) + 2), 3.5))
+    fig, ax = plt.subplots(figsize=(min(7.0, max(4.5, 0.35 * len(cats) * len(series) + 1.5)), 3.6))
     width = 0.8 / max(1, len(series))
     for i, s in enumerate(series):
         xs = [j + i * width for j in range(len(cats))]
@@ -81,11 +120,11 @@ def grouped_bars(groups: dict[str, dict[str, float]], path, title: str, ylabel: 
     if chance is not None:
         ax.axhline(chance, color="gray", ls="--", lw=1, label="chance")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cats))])
-    ax.set_xticklabels(cats, rotation=45, ha="right", fontsize=7)
+    ax.set_xticklabels(cats, rotation=45, ha="right", fontsize=TEXT_PT)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=TEXT_PT, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return save(fig, path)
 
 
@@ -99,7 +138,7 @@ def offset_plot(profile: dict[str, dict[int, float]], path, title: str) -> Path:
     ax.set_xlabel("candidate index - input index")
     ax.set_ylabel("mean centred OV logit")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=TEXT_PT, ncol=1 if len(profile) <= 14 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return save(fig, path)
 
 
@@ -123,12 +162,14 @@ def _int_keys(profile: dict) -> dict[str, dict[int, float]]:
     return {task: {int(k): v for k, v in values.items()} for task, values in profile.items()}
 
 
-def scan_figures(model_name: str, embedding: str, succession, copying, folder: Path) -> list[Path]:
-    """heads.png and heads_copying.png: the layer x head succession and copying heatmaps."""
+def scan_figures(model_name: str, embedding: str, succession, copying, folder: Path, null: float | None = None) -> list[Path]:
+    """heads.png and heads_copying.png: the layer x head succession and copying heatmaps, with the
+    scan's chance level (`null`) and the paper's bar marked."""
     folder = Path(folder)
     return [
-        head_heatmap(torch.as_tensor(succession), folder / HEADS_PNG, f"{model_name}: succession score ({embedding})"),
-        head_heatmap(torch.as_tensor(copying), folder / HEADS_COPYING_PNG, f"{model_name}: copying score (control)"),
+        head_heatmap(torch.as_tensor(succession), folder / HEADS_PNG, f"{model_name}: succession score ({embedding})", null=null,
+                     bar=SUCCESSOR_BAR, label="succession score"),
+        head_heatmap(torch.as_tensor(copying), folder / HEADS_COPYING_PNG, f"{model_name}: copying score (control)", null=null, label="copying score"),
     ]
 
 
@@ -152,25 +193,25 @@ def wild_figures(wild: dict, folder: Path) -> list[Path]:
     return [
         grouped_bars({h["head"]: h["category_shares"] for h in wild["heads"]}, folder / WILD_PNG,
                      "where each head helps most: category shares", "share of positions"),
-        head_heatmap(dla, folder / INCONTEXT_PNG, "in-context succession: DLA on the answer", vmax=max(float(dla.max()), 1e-6)),
+        head_heatmap(dla, folder / INCONTEXT_PNG, "in-context succession: DLA on the answer", null=0.0, label="DLA (logits)"),
     ]
 
 
 def succession_distribution(names: list[str], scores: list[list[float]], path) -> Path:
     """Every head's OV succession score, one column of points per model, the best head labelled and
     the paper's bar drawn: a successor head stands far above its model's other heads."""
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(names), 3.8))
+    fig, ax = plt.subplots(figsize=(min(7.5, 1.6 + 1.5 * len(names)), 3.8))
     gen = torch.Generator().manual_seed(0)
     for i, (_name, values) in enumerate(zip(names, scores)):
         x = i + (torch.rand(len(values), generator=gen) - 0.5) * 0.5
         ax.scatter(x, values, s=8, alpha=0.6)
         best = max(range(len(values)), key=values.__getitem__)
-        ax.annotate(f"best {values[best]:.2f}", (float(x[best]), values[best]), xytext=(-10, 5), textcoords="offset points", fontsize=8)
+        ax.annotate(f"best {values[best]:.2f}", (float(x[best]), values[best]), xytext=(-10, 5), textcoords="offset points", fontsize=TEXT_PT)
     ax.axhline(SUCCESSOR_BAR, color="grey", linestyle="--", linewidth=0.8, label=f"paper's bar ({SUCCESSOR_BAR})")
     ax.set_xticks(range(len(names)), names, rotation=15)
     ax.set_ylabel("OV succession score (every head)")
     ax.set_ylim(-0.02, 1.12)
-    ax.legend(loc="center left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=TEXT_PT)
     ax.set_title("Succession score of every head, per model")
     return save(fig, path)
 
@@ -178,5 +219,5 @@ def succession_distribution(names: list[str], scores: list[list[float]], path) -
 def roles_figure(effect: list, path: Path, model_name: str) -> Path:
     """The layer x head heatmap of each head's patching effect (roles.json), negatives shown as 0."""
     effect_LH = torch.tensor(effect).nan_to_num(0.0).clamp_min(0.0)
-    return head_heatmap(effect_LH, path, f"{model_name}: share of in-context succession removed by patching each head",
-                        vmax=max(float(effect_LH.max()), 1e-6))
+    return head_heatmap(effect_LH, path, f"{model_name}: share of in-context succession removed by patching each head", null=0.0,
+                        label="share removed")

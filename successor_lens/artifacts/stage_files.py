@@ -15,13 +15,15 @@ from successor_lens.io import file_sha256, provenance, read_json, write_json
 from successor_lens.models.provenance import model_provenance
 from successor_lens.probes.edits import check_name
 from successor_lens.probes.probe_run import ProbeRun
+from successor_lens.probes.scan import chance_null
 
 
 def write_scan(result, model, out: Path) -> list[Path]:
     """heads.json, heads.png (succession heatmap) and heads_copying.png for a `SuccessionScores`."""
     out = Path(out)
     data = {"provenance": provenance(**model_provenance(model)), **result.to_json()}
-    return [write_json(out / HEADS, data)] + scan_figures(model.cfg.model_name, result.config.embedding, result.scores, result.copying, out)
+    return [write_json(out / HEADS, data)] + scan_figures(model.cfg.model_name, result.config.embedding, result.scores, result.copying, out,
+                                                          chance_null(data))
 
 
 def write_mine(result: MineRun, model, out: Path, site: str = "mlp0") -> list[Path]:

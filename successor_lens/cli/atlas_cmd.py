@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_context_arguments, context_options, positive_int, resolve_device
+from successor_lens.artifacts.atlas_config import AtlasConfig
+from successor_lens.cli.common import add_context_arguments, config_option, context_options, model_name, positive_int, resolve_device
 from successor_lens.filenames import ATLAS, INDEX
 
 HELP = "build the feature atlas of any saved or sae-lens pretrained dictionary alone"
@@ -13,19 +14,20 @@ HELP = "build the feature atlas of any saved or sae-lens pretrained dictionary a
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sae", required=True, help="a dictionary folder (ours or sae-lens's) or an sae-lens release name")
     p.add_argument("--sae-id", default=None, help="the SAE id within an sae-lens release")
-    p.add_argument("--model", default=None, help="model (default: the one named in the dictionary's metadata)")
+    p.add_argument("--hookpoint", default=None, help="the hookpoint's folder within a sparsify multi-hookpoint folder (e.g. layers.0.mlp)")
+    p.add_argument("--model", default=None, type=model_name, help="model (default: the one named in the dictionary's metadata; an embedded "
+                   "model's Hugging Face id is that model)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--head", default=None, help="head for the logit effects, as L{layer}H{head} (default: the scan's best)")
-    p.add_argument("--latents", type=positive_int, default=40, help="latent pages at most")
+    config_option(p, AtlasConfig, "latents", type=positive_int)
     add_context_arguments(p)
     p.add_argument("--out", required=True, help=f"a new (or empty) folder of its own for the atlas: OUT/{ATLAS}/{INDEX}")
 
 
 def run(args: argparse.Namespace) -> None:
-    from successor_lens.artifacts.atlas_config import AtlasConfig
     from successor_lens.errors import ConfigError
     from successor_lens.models.loading import load_model, model_shape
-    from successor_lens.models.registry import DEFAULT_MODEL
+    from successor_lens.models.registry import DEFAULT_MODEL, canonical_name
     from successor_lens.probes.head_id import check_head
     from successor_lens.runner.dictionary_atlas import atlas_for_dictionary
     from successor_lens.runner.folders import check_folder, run_folder
@@ -34,8 +36,8 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     config = AtlasConfig(latents=args.latents, **context_options(args))
     check_folder(args.out, "atlas", model=args.model)  # refuse a folder that is not ours before any work
-    d = load_dictionary(args.sae, args.sae_id, device="cpu")
-    name = args.model or d.sae.cfg.metadata.model_name or DEFAULT_MODEL
+    d = load_dictionary(args.sae, args.sae_id, device="cpu", hookpoint=args.hookpoint)
+    name = canonical_name(args.model or d.sae.cfg.metadata.model_name or DEFAULT_MODEL)
     shape = model_shape(name)
     if d.sae.cfg.d_in != shape.d_model:
         raise ConfigError(f"{d.source}: d_in {d.sae.cfg.d_in} but {name} has d_model {shape.d_model}: pass the right --model")

@@ -13,10 +13,18 @@ from successor_lens.models.registry import DEFAULT_MODEL
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}, embedded, offline; or any TransformerLens name)")
+    p.add_argument("--model", default=DEFAULT_MODEL, type=model_name,
+                   help=f"model name (default {DEFAULT_MODEL}, embedded, offline; its Hugging Face id too; or any TransformerLens name)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--verify-cache", action="store_true", help="hash every cached file in full (converted weights, "
                    "GGUF and checkpoint digests) instead of trusting hashes remembered by inode, size and mtime")
+
+
+def model_name(text: str) -> str:
+    """argparse type: a model name, an embedded model's Hugging Face id resolved to it (`canonical_name`)."""
+    from successor_lens.models.registry import canonical_name
+
+    return canonical_name(text)
 
 
 def config_option(p: argparse.ArgumentParser, cls: type, name: str, flag: str | None = None, help_suffix: str = "", **kwargs) -> None:
@@ -113,14 +121,25 @@ def add_context_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default=None, help="where the atlas's latent contexts come from: a text file or folder, a hub dataset, "
                    "python-docs or succession-lists (default: python-docs when python3-doc is installed, else succession-lists)")
     config_option(p, AtlasConfig, "contexts", type=positive_int)
+    config_option(p, AtlasConfig, "context_tokens", type=positive_int)
+
+
+def corpus_choice(source: str | None) -> str:
+    """The corpus a command reads, checked (and the default resolved) before any model loads: without
+    python3-doc the default falls back to the built-in succession lists, with the one note every
+    command gives."""
+    from successor_lens.corpus import SUCCESSION_LISTS, context_corpus
+
+    corpus = context_corpus(source)
+    if source is None and corpus == SUCCESSION_LISTS:
+        print(FALLBACK_NOTE, flush=True)
+    return corpus
+
+
+FALLBACK_NOTE = ("note: python3-doc is not installed, so the corpus windows come from the built-in succession lists; "
+                 "`apt-get install python3-doc` or --corpus PATH gives natural text")
 
 
 def context_options(args: argparse.Namespace) -> dict:
-    """The atlas's corpus options, the corpus checked (and the default resolved) before any model loads."""
-    from successor_lens.corpus import SUCCESSION_LISTS, context_corpus
-
-    corpus = context_corpus(args.corpus)
-    if args.corpus is None and corpus == SUCCESSION_LISTS:
-        print("note: python3-doc is not installed, so the atlas's latent contexts come from the built-in succession lists; "
-              "`apt-get install python3-doc` or --corpus PATH gives natural text", flush=True)
-    return {"corpus": corpus, "contexts": args.contexts}
+    """The atlas's corpus options (`corpus_choice`)."""
+    return {"corpus": corpus_choice(args.corpus), "contexts": args.contexts, "context_tokens": args.context_tokens}

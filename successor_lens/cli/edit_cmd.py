@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, check_ctx, nonnegative_int, out_dir, positive_int, print_table, resolve_device
+from successor_lens.cli.common import add_model_arguments, check_ctx, corpus_choice, nonnegative_int, out_dir, positive_int, print_table, resolve_device
 
 HELP = "apply an edit spec (ablate/scale a head, add/subtract a mod-10 feature at a head's input) and print the KPI table"
 SPEC_HELP = ('JSON spec, e.g. {"edits": [{"kind": "ablate_head", "layer": 23, "head": 3}]}; kinds: ablate_head (mode zero|mean), '
@@ -14,7 +14,7 @@ SPEC_HELP = ('JSON spec, e.g. {"edits": [{"kind": "ablate_head", "layer": 23, "h
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--spec", required=True, help=SPEC_HELP)
-    p.add_argument("--corpus", default=None, help="text file or folder, or a hub dataset name (default: Debian's python3-doc, offline)")
+    p.add_argument("--corpus", default=None, help="text file or folder, a hub dataset name, python-docs or succession-lists (default: python-docs when python3-doc is installed, else succession-lists)")
     p.add_argument("--contexts", type=positive_int, default=32, help="corpus windows for the side-effect KPIs")
     p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
     p.add_argument("--seed", type=nonnegative_int, default=0)
@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.atlas_site import refresh_atlas
     from successor_lens.artifacts.stage_files import write_edit
-    from successor_lens.corpus import WINDOW_RULE, load_corpus, token_windows
+    from successor_lens.corpus import WINDOW_RULE, corpus_windows
     from successor_lens.features.mine_run import load_directions
     from successor_lens.filenames import EDITS, FEATURES
     from successor_lens.io import UnsafePathError, overlapping
@@ -43,18 +43,18 @@ def run(args: argparse.Namespace) -> None:
         raise UnsafePathError(f"--spec {args.spec} is the record this edit writes (edits/{name}.json): keep specs outside the run's edits/ "
                               "folder, or give the spec another name")
     directions = load_directions(out / FEATURES) if any(e.kind.endswith("feature") for e in edits) else {}
-    texts = load_corpus(args.corpus)
+    corpus = corpus_choice(args.corpus)
     with run_folder(out, "run", model=args.model):
         model = load_model(args.model, device=device)
         items = build_token_set(model.tokenizer).tokens
         edit_set = EditSet(model, edits, directions, items)
-        windows = token_windows(model, texts, args.contexts, args.ctx, args.seed)
+        windows = corpus_windows(model, corpus, args.contexts, args.ctx, args.seed)
         edit_set.prepare(windows[:8])
         prompts = succession_prompts(model.tokenizer)
         before = measure(model, prompts, windows)
         after = measure(model, prompts, windows, edit_set)
         table = kpi_table(before, after)
-        written = write_edit(name, edits, table, model, out, {"corpus": args.corpus or "python-docs", "windows": list(windows.shape),
+        written = write_edit(name, edits, table, model, out, {"corpus": corpus, "windows": list(windows.shape),
                                                               "window_rule": WINDOW_RULE, "prompts": len(prompts)})
         refresh_atlas(out)
     print(f"edit {name!r}: " + "; ".join(f"{e.kind} L{e.layer}H{e.head}" for e in edits))

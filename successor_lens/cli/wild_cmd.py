@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, check_ctx, config_option, nonnegative_int, out_dir, positive_int, print_table, resolve_device
+from successor_lens.cli.common import (
+    add_model_arguments,
+    check_ctx,
+    config_option,
+    corpus_choice,
+    nonnegative_int,
+    out_dir,
+    positive_int,
+    print_table,
+    resolve_device,
+)
 from successor_lens.probes.probe_configs import WildConfig
 
 HELP = "in-the-wild direct effects of heads on a text corpus (categories, wins) and in-context succession attribution"
@@ -13,7 +23,7 @@ HELP = "in-the-wild direct effects of heads on a text corpus (categories, wins) 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--head", action="append", default=None, help="head L{layer}H{head} to analyse (repeatable; default: the scan's top 2)")
-    p.add_argument("--corpus", default=None, help="text file or folder, or a hub dataset name (default: Debian's python3-doc, offline)")
+    p.add_argument("--corpus", default=None, help="text file or folder, a hub dataset name, python-docs or succession-lists (default: python-docs when python3-doc is installed, else succession-lists)")
     p.add_argument("--contexts", type=positive_int, default=64, help="corpus windows")
     p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
     config_option(p, WildConfig, "top_positions", "--top", type=positive_int)
@@ -26,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.atlas_site import refresh_atlas
     from successor_lens.artifacts.stage_files import write_wild
-    from successor_lens.corpus import WINDOW_RULE, load_corpus, token_windows
+    from successor_lens.corpus import WINDOW_RULE, corpus_windows
     from successor_lens.models.loading import load_model, model_shape
     from successor_lens.paper import WILD_TEXT
     from successor_lens.probes.head_id import check_head, parse_head_name
@@ -40,20 +50,20 @@ def run(args: argparse.Namespace) -> None:
     shape = model_shape(args.model)
     heads = [parse_head_name(check_head(h, shape)) for h in args.head] if args.head else None
     check_ctx(args.ctx, shape)
-    texts = load_corpus(args.corpus)
+    corpus = corpus_choice(args.corpus)
     with run_folder(out_dir(args), "run", model=args.model) as out:
         model = load_model(args.model, device=device)
         scan = scan_heads(model, build_token_set(model.tokenizer))
         ov = {name: score for name, score, _ in scan.top_heads(model.cfg.n_layers * model.cfg.n_heads)}
         heads = heads or [parse_head_name(name) for name, _, _ in scan.top_heads(2)]
-        windows = token_windows(model, texts, args.contexts, args.ctx, args.seed)
+        windows = corpus_windows(model, corpus, args.contexts, args.ctx, args.seed)
         results = wild_analysis(model, windows, heads, WildConfig(top_positions=args.top, rank_positions=args.rank_positions, succession_cases=args.cases, seed=args.seed))
         incontext = in_context_dla(model, succession_prompts(model.tokenizer))
-        written = write_wild(results, incontext, ov, model, out, {"corpus": args.corpus or "python-docs", "windows": list(windows.shape),
+        written = write_wild(results, incontext, ov, model, out, {"corpus": corpus, "windows": list(windows.shape),
                                                                   "window_rule": WINDOW_RULE})
         refresh_atlas(out)
 
-    print(f"{len(windows)} windows x {windows.shape[1]} tokens of {args.corpus or 'the Python docs (python3-doc)'}")
+    print(f"{len(windows)} windows x {windows.shape[1]} tokens of {corpus}")
     print("category shares of the positions where each head helps most (mean-ablation, direct path):")
     cats = list(results[0].shares)
     print_table(["head", "OV score", "mean d loss", "helped positions"] + cats,

@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from successor_lens.sae_train.dictionary import as_sae
 from successor_lens.tasks import TokenSet
 
 
@@ -113,7 +114,8 @@ class ItemTable:
 
 @torch.no_grad()
 def latent_matrix(sae, acts_ND: Float[Tensor, "n d"], batch: int = 4096) -> Float[Tensor, "d_sae n"]:
-    """Activation of every latent on every item (sae-lens `encode`)."""
+    """Activation of every latent on every item (sae-lens `encode`; `sae`: an SAE or a `Dictionary`)."""
+    sae = as_sae(sae)
     device = next(sae.parameters()).device
     out = [sae.encode(acts_ND[s : s + batch].to(device).float()).cpu() for s in range(0, len(acts_ND), batch)]
     return torch.cat(out).T.contiguous()

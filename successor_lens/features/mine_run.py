@@ -19,6 +19,7 @@ from successor_lens.filenames import MINE
 from successor_lens.io import BadFileError, atomic_path, check_safetensors, file_sha256, read_json
 from successor_lens.nulls import value_vs_draws
 from successor_lens.paper import FIGURES
+from successor_lens.progress import honours_progress
 from successor_lens.sae_train.dictionary import load_dictionary, rotated_like, untrained_like, weights_digest
 from successor_lens.sae_train.harvest import cached_item_rows
 from successor_lens.sae_train.runtime import Runtime
@@ -151,6 +152,7 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+@honours_progress
 def mine_model(
     model: HookedTransformer, out: Path, runtime: Runtime, saes: list[str] | None = None, seeds: int = 3,
     steps: int | None = None, cfg: MineConfig | None = None, site: str = "mlp0", progress: bool = True,

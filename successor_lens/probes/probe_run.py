@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
+from successor_lens.display import html_card
 from successor_lens.features.mine_run import item_acts, item_table
 from successor_lens.nulls import Verdict, missing, rate_vs_chance, rate_vs_rate
 from successor_lens.paper import ARITHMETIC, FIGURES
@@ -18,6 +19,12 @@ from successor_lens.probes.head_choice import analysis_head
 from successor_lens.probes.head_id import parse_head_name
 from successor_lens.probes.linear import CosineReport, ProbeResult, class_mean_directions, leave_one_task_out, probe_feature_cosine
 from successor_lens.tasks import Task
+
+
+def _verdict_line(name: str, v: Verdict) -> str:
+    value = "n/a" if v.value is None else f"{v.value:.3f}"
+    null = "n/a" if v.null is None else f"{v.null:.3f}"
+    return f"{name} {value} vs null {null}" + ("" if v.above else " (NOT above its null)")
 
 
 @dataclass
@@ -34,6 +41,14 @@ class ProbeRun:
     head: str
     cosine_all: CosineReport | None = None
     """The probe fit on every item (numbers included) against the SAE features."""
+
+    def __repr__(self) -> str:
+        return f"ProbeRun(through {self.head}: " + "; ".join(_verdict_line(k, v) for k, v in self.verdicts().items()) + ")"
+
+    def _repr_html_(self) -> str:
+        rows = [[k, v.value, v.null, "yes" if v.above else "NOT above", v.test] for k, v in self.verdicts().items()]
+        return html_card(f"Probes and arithmetic through {self.head}", ["figure", "value", "null", "above its null", "test"], rows,
+                         [f"paper: {k} {FIGURES[k]}" for k in ("probe_accuracy", "probe_feature_cosine") if k in FIGURES])
 
     def verdicts(self) -> dict[str, Verdict]:
         feats, rand = self.arithmetic["SAE features"], self.arithmetic["random directions"]

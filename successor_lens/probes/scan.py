@@ -7,19 +7,22 @@ is computed from the same logits as a control for the OV path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from successor_lens.display import html_card
 from successor_lens.errors import UserError
 from successor_lens.paper import SUCCESSOR_BAR
 from successor_lens.probes.circuit import effective_embeddings, head_inputs, ov_logits
 from successor_lens.probes.head_id import head_name
 from successor_lens.probes.probe_configs import ScanConfig
-from successor_lens.tasks import TokenSet, same_task
+from successor_lens.tasks import TokenSet, build_token_set, same_task
 
 
 @dataclass
@@ -51,6 +54,20 @@ class SuccessionScores:
             (head_name(i // n_heads, i % n_heads), self.scores.flatten()[i].item(), self.copying.flatten()[i].item())
             for i in order
         ]
+
+    def __repr__(self) -> str:
+        name, score, copying = self.top_heads(1)[0]
+        n_layers, n_heads = self.scores.shape
+        bar = "passes" if score > SUCCESSOR_BAR else "does NOT pass"
+        return (f"SuccessionScores(best {name}: succession {score:.3f}, copying {copying:.3f}; {bar} the paper's bar {SUCCESSOR_BAR}; "
+                f"chance {min(self.chance.values(), default=float('nan')):.3f}-{max(self.chance.values(), default=float('nan')):.3f}; "
+                f"{n_layers} layers x {n_heads} heads)")
+
+    def _repr_html_(self) -> str:
+        name, score, _ = self.top_heads(1)[0]
+        note = (f"the paper's successor-head bar is > {SUCCESSOR_BAR}: {name} " + ("passes it" if score > SUCCESSOR_BAR else "does NOT pass it")
+                + f"; chance per task {min(self.chance.values(), default=float('nan')):.3f}-{max(self.chance.values(), default=float('nan')):.3f}")
+        return html_card("Succession scan (OV circuit)", ["head", "succession", "copying (control)"], self.top_heads(5), [note])
 
     def best(self) -> tuple[int, int]:
         """The top head (the first of `top_heads`)."""
@@ -111,9 +128,19 @@ def top_in_task(model: HookedTransformer, token_set: TokenSet, config: ScanConfi
 
 
 @torch.no_grad()
-def scan_heads(model: HookedTransformer, token_set: TokenSet, config: ScanConfig | None = None) -> SuccessionScores:
-    """Score every head of every layer in one batched pass."""
+def chance_null(heads_json: Mapping[str, Any]) -> float | None:
+    """The scan score's null: the rate a head that picks a random in-task token scores (each task's
+    chance, weighted by its pairs), from `SuccessionScores.to_json()`."""
+    chance, pairs = heads_json.get("chance") or {}, heads_json.get("n_pairs") or {}
+    total = sum(pairs.get(t, 0) for t in chance)
+    return sum(c * pairs.get(t, 0) for t, c in chance.items()) / total if total else None
+
+
+def scan_heads(model: HookedTransformer, token_set: TokenSet | None = None, config: ScanConfig | None = None) -> SuccessionScores:
+    """Score every head of every layer in one batched pass (`token_set`: the standard tasks' items
+    in the model's tokenizer unless given, `build_token_set`)."""
     config = config or ScanConfig()
+    token_set = token_set if token_set is not None else build_token_set(model.tokenizer)
     pairs = token_set.successor_pairs()
     if not pairs:
         raise UserError("no (token, successor) pairs: every task lost its items to tokenization")

@@ -25,7 +25,6 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
@@ -34,6 +33,8 @@ from successor_lens.paper import WILD
 from successor_lens.probes.circuit import FINAL_SCALE, as_written, direct_logits, head_outputs, post_scale_names, post_scales, written
 from successor_lens.probes.head_id import head_name
 from successor_lens.probes.probe_configs import WildConfig
+from successor_lens.progress import bar as progress_bar
+from successor_lens.progress import honours_progress
 from successor_lens.tasks import Task, standard_tasks
 
 CATEGORIES = ("succession", "acronym", "copying", "greater-than", "other")
@@ -105,6 +106,7 @@ class WildResult:
 
 
 @torch.no_grad()
+@honours_progress
 def wild_analysis(model: HookedTransformer, windows: Tensor, heads: list[tuple[int, int]], cfg: WildConfig | None = None,
                   tasks: list[Task] | None = None, progress: bool = True) -> list[WildResult]:
     """One pass over the windows for all `heads`: their exact direct effects, categories and wins."""
@@ -124,7 +126,7 @@ def wild_analysis(model: HookedTransformer, windows: Tensor, heads: list[tuple[i
     n_targets = windows.shape[1] - 1
     sample = set(torch.randperm(len(windows) * n_targets, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.rank_positions].tolist())
     ranked, cases = torch.zeros(L * H), cast(list[dict[str, Any]], [])
-    for start in tqdm(range(0, len(windows), cfg.batch), desc="in-the-wild", leave=False, disable=not progress):
+    for start in progress_bar(range(0, len(windows), cfg.batch), desc="in-the-wild", leave=False, disable=not progress):
         ids = windows[start : start + cfg.batch].to(model.W_E.device)
         logits, z, scale, cache = _run(model, ids, {l for l, _ in heads})
         target = ids[:, 1:]

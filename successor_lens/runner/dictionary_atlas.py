@@ -21,7 +21,7 @@ from successor_lens.io import safe_component
 from successor_lens.probes.scan import scan_heads
 from successor_lens.runner.folders import run_folder
 from successor_lens.runner.stages import metrics_of
-from successor_lens.sae_train.dictionary import parameters_digest, weights_digest
+from successor_lens.sae_train.dictionary import Dictionary, as_sae, parameters_digest, weights_digest
 from successor_lens.tasks import Task, build_token_set
 
 
@@ -29,8 +29,11 @@ def atlas_for_dictionary(
     model: HookedTransformer, dictionary, out: str | Path, cfg: AtlasConfig | None = None, head: str | None = None,
     tasks: list[Task] | None = None, scan_tasks: list[Task] | None = None, mine_cfg: MineConfig | None = None,
 ) -> tuple[Path, list[str]]:
-    """The atlas of one dictionary (`load_dictionary` result): scan, mining of its latents, latent pages."""
+    """The atlas of one dictionary (a `load_dictionary` result or an sae-lens SAE): scan, mining of its
+    latents, latent pages."""
     cfg, mine_cfg = cfg or AtlasConfig(), mine_cfg or MineConfig()
+    if not isinstance(dictionary, Dictionary):
+        dictionary = Dictionary(as_sae(dictionary), {}, "an SAE in memory")
     sae = dictionary.sae.to("cpu")
     hook = sae.cfg.metadata.hook_name
     if sae.cfg.d_in != model.cfg.d_model:

@@ -18,10 +18,12 @@ from transformer_lens import HookedTransformer
 
 from successor_lens.artifacts.atlas_schema import load_atlas
 from successor_lens.artifacts.report import summary_lines
+from successor_lens.display import html_card
 from successor_lens.errors import ConfigError
 from successor_lens.filenames import ATLAS, ATLAS_JSON, INDEX
 from successor_lens.models.loading import LazyModel
 from successor_lens.models.provenance import model_fingerprint
+from successor_lens.progress import honours_progress
 from successor_lens.runner.folders import run_folder
 from successor_lens.runner.run_config import RunConfig, stage_keys
 from successor_lens.runner.stage_cache import STAGES, StageCache, cached_line
@@ -40,6 +42,15 @@ class PipelineResult:
     keys: dict[str, str] = field(default_factory=dict)
     """Each stage's cache key (`run_config.stage_keys`)."""
 
+    def __repr__(self) -> str:
+        below = sum("NOT above its null" in line for line in self.summary)
+        return (f"PipelineResult({self.out}: ran {', '.join(self.ran) or 'nothing'}; cached {', '.join(self.cached) or 'nothing'}; "
+                f"{len(self.summary)} summary lines, {below} NOT above their null; atlas {self.atlas})")
+
+    def _repr_html_(self) -> str:
+        rows = [[stage, "ran" if stage in self.ran else "cached", self.seconds.get(stage, 0.0)] for stage in [*self.cached, *self.ran]]
+        return html_card(f"successor-lens run: {self.out}", ["stage", "", "seconds"], rows, [*self.summary, f"atlas: {self.atlas}"])
+
 
 def model_key(model: HookedTransformer | LazyModel) -> str:
     """The model's content hash in the stage keys: the one recorded at load (`registry.source_fingerprint`,
@@ -52,6 +63,7 @@ def model_key(model: HookedTransformer | LazyModel) -> str:
     return model.fingerprint
 
 
+@honours_progress
 def run_pipeline(
     model: HookedTransformer | LazyModel, out: str | Path, config: RunConfig | None = None, runtime: Runtime | None = None,
     force: tuple[str, ...] = (), progress: bool = True, log: Callable[[str], None] = print,

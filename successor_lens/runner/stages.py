@@ -115,11 +115,23 @@ class StageBodies:
         return [index, self.out / ATLAS / ATLAS_JSON, report, summary_path]
 
 
-def metrics_of(dictionary) -> dict[str, Any] | None:
-    """A dictionary folder's metrics.json (written at training), without the per-latent densities."""
+def metrics_of(dictionary) -> dict[str, Any]:
+    """A dictionary folder's metrics.json (written at training), without the per-latent densities,
+    and `trained_on`: what its provenance says it was trained on."""
     path = Path(dictionary.source) / METRICS
-    if not path.is_file():
-        return None
-    metrics = read_json(path, "dictionary metrics", dict, UserError, "delete it, or re-train the dictionary", max_bytes=64 << 20)
+    metrics = (read_json(path, "dictionary metrics", dict, UserError, "delete it, or re-train the dictionary", max_bytes=64 << 20)
+               if path.is_file() else {})
     metrics.pop("log10_density", None)
-    return metrics
+    return {**metrics, "trained_on": trained_on(dictionary.provenance)}
+
+
+def trained_on(provenance: dict) -> dict:
+    """{"data": what a dictionary was trained on, in words; "corpus": the corpus, when in context}."""
+    source = provenance.get("token_source")
+    if source == "succession":
+        return {"data": "the succession task items, each token alone (out of context)", "corpus": None}
+    if source == "vocab":
+        return {"data": "every vocabulary token alone (out of context)", "corpus": None}
+    if source == "corpus":
+        return {"data": f"corpus {provenance.get('corpus') or 'python-docs'}, in context", "corpus": provenance.get("corpus") or "python-docs"}
+    return {"data": "data this package has no record of (a dictionary made elsewhere)", "corpus": None}

@@ -73,6 +73,19 @@ class Dictionary:
     """Ours when we trained it; for others' folders and releases, what their config says."""
     source: str
 
+    def __repr__(self) -> str:
+        c = self.sae.cfg
+        return f"Dictionary({self.source!r}: {c.architecture()} {c.d_in} -> {c.d_sae} latents at {c.metadata.hook_name})"
+
+
+def as_sae(dictionary: Any) -> SAE:
+    """The sae-lens SAE of `dictionary`: a `Dictionary` (`load_dictionary`) or an SAE itself. Every
+    stage function that takes a dictionary takes either."""
+    sae = dictionary.sae if isinstance(dictionary, Dictionary) else dictionary
+    if not (callable(getattr(sae, "encode", None)) and hasattr(sae, "W_dec") and hasattr(sae, "cfg")):
+        raise UserError(f"expected an sae-lens SAE or a Dictionary (load_dictionary), not {type(dictionary).__name__}")
+    return sae
+
 
 def load_dictionary(
     path_or_release: str | os.PathLike,
@@ -81,16 +94,19 @@ def load_dictionary(
     expected_d_in: int | None = None,
     expected_hook: str | None = None,
     converter=None,
+    hookpoint: str | None = None,
 ) -> Dictionary:
     """Load a dictionary folder (sae-lens's layout, ours or anyone's; EleutherAI sparsify's; or
     dictionary_learning's, detected by their files: `formats.py`) or an sae-lens registry release.
     `converter` is an sae-lens disk loader (`SAE.load_from_disk(converter=...)`) for any other layout.
 
     Fails with one line on a missing or corrupt file, a dimension or hook mismatch, or (for a
-    release) when the hub is unreachable.
+    release) when the hub is unreachable. A sparsify run folder with several hookpoints (what
+    `Sae.load_many` reads) takes `hookpoint`, the name of one of its subfolders ("layers.0.mlp").
     """
     path = Path(path_or_release)
     if path.exists() or os.sep in str(path_or_release) or str(path_or_release).startswith("."):
+        path = _hookpoint_folder(path, hookpoint)
         sae, prov = _load_folder(path, device, converter)
         source = str(path)
     else:
@@ -104,6 +120,26 @@ def load_dictionary(
     if expected_hook is not None and hook is not None and hook != expected_hook:
         raise DictionaryError(f"{source}: trained on hook {hook!r}, not {expected_hook!r}: pick the dictionary for that site")
     return Dictionary(sae, prov, source)
+
+
+def _hookpoint_folder(path: Path, hookpoint: str | None) -> Path:
+    """The dictionary folder inside a sparsify multi-hookpoint folder (`path` itself otherwise)."""
+    if not path.is_dir() or detect(path) is not None:
+        if hookpoint is not None:
+            raise DictionaryError(f"{path}: a single dictionary, not a multi-hookpoint folder: drop --hookpoint {hookpoint}")
+        return path
+    found = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and detect(p) == "sparsify")
+    if hookpoint is None:
+        if len(found) == 1:
+            return path / found[0]
+        if found:
+            raise DictionaryError(f"{path}: a sparsify folder with {len(found)} hookpoints ({', '.join(found[:6])}"
+                                  f"{', ...' if len(found) > 6 else ''}): pick one with --hookpoint NAME")
+        return path
+    name = safe_component(hookpoint, "--hookpoint", "give the name of one of the folder's hookpoint subfolders")
+    if name not in found:
+        raise DictionaryError(f"{path}: no hookpoint {hookpoint!r}: choose one of {', '.join(found[:6]) or 'none (no sparsify subfolders)'}")
+    return path / name
 
 
 def _load_folder(path: Path, device: str, converter=None):
@@ -228,6 +264,9 @@ class SAEMetrics:
     """Fraction of latents that never fire on the evaluation activations."""
     log10_density: list[float]
     """Per latent: log10 of its firing frequency (-10 for never)."""
+
+    def __repr__(self) -> str:
+        return f"SAEMetrics(FVU {self.fvu:.3f}, L0 {self.l0:.1f}, dead {self.dead_frac:.1%}, mse {self.mse:.4g})"
 
     def summary(self) -> str:
         return f"L0 {self.l0:.1f}  FVU {self.fvu:.4f}  MSE {self.mse:.4g}  dead {self.dead_frac:.3f}"

@@ -83,14 +83,23 @@ def tl_to_sparsify_hook(hook: str) -> str:
 
 
 def dictionary_learning_hook(trainer: dict) -> str:
-    name, layer = trainer.get("submodule_name") or "", trainer.get("layer")
+    """The TransformerLens hook of a dictionary_learning `submodule_name` ("embed", "mlp_out_layer0",
+    "resid_post_layer3", ...; none given: the residual stream after `layer`, the library's default).
+    An unknown name is an error naming the known ones, never a guess."""
+    name, layer = trainer.get("submodule_name"), trainer.get("layer")
+    if not name:
+        if not isinstance(layer, int) or layer < 0:
+            raise FormatError("dictionary_learning config: no submodule_name and no layer: add submodule_name (e.g. resid_post_layer0)")
+        return f"blocks.{layer}.hook_resid_post"  # the library's default (sae-lens's reading too)
     if name == "embed":
         return "hook_embed"
     for key, hook in _DL_HOOKS.items():
-        if name.startswith(key):
-            m = re.search(r"(\d+)$", name)
-            return f"blocks.{m[1] if m else layer}.{hook}"
-    return f"blocks.{layer}.hook_resid_post"  # the library's default (sae-lens's reading too)
+        if m := re.fullmatch(rf"{key}(?:_layer_?(\d+))?", str(name)):
+            at = m[1] if m[1] is not None else layer
+            if isinstance(at, str) or (isinstance(at, int) and at >= 0):
+                return f"blocks.{at}.{hook}"
+    known = ", ".join(["embed"] + [f"{k}_layerN" for k in _DL_HOOKS])
+    raise FormatError(f"dictionary_learning submodule_name {name!r} is not one this reads: use one of {known}")
 
 
 def tl_to_dictionary_learning_hook(hook: str) -> tuple[str, int]:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from successor_lens.corpus import WINDOW_RULE, paragraph_ids, stream_texts, windows_of
@@ -25,6 +24,7 @@ from successor_lens.errors import ConfigError
 from successor_lens.filenames import ACTIVATIONS
 from successor_lens.io import BadFileError, provenance
 from successor_lens.models.provenance import model_provenance
+from successor_lens.progress import bar as progress_bar
 from successor_lens.sae_train.distributed import Dist
 from successor_lens.sae_train.shards import ShardedActivations, write_activations, write_many, write_ranked
 from successor_lens.sites import hook_depth, hook_name, item_activations
@@ -49,7 +49,7 @@ def vocab_tokens(model: HookedTransformer) -> tuple[list[tuple[int, ...]], dict]
 
 
 def vocab_activations(model: HookedTransformer, items: list[tuple[int, ...]], site: str, batch: int = 8192) -> Iterator[Tensor]:
-    for start in tqdm(range(0, len(items), batch), desc=f"{site} activations", leave=False):
+    for start in progress_bar(range(0, len(items), batch), desc=f"{site} activations", leave=False):
         yield item_activations(model, items[start : start + batch], hook_name(site))
 
 
@@ -77,7 +77,7 @@ def corpus_batches(
     stop = None if None in depths else max(d for d in depths if d is not None)
     rows = windows_of(model, paragraph_ids(model.tokenizer, texts), min(seq_len, model.cfg.n_ctx), max_tokens)
     device = model.W_E.device
-    bar = tqdm(desc=f"{', '.join(sites)} corpus activations", unit="window", leave=False, disable=part is not None and part[0] != 0)
+    bar = progress_bar(desc=f"{', '.join(sites)} corpus activations", unit="window", leave=False, disable=part is not None and part[0] != 0)
     for j in itertools.count():
         chunk = list(itertools.islice(rows, batch))
         if not chunk:

@@ -42,7 +42,8 @@ class SplicedLoss:
 
 @torch.no_grad()
 def spliced_loss(model: HookedTransformer, sae, windows: Tensor, hook: str, batch: int = 8) -> SplicedLoss:
-    """`sae` is anything with encode/decode over the hook's activations (an sae-lens SAE)."""
+    """`sae` is anything with encode/decode over the hook's activations (an sae-lens SAE, or a `Dictionary`)."""
+    sae = getattr(sae, "sae", sae)
     device = model.W_E.device
     sums = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl_spliced": 0.0, "kl_zero": 0.0}
     n = 0

@@ -18,13 +18,14 @@ class TrainConfig:
 
     arch: str = "topk"
     """SAE architecture: topk, batchtopk (exported as JumpReLU), standard (L1) or jumprelu."""
-    d_sae: int = 4608
-    """Number of latents."""
-    k: int = 32
+    d_sae: int = 128
+    """Number of latents (the default suits the succession token set, the CLI's default; vocabulary and
+    corpus data default to 8 x d_model: `DEFAULTS`)."""
+    k: int = 8
     """Active latents per input (topk), or on average per input (batchtopk)."""
-    steps: int = 2000
+    steps: int = 1500
     """Training steps."""
-    batch_size: int = 4096
+    batch_size: int = 256
     """Activations per step."""
     lr: float = 4e-4
     """Peak Adam learning rate."""
@@ -77,8 +78,9 @@ class TrainConfig:
 # Per token set defaults when the user gives none. The succession set has a few hundred rows, so
 # the dictionary is smaller than the number of tokens (a latent must be shared by several tokens
 # rather than memorise one) and the batch is small; vocabulary and corpus data take the usual 8x.
+# The succession set's defaults are TrainConfig's own (one set of defaults for the API and the CLI).
 DEFAULTS: dict[str, dict[str, int | None]] = {
-    "succession": {"d_sae": 128, "k": 8, "batch_size": 256, "steps": 1500},
+    "succession": {"d_sae": TrainConfig.d_sae, "k": TrainConfig.k, "batch_size": TrainConfig.batch_size, "steps": TrainConfig.steps},
     "vocab": {"d_sae": None, "k": 32, "batch_size": 4096, "steps": 2000},
     "corpus": {"d_sae": None, "k": 32, "batch_size": 4096, "steps": 2000},
 }

@@ -14,6 +14,7 @@ from successor_lens.corpus import WINDOW_RULE, load_corpus, token_windows
 from successor_lens.filenames import CHECKPOINTS, METRICS
 from successor_lens.io import digest, write_json
 from successor_lens.models.provenance import model_provenance
+from successor_lens.progress import honours_progress
 from successor_lens.sae_train.batches import ShuffledBatches
 from successor_lens.sae_train.checkpoint import Checkpointer
 from successor_lens.sae_train.dictionary import SAEMetrics, evaluate, save_dictionary
@@ -39,6 +40,11 @@ class TrainRun:
     """For corpus (in-context) dictionaries: the next-token loss with the reconstruction spliced in."""
     site: str = ""
 
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"TrainRun({self.folder}: {self.site} {c.arch} d_sae {c.d_sae} k {c.k}, {c.steps} steps; {self.metrics!r}"
+                + (f"; loss recovered spliced in {self.spliced.loss_recovered:.3f}" if self.spliced else "") + ")")
+
 
 def checkpoint_folder(out: Path, name: str, cfg: TrainConfig, data_sha256: str) -> Path:
     """Checkpoints of one training config on one dataset: `checkpoints/NAME/KEY`, so runs with other
@@ -46,6 +52,7 @@ def checkpoint_folder(out: Path, name: str, cfg: TrainConfig, data_sha256: str) 
     return Path(out) / CHECKPOINTS / name / digest({"train_config": asdict(cfg), "data_sha256": data_sha256})
 
 
+@honours_progress
 def train_sae(
     model: HookedTransformer,
     site: str,
@@ -109,6 +116,7 @@ def train_sae(
     return TrainRun(folder, loaded, metrics, result, cfg, spliced[0] if spliced else None, site)
 
 
+@honours_progress
 def train_sites(
     model: HookedTransformer, sites: list[str], cfg: TrainConfig, out: str | os.PathLike, runtime: Runtime, tokens: str = "succession",
     corpus: str | None = None, resume: bool = False, progress: bool = True, tasks: list[Task] | None = None,

@@ -26,9 +26,9 @@ from sae_lens import (
     TopKTrainingSAEConfig,
 )
 from sae_lens.saes.sae import TrainCoefficientConfig, TrainingSAE, TrainStepInput
-from tqdm.auto import tqdm
 
 from successor_lens.errors import ConfigError, UserError
+from successor_lens.progress import bar as progress_bar
 from successor_lens.sae_train.batches import BatchSource
 from successor_lens.sae_train.checkpoint import Checkpointer, CheckpointError, load_optimizer, optimizer_tensors
 from successor_lens.sae_train.distributed import Dist
@@ -208,7 +208,7 @@ def train(
     start, resumed_from, since_fired = _starting_state(cfg, sae, batches, optimizer, checkpointer if resume else None, dist, device)
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=f"train {cfg.arch}", disable=not progress or not dist.main)
+    bar = progress_bar(range(start, end), initial=start, total=cfg.steps, desc=f"train {cfg.arch}", disable=not progress or not dist.main)
     last_log: dict[str, float] = {}
     sq_err = var = l0_sum = 0.0
     n = 0

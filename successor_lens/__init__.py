@@ -5,8 +5,8 @@ The Python API, imported lazily (so `import successor_lens` and the CLI's `--hel
     import successor_lens as sl
 
     model = sl.load_model("planted-gpt2")                       # or "smollm2-135m", "gpt2", "./my-checkpoint"
-    scan = sl.scan_heads(model, sl.build_token_set(model.tokenizer))
-    run = sl.train_sae(model, "mlp0", sl.TrainConfig(d_sae=128, k=8, steps=300, batch_size=256), "runs/api", sl.Runtime("cpu"))
+    scan = sl.scan_heads(model)                                 # the standard tasks' items in its tokenizer
+    run = sl.train_sae(model, "mlp0", sl.TrainConfig(steps=300), "runs/api", sl.Runtime("cpu"))
     result = sl.run(model, "runs/api-run")                      # the whole job, cached stages
 
 See README.md, "Python API".
@@ -48,6 +48,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "item_table": ("successor_lens.features.mine_run", "item_table"),
     "item_acts": ("successor_lens.features.mine_run", "item_acts"),
     "mine": ("successor_lens.features.mining", "mine"),
+    "mining_null": ("successor_lens.features.mining", "mining_null"),
     "MineConfig": ("successor_lens.features.mine_config", "MineConfig"),
     # probes, arithmetic, edits
     "run_probes": ("successor_lens.probes.probe_run", "probe_model"),
@@ -81,7 +82,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from successor_lens.errors import UserError  # noqa: F401
     from successor_lens.features.mine_config import MineConfig  # noqa: F401
     from successor_lens.features.mine_run import item_acts, item_table  # noqa: F401
-    from successor_lens.features.mining import mine  # noqa: F401
+    from successor_lens.features.mining import mine, mining_null  # noqa: F401
     from successor_lens.models.loading import load_model, model_shape  # noqa: F401
     from successor_lens.models.provenance import model_provenance  # noqa: F401
     from successor_lens.probes.probe_configs import ScanConfig  # noqa: F401

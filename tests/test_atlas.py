@@ -133,20 +133,62 @@ def console_messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "CONSOLE" in line or "Refused" in line]
 
 
-@pytest.mark.parametrize("which", ["index", "latent"])
 @pytest.mark.slow
-def test_chromium_opens_the_pages_from_disk_without_console_errors(run, tmp_path, which):
+def test_every_kind_of_page_opens_from_disk_at_1280_px_without_overflow_or_console_errors(run, tmp_path):
+    from browser import Browser
+
     _, atlas = run
-    page = atlas / "index.html" if which == "index" else sorted((atlas / "latents").rglob("*.html"))[0]
-    done = browse(page, tmp_path / "profile", "--dump-dom")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert console_messages(done.stderr) == []
-    dom = done.stdout
-    assert "<table>" in dom and "</html>" in dom
-    if which == "index":
-        assert 'src="images/heads.png"' in dom and "Succession heads" in dom and "Linear probes" in dom
-    else:
-        assert 'src="../../images/hist_' in dom and "Top activating items" in dom
+    doc = json.loads((atlas / "atlas.json").read_text())
+    sae = doc["saes"][0]
+    kinds = {"index": atlas / "index.html", "report": atlas / "report.html", "head": atlas / doc["heads"]["pages"][0]["page"],
+             "dictionary": atlas / sae["export"]["pages"][0], "latent": atlas / sae["latents"][0]["page"]}
+    with Browser(tmp_path / "profile", width=1280) as browser:
+        for kind, page in kinds.items():
+            browser.events.clear()
+            browser.open(page)
+            assert browser.overflow() <= 0, (kind, browser.overflow())  # no horizontal scroll at 1280 px
+            assert browser.errors() == [], (kind, browser.errors())  # no console error, CSP refusal or missing file
+            broken = browser.js("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+            assert broken == [], (kind, broken)
+
+
+@pytest.mark.slow
+def test_the_latent_index_searches_filters_and_sorts_and_latent_pages_step_by_keyboard(run, tmp_path):
+    from browser import Browser
+
+    _, atlas = run
+    doc = json.loads((atlas / "atlas.json").read_text())
+    sae = doc["saes"][0]
+    rows = "Array.from(document.querySelectorAll('#latents tbody tr'))"
+    visible = f"{rows}.filter(r => r.style.display !== 'none').map(r => r.dataset.index)"
+    with Browser(tmp_path / "profile") as browser:
+        browser.open(atlas / sae["export"]["pages"][0])
+        every = browser.js(visible)
+        assert len(every) == sae["d_sae"]
+        member, cls = next((l, int(c)) for c, ls in sae["classes"].items() for l in ls)
+        browser.js(f"var c = document.getElementById('cls'); c.value = '{cls}'; c.dispatchEvent(new Event('change'))")
+        shown = browser.js(visible)
+        assert str(member) in shown and set(shown) == {str(l) for l in sae["classes"][str(cls)]}  # exactly the class's latents
+        assert browser.js("document.getElementById('shown').textContent") == str(len(shown))
+        browser.js("var c = document.getElementById('cls'); c.value = 'any'; c.dispatchEvent(new Event('change'))")
+        texts = browser.js(f"{rows}.map(r => [r.dataset.index, r.dataset.text])")
+        token = next(piece for _, t in texts for piece in t.split(" ") if piece.strip())
+        browser.js(f"var q = document.getElementById('q'); q.value = {json.dumps(token)}; q.dispatchEvent(new Event('input'))")
+        assert browser.js(visible) == [i for i, t in texts if token in t or i == token]  # the rows holding the token (or that latent)
+        browser.js("document.querySelector('th[data-sort=density]').click()")  # ascending, then descending
+        browser.js("document.querySelector('th[data-sort=density]').click()")
+        densities = browser.js(f"{rows}.map(r => parseFloat(r.dataset.density))")
+        assert densities == sorted(densities, reverse=True)
+        assert browser.errors() == []
+        first, second = sae["latents"][0], sae["latents"][1]
+        browser.open(atlas / first["page"])
+        browser.key("ArrowRight", 39)
+        browser.wait_for("Page.loadEventFired")
+        assert browser.js("location.pathname").endswith(second["page"])
+        browser.key("ArrowLeft", 37)
+        browser.wait_for("Page.loadEventFired")
+        assert browser.js("location.pathname").endswith(first["page"])
+        assert browser.errors() == []
 
 
 @pytest.mark.slow
@@ -253,3 +295,60 @@ def test_the_atlas_build_counts_every_file_it_shows_progress_for(run, tmp_path, 
     exports = {sae["id"]: read_export(atlas / sae["export"]["folder"]) for sae in doc["saes"]}
     site.write_atlas(doc, tmp_path / "atlas", exports=exports)
     assert seen and seen[0][0] == seen[0][1] > len(doc["saes"])  # the bar ends full: its total is the work done
+
+
+# --- figures readable at the size they are shown ---------------------------------------------------
+
+
+def test_every_figure_is_shown_at_its_own_size_with_text_of_at_least_9_px(run):
+    from PIL import Image
+
+    from successor_lens.artifacts.plots import MAX_WIDTH_PX, MIN_TEXT_KEY, MIN_TEXT_PX
+
+    _, atlas = run
+    figures = sorted((atlas / "images").glob("*.png"))
+    assert len(figures) >= 5
+    for path in figures:
+        with Image.open(path) as im:  # the pages' column is MAX_WIDTH_PX wide: a wider image would be scaled down, its text with it
+            assert im.size[0] <= MAX_WIDTH_PX and float(im.info[MIN_TEXT_KEY]) >= MIN_TEXT_PX, (path.name, im.size, im.info.get(MIN_TEXT_KEY))
+
+
+def _drawn(monkeypatch) -> list:
+    from successor_lens.artifacts import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig) or Path(path))
+    return figures
+
+
+def test_a_heatmaps_colour_scale_fits_its_data_and_marks_the_null(monkeypatch):
+    import torch
+
+    from successor_lens.artifacts import plots
+
+    figures = _drawn(monkeypatch)
+    scores = torch.zeros(6, 4)
+    scores[3, 2] = 0.125
+    plots.head_heatmap(scores, "unused.png", "weak model", null=0.04, bar=0.5)
+    fig = figures[0]
+    heat, bar = fig.axes
+    lo, hi = heat.images[0].get_clim()
+    assert (lo, hi) == (0.0, 0.125)  # not 0-1: the best score fills the scale
+    assert any(abs(line.get_ydata()[0] - 0.04) < 1e-9 for line in bar.lines)  # the null drawn on the colour bar
+    assert "null 0.040" in heat.get_title() and "paper's bar 0.5 is above this scale" in heat.get_title()
+
+
+@pytest.mark.parametrize("which", ["bars", "offsets"])
+def test_legends_lie_outside_the_data(monkeypatch, which):
+    from successor_lens.artifacts import plots
+
+    figures = _drawn(monkeypatch)
+    if which == "bars":
+        plots.grouped_bars({f"series {i}": {f"task {j}": 0.9 for j in range(12)} for i in range(6)}, "unused.png", "t", "success")
+    else:
+        plots.offset_plot({f"task {i}": {k: 1.0 for k in range(-5, 6)} for i in range(12)} | {"all": {k: 1.0 for k in range(-5, 6)}}, "unused.png", "t")
+    fig = figures[0]
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    box, legend = ax.get_window_extent(), ax.get_legend().get_window_extent()
+    assert legend.x0 >= box.x1 or legend.y1 <= box.y0  # right of the axes or below them: never over the curves

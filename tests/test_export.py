@@ -146,9 +146,9 @@ def test_chromium_opens_a_latent_page_with_its_contexts(run, tmp_path):
     done = browse(out / "atlas" / record["page"], tmp_path / "profile", "--dump-dom")
     assert done.returncode == 0, done.stderr[-2000:]
     assert console_messages(done.stderr) == []
-    assert "Top contexts in the corpus" in done.stdout and 'class="ctx"' in done.stdout and 'class="q"' in done.stdout
+    assert "Top activations on the corpus" in done.stdout and 'class="ctx"' in done.stdout and ' q"' in done.stdout
     index = browse(out / "atlas" / sae["export"]["pages"][0], tmp_path / "profile2", "--dump-dom")
-    assert index.returncode == 0 and console_messages(index.stderr) == [] and index.stdout.count('class="ctx"') > 3
+    assert index.returncode == 0 and console_messages(index.stderr) == [] and index.stdout.count('class="tok"') > 3
 
 
 def test_the_streaming_harvest_matches_one_dense_pass(monkeypatch):

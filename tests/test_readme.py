@@ -67,3 +67,22 @@ def test_the_cli_answers_help_and_argument_errors_without_importing_torch():
     for args in (["--help"], ["--version"], ["train", "--help"], ["run", "--steps", "0"], ["mine", "--selectivity", "x"]):
         done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
         assert done.stdout.strip().splitlines()[-1] == "[]", (args, done.stderr)
+
+
+def test_the_readme_is_short_defines_its_terms_first_and_links_only_to_files_that_exist():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.split()) < 2500
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    assert headings[:3] == ["Contents", "Glossary", "Quick start"] and "Reading the atlas" in headings
+    glossary = text[text.index("## Glossary"):text.index("## Quick start")]
+    for term in ("OV succession score", "Modal coverage", "DLA", "Null", "Above its null", "FVU", "Spliced-in loss"):
+        assert f"**{term}" in glossary, term
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        if target.startswith("#"):
+            assert target[1:] in anchors, target
+        else:
+            assert (ROOT / target).is_file(), target
+    for doc in (ROOT / "docs").glob("*.md"):  # the long tables moved here; their links hold too
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text()):
+            assert target.startswith("http") or (doc.parent / target).exists(), (doc.name, target)

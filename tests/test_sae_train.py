@@ -247,6 +247,18 @@ def test_spliced_loss_is_all_recovered_by_an_identity_and_none_by_zero():
     assert same.clean == pytest.approx(model(windows, return_type="loss").item(), rel=1e-5)
 
 
+def test_spliced_losses_share_the_clean_pass_and_give_each_dictionary_its_own():
+    from successor_lens.sae_train.spliced import spliced_loss, spliced_losses
+
+    model = HookedTransformer(tiny_config(d_vocab=300)).eval()
+    windows = torch.randint(0, 300, (6, 16), generator=torch.Generator().manual_seed(1))
+    together = spliced_losses(model, [_Identity(), _Zero()], windows, "blocks.0.hook_mlp_out", batch=4)
+    alone = [spliced_loss(model, d, windows, "blocks.0.hook_mlp_out", batch=4) for d in (_Identity(), _Zero())]
+    for a, b in zip(together, alone):
+        assert a.spliced == pytest.approx(b.spliced) and a.kl_spliced == pytest.approx(b.kl_spliced) and a.clean == pytest.approx(b.clean)
+    assert together[0].spliced != pytest.approx(together[1].spliced)
+
+
 def test_a_corpus_dictionary_records_its_spliced_in_loss(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(f"Step {i}: count one, two, three and four; then Monday, Tuesday and Wednesday." for i in range(200)))

@@ -8,7 +8,7 @@ else (no other script, no network). Everything works without it but the filters 
 
 from __future__ import annotations
 
-from successor_lens.artifacts.html import Raw, context_html, esc, h2, link, page, para, table, tok, visible
+from successor_lens.artifacts.html import Raw, context_html, esc, h2, img, link, page, para, table, tok, visible
 from successor_lens.filenames import INDEX
 
 MAX_LATENT_PAGES = 16384
@@ -83,6 +83,7 @@ def latent_page(sae: dict, r: dict, exported: tuple[dict, dict] | None, pages: s
         body += [h2(f"Logits through {r['logit_head']}'s OV circuit (decoder direction -> OV -> unembedding)"),
                  _logit_table(r["pos_str"], r["pos_values"], r["neg_str"], r["neg_values"])]
     body += [h2("Mean activation per class (index mod 10) over the task items"), table(["class"] + list(range(10)), [["mean"] + r["class_profile"]]),
+             h2("Activation histogram over the task items (non-zero)"), img("../../" + r["image"], f"activation histogram of latent {l} over the items"),
              h2("Top activating task items"),
              table(["token", "task", "index", "activation"], [[tok(a["tokens"][0]), a["task"], a["item_index"], a["values"][0]] for a in r["activations"]], left=2),
              h2("Decoder-direction neighbours"),

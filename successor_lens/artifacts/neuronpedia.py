@@ -38,7 +38,7 @@ from successor_lens.models.provenance import model_id, model_provenance, prepend
 from successor_lens.probes.circuit import direction_logits
 from successor_lens.probes.head_id import parse_head_name
 from successor_lens.progress import honours_progress
-from successor_lens.sae_train.spliced import spliced_loss
+from successor_lens.sae_train.spliced import SplicedLoss, spliced_loss, spliced_losses
 from successor_lens.sae_train.train_config import SPLICE_WINDOWS
 from successor_lens.sites import hook_activations, hook_layer
 
@@ -212,7 +212,7 @@ def vocabulary_text(model: HookedTransformer) -> list[str]:
 
 
 def export_dictionary(model: HookedTransformer, entry, windows: Tensor, cfg, logit_head: str | None, token_text: list[str],
-                      batch: int = 128, inputs_of=None, seed: int = 0) -> dict:
+                      batch: int = 128, inputs_of=None, seed: int = 0, spliced: SplicedLoss | None = None) -> dict:
     """The export of one dictionary as {file name: JSON document} (written by `write_export`);
     `inputs_of`: the hook's `hook_inputs`, shared by the dictionaries on one hook."""
     sae = entry.sae
@@ -222,7 +222,8 @@ def export_dictionary(model: HookedTransformer, entry, windows: Tensor, cfg, log
     stats = corpus_stats(sae, windows, inputs_of, prepended_bos(model), 4 * cfg.top_contexts, max(64, cfg.n_quantiles * cfg.quantile_group_size * 4),
                          HIST_SAMPLE, cfg.context_before, cfg.context_after, seed)
     features, extras = feature_records(model, sae, stats, cfg, logit_head, token_text, entry.latent_class)
-    spliced = spliced_loss(model, sae, windows[:SPLICE_WINDOWS], hook)  # the loss on (the first of) the windows the pages show
+    if spliced is None:  # the loss on (the first of) the windows the pages show
+        spliced = spliced_loss(model, sae, windows[:SPLICE_WINDOWS], hook)
     mid, known = model_id(model)
     np_hook = neuronpedia_hook(model, hook)
     files = {}
@@ -307,12 +308,16 @@ def build_exports(model: HookedTransformer, entries: list, cfg, logit_head: str 
     windows = corpus_windows(model, cfg.corpus, cfg.contexts, min(cfg.context_tokens, model.cfg.n_ctx), seed, tasks)
     text = vocabulary_text(model)
     inputs: dict[str, Any] = {}  # one forward pass over the windows per hook when it fits, not per dictionary
+    spliced: dict[str, SplicedLoss] = {}  # the clean and ablated losses once per hook
+    for hook in dict.fromkeys(e.sae.cfg.metadata.hook_name for e in entries):
+        on_hook = [e for e in entries if e.sae.cfg.metadata.hook_name == hook]
+        spliced.update(zip((e.id for e in on_hook), spliced_losses(model, [e.sae for e in on_hook], windows[:SPLICE_WINDOWS], hook)))
     files = {}
     for e in progress_bar(entries, desc="export", unit="dictionary", leave=False, disable=not progress):
         hook = e.sae.cfg.metadata.hook_name
         if hook not in inputs:
             inputs[hook] = hook_inputs(model, windows, hook, lambda w, hook=hook: window_inputs(model, w, hook))
-        files[e.id] = export_dictionary(model, e, windows, cfg, logit_head, text, cfg.export_batch, inputs[hook], seed)
+        files[e.id] = export_dictionary(model, e, windows, cfg, logit_head, text, cfg.export_batch, inputs[hook], seed, spliced[e.id])
     return files
 
 

@@ -61,7 +61,7 @@ class MinedFeatures:
     def __repr__(self) -> str:
         return (f"MinedFeatures({len(self.classes_found)}/{self.config.modulus} classes, {len(self.latent_class)} latents assigned; mean modal "
                 f"coverage {self.mean_modal_coverage:.3f} (unsplit items {self.mean_modal_coverage_unsplit:.3f}; paper {FIGURES['modal_coverage']}); "
-                "no null here: `mine_model` and the run test it against index-permuted labels)")
+                "its nulls: `sl.mining_null(...).compare(mined)`)")
 
     def _repr_html_(self) -> str:
         rows = [[c, ", ".join(str(l) for l in sorted(l for l, k in self.latent_class.items() if k == c)), self.modal_coverage.get(c)]
@@ -256,9 +256,27 @@ class MiningNull:
     def label_draws(self) -> list[MinedFeatures]:
         return self.permuted + self.relabelled
 
+    def compare(self, mined: MinedFeatures) -> str:
+        """One line: the mined dictionary's classes and unsplit-item modal coverage beside the same
+        figures' mean over the label draws (and the untrained dictionaries), said in words when not above."""
+        def line(name: str, value: float, draws: list[MinedFeatures], get) -> str:
+            null = sum(get(m) for m in draws) / len(draws) if draws else float("nan")
+            return f"{name} {value:.2f} vs null {null:.2f}" + ("" if value > null else " (NOT above its null)")
 
-def mining_null(sae, acts_ND: Tensor, table: ItemTable, untrained_saes: list, cfg: MineConfig = MineConfig(),
+        cover = lambda m: m.mean_modal_coverage_unsplit  # noqa: E731
+        found = lambda m: float(len(m.classes_found))  # noqa: E731
+        return "; ".join([line("classes found", found(mined), self.label_draws, found),
+                          line("modal coverage (unsplit items)", cover(mined), self.label_draws, cover)]
+                         + ([line("modal coverage vs untrained", cover(mined), self.untrained, cover)] if self.untrained else []))
+
+
+def mining_null(sae, acts_ND: Tensor, table: ItemTable, untrained_saes: list | None = None, cfg: MineConfig = MineConfig(),
                 draws: int = 10, seed: int = 0) -> MiningNull:
+    """`mine` on labels that carry nothing the tokens do not give away (index-permuted and, for
+    numbers, relabelled keeping their read-at token; `draws` each) and on `untrained_saes` (e.g.
+    `rotated_like` copies of the tested dictionary). `MiningNull.compare(mined)` says how the real
+    mining stands against them."""
+    untrained_saes = untrained_saes or []
     gen = torch.Generator().manual_seed(seed)
     permuted = [mine(sae, acts_ND, table.permuted(gen), cfg) for _ in range(draws)]
     relabelled = [mine(sae, acts_ND, table.relabelled(gen), cfg) for _ in range(draws)] if table.is_number.any() else []

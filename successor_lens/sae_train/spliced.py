@@ -43,13 +43,20 @@ class SplicedLoss:
 @torch.no_grad()
 def spliced_loss(model: HookedTransformer, sae, windows: Tensor, hook: str, batch: int = 8) -> SplicedLoss:
     """`sae` is anything with encode/decode over the hook's activations (an sae-lens SAE, or a `Dictionary`)."""
-    sae = getattr(sae, "sae", sae)
+    return spliced_losses(model, [sae], windows, hook, batch)[0]
+
+
+@torch.no_grad()
+def spliced_losses(model: HookedTransformer, saes: list, windows: Tensor, hook: str, batch: int = 8) -> list[SplicedLoss]:
+    """`spliced_loss` of several dictionaries on one hook: the clean and zero-ablated passes are
+    shared, so each further dictionary costs one forward pass per batch."""
+    saes = [getattr(sae, "sae", sae) for sae in saes]
     device = model.W_E.device
-    sums = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl_spliced": 0.0, "kl_zero": 0.0}
+    sums = [{"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl_spliced": 0.0, "kl_zero": 0.0} for _ in saes]
     n = 0
 
-    def splice(act, hook):
-        return sae.decode(sae.encode(act.float())).to(act.dtype)
+    def splice(sae):
+        return lambda act, hook: sae.decode(sae.encode(act.float())).to(act.dtype)
 
     def zero(act, hook):
         return torch.zeros_like(act)
@@ -57,18 +64,29 @@ def spliced_loss(model: HookedTransformer, sae, windows: Tensor, hook: str, batc
     for chunk in windows.split(batch):
         tokens = chunk.to(device)
         target = tokens[:, 1:]
-        logp = {name: F.log_softmax(logits[:, :-1].float(), -1) for name, logits in (
-            ("clean", model(tokens)),
-            ("spliced", model.run_with_hooks(tokens, fwd_hooks=[(hook, splice)])),
-            ("zero", model.run_with_hooks(tokens, fwd_hooks=[(hook, zero)])),
-        )}
-        for name, lp in logp.items():
-            sums[name] -= lp.gather(-1, target[..., None]).sum().item()
-        p_clean = logp["clean"].exp()
-        for name in ("spliced", "zero"):
-            sums[f"kl_{name}"] += (p_clean * (logp["clean"] - logp[name])).sum().item()
+        clean, zeroed = _logp(model(tokens)), _logp(model.run_with_hooks(tokens, fwd_hooks=[(hook, zero)]))
+        shared = {"clean": _nll(clean, target), "zero": _nll(zeroed, target), "kl_zero": _kl(clean, zeroed)}
+        for sae, total in zip(saes, sums):
+            spliced = _logp(model.run_with_hooks(tokens, fwd_hooks=[(hook, splice(sae))]))
+            for key, value in {**shared, "spliced": _nll(spliced, target), "kl_spliced": _kl(clean, spliced)}.items():
+                total[key] += value
         n += target.numel()
-    clean, spliced, zero_ = sums["clean"] / n, sums["spliced"] / n, sums["zero"] / n
-    gap = zero_ - clean
-    return SplicedLoss(clean, spliced, zero_, (zero_ - spliced) / gap if abs(gap) > 1e-9 else None,
-                       sums["kl_spliced"] / n, sums["kl_zero"] / n, n)
+    out = []
+    for total in sums:
+        clean_, spliced_, zero_ = total["clean"] / n, total["spliced"] / n, total["zero"] / n
+        gap = zero_ - clean_
+        out.append(SplicedLoss(clean_, spliced_, zero_, (zero_ - spliced_) / gap if abs(gap) > 1e-9 else None,
+                               total["kl_spliced"] / n, total["kl_zero"] / n, n))
+    return out
+
+
+def _logp(logits: Tensor) -> Tensor:
+    return F.log_softmax(logits[:, :-1].float(), -1)
+
+
+def _nll(logp: Tensor, target: Tensor) -> float:
+    return -logp.gather(-1, target[..., None]).sum().item()
+
+
+def _kl(clean: Tensor, other: Tensor) -> float:
+    return (clean.exp() * (clean - other)).sum().item()

@@ -36,7 +36,8 @@ PYTHON_DOCS = "python-docs"
 SUCCESSION_LISTS = "succession-lists"
 """The built-in corpus of the task lists ("Monday, Tuesday, ...", "0, 1, 2, ..."): always there, the
 fallback for the atlas's contexts when python3-doc is not installed."""
-PYTHON_DOCS_GLOB = "/usr/share/doc/python3*/html/_sources"
+PYTHON_DOCS_GLOB = os.environ.get("SUCCESSOR_LENS_PYTHON_DOCS", "/usr/share/doc/python3*/html/_sources")
+"""Where Debian's python3-doc puts the docs' sources (SUCCESSOR_LENS_PYTHON_DOCS: another glob)."""
 PYTHON_DOCS_PARTS = ("tutorial", "howto", "faq", "whatsnew")
 
 _DIRECTIVE = re.compile(r"^\s*\.\. |^\s+:[a-z-]+:(\s|$)")  # directives and their option lines

@@ -40,6 +40,12 @@ class ItemTable:
     period: Tensor
     """[N] the number of items of the task when it is cyclic (days: 7, months: 12), else 0."""
 
+    def __repr__(self) -> str:
+        tasks = list(dict.fromkeys(self.tasks))
+        split = sum(len(i) > 1 for i in self.ids)
+        return (f"ItemTable({len(self.texts)} items in {len(tasks)} task variants ({', '.join(tasks[:4])}{', ...' if len(tasks) > 4 else ''}); "
+                f"{int(self.held_out.sum())} held out; {split} split into several tokens)")
+
     @property
     def residues(self) -> Tensor:
         return self.indices % 10

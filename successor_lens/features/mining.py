@@ -252,6 +252,10 @@ class MiningNull:
     """The same dictionary mined with the numbers relabelled keeping their read-at token
     (`ItemTable.relabelled`): the tokenizer-aware null."""
 
+    def __repr__(self) -> str:
+        return (f"MiningNull({len(self.permuted)} permuted-label, {len(self.relabelled)} relabelled-number and {len(self.untrained)} untrained "
+                "draws; `compare(mined)` puts a mining beside them)")
+
     @property
     def label_draws(self) -> list[MinedFeatures]:
         return self.permuted + self.relabelled

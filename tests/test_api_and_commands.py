@@ -1,0 +1,202 @@
+"""The API does the obvious thing (a token set it can build, a Dictionary or an SAE, progress=False,
+one set of defaults, short reprs), and commands go on where a user would: wild and edit without
+python3-doc, the embedded models' Hugging Face ids offline, sparsify's multi-hookpoint folders,
+dictionary_learning submodules named or refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from successor_lens.cli.main import main
+from successor_lens.errors import UserError
+from successor_lens.models.registry import canonical_name
+from successor_lens.sae_train.batches import ShuffledBatches
+from successor_lens.sae_train.dictionary import DictionaryError, load_dictionary
+from successor_lens.sae_train.formats import FormatError, dictionary_learning_hook
+from successor_lens.sae_train.train_config import DEFAULTS, TrainConfig, default_train_config
+from successor_lens.sae_train.trainer import make_sae, train
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+# --- the API in a fresh interpreter ----------------------------------------------------------------
+
+API = """
+import successor_lens as sl
+model = sl.load_model("planted-gpt2")
+scan = sl.scan_heads(model)
+run = sl.train_sae(model, "mlp0", sl.TrainConfig(steps=60), "runs/api", sl.Runtime("cpu"), progress=False)
+d = sl.load_dictionary(run.folder)
+table = sl.item_table(model)
+acts = sl.item_acts(model, table, "mlp0")
+from_dictionary, from_sae = sl.mine(d, acts, table), sl.mine(d.sae, acts, table)
+assert from_dictionary.latent_class == from_sae.latent_class
+null = sl.mining_null(d, acts, table, draws=3)
+result = sl.run(model, "runs/whole", sl.RunConfig(seeds=1, steps=60), progress=False, log=lambda _: None)
+for value in (scan, run, d, from_dictionary, result, table, null):
+    print("REPR", repr(value))
+for value in (scan, from_dictionary, result):
+    print("HTML", value._repr_html_())
+print("COMPARE", null.compare(from_dictionary))
+"""
+
+
+@pytest.mark.slow
+def test_the_api_lines_run_as_written_in_a_fresh_interpreter_quietly_and_print_short(tmp_path):
+    done = subprocess.run([sys.executable, "-c", API], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "%|" not in done.stderr and "it/s" not in done.stderr, done.stderr[-2000:]  # progress=False: no bar at all
+    reprs = [line[5:] for line in done.stdout.splitlines() if line.startswith("REPR ")]
+    assert len(reprs) == 7
+    for text in reprs:  # short, and no tensor dumped
+        assert len(text) < 400 and "tensor(" not in text, text
+    assert "passes the paper's bar" in reprs[0] and "chance" in reprs[0]
+    htmls = [line[5:] for line in done.stdout.splitlines() if line.startswith("HTML ")]
+    assert len(htmls) == 3 and all(h.startswith("<div>") and "<table>" in h for h in htmls)
+    assert "vs null" in next(line for line in done.stdout.splitlines() if line.startswith("COMPARE "))
+
+
+def test_one_set_of_training_defaults_for_the_api_and_the_cli():
+    from successor_lens.cli.main import build_parser
+    from successor_lens.cli.train_cmd import config_from_args
+
+    args = build_parser().parse_args(["train", "--site", "mlp0", "--out", "x"])
+    assert config_from_args(args, 576) == TrainConfig()  # `successor-lens train` with no options is TrainConfig()
+    assert default_train_config("succession", 576) == TrainConfig()
+    assert {k: getattr(TrainConfig(), k) for k in DEFAULTS["succession"]} == DEFAULTS["succession"]
+
+
+def test_a_stage_function_takes_a_dictionary_or_an_sae_and_refuses_anything_else():
+    from successor_lens.features.matrix import latent_matrix
+    from successor_lens.sae_train.dictionary import Dictionary, as_sae
+
+    cfg = TrainConfig(d_sae=16, k=2, steps=2, batch_size=32)
+    sae = make_sae(cfg, 8, {"model_name": "m", "hook_name": "blocks.0.hook_mlp_out"})
+    x = torch.randn(10, 8)
+    assert torch.equal(latent_matrix(Dictionary(sae, {}, "here"), x), latent_matrix(sae, x))
+    assert as_sae(Dictionary(sae, {}, "here")) is sae
+    with pytest.raises(UserError, match="expected an sae-lens SAE or a Dictionary"):
+        as_sae({"W_dec": 1})
+    assert len(repr(Dictionary(sae, {}, "here"))) < 200
+
+
+def test_scan_heads_builds_the_default_token_set_itself():
+    from successor_lens.models.loading import load_model
+    from successor_lens.probes.scan import scan_heads
+    from successor_lens.tasks import build_token_set
+
+    model = load_model("planted-gpt2")
+    own, given = scan_heads(model), scan_heads(model, build_token_set(model.tokenizer))
+    assert torch.equal(own.scores, given.scores) and own.top_heads(1)[0][0] == "L2H1"
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+def test_the_embedded_models_hugging_face_ids_resolve_to_them_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf" / "hub"))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf" / "hub"))
+    assert canonical_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "smollm2-135m"
+    assert canonical_name("huggingfacetb/smollm2-135m-instruct") == "smollm2-135m"
+    assert canonical_name("google/gemma-3-270m") == "gemma3-270m"
+    assert canonical_name("gpt2") == "gpt2" and canonical_name("./HuggingFaceTB/SmolLM2-135M-Instruct") != "smollm2-135m"
+    from hub_cache import snapshot
+
+    snapshot(tmp_path / "empty-hf", "HuggingFaceTB/SmolLM2-135M-Instruct").joinpath("config.json").write_text("{}")
+    assert canonical_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the real checkpoint wins
+
+
+@pytest.mark.slow
+def test_a_dictionary_naming_the_hub_id_gets_its_atlas_on_the_embedded_model_offline(tmp_path, capsys):
+    """dictionary_learning's lm_name (what our own export writes) is the Hugging Face id: no --model needed."""
+    from successor_lens.sae_train.formats import write_dictionary_learning
+
+    cfg = TrainConfig(d_sae=32, k=4, steps=2, batch_size=32)
+    sae = make_sae(cfg, 576, {"model_name": "HuggingFaceTB/SmolLM2-135M-Instruct", "hook_name": "blocks.0.hook_mlp_out"})
+    folder = tmp_path / "dl" / "trainer_0"
+    folder.mkdir(parents=True)
+    write_dictionary_learning(sae, folder)
+    assert json.loads((folder / "config.json").read_text())["trainer"]["lm_name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    code = main(["atlas", "--sae", str(folder), "--latents", "2", "--contexts", "4", "--corpus", "succession-lists", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "out" / "atlas" / "atlas.json").read_text())
+    assert doc["model"]["name"] == "smollm2-135m"
+
+
+def _topk_sae(seed: int = 0):
+    cfg = TrainConfig(d_sae=32, k=4, steps=20, batch_size=64, seed=seed)
+    sae = make_sae(cfg, 16, {"model_name": "planted-gpt2", "hook_name": "blocks.0.hook_mlp_out"})
+    train(cfg, sae, ShuffledBatches(torch.randn(500, 16), 64), progress=False)
+    return sae
+
+
+def test_a_sparsify_multi_hookpoint_folder_loads_the_hookpoint_asked_for(tmp_path):
+    from sparsify import Sae
+
+    from successor_lens.sae_train.formats import write_sparsify
+
+    run = tmp_path / "sparsify-run"
+    saes = {"layers.0.mlp": _topk_sae(0), "layers.1": _topk_sae(1)}
+    for name, sae in saes.items():
+        (run / name).mkdir(parents=True)
+        write_sparsify(sae, run / name)
+    (run / "config.json").write_text(json.dumps({"model": "planted-gpt2", "hookpoints": list(saes)}))
+    theirs = Sae.load_many(str(run), local=True)  # what sparsify itself reads from this folder
+    assert sorted(theirs) == sorted(saes)
+    with pytest.raises(DictionaryError, match=r"2 hookpoints \(layers.0.mlp, layers.1\): pick one with --hookpoint NAME"):
+        load_dictionary(run)
+    for name, sae in saes.items():
+        d = load_dictionary(run, hookpoint=name)
+        x = torch.randn(20, 16)
+        enc = theirs[name].encode(x)
+        with torch.no_grad():
+            assert torch.allclose(d.sae.encode(x), torch.zeros(20, 32).scatter_(-1, enc.top_indices, enc.top_acts), atol=1e-5)
+            assert torch.allclose(d.sae.W_dec, sae.W_dec)
+    assert load_dictionary(run, hookpoint="layers.1").sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
+    with pytest.raises(DictionaryError, match="no hookpoint 'layers.7'"):
+        load_dictionary(run, hookpoint="layers.7")
+    with pytest.raises(UserError):
+        load_dictionary(run, hookpoint="../escape")
+    with pytest.raises(DictionaryError, match="drop --hookpoint"):
+        load_dictionary(run / "layers.1", hookpoint="layers.1")
+
+
+@pytest.mark.parametrize("name, hook", [("embed", "hook_embed"), ("mlp_out_layer0", "blocks.0.hook_mlp_out"),
+                                        ("resid_post_layer_3", "blocks.3.hook_resid_post"), (None, "blocks.2.hook_resid_post")])
+def test_dictionary_learning_submodules_map_to_their_hooks(name, hook):
+    assert dictionary_learning_hook({"submodule_name": name, "layer": 2}) == hook
+
+
+@pytest.mark.parametrize("name", ["attention_layer0", "mlp_in", "resid_post_layerX", "blocks.0.mlp"])
+def test_an_unknown_dictionary_learning_submodule_is_an_error_naming_the_known_ones(name):
+    with pytest.raises(FormatError, match="is not one this reads: use one of embed, mlp_out_layerN, resid_post_layerN"):
+        dictionary_learning_hook({"submodule_name": name, "layer": 0})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["edit", "wild"])
+def test_wild_and_edit_fall_back_to_the_succession_lists_without_python3_doc(tmp_path, command):
+    """As `run` does: the same note, then the command runs on the built-in text."""
+    out = tmp_path / "run"
+    env = {**ENV, "SUCCESSOR_LENS_PYTHON_DOCS": str(tmp_path / "no-python3-doc" / "*")}
+    spec = tmp_path / "ablate.json"
+    spec.write_text(json.dumps({"name": "ablate", "edits": [{"kind": "ablate_head", "layer": 2, "head": 1}]}))
+    args = (["edit", "--spec", str(spec), "--contexts", "4", "--ctx", "32"] if command == "edit"
+            else ["wild", "--contexts", "4", "--ctx", "32", "--top", "5", "--cases", "2"])
+    done = subprocess.run([sys.executable, "-m", "successor_lens", *args, "--model", "planted-gpt2", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "note: python3-doc is not installed, so the corpus windows come from the built-in succession lists" in done.stdout
+    record = out / ("edits/ablate.json" if command == "edit" else "wild.json")
+    assert json.loads(record.read_text())["provenance"]["corpus"] == "succession-lists"

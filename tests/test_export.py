@@ -215,3 +215,21 @@ def test_the_reservoir_keeps_a_uniform_sample_beyond_its_size():
     rate = kept / 200
     assert float(rate.mean()) == pytest.approx(50 / 400, abs=1e-6)
     assert float(rate[:200].mean()) == pytest.approx(float(rate[200:].mean()), abs=0.02)  # early and late chunks alike
+
+
+@pytest.mark.parametrize("positions, expected", [("rotary", "hook_resid_pre"), ("standard", None)])
+def test_hook_embed_maps_to_a_neuronpedia_hook_point_only_where_it_is_that_point(positions, expected):
+    """Neuronpedia's converter has no embedding hook: blocks.0.hook_resid_pre is the embedding exactly
+    when nothing is added to it before block 0 (rotary models), not with learned positions (GPT-2)."""
+    from dataclasses import replace
+
+    from conftest import tiny_config
+    from transformer_lens import HookedTransformer
+
+    from successor_lens.artifacts.neuronpedia import neuronpedia_hook
+
+    model = HookedTransformer(replace(tiny_config(), positional_embedding_type=positions)).eval()
+    found = neuronpedia_hook(model, "hook_embed")
+    assert found["hook_point"] == expected and found["layer"] == 0
+    assert (expected is None) == ("no embedding hook point" in (found["note"] or ""))
+    assert neuronpedia_hook(model, "blocks.1.hook_mlp_out") == {"layer": 1, "hook_point": "hook_mlp_out", "note": None}

@@ -150,6 +150,8 @@ def test_every_kind_of_page_opens_from_disk_at_1280_px_without_overflow_or_conso
             assert browser.errors() == [], (kind, browser.errors())  # no console error, CSP refusal or missing file
             broken = browser.js("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
             assert broken == [], (kind, broken)
+            shrunk = browser.js("Array.from(document.images).filter(i => i.width < i.naturalWidth).map(i => i.src)")
+            assert shrunk == [], (kind, shrunk)  # every figure shown at its own size, so its text at the size it was drawn
 
 
 @pytest.mark.slow

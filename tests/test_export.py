@@ -131,6 +131,9 @@ def test_every_latent_has_an_index_entry(run):
             assert linked == [r["index"] for r in sae["latents"]]  # a page for each latent up to --latents (3 here) ...
             assert all((atlas / page).parent.joinpath(f"{n}.html").is_file() for n in linked)
             assert f"{sae['d_sae'] - len(linked)} of {sae['d_sae']} latents have no page of their own" in text  # ... and the rest said
+            assert "Fit on the corpus these pages show" in text and "not the corpus these pages show" in text  # trained on the items
+            fit = json.loads((atlas / sae["export"]["folder"] / "run_settings.json").read_text())["fit_on_these_windows"]
+            assert f"{fit['fvu']:.3f}" in text and fit["spliced"]["windows"][0] > 0
         assert seen == list(range(sae["d_sae"])), sae["id"]
         assert sae["export"]["latents"] == sae["d_sae"] and 0 < sae["export"]["live"] <= sae["d_sae"]
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from conftest import RUN_TASKS, make_run_model
 
-from successor_lens.artifacts import html as html_mod
+from successor_lens.artifacts import latent_pages as pages_mod
 from successor_lens.artifacts.atlas_config import AtlasConfig
 from successor_lens.features.mine_config import MineConfig
 from successor_lens.io import OLD_TAG, TMP_TAG
@@ -121,7 +121,7 @@ def test_interrupted_training_leaves_no_stage_record_and_the_next_run_completes(
 def test_interrupted_atlas_keeps_the_previous_atlas_whole(model, first_run, tmp_path, monkeypatch):
     out = copy_run(first_run, tmp_path)
     before = {p.relative_to(out): p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()}
-    real, calls = html_mod.latent_page, []
+    real, calls = pages_mod.latent_page, []
 
     def page_then_die(*args):
         if calls:
@@ -129,13 +129,13 @@ def test_interrupted_atlas_keeps_the_previous_atlas_whole(model, first_run, tmp_
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(html_mod, "latent_page", page_then_die)
+    monkeypatch.setattr(pages_mod, "latent_page", page_then_die)
     changed = RunConfig(**{**CONFIG.__dict__, "atlas": AtlasConfig(latents=4)})
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(model, out, changed, progress=False, log=quiet)
     after = {p.relative_to(out): p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()}
     assert after == before and leftovers(out) == []
-    monkeypatch.setattr(html_mod, "latent_page", real)
+    monkeypatch.setattr(pages_mod, "latent_page", real)
     killed = out / f".atlas{TMP_TAG}killed"  # what a SIGKILL mid-build would leave
     killed.mkdir()
     (killed / "index.html").write_text("<html>half")

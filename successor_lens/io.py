@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -249,20 +248,11 @@ def check_safetensors(path: str | os.PathLike) -> dict:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` as indented JSON, atomically. NaN and inf become null (as pandas writes them):
     bare `NaN` is not JSON and other parsers reject the file."""
-    text = json.dumps(_finite(json.loads(json.dumps(obj, default=_json_default))), indent=2, allow_nan=False)
+    plain = json.loads(json.dumps(obj, default=_json_default), parse_constant=lambda _: None)  # NaN, Infinity, -Infinity
+    text = json.dumps(plain, indent=2, allow_nan=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
     return Path(path)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -7,6 +7,7 @@ per residue class (index mod 10) and per task.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from jaxtyping import Float
@@ -50,11 +51,12 @@ class ItemTable:
     def residues(self) -> Tensor:
         return self.indices % 10
 
-    @property
+    @cached_property
     def base_tasks(self) -> list[str]:
+        """Each row's task, both variants as one (computed once: miners and probes ask per draw)."""
         return [base_task(t) for t in self.tasks]
 
-    @property
+    @cached_property
     def is_number(self) -> Tensor:
         """[N] bool: the item belongs to the numbers task (either variant)."""
         return torch.tensor([b == "numbers" for b in self.base_tasks])

@@ -154,7 +154,7 @@ def vector_arithmetic(
     preds = [(tasks[i], table.texts[int(a[report][i])], int(j[report][i]), table.texts[int(target[report][i])], table.texts[int(pred[i])])
              for i in range(len(report))]
     n_right = int(head_right.sum())
-    twenties = torch.tensor([table.tasks[int(x)].split(":")[0] == "numbers" and 20 <= int(table.indices[x]) <= 29 for x in a[report]])
+    twenties = torch.tensor([bool(table.is_number[int(x)]) and 20 <= int(table.indices[x]) <= 29 for x in a[report]])
     return ArithmeticResult(
         success, hit.float().mean().item(), float(k), counts,
         over.float().mean().item() if n_fail else None, sum(chance) / len(chance) if chance else None, preds,

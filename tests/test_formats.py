@@ -109,6 +109,6 @@ def test_folders_saved_by_each_library_load_and_give_an_atlas(tmp_path, capsys):
         assert torch.allclose(back.sae.encode(x), dl_encode(state, {"dict_class": "AutoEncoderTopK"}, x), atol=1e-5)
 
     for source, out in ((folder, tmp_path / "atlas-sparsify"), (dl, tmp_path / "atlas-dl")):
-        assert main(["atlas", "--sae", str(source), "--model", "planted-gpt2", "--latents", "2", "--out", str(out)]) == 0
+        assert main(["atlas", "--sae", str(source), "--model", "planted-gpt2", "--latents", "2", "--contexts", "8", "--out", str(out)]) == 0
         doc = json.loads((out / "atlas" / "atlas.json").read_text())
         assert doc["saes"][0]["hook_name"] == "blocks.0.hook_mlp_out" and len(doc["saes"][0]["latents"]) == 2

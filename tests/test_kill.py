@@ -20,7 +20,7 @@ from successor_lens.sae_train.dictionary import weights_digest
 
 pytestmark = pytest.mark.slow  # whole runs, killed with SIGKILL and rerun
 
-RUN = ["run", "--model", "planted-gpt2", "--seeds", "2", "--latents", "2", "--null-draws", "9"]
+RUN = ["run", "--model", "planted-gpt2", "--seeds", "2", "--latents", "2", "--null-draws", "9", "--contexts", "8"]  # integrity, not findings: a small atlas corpus
 STEPS = 60
 CODE = "import sys; from successor_lens.cli.main import main; sys.exit(main(sys.argv[1:]))"
 

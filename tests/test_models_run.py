@@ -16,7 +16,7 @@ from successor_lens.cli.main import main
 
 pytestmark = pytest.mark.slow  # whole runs on hub models and Gemma
 
-SHORT = ["--steps", "40", "--seeds", "2", "--latents", "2", "--null-draws", "9"]
+SHORT = ["--steps", "40", "--seeds", "2", "--latents", "2", "--null-draws", "9", "--contexts", "8"]
 FIGURES = ("best_score", "classes_found", "modal_coverage", "probe_accuracy", "probe_feature_cosine", "arithmetic", "overshoot")
 
 

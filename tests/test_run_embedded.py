@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # a whole run on the real embedded model
 
 def test_run_on_the_embedded_model_writes_the_atlas_then_reuses_every_stage(embedded_model, tmp_path, capsys):
     tmp_path, beside = tmp_path / "run", tmp_path  # the lone dictionary's atlas goes beside the run (folders of ours do not nest)
-    args = ["run", "--seeds", "1", "--steps", "200", "--latents", "3", "--null-draws", "9", "--out", str(tmp_path)]
+    args = ["run", "--seeds", "1", "--steps", "200", "--latents", "3", "--null-draws", "9", "--contexts", "8", "--out", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "cached nothing" in out and f"atlas: {tmp_path / 'atlas' / 'index.html'}" in out

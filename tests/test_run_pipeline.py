@@ -11,7 +11,7 @@ from successor_lens.artifacts.atlas_config import AtlasConfig
 from successor_lens.features.mine_config import MineConfig
 from successor_lens.io import OLD_TAG, TMP_TAG
 from successor_lens.runner import stages as stages_mod
-from successor_lens.runner.run import run_pipeline
+from successor_lens.runner.run import model_key, run_pipeline
 from successor_lens.runner.run_config import RunConfig
 from successor_lens.runner.stage_cache import STAGES
 
@@ -150,8 +150,10 @@ def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the
 
     from successor_lens.cli.main import main
     from successor_lens.models.loading import LazyModel, load_model
+    from successor_lens.models.provenance import model_fingerprint
 
-    args = ["run", "--model", "planted-gpt2", "--seeds", "2", "--steps", "30", "--latents", "2", "--null-draws", "9", "--out", str(tmp_path)]
+    args = ["run", "--model", "planted-gpt2", "--seeds", "2", "--steps", "30", "--latents", "2", "--null-draws", "9", "--contexts", "8",
+            "--out", str(tmp_path)]
     assert main(args) == 0
     capsys.readouterr()
     monkeypatch.setattr("successor_lens.models.loading.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
@@ -161,12 +163,13 @@ def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the
 
     lazy = LazyModel("planted-gpt2")
     model = load_model("planted-gpt2")
-    config = RunConfig(seeds=2, steps=30, atlas=AtlasConfig(latents=2), mine=QUICK)
-    assert model.successor_lens_fingerprint == lazy.fingerprint  # the API and the CLI share the cache
+    config = RunConfig(seeds=2, steps=30, atlas=AtlasConfig(latents=2, contexts=8), mine=QUICK)
+    assert model.successor_lens_fingerprint == lazy.fingerprint == model_key(model)  # the API and the CLI share the cache
     assert run_pipeline(model, tmp_path, config, progress=False, log=quiet).ran == []
     with torch.no_grad():
-        model.W_E[0] += 1.0  # edited after loading: no longer what the cache was computed from
-    assert run_pipeline(model, tmp_path, config, progress=False, log=quiet).ran == list(STAGES)
+        model.W_E[0] += 1.0  # edited after loading: no longer what the cache was computed from ...
+    assert model_key(model) not in (lazy.fingerprint, "") and model_key(model) == model_fingerprint(model)
+    # ... so its stage keys are those of other weights, and those rerun every stage (test_changed_weights_rerun_everything)
 
 
 def test_a_fully_cached_cli_run_answers_without_importing_torch_and_only_while_every_stage_is_fresh(tmp_path, capsys):

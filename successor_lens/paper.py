@@ -44,6 +44,9 @@ HEADLINES = {
     "probe_feature_cosine": Headline("probe (fit on non-number items)/SAE-feature cosine, vs random directions", str(FIGURES["probe_feature_cosine"])),
     "arithmetic": Headline("arithmetic through {head}, inputs whose class is not in their last token, vs random directions", str(FIGURES["arithmetic"])),
     "overshoot": Headline("failures that overshoot, vs chance", "a greater-than bias"),
+    "ablation": Headline("ablating {head}: rise of the answer's loss on in-context succession (accuracy {clean} -> {ablated}), "
+                         "vs ablating other heads",
+                         f"ablating {HEAD} hurts succession"),
 }
 """summary.json keys -> label and paper figure, in the order they are shown."""
 

@@ -58,6 +58,8 @@ ROWS = [
     ("ratio to the runner-up", lambda r, s: f"{_f(s.get('best_ratio'), '{:.1f}')}x ({s.get('runner_up')})", f"~{FIGURES['best_ratio']:.0f}x"),
     (f"passes the paper's bar (> {SUCCESSOR_BAR})", lambda r, s: "yes" if s["passes_successor_bar"] else "no", "yes"),
     ("in-context (analysis) head", lambda r, s: s["analysis_head"], COMPARE["analysis_head"]),
+    ("ablating it: rise of the answer's loss (accuracy)", lambda r, s: f"{_vs(s, 'ablation_loss_rise', null_word='other heads')}"
+     f" ({_f(s.get('ablation_clean_accuracy'), '{:.2f}')} -> {_f(s.get('ablation_ablated_accuracy'), '{:.2f}')})", HEADLINES["ablation"].paper),
     ("mod-10 classes found", lambda r, s: _vs(s, "classes_found", "{:.1f}"), HEADLINES["classes_found"].paper),
     ("mean modal coverage", lambda r, s: _vs(s, "modal_coverage"), HEADLINES["modal_coverage"].paper),
     ("probe accuracy (held-out tasks)", lambda r, s: _vs(s, "probe_accuracy", null_word="shuffled"), HEADLINES["probe_accuracy"].paper),

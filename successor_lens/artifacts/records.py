@@ -39,7 +39,12 @@ class ChoiceRecord(TypedDict):
     candidates: list[dict[str, Any]]
 
 
-class IncontextRecord(TypedDict):
+class _IncontextOptional(TypedDict, total=False):
+    ablation: dict[str, Any] | None
+    """The analysis head zero-ablated against other heads (`edits.ablation_effect`); absent in runs made before it was measured."""
+
+
+class IncontextRecord(_IncontextOptional):
     provenance: dict[str, Any]
     n_prompts: int
     in_context: dict[str, Any] | None

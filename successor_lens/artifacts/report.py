@@ -43,6 +43,9 @@ def report_md(doc: dict) -> str:
         rows = [
             ["best OV succession score", f"{s['best_head']} {f(s['best_score'])}", f"chance {f(s['best_score_null'])}", yes("best_score"), paper["best_score"]],
             ["runner-up", f"{s['runner_up']} {f(s['runner_up_score'])}", "", "", ""],
+            ["ablating " + md(str(s.get("ablation_head"))) + ": rise of the answer's loss, nats (accuracy clean -> ablated)",
+             f"{f(s.get('ablation_loss_rise'))} ({f(s.get('ablation_clean_accuracy'))} -> {f(s.get('ablation_ablated_accuracy'))})",
+             f"other heads' mean {f(s.get('ablation_loss_rise_null'))}", yes("ablation_loss_rise") if "ablation_loss_rise" in s["above_null"] else "n/a", paper["ablation"]],
             ["mod-10 classes found above all three nulls (mean over SAEs)", f(s["classes_found"]), f(s["classes_found_null"]), yes("classes_found"), paper["classes_found"]],
             ["mod-10 classes, raw count", f(s["classes_found_raw"]), f(s["classes_found_raw_null"]), yes("classes_found_raw"), ""],
             ["class latents", f(s["class_latents"]), f(s["class_latents_null"]), yes("class_latents"), ""],

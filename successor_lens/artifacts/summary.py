@@ -25,7 +25,8 @@ def head_verdict(heads: HeadsRecord) -> Verdict:
     return rate_vs_chance(round(heads["best_score"] * n), n, chance, comparisons=len(heads["heads"]))
 
 
-def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: MineRecord, probe: ProbeRecord) -> dict[str, Any]:
+def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: MineRecord, probe: ProbeRecord,
+                  ablation: dict[str, Any] | None = None) -> dict[str, Any]:
     ranked = heads["top_heads"]
     best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     v_head = head_verdict(heads)
@@ -44,6 +45,7 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
     part = lambda name, key: (arith.get(name) or {}).get(key)  # noqa: E731  (absent in runs before these parts)
     cos_all = probe.get("probe_feature_cosine_all_items") or {}
     mean_of = lambda key: _mean([s.get(key) for s in per_sae])  # noqa: E731
+    v_ablation = Verdict.from_json((ablation or {}).get("verdict"), "no in-context prompts fit the model")
     s = {
         "summary_version": SUMMARY_VERSION, "model": model,
         "best_head": best["head"], "best_score": best["succession"], "best_score_null": v_head.null,
@@ -73,14 +75,21 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
         "arithmetic_random_split_numbers": part("random directions (split numbers)", "overall"),
         "arithmetic_split_digit_map": part("SAE features (split numbers)", "head_ceiling"),
         "overshoot": feats["failure_overshoot_fraction"], "overshoot_chance": feats["overshoot_chance"],
+        "ablation_head": (ablation or {}).get("head"), "ablation_loss_rise": v_ablation.value, "ablation_loss_rise_null": v_ablation.null,
+        "ablation_clean_accuracy": ((ablation or {}).get("clean") or {}).get("accuracy"),
+        "ablation_ablated_accuracy": ((ablation or {}).get("ablated") or {}).get("accuracy"),
         "above_null": {"best_score": v_head.above, "classes_found": v_classes.above, "classes_found_raw": v_raw.above, "class_latents": v_latents.above,
                        "modal_coverage": v_cover.above, "probe_accuracy": v_probe.above, "probe_feature_cosine": v_cos.above,
-                       "arithmetic": v_arith.above, "overshoot": v_over.above},
+                       "arithmetic": v_arith.above, "overshoot": v_over.above, "ablation_loss_rise": v_ablation.above},
         "tests": {"best_score": v_head.test, "classes_found": v_classes.test, "modal_coverage": v_cover.test,
-                  "probe_accuracy": v_probe.test, "probe_feature_cosine": v_cos.test, "arithmetic": v_arith.test, "overshoot": v_over.test},
+                  "probe_accuracy": v_probe.test, "probe_feature_cosine": v_cos.test, "arithmetic": v_arith.test, "overshoot": v_over.test,
+                  "ablation_loss_rise": v_ablation.test},
         "paper": FIGURES,
     }
     s["lines"] = _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over, fig)
+    s["lines"].insert(2, words(HEADLINES["ablation"].label.format(head=s["ablation_head"] or s["analysis_head"],
+                                                                  clean=_f(s["ablation_clean_accuracy"]), ablated=_f(s["ablation_ablated_accuracy"])),
+                               v_ablation, HEADLINES["ablation"].paper))
     return s
 
 

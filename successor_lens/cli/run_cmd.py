@@ -8,6 +8,7 @@ from successor_lens.artifacts.atlas_config import AtlasConfig
 from successor_lens.cli.common import add_context_arguments, add_model_arguments, config_option, context_options, out_dir, positive_int, resolve_device
 from successor_lens.features.mine_config import MineConfig
 from successor_lens.filenames import ATLAS, INDEX
+from successor_lens.probes.probe_configs import EMBEDDINGS, ScanConfig
 from successor_lens.runner.run_config import RunConfig
 from successor_lens.runner.stage_cache import STAGES
 
@@ -22,13 +23,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     config_option(p, RunConfig, "seeds", type=positive_int)
     config_option(p, RunConfig, "steps", type=positive_int)
     config_option(p, RunConfig, "head", help_suffix="as L{layer}H{head}")
+    config_option(p, ScanConfig, "embedding", choices=list(EMBEDDINGS), help_suffix="of the head scan; `residual` is what each head reads, "
+                  "layer-0 heads included")
     config_option(p, AtlasConfig, "latents", type=positive_int)
     config_option(p, MineConfig, "null_draws", type=positive_int)
     add_context_arguments(p)
 
 
 def config_from_args(args: argparse.Namespace, context: dict) -> RunConfig:
-    return RunConfig(seeds=args.seeds, steps=args.steps, head=args.head, atlas=AtlasConfig(latents=args.latents, **context),
+    return RunConfig(seeds=args.seeds, steps=args.steps, head=args.head, scan=ScanConfig(embedding=args.embedding),
+                     atlas=AtlasConfig(latents=args.latents, **context),
                      mine=MineConfig(null_draws=args.null_draws))
 
 

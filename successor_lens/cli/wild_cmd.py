@@ -22,7 +22,7 @@ HELP = "in-the-wild direct effects of heads on a text corpus (categories, wins) 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    p.add_argument("--head", action="append", default=None, help="head L{layer}H{head} to analyse (repeatable; default: the scan's top 2)")
+    p.add_argument("--head", action="append", default=None, help="head L{layer}H{head} to analyse (repeatable; default: the top 2 of the folder's scan, heads.json, else of a fresh scan)")
     p.add_argument("--corpus", default=None, help="text file or folder, a hub dataset name, python-docs or succession-lists (default: python-docs when python3-doc is installed, else succession-lists)")
     p.add_argument("--contexts", type=positive_int, default=64, help="corpus windows")
     p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
@@ -35,8 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.atlas_site import refresh_atlas
+    from successor_lens.artifacts.records import HEADS_RECORD
     from successor_lens.artifacts.stage_files import write_wild
     from successor_lens.corpus import WINDOW_RULE, corpus_windows
+    from successor_lens.filenames import HEADS
     from successor_lens.models.loading import load_model, model_shape
     from successor_lens.paper import WILD_TEXT
     from successor_lens.probes.head_id import check_head, parse_head_name
@@ -53,9 +55,15 @@ def run(args: argparse.Namespace) -> None:
     corpus = corpus_choice(args.corpus)
     with run_folder(out_dir(args), "run", model=args.model) as out:
         model = load_model(args.model, device=device)
-        scan = scan_heads(model, build_token_set(model.tokenizer))
-        ov = {name: score for name, score, _ in scan.top_heads(model.cfg.n_layers * model.cfg.n_heads)}
-        heads = heads or [parse_head_name(name) for name, _, _ in scan.top_heads(2)]
+        if (out / HEADS).is_file():  # the folder's own scan (`run --embedding ...` included): one ranking of heads per folder
+            scanned = HEADS_RECORD.read(out)
+            ov = {name: h["succession"] for name, h in scanned["heads"].items()}
+            top = [h["head"] for h in scanned["top_heads"]]
+        else:
+            scan = scan_heads(model, build_token_set(model.tokenizer))
+            ov = {name: score for name, score, _ in scan.top_heads(model.cfg.n_layers * model.cfg.n_heads)}
+            top = list(ov)
+        heads = heads or [parse_head_name(name) for name in top[:2]]
         windows = corpus_windows(model, corpus, args.contexts, args.ctx, args.seed)
         results = wild_analysis(model, windows, heads, WildConfig(top_positions=args.top, rank_positions=args.rank_positions, succession_cases=args.cases, seed=args.seed))
         incontext = in_context_dla(model, succession_prompts(model.tokenizer))

@@ -17,7 +17,7 @@ from typing import Any
 from transformer_lens import HookedTransformer
 
 from successor_lens.probes.head_id import parse_head_name
-from successor_lens.probes.incontext import LIST_TASKS, InContext, fitting, in_context_dla, succession_prompts
+from successor_lens.probes.incontext import LIST_TASKS, InContext, Prompt, fitting, in_context_dla, succession_prompts
 from successor_lens.probes.scan import scan_heads
 from successor_lens.tasks import Task, build_token_set
 
@@ -64,6 +64,7 @@ class InContextChoice:
     result: InContext | None
     n_prompts: int
     choice: HeadChoice
+    prompts: list[Prompt]
 
 
 def incontext_choice(model: HookedTransformer, ov_scores: dict[str, float], scan_tasks: list[Task] | None = None,
@@ -71,7 +72,7 @@ def incontext_choice(model: HookedTransformer, ov_scores: dict[str, float], scan
     """Measure in-context DLA on the prompts that fit the model, then choose the analysis head."""
     prompts = fitting(model, succession_prompts(model.tokenizer, incontext_tasks(scan_tasks)))
     result = in_context_dla(model, prompts) if prompts else None
-    return InContextChoice(result, len(prompts), choose_head(ov_scores, result.per_head() if result else None, override))
+    return InContextChoice(result, len(prompts), choose_head(ov_scores, result.per_head() if result else None, override), prompts)
 
 
 def analysis_head(model: HookedTransformer, scan_tasks: list[Task] | None = None, override: str | None = None) -> HeadChoice:

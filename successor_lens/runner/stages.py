@@ -23,6 +23,7 @@ from successor_lens.features.mine_run import load_directions, mine_model
 from successor_lens.filenames import ATLAS, ATLAS_JSON, FEATURES, INCONTEXT, METRICS, MINE_EMBED, REPORT, SAES, SUMMARY
 from successor_lens.io import provenance, read_json, write_json, write_text
 from successor_lens.models.provenance import model_provenance
+from successor_lens.probes.edits import ablation_effect
 from successor_lens.probes.head_choice import incontext_choice
 from successor_lens.probes.probe_run import probe_model
 from successor_lens.probes.scan import scan_heads
@@ -58,8 +59,11 @@ class StageBodies:
                               f"({self.model.cfg.n_layers} layers x {self.model.cfg.n_heads} heads)")
         ov = {h: v["succession"] for h, v in heads["heads"].items()}
         measured = incontext_choice(self.model, ov, self.config.scan_tasks, self.config.head)
+        ablation = (ablation_effect(self.model, measured.prompts, measured.choice.head, self.config.seed)
+                    if measured.prompts else None)
         doc = {"provenance": provenance(**model_provenance(self.model)), "n_prompts": measured.n_prompts,
-               "in_context": measured.result.summary(ov) if measured.result else None, "choice": measured.choice.to_json()}
+               "in_context": measured.result.summary(ov) if measured.result else None, "choice": measured.choice.to_json(),
+               "ablation": ablation}
         return [write_json(self.out / INCONTEXT, doc)]
 
     def activations(self) -> list[Path]:
@@ -95,7 +99,8 @@ class StageBodies:
     def atlas(self) -> list[Path]:
         heads, mine_json, mine_embed, probe_json = (HEADS_RECORD.read(self.out), MINE_RECORD.read(self.out), MINE_EMBED_RECORD.read(self.out),
                                                     PROBE_RECORD.read(self.out))
-        summary = build_summary(self.model.cfg.model_name, heads, INCONTEXT_RECORD.read(self.out)["choice"], mine_json, probe_json)
+        incontext = INCONTEXT_RECORD.read(self.out)
+        summary = build_summary(self.model.cfg.model_name, heads, incontext["choice"], mine_json, probe_json, incontext.get("ablation"))
         summary_path = write_json(self.out / SUMMARY, {"provenance": provenance(**model_provenance(self.model)), **summary})
         entries = []
         for name, (site, seed) in self.config.sae_names().items():

@@ -4,7 +4,7 @@ The Python API, imported lazily (so `import successor_lens` and the CLI's `--hel
 
     import successor_lens as sl
 
-    model = sl.load_model("planted-gpt2")                       # or "smollm2-135m", "gpt2", "./my-checkpoint"
+    model = sl.load_model("planted-gpt2")                       # or "organism-gpt2", "smollm2-135m", "gpt2", "./my-checkpoint"
     scan = sl.scan_heads(model)                                 # the standard tasks' items in its tokenizer
     run = sl.train_sae(model, "mlp0", sl.TrainConfig(steps=300), "runs/api", sl.Runtime("cpu"))
     result = sl.run(model, "runs/api-run")                      # the whole job, cached stages

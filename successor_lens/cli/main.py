@@ -16,6 +16,7 @@ from successor_lens.cli import (
     edit_cmd,
     heads_cmd,
     mine_cmd,
+    organism_cmd,
     probe_cmd,
     roles_cmd,
     run_cmd,
@@ -27,6 +28,7 @@ from successor_lens.errors import UserError
 COMMANDS = {
     "run": run_cmd, "heads": heads_cmd, "train": train_cmd, "mine": mine_cmd, "probe": probe_cmd, "atlas": atlas_cmd,
     "wild": wild_cmd, "roles": roles_cmd, "edit": edit_cmd, "compare": compare_cmd, "convert": convert_cmd,
+    "organism": organism_cmd,
 }
 
 

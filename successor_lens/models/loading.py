@@ -53,8 +53,8 @@ def load_model(
 ) -> HookedTransformer:
     """Load `name` as a HookedTransformer with unprocessed weights, in fp32 and eval mode.
 
-    `name` is an embedded model ("smollm2-135m", the default, or "gemma3-270m"; offline), a
-    generated control ("planted-gpt2": a known answer at the paper's scale; "random-gpt2": a null),
+    `name` is an embedded model ("smollm2-135m", the default, or "gemma3-270m"; offline), the
+    trained model organism ("organism-gpt2"; shipped, offline), a generated control ("planted-gpt2": a known answer at the paper's scale; "random-gpt2": a null),
     a local Hugging Face folder ("./my-checkpoint"), or any TransformerLens model name (gpt2,
     EleutherAI/pythia-70m, ...), which needs the Hugging Face hub or its local cache. `cache_dir`
     overrides where an embedded model's conversion is cached. An embedded model's Hugging Face id

@@ -1,6 +1,6 @@
 """Which kind of source a model name is, behind one small interface per kind.
 
-Each source (`embedded.py`, `controls.py`, `local.py`, `hub.py`) answers the same four questions:
+Each source (`embedded.py`, `controls.py`, `organism.py`, `local.py`, `hub.py`) answers the same four questions:
 does it claim a name, what is the content fingerprint of what it would load (without torch), what
 is the model's config (no weights), and load it. Asked in order; the hub takes any name left.
 Light at import, so the CLI checks names and computes stage keys at once.
@@ -15,6 +15,7 @@ from successor_lens.models.embedded import DEFAULT_MODEL as DEFAULT_MODEL  # re-
 from successor_lens.models.embedded import EmbeddedSource, embedded_alias
 from successor_lens.models.hub import HubSource
 from successor_lens.models.local import LocalSource
+from successor_lens.models.organism import OrganismSource
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -41,7 +42,7 @@ class ModelSource(Protocol):
         ...
 
 
-SOURCES: tuple[ModelSource, ...] = (EmbeddedSource(), ControlSource(), LocalSource(), HubSource())
+SOURCES: tuple[ModelSource, ...] = (EmbeddedSource(), ControlSource(), OrganismSource(), LocalSource(), HubSource())
 
 
 def canonical_name(name: str) -> str:

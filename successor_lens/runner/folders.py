@@ -4,7 +4,7 @@ A command writes only inside a folder it owns. A folder is ours when it holds th
 `.successor-lens.json` (written when we create or first claim the folder); an existing folder that
 is not ours and not empty is refused, so `--out ~/Documents` or `--out notes.txt` cannot touch a
 user's files. The marker names the folder's kind: "run" (the pipeline's stages, `heads`, `train`,
-`mine`, `probe`, `wild`, `edit`), "atlas" (`atlas --sae`), "compare" (`compare`) or "convert" (`convert`), and a
+`mine`, `probe`, `wild`, `edit`), "atlas" (`atlas --sae`), "compare" (`compare`), "convert" (`convert`) or "organism" (`organism --train`), and a
 command refuses a folder of another kind.
 
 A run folder belongs to one model: the first command that loads a model into it records the
@@ -33,7 +33,7 @@ from successor_lens.errors import UserError
 from successor_lens.filenames import HOLDER, LOCK, MARKER
 from successor_lens.io import provenance, read_json, remove_leftovers, write_json
 
-KINDS = ("run", "atlas", "compare", "convert")
+KINDS = ("run", "atlas", "compare", "convert", "organism")
 
 
 class FolderError(UserError):

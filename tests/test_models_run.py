@@ -35,9 +35,10 @@ def test_run_completes_on_each_hub_model_with_every_figure_beside_its_null(runs,
     summary = json.loads((runs[name] / "summary.json").read_text())
     assert summary["provenance"]["kind"] == "hub" and summary["provenance"]["source"] == f"Hugging Face hub: {name}"
     assert set(FIGURES) <= set(summary["above_null"])
-    lines = dict(zip(("best head", "analysis", "classes", "coverage", "probe", "cosine", "arithmetic", "overshoot"), summary["lines"]))
+    lines = dict(zip(("best head", "analysis", "ablation", "classes", "coverage", "probe", "cosine", "arithmetic", "overshoot"), summary["lines"]))
     for key, figure in (("classes", "classes_found"), ("coverage", "modal_coverage"), ("probe", "probe_accuracy"),
-                        ("cosine", "probe_feature_cosine"), ("arithmetic", "arithmetic"), ("overshoot", "overshoot")):
+                        ("cosine", "probe_feature_cosine"), ("arithmetic", "arithmetic"), ("overshoot", "overshoot"),
+                        ("ablation", "ablation_loss_rise")):
         # the words say what the verdict says
         assert ("NOT above its null" in lines[key]) == (not summary["above_null"][figure]), (key, lines[key])
     assert (runs[name] / "atlas" / "index.html").is_file()

@@ -18,7 +18,7 @@ def test_run_on_the_embedded_model_writes_the_atlas_then_reuses_every_stage(embe
     out = capsys.readouterr().out
     assert "cached nothing" in out and f"atlas: {tmp_path / 'atlas' / 'index.html'}" in out
     summary = out.split("report.md)\n", 1)[1].strip().splitlines()
-    assert len(summary) == 8 and summary[0].lstrip().startswith("best head by OV succession score: ")
+    assert len(summary) == 9 and summary[0].lstrip().startswith("best head by OV succession score: ")
     doc = json.loads((tmp_path / "atlas" / "atlas.json").read_text())
     jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
     assert doc["model"]["n_layers"] == 30 and doc["provenance"]["weight_processing"]["fold_ln"] is False

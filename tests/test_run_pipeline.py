@@ -52,7 +52,7 @@ def test_run_executes_every_stage_and_ends_with_the_atlas(first_run):
     for name in ("index.html", "atlas.json", "atlas.schema.json", "report.md", "heads/L1H2.html", "images/heads.png"):
         assert (atlas / name).is_file(), name
     assert (first_run.out / "report.md").read_text() == (atlas / "report.md").read_text()
-    assert len(first_run.summary) == 8
+    assert len(first_run.summary) == 9
     assert first_run.summary[0].startswith("best head by OV succession score: L1H2: 1.000")
     doc = json.loads((atlas / "atlas.json").read_text())
     assert [s["id"] for s in doc["saes"]] == ["mlp0-s0", "mlp0-s1", "embed-s0"]

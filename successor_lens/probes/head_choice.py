@@ -7,10 +7,16 @@ succession score and its direct logit attribution on the answer of in-context su
 the head with the largest product wins: a head must both map items to successors and raise the
 answer in context. When no head raises the answer in context, the OV score decides alone; a
 user's `--head` overrides both. The choice and its reason are recorded in `heads_choice.json`.
+
+The DLA that chooses is measured on half the prompts (drawn per task by the seed); the other half
+is held out for the ablation that confirms the head (`edits.ablation_effect`). Choosing the head
+with the largest effect on the same prompts it is then tested on would make even a random-weight
+model's chosen head "hurt succession more than other heads": its noise is what chose it.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,7 +59,7 @@ def choose_head(ov_scores: dict[str, float], dla: dict[str, float] | None, overr
     ranked = sorted(rows, key=lambda r: (-r["combined"], -r["ov"], parse_head_name(r["head"])))
     best = ranked[0]
     reason = (f"largest product of OV succession score ({best['ov']:.3f}, {best['ov'] / best_ov:.2f} of the best) and in-context DLA "
-              f"on the answer ({best['dla']:.3f}, {max(best['dla'], 0) / best_dla:.2f} of the best)")
+              f"on the answer, choosing half of the prompts ({best['dla']:.3f}, {max(best['dla'], 0) / best_dla:.2f} of the best)")
     return HeadChoice(best["head"], reason, ranked[:top])
 
 
@@ -62,23 +68,46 @@ class InContextChoice:
     """In-context DLA on the succession prompts (None when no prompt fits the model) and the head it chose."""
 
     result: InContext | None
+    """Over every prompt (what the run reports)."""
     n_prompts: int
     choice: HeadChoice
-    prompts: list[Prompt]
+    held_out: list[Prompt]
+    """The prompts the choice did not see, for the ablation that confirms it."""
+
+
+def split_prompts(prompts: list[Prompt], seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
+    """(choosing, held out): each task's prompts shuffled by the seed and halved (the odd one chooses)."""
+    by_task: dict[str, list[Prompt]] = {}
+    for p in prompts:
+        by_task.setdefault(p.task, []).append(p)
+    choosing: list[Prompt] = []
+    held_out: list[Prompt] = []
+    for task, group in by_task.items():
+        order = random.Random(f"{seed}:{task}").sample(range(len(group)), len(group))
+        half = (len(group) + 1) // 2
+        choosing += [group[i] for i in sorted(order[:half])]
+        held_out += [group[i] for i in sorted(order[half:])]
+    return choosing, held_out
 
 
 def incontext_choice(model: HookedTransformer, ov_scores: dict[str, float], scan_tasks: list[Task] | None = None,
-                     override: str | None = None) -> InContextChoice:
-    """Measure in-context DLA on the prompts that fit the model, then choose the analysis head."""
+                     override: str | None = None, seed: int = 0) -> InContextChoice:
+    """Measure in-context DLA on the prompts that fit the model (reported over all of them), then
+    choose the analysis head by the DLA on the choosing half (`split_prompts`)."""
     prompts = fitting(model, succession_prompts(model.tokenizer, incontext_tasks(scan_tasks)))
-    result = in_context_dla(model, prompts) if prompts else None
-    return InContextChoice(result, len(prompts), choose_head(ov_scores, result.per_head() if result else None, override), prompts)
+    if not prompts:
+        return InContextChoice(None, 0, choose_head(ov_scores, None, override), [])
+    choosing, held_out = split_prompts(prompts, seed)
+    result = in_context_dla(model, prompts)
+    choice = choose_head(ov_scores, in_context_dla(model, choosing).per_head(), override)
+    return InContextChoice(result, len(prompts), choice, held_out)
 
 
-def analysis_head(model: HookedTransformer, scan_tasks: list[Task] | None = None, override: str | None = None) -> HeadChoice:
+def analysis_head(model: HookedTransformer, scan_tasks: list[Task] | None = None, override: str | None = None,
+                  seed: int = 0) -> HeadChoice:
     """Scan every head, then choose from the OV scores and in-context DLA (for `probe` without a run folder)."""
     scan = scan_heads(model, build_token_set(model.tokenizer, scan_tasks)).to_json()
-    return incontext_choice(model, {h: v["succession"] for h, v in scan["heads"].items()}, scan_tasks, override).choice
+    return incontext_choice(model, {h: v["succession"] for h, v in scan["heads"].items()}, scan_tasks, override, seed).choice
 
 
 def incontext_tasks(scan_tasks: list[Task] | None) -> list[Task] | None:

@@ -86,7 +86,7 @@ def probe_model(
     cosine = probe_feature_cosine(probe, directions, seed, means, non_numbers=True)
     cosine_all = probe_feature_cosine(probe, directions, seed, means)
 
-    head = head or analysis_head(model, scan_tasks).head
+    head = head or analysis_head(model, scan_tasks, seed=seed).head
     layer, index = parse_head_name(head)
     circuit = OVCircuit.from_model(model, layer, index, table.tokens)
     probe_dirs = {c: probe.directions[i] for i, c in enumerate(probe.classes) if c in directions}

@@ -58,9 +58,9 @@ class StageBodies:
             raise ConfigError(f"--head {self.config.head} is not a head of {self.model.cfg.model_name} "
                               f"({self.model.cfg.n_layers} layers x {self.model.cfg.n_heads} heads)")
         ov = {h: v["succession"] for h, v in heads["heads"].items()}
-        measured = incontext_choice(self.model, ov, self.config.scan_tasks, self.config.head)
-        ablation = (ablation_effect(self.model, measured.prompts, measured.choice.head, self.config.seed)
-                    if measured.prompts else None)
+        measured = incontext_choice(self.model, ov, self.config.scan_tasks, self.config.head, self.config.seed)
+        ablation = (ablation_effect(self.model, measured.held_out, measured.choice.head, self.config.seed)
+                    if measured.held_out else None)
         doc = {"provenance": provenance(**model_provenance(self.model)), "n_prompts": measured.n_prompts,
                "in_context": measured.result.summary(ov) if measured.result else None, "choice": measured.choice.to_json(),
                "ablation": ablation}

@@ -39,8 +39,10 @@ class HeadChoice:
         return asdict(self)
 
 
-def choose_head(ov_scores: dict[str, float], dla: dict[str, float] | None, override: str | None = None, top: int = 8) -> HeadChoice:
-    """Pick the analysis head from OV succession scores and in-context DLA (both keyed by head name)."""
+def choose_head(ov_scores: dict[str, float], dla: dict[str, float] | None, override: str | None = None, top: int = 8,
+                dla_on: str = "") -> HeadChoice:
+    """Pick the analysis head from OV succession scores and in-context DLA (both keyed by head name);
+    `dla_on` says in the reason which prompts the DLA was measured on."""
     dla = dla or {}
     best_ov = max(ov_scores.values(), default=0.0)
     best_dla = max([max(v, 0.0) for v in dla.values()], default=0.0)
@@ -59,7 +61,7 @@ def choose_head(ov_scores: dict[str, float], dla: dict[str, float] | None, overr
     ranked = sorted(rows, key=lambda r: (-r["combined"], -r["ov"], parse_head_name(r["head"])))
     best = ranked[0]
     reason = (f"largest product of OV succession score ({best['ov']:.3f}, {best['ov'] / best_ov:.2f} of the best) and in-context DLA "
-              f"on the answer, choosing half of the prompts ({best['dla']:.3f}, {max(best['dla'], 0) / best_dla:.2f} of the best)")
+              f"on the answer{dla_on} ({best['dla']:.3f}, {max(best['dla'], 0) / best_dla:.2f} of the best)")
     return HeadChoice(best["head"], reason, ranked[:top])
 
 
@@ -76,7 +78,8 @@ class InContextChoice:
 
 
 def split_prompts(prompts: list[Prompt], seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
-    """(choosing, held out): each task's prompts shuffled by the seed and halved (the odd one chooses)."""
+    """(choosing, held out): each task's prompts shuffled by the seed and halved; an odd count gives
+    the choosing half the extra prompt."""
     by_task: dict[str, list[Prompt]] = {}
     for p in prompts:
         by_task.setdefault(p.task, []).append(p)
@@ -99,7 +102,7 @@ def incontext_choice(model: HookedTransformer, ov_scores: dict[str, float], scan
         return InContextChoice(None, 0, choose_head(ov_scores, None, override), [])
     choosing, held_out = split_prompts(prompts, seed)
     result = in_context_dla(model, prompts)
-    choice = choose_head(ov_scores, in_context_dla(model, choosing).per_head(), override)
+    choice = choose_head(ov_scores, in_context_dla(model, choosing).per_head(), override, dla_on=", choosing half of the prompts")
     return InContextChoice(result, len(prompts), choice, held_out)
 
 

@@ -101,3 +101,20 @@ def words(name: str, verdict: Verdict, paper=None, fmt: str = "{:.2f}") -> str:
         return f"{name}: not computed ({verdict.test.removeprefix('not computed: ')}){paper_part}: NOT above its null"
     tail = "above its null" if verdict.above else "NOT above its null"
     return f"{name}: {f(verdict.value)} vs null {f(verdict.null)}{paper_part}: {tail}"
+
+
+def paired_ab(after: Sequence[float], before: Sequence[float], seed: int = 0, draws: int = 2000) -> dict:
+    """An A/B test on paired units (the same prompts or windows measured without and with a change):
+    the mean difference after - before, its paired bootstrap 95% interval (units resampled with
+    replacement, `draws` times, by `seed`) and a two-sided paired sign-flip permutation p-value
+    (each unit's difference negated at random). `excludes_zero`: the interval lies on one side of 0."""
+    d = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    if d.size == 0 or not np.all(np.isfinite(d)):
+        return {"delta": None, "ci95": [None, None], "p": None, "n": int(d.size), "excludes_zero": False}
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, d.size, size=(draws, d.size))].mean(1)
+    lo, hi = (float(v) for v in np.quantile(boot, [0.025, 0.975]))
+    flips = np.where(rng.random((draws, d.size)) < 0.5, -1.0, 1.0)
+    observed = abs(d.mean())
+    p = float((1 + (np.abs((flips * d).mean(1)) >= observed - 1e-12).sum()) / (1 + draws)) if observed > 0 else 1.0
+    return {"delta": float(d.mean()), "ci95": [lo, hi], "p": p, "n": int(d.size), "excludes_zero": bool(lo > 0 or hi < 0)}

@@ -354,3 +354,44 @@ def test_legends_lie_outside_the_data(monkeypatch, which):
     ax = fig.axes[0]
     box, legend = ax.get_window_extent(), ax.get_legend().get_window_extent()
     assert legend.x0 >= box.x1 or legend.y1 <= box.y0  # right of the axes or below them: never over the curves
+
+
+@pytest.mark.slow
+def test_the_decision_page_of_a_tune_opens_in_chromium_and_shows_its_chart(run, tmp_path):
+    import matplotlib.image
+    from browser import Browser
+    from conftest import list_windows, make_wild_model
+
+    from successor_lens.artifacts.atlas_site import refresh_atlas
+    from successor_lens.artifacts.stage_files import tune_folder, write_tune
+    from successor_lens.probes.incontext import Prompt
+    from successor_lens.probes.tune import Evidence, TuneConfig, tune
+    from successor_lens.probes.tune_data import make_splits
+
+    _, atlas = run
+    out = tmp_path / "run"
+    shutil.copytree(atlas.parent, out)
+    wild = make_wild_model(k=0.6)  # its copy-and-increment head L1H0 controls succession
+    prompts = [Prompt("numbers", "", [11, a, a + 1, a + 2], a + 3, list(range(10))) for a in range(6) for _ in range(6)]
+    search, held = make_splits(prompts, list_windows(8, 24), [], seed=0)
+    doc = tune(wild, search, held, Evidence([(1, 0), (1, 1)], (1, 0)), TuneConfig("improve-succession", max_kl=5.0, max_loss_increase=5.0),
+               None, None, {"m": "wild"}, log=lambda _: None)
+    doc["wall_s"] = 1.0
+    write_tune(doc, wild, tune_folder(out, "improve-succession"), {"corpus": "test"})
+    refresh_atlas(out)
+    atlas_doc = json.loads((out / "atlas" / "atlas.json").read_text())
+    jsonschema.validate(atlas_doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+    entry = atlas_doc["tunes"][0]
+    page = out / "atlas" / entry["page"]
+    assert entry["page"] in (out / "atlas" / "index.html").read_text()  # linked from the index
+    text = page.read_text()
+    assert "Recommended change: scale L1H0 by" in text and "Decision:" in text and "NOT better than its null" not in text
+    with Browser(tmp_path / "profile", width=1280) as browser:
+        browser.open(page)
+        assert browser.errors() == [] and browser.overflow() <= 0
+        assert browser.js("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length") == 0
+        shot = browser.screenshot(tmp_path / "decision.png")
+    pixels = (matplotlib.image.imread(shot)[..., :3] * 255).round()
+    star = ((abs(pixels - [214, 39, 40]) < 20).all(-1)).sum()  # tab:red: the recommended edit's star and the budget line
+    dots = ((abs(pixels - [31, 119, 180]) < 20).all(-1)).sum()  # tab:blue: the candidates and the Pareto front
+    assert star > 50 and dots > 50, (star, dots)

@@ -29,7 +29,7 @@ from successor_lens.probes.head_id import parse_head_name
 from successor_lens.probes.scan import chance_null
 from successor_lens.tasks import Task, TokenSet, build_token_set, same_task
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 
 
 @dataclass
@@ -226,6 +226,7 @@ def collect(
         "probes": {k: v for k, v in probe_json.items() if k != "provenance"} if probe_json else None,
         "paper": {**FIGURES, "arithmetic_by_task": ARITHMETIC},
         "edits": [],
+        "tunes": [],
         "wild": None,
         "summary": None,
     }

@@ -104,6 +104,10 @@ SCHEMA = {
             "properties": {"name": {"type": "string"}, "spec": {"type": "object"}, "kpis": {"type": "array", "items": {
                 "type": "object", "required": ["metric", "before", "after", "delta"],
                 "properties": {"metric": {"type": "string"}, "before": _num, "after": _num, "delta": _num}}}}}},
+        "tunes": {"type": "array", "description": "since 1.5: `successor-lens tune` decisions in this folder (tune/GOAL/tune.json): the "
+                  "recommended edit, its held-out KPIs with intervals, the null search's and the chart's points", "items": {
+                      "type": "object", "required": ["goal", "chosen", "held_out", "points", "page", "image"],
+                      "properties": {"goal": {"type": "string"}, "page": {"type": "string"}, "image": {"type": "string"}}}},
         "wild": {"type": ["object", "null"], "description": "since 1.1: `successor-lens wild` results (heads, in_context)"},
         "roles": {"type": ["object", "null"], "description": "since 1.3: `successor-lens roles` results: every head's roles with their "
                   "nulls, the activation patching on the succession prompts and the heads that carry it"},

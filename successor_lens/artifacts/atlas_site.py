@@ -14,6 +14,7 @@ import torch
 
 from successor_lens.artifacts import html, latent_pages, plots
 from successor_lens.artifacts.atlas_schema import SCHEMA, load_atlas
+from successor_lens.artifacts.decision import decision_page
 from successor_lens.artifacts.neuronpedia import export_features, export_summary, read_export, write_export
 from successor_lens.artifacts.report import report_md, summary_lines
 from successor_lens.artifacts.stage_files import extras
@@ -58,6 +59,8 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports:
         bar.update()
         for record in head_pages:
             write_text(inside(tmp, record["page"], "atlas page"), html.head_page(record))
+        for entry in doc.get("tunes") or []:
+            write_text(inside(tmp, entry["page"], "atlas page"), decision_page(entry, doc["model"]["name"]))
             bar.update()
         for sae in doc["saes"]:
             pairs = features.get(sae["id"], [])
@@ -123,6 +126,8 @@ def _figures(doc: dict, images: Path, step=lambda: None) -> None:
         plots.roles_figure(doc["roles"]["patching"]["effect"], images / ROLES_PNG, name)
     if doc.get("probes"):
         plots.probe_figures(doc["probes"], images)
+    for entry in doc.get("tunes") or []:
+        plots.pareto_figure(entry["points"], inside(images.parent, entry["image"], "atlas image"), f"{name}: {entry['goal']} (search split)")
 
 
 def refresh_atlas(out: Path) -> None:

@@ -193,6 +193,11 @@ def index_page(atlas: dict, summary: list[str]) -> str:
         body += [h2(f"Edit: {edit['name']}"),
                  para("; ".join(describe_edit(e) for e in edit["spec"]["edits"]), "note"),
                  table(["KPI", "before", "after", "delta"], [[r["metric"], r["before"], r["after"], r["delta"]] for r in edit["kpis"]])]
+    if atlas.get("tunes"):
+        body.append(h2("Automated edits (tune): decisions"))
+        body.append(Raw("<ul>" + "".join(f"<li>{link(t['page'], t['goal'])}: "
+                                          f"{esc(t['chosen']['description'] if t['chosen'] else 'nothing recommended')}</li>"
+                                          for t in atlas["tunes"]) + "</ul>"))
     body += [h2("Files"), Raw("<ul>" + "".join(f"<li>{link(f, f)}</li>" for f in (ATLAS_JSON, ATLAS_SCHEMA, REPORT)) + "</ul>")]
     return page(f"successor-lens atlas: {model['name']}", body)
 

@@ -221,3 +221,28 @@ def roles_figure(effect: list, path: Path, model_name: str) -> Path:
     effect_LH = torch.tensor(effect).nan_to_num(0.0).clamp_min(0.0)
     return head_heatmap(effect_LH, path, f"{model_name}: share of in-context succession removed by patching each head", null=0.0,
                         label="share removed")
+
+
+def pareto_figure(points: dict, path: str | os.PathLike, title: str) -> Path:
+    """Target gain against side effect (KL to the unedited model) for every candidate `tune`
+    evaluated on its search split (`decision.tune_points`), the Pareto front joined, the null
+    search's candidates in grey, the KL budget dashed and the recommended edit starred."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    null = points["null"]
+    ax.scatter([p[0] for p in null], [p[1] for p in null], marker="x", color="0.6", s=18, label="null search (random heads / directions)")
+    cands = points["candidates"]
+    ax.scatter([p[0] for p in cands], [p[1] for p in cands], color="tab:blue", s=16, label="candidates from the run's evidence")
+    front = sorted((cands[i][0], cands[i][1]) for i in points["pareto"])
+    if front:
+        ax.plot([p[0] for p in front], [p[1] for p in front], color="tab:blue", lw=1, label="Pareto front")
+    if points["chosen"]:
+        ax.scatter([points["chosen"][0]], [points["chosen"][1]], marker="*", s=160, color="tab:red", zorder=5, label="recommended")
+    ax.axvline(points["max_kl"], ls="--", color="tab:red", lw=0.8, label=f"KL budget {points['max_kl']:g}")
+    ax.axhline(0.0, color="0.3", lw=0.5)
+    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("side effect: KL(unedited || edited) per corpus token (nats)", fontsize=TEXT_PT + 1)
+    ax.set_ylabel("target gain (succession accuracy)", fontsize=TEXT_PT + 1)
+    ax.set_title(title, fontsize=TEXT_PT + 2)
+    ax.tick_params(labelsize=TEXT_PT)
+    ax.legend(fontsize=TEXT_PT, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return save(fig, Path(path))

@@ -6,16 +6,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from successor_lens.artifacts.plots import class_latent_heatmap, probe_figures, roles_figure, scan_figures, wild_figures
+from successor_lens.artifacts.decision import tune_entry, tune_points
+from successor_lens.artifacts.plots import class_latent_heatmap, pareto_figure, probe_figures, roles_figure, scan_figures, wild_figures
 from successor_lens.artifacts.records import ROLES_RECORD, WILD_RECORD
 from successor_lens.errors import UserError
 from successor_lens.features.mine_run import MineRun, save_directions
-from successor_lens.filenames import EDITS, FEATURES, HEADS, MINE, MINE_PNG, PROBE, ROLES, ROLES_PNG, WILD
+from successor_lens.filenames import CHOSEN_EDIT, EDITS, FEATURES, HEADS, MINE, MINE_PNG, PARETO_PNG, PROBE, ROLES, ROLES_PNG, TUNE, TUNE_JSON, WILD
 from successor_lens.io import file_sha256, provenance, read_json, write_json
 from successor_lens.models.provenance import model_provenance
 from successor_lens.probes.edits import check_name
 from successor_lens.probes.probe_run import ProbeRun
 from successor_lens.probes.scan import chance_null
+from successor_lens.probes.tune_config import GOALS
 
 
 def write_scan(result, model, out: Path) -> list[Path]:
@@ -72,6 +74,33 @@ def write_edit(name: str, edits, table: list[dict], model, out: Path, data: dict
     return [write_json(out / EDITS / f"{check_name(name)}.json", doc)]  # the name is the file name
 
 
+def tune_folder(out: Path, goal: str) -> Path:
+    """tune/GOAL/ of a run folder (goals are a fixed set)."""
+    if goal not in GOALS:
+        raise UserError(f"--goal {goal!r} is not a goal: use {' or '.join(GOALS)}")
+    return Path(out) / TUNE / goal
+
+
+def invalidate_tune(folder: Path) -> None:
+    """Before a search rewrites anything: its old record and chosen edit go (both are ours), so a
+    kill mid-search never leaves an old decision beside new records."""
+    for name in (TUNE_JSON, CHOSEN_EDIT):
+        (folder / name).unlink(missing_ok=True)
+
+
+def write_tune(doc: dict, model, folder: Path, data: dict) -> list[Path]:
+    """chosen_edit.json (a spec `successor-lens edit` replays), pareto.png, then tune.json last:
+    tune.json present means the other two are this search's."""
+    folder = Path(folder)
+    written = []
+    if doc.get("chosen"):
+        written.append(write_json(folder / CHOSEN_EDIT, {"name": f"tune-{doc['goal']}", "edits": doc["chosen"]["edits"]}))
+    written.append(pareto_figure(tune_points(doc), folder / PARETO_PNG, f"{model.cfg.model_name}: {doc['goal']} (search split)"))
+    full = {"provenance": provenance(**model_provenance(model), **data), **doc}
+    written.append(write_json(folder / TUNE_JSON, full))
+    return written[::-1]
+
+
 def extras(out: Path) -> dict:
     """The optional atlas sections found in a run folder: edits (edits/*.json), wild (wild.json) and roles (roles.json).
     A file in edits/ that is not an edit record (someone else's JSON) is left out, with a notice."""
@@ -89,5 +118,14 @@ def extras(out: Path) -> dict:
         edits.append({k: record[k] for k in ("name", "spec", "kpis")})
     wild = WILD_RECORD.read(out) if (out / WILD).exists() else None
     roles = ROLES_RECORD.read(out) if (out / ROLES).exists() else None
-    return {"edits": edits, "wild": {"heads": wild["heads"], "in_context": wild["in_context"]} if wild else None,
+    tunes = []
+    for goal in GOALS:
+        path = out / TUNE / goal / TUNE_JSON
+        if path.is_file():
+            try:
+                tunes.append(tune_entry(read_json(path, "tune record", dict, UserError)))
+            except (KeyError, TypeError, IndexError):
+                print(f"successor-lens: note: {path} is not a tune record this version reads; left out of the atlas (rerun `successor-lens tune`)",
+                      file=sys.stderr)
+    return {"edits": edits, "tunes": tunes, "wild": {"heads": wild["heads"], "in_context": wild["in_context"]} if wild else None,
             "roles": {k: roles.get(k) for k in ("heads", "patching", "carriers", "nulls")} if roles else None}

@@ -21,6 +21,7 @@ from successor_lens.cli import (
     roles_cmd,
     run_cmd,
     train_cmd,
+    tune_cmd,
     wild_cmd,
 )
 from successor_lens.errors import UserError
@@ -28,7 +29,7 @@ from successor_lens.errors import UserError
 COMMANDS = {
     "run": run_cmd, "heads": heads_cmd, "train": train_cmd, "mine": mine_cmd, "probe": probe_cmd, "atlas": atlas_cmd,
     "wild": wild_cmd, "roles": roles_cmd, "edit": edit_cmd, "compare": compare_cmd, "convert": convert_cmd,
-    "organism": organism_cmd,
+    "organism": organism_cmd, "tune": tune_cmd,
 }
 
 

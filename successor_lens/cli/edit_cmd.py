@@ -19,19 +19,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL); features.safetensors is read from it")
+    p.add_argument("--export-model", default=None, metavar="DIR", help="also write the edited model as a folder Hugging Face transformers "
+                   "loads (safetensors + config + tokenizer): head scales and zero ablations only (they are exact weight edits)")
 
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.atlas_site import refresh_atlas
+    from successor_lens.artifacts.model_export import check_exportable, export_model
     from successor_lens.artifacts.stage_files import write_edit
     from successor_lens.corpus import WINDOW_RULE, corpus_windows
     from successor_lens.features.mine_run import load_directions
     from successor_lens.filenames import EDITS, FEATURES
     from successor_lens.io import UnsafePathError, overlapping
     from successor_lens.models.loading import load_model, model_shape
+    from successor_lens.models.registry import source_kind
     from successor_lens.probes.edits import EditSet, kpi_table, load_spec, measure
     from successor_lens.probes.incontext import succession_prompts
-    from successor_lens.runner.folders import check_folder, run_folder
+    from successor_lens.runner.folders import FolderError, check_folder, run_folder
     from successor_lens.tasks import build_token_set
 
     device = resolve_device(args.device)
@@ -42,6 +46,13 @@ def run(args: argparse.Namespace) -> None:
     if overlapping(args.spec, out / EDITS / f"{name}.json"):
         raise UnsafePathError(f"--spec {args.spec} is the record this edit writes (edits/{name}.json): keep specs outside the run's edits/ "
                               "folder, or give the spec another name")
+    export = None
+    if args.export_model:
+        check_exportable(edits, source_kind(args.model), args.model)
+        try:
+            export = check_folder(args.export_model, "export", model=args.model)
+        except FolderError as err:
+            raise FolderError(str(err).replace("--out", "--export-model", 1)) from None
     directions = load_directions(out / FEATURES) if any(e.kind.endswith("feature") for e in edits) else {}
     corpus = corpus_choice(args.corpus)
     with run_folder(out, "run", model=args.model):
@@ -57,6 +68,9 @@ def run(args: argparse.Namespace) -> None:
         written = write_edit(name, edits, table, model, out, {"corpus": corpus, "windows": list(windows.shape),
                                                               "window_rule": WINDOW_RULE, "prompts": len(prompts)})
         refresh_atlas(out)
+        if export is not None:
+            with run_folder(export, "export", model=args.model) as dest:
+                written += export_model(args.model, source_kind(args.model), edits, name, dest)
     print(f"edit {name!r}: " + "; ".join(f"{e.kind} L{e.layer}H{e.head}" for e in edits))
     print(f"on {len(prompts)} succession prompts and {windows.numel() - len(windows)} corpus positions ({len(windows)} windows):")
     print_table(["KPI", "before", "after", "delta"], [[r["metric"], r["before"], r["after"], r["delta"]] for r in table])

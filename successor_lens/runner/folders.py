@@ -33,7 +33,7 @@ from successor_lens.errors import UserError
 from successor_lens.filenames import HOLDER, LOCK, MARKER
 from successor_lens.io import provenance, read_json, remove_leftovers, write_json
 
-KINDS = ("run", "atlas", "compare", "convert", "organism")
+KINDS = ("run", "atlas", "compare", "convert", "organism", "export")
 
 
 class FolderError(UserError):

@@ -1,0 +1,101 @@
+"""`edit --export-model`: the edited checkpoint as transformers loads it gives the hooked edit's
+logits, on every architecture the exporter knows; edits that are not exact weight edits, models
+without a checkpoint and folders that are not ours are refused with one line, nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from hub_cache import snapshot, tiny_gemma3
+from transformers import AutoModelForCausalLM
+
+from successor_lens.artifacts.model_export import check_exportable, export_model
+from successor_lens.cli.main import main
+from successor_lens.errors import ConfigError
+from successor_lens.filenames import EXPORT_JSON
+from successor_lens.models.loading import load_model
+from successor_lens.probes.edits import Edit, EditSet
+from successor_lens.runner.folders import run_folder
+
+EDITS = [Edit("scale_head", 0, 1, factor=2.5), Edit("ablate_head", 1, 0), Edit("scale_head", 1, 1, factor=-0.5)]
+
+
+def logprobs(model, ids, hooks=()):
+    with torch.no_grad():
+        return model.run_with_hooks(ids, fwd_hooks=list(hooks)).log_softmax(-1)
+
+
+@pytest.mark.parametrize("repo", ["gpt2", "EleutherAI/pythia-70m", "01-ai/Yi-6B", "gemma3-local"])
+def test_exported_checkpoint_gives_the_hooked_edits_logits(hub_models, tmp_path, repo):
+    if repo == "gemma3-local":  # Gemma 3: post-norms after each sublayer, the head's output still enters through o_proj
+        repo = str(tmp_path / "my-gemma-3")
+        model_hf, tok = tiny_gemma3()
+        model_hf.save_pretrained(repo)
+        tok.save_pretrained(repo)
+        kind = "local"
+    else:
+        kind = "hub"
+    hooked = load_model(repo)
+    ids = torch.randint(0, hooked.cfg.d_vocab, (2, 12), generator=torch.Generator().manual_seed(0))
+    edited = logprobs(hooked, ids, EditSet(hooked, EDITS).hooks())
+    with run_folder(tmp_path / "export", "export", model=repo) as dest:
+        written = export_model(repo, kind, EDITS, "t", dest)
+    assert (dest / EXPORT_JSON) in written and any(p.suffix == ".safetensors" for p in written)
+    hf_model = AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32).eval()
+    with torch.no_grad():
+        exported = hf_model(ids).logits.log_softmax(-1)
+    assert (exported - edited).abs().max() < 1e-4
+    assert (exported - logprobs(hooked, ids)).abs().max() > 1e-2  # the edit did change the model
+    record = json.loads((dest / EXPORT_JSON).read_text())
+    assert record["edits"][0]["factor"] == 2.5 and set(record["sha256"]) == set(record["files"])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (Edit("add_feature", 0, 0, feature=3, scale=2.0), "not a weight edit"),
+    (Edit("ablate_head", 0, 0, mode="mean"), "mode mean"),
+])
+def test_edits_that_are_not_exact_weight_edits_are_refused(edit, message):
+    with pytest.raises(ConfigError, match=message):
+        check_exportable([edit], "hub", "gpt2")
+
+
+def test_a_generated_model_has_no_checkpoint_to_export():
+    with pytest.raises(ConfigError, match="no Hugging Face checkpoint"):
+        check_exportable(EDITS[:1], "control", "planted-gpt2")
+
+
+def test_export_into_a_folder_that_is_not_ours_is_one_line_and_writes_nothing(hub_models, tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"edits": [{"kind": "scale_head", "layer": 0, "head": 1, "factor": 2.0}]}))
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    code = main(["edit", "--model", "gpt2", "--spec", str(spec), "--out", str(tmp_path / "run"), "--export-model", str(foreign)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--export-model" in err[0] and "did not write" in err[0]
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"] and not (tmp_path / "run").exists()
+    feature = tmp_path / "feature.json"
+    feature.write_text(json.dumps({"edits": [{"kind": "add_feature", "layer": 0, "head": 1, "feature": 2, "scale": 1.0}]}))
+    assert main(["edit", "--model", "gpt2", "--spec", str(feature), "--out", str(tmp_path / "run"),
+                 "--export-model", str(tmp_path / "new")]) == 2
+    assert not (tmp_path / "new").exists() and not (tmp_path / "run").exists()
+
+
+def test_edit_command_exports_and_a_rerun_replaces_its_own_files(hub_models, tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"name": "up", "edits": [{"kind": "scale_head", "layer": 0, "head": 1, "factor": 2.0}]}))
+    args = ["edit", "--model", "gpt2", "--spec", str(spec), "--out", str(tmp_path / "run"), "--export-model", str(tmp_path / "exp"),
+            "--corpus", "succession-lists", "--contexts", "2", "--ctx", "16"]
+    assert main(args) == 0
+    first = json.loads((tmp_path / "exp" / EXPORT_JSON).read_text())
+    (tmp_path / "exp" / "my-notes.txt").write_text("kept")  # a user's file beside ours is never removed
+    spec.write_text(json.dumps({"name": "up", "edits": [{"kind": "scale_head", "layer": 0, "head": 1, "factor": 3.0}]}))
+    assert main(args) == 0
+    second = json.loads((tmp_path / "exp" / EXPORT_JSON).read_text())
+    assert second["edits"][0]["factor"] == 3.0 and first["sha256"] != second["sha256"]
+    assert (tmp_path / "exp" / "my-notes.txt").read_text() == "kept"
+    shutil.rmtree(tmp_path / "exp")
+    assert snapshot(hub_models, "gpt2").is_dir()  # the source checkpoint is untouched

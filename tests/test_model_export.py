@@ -5,7 +5,9 @@ without a checkpoint and folders that are not ours are refused with one line, no
 from __future__ import annotations
 
 import json
+import runpy
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,7 +86,7 @@ def test_export_into_a_folder_that_is_not_ours_is_one_line_and_writes_nothing(hu
     assert not (tmp_path / "new").exists() and not (tmp_path / "run").exists()
 
 
-def test_edit_command_exports_and_a_rerun_replaces_its_own_files(hub_models, tmp_path):
+def test_edit_command_exports_and_a_rerun_replaces_its_own_files(hub_models, tmp_path, capsys):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"name": "up", "edits": [{"kind": "scale_head", "layer": 0, "head": 1, "factor": 2.0}]}))
     args = ["edit", "--model", "gpt2", "--spec", str(spec), "--out", str(tmp_path / "run"), "--export-model", str(tmp_path / "exp"),
@@ -97,5 +99,10 @@ def test_edit_command_exports_and_a_rerun_replaces_its_own_files(hub_models, tmp
     second = json.loads((tmp_path / "exp" / EXPORT_JSON).read_text())
     assert second["edits"][0]["factor"] == 3.0 and first["sha256"] != second["sha256"]
     assert (tmp_path / "exp" / "my-notes.txt").read_text() == "kept"
+    # examples/exported_succession.py measures it with transformers alone, beside the hooked edit
+    script = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "exported_succession.py"))
+    script["main"](str(tmp_path / "exp"))
+    lines = {line.rsplit(" ", 1)[0].strip(): float(line.rsplit(" ", 1)[1]) for line in capsys.readouterr().out.splitlines()[-3:]}
+    assert lines["transformers, exported folder"] == lines["TransformerLens, hooked edit"]
     shutil.rmtree(tmp_path / "exp")
     assert snapshot(hub_models, "gpt2").is_dir()  # the source checkpoint is untouched

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from successor_lens.artifacts.html import IMAGES, Raw, esc, h2, img, page, para, table
 from successor_lens.filenames import CHOSEN_EDIT, DECISION_HTML, PARETO_PNG, TUNE
-from successor_lens.probes.tune import describe
-from successor_lens.probes.tune_config import GOALS
+from successor_lens.probes.tune_config import GOALS, SIGNIFICANCE
 
 HELD_KPIS = ("accuracy", "accuracy_in_task", "error_rate", "answer_logprob", "corpus_loss", "kl", "top1_changed", "side_accuracy")
 
@@ -60,6 +59,12 @@ def _interval(k: dict, scale: float = 100.0, unit: str = " points") -> str:
     return f"95% interval {scale * lo:+.{0 if scale == 100 else 3}f} to {scale * hi:+.{0 if scale == 100 else 3}f}{unit}, p = {k['p']:.3g}"
 
 
+def holds(ab: dict) -> bool:
+    """A positive change that both tests call real: its bootstrap interval excludes 0 and its
+    permutation p is below `SIGNIFICANCE` (with a few dozen binary units the two can disagree)."""
+    return bool(ab["excludes_zero"] and (ab["delta"] or 0) > 0 and ab["p"] is not None and ab["p"] < SIGNIFICANCE)
+
+
 def verdict(entry: dict) -> tuple[bool, list[str]]:
     """(ship it, the reasons), from the held-out split alone."""
     held = entry["held_out"]
@@ -67,8 +72,8 @@ def verdict(entry: dict) -> tuple[bool, list[str]]:
     if entry["chosen"] is None or k is None:
         return False, ["the search found no edit within the side-effect budget that moves succession the wanted way"]
     cfg, reasons = entry["config"], []
-    if not k["gain"]["excludes_zero"] or (k["gain"]["delta"] or 0) <= 0:
-        reasons.append("on the held-out prompts the gain's interval includes zero")
+    if not holds(k["gain"]):
+        reasons.append(f"on the held-out prompts the gain is not clear of chance ({_interval(k['gain'])})")
     if not held["better_than_null"]:
         reasons.append("it is NOT better than its null (the same search over random heads and directions) on the held-out split")
     if (k["kl"]["after"] or 0) > cfg["max_kl"]:
@@ -90,7 +95,7 @@ def plain_lines(entry: dict) -> list[str]:
     k = held["chosen"]
     n = entry["splits"]["held_out"]
     lines += [
-        f"Recommended change: {describe(entry['chosen']['edits'])}.",
+        f"Recommended change: {entry['chosen']['description']}.",
         f"Measured on {n['prompts']} list prompts and {n['windows']} text windows the search never saw:",
         f"- list continuation accuracy {_pct(k['accuracy']['before'])} -> {_pct(k['accuracy']['after'])} "
         f"({_pts(k['accuracy']['delta'])}; {_interval(k['accuracy'])});",

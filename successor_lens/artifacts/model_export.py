@@ -20,7 +20,7 @@ import torch
 
 from successor_lens.errors import ConfigError, UserError
 from successor_lens.filenames import EXPORT_JSON
-from successor_lens.io import digest, file_sha256, provenance, read_json, write_json
+from successor_lens.io import TMP_TAG, digest, file_sha256, provenance, read_json, write_json
 from successor_lens.probes.edits import Edit
 
 OUTPUT_PROJECTIONS = {
@@ -97,7 +97,7 @@ def export_model(model: str, source_kind: str, edits: list[Edit], spec_name: str
     record = dest / EXPORT_JSON
     old = read_json(record, "export record", dict, UserError).get("files", []) if record.is_file() else []
     record.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=dest) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".export{TMP_TAG}", dir=dest) as tmp:  # a killed export's is removed by the next (remove_leftovers)
         hf_model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         names = sorted(p.name for p in Path(tmp).iterdir() if p.is_file())

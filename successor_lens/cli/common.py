@@ -117,9 +117,16 @@ def print_table(header: list[str], rows: list[list], file=None) -> None:
             print("  ".join("-" * w for w in widths), file=file)
 
 
+CORPUS_CHOICES = ("a text file or folder, a hub dataset name, python-docs or succession-lists (default: python-docs when python3-doc "
+                  "is installed, else succession-lists)")
+
+
+def add_corpus_argument(p: argparse.ArgumentParser, what: str = "the corpus windows") -> None:
+    p.add_argument("--corpus", default=None, help=f"where {what} come from: {CORPUS_CHOICES}")
+
+
 def add_context_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", default=None, help="where the atlas's latent contexts come from: a text file or folder, a hub dataset, "
-                   "python-docs or succession-lists (default: python-docs when python3-doc is installed, else succession-lists)")
+    add_corpus_argument(p, "the atlas's latent contexts")
     config_option(p, AtlasConfig, "contexts", type=positive_int)
     config_option(p, AtlasConfig, "context_tokens", type=positive_int)
 

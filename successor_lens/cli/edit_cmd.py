@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, check_ctx, corpus_choice, nonnegative_int, out_dir, positive_int, print_table, resolve_device
+from successor_lens.cli.common import (
+    add_corpus_argument,
+    add_model_arguments,
+    check_ctx,
+    corpus_choice,
+    nonnegative_int,
+    out_dir,
+    positive_int,
+    print_table,
+    resolve_device,
+)
 
 HELP = "apply an edit spec (ablate/scale a head, add/subtract a mod-10 feature at a head's input) and print the KPI table"
 SPEC_HELP = ('JSON spec, e.g. {"edits": [{"kind": "ablate_head", "layer": 23, "head": 3}]}; kinds: ablate_head (mode zero|mean), '
@@ -14,7 +24,7 @@ SPEC_HELP = ('JSON spec, e.g. {"edits": [{"kind": "ablate_head", "layer": 23, "h
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--spec", required=True, help=SPEC_HELP)
-    p.add_argument("--corpus", default=None, help="text file or folder, a hub dataset name, python-docs or succession-lists (default: python-docs when python3-doc is installed, else succession-lists)")
+    add_corpus_argument(p, "the side-effect KPIs' corpus windows")
     p.add_argument("--contexts", type=positive_int, default=32, help="corpus windows for the side-effect KPIs")
     p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
     p.add_argument("--seed", type=nonnegative_int, default=0)

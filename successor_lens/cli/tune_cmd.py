@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from successor_lens.cli.common import (
+    add_corpus_argument,
     add_model_arguments,
     check_ctx,
     corpus_choice,
@@ -33,8 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-loss-increase", type=finite_float, default=DEFAULT_MAX_LOSS_INCREASE,
                    help=f"side-effect budget: rise of the corpus next-token loss, nats (default {DEFAULT_MAX_LOSS_INCREASE})")
     p.add_argument("--heads", type=int, default=4, help="top heads of the run's evidence to search (default 4)")
-    p.add_argument("--corpus", default=None, help="text file or folder, a hub dataset name, python-docs or succession-lists "
-                   "(default: python-docs when python3-doc is installed, else succession-lists)")
+    add_corpus_argument(p, "the corpus windows (search and held-out)")
     p.add_argument("--contexts", type=positive_int, default=32, help="corpus windows, halved into search and held-out (default 32)")
     p.add_argument("--ctx", type=positive_int, default=64, help="tokens per window (default 64)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="the splits and the null's random heads and directions (default 0; "

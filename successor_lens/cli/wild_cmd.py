@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from successor_lens.cli.common import (
+    add_corpus_argument,
     add_model_arguments,
     check_ctx,
     config_option,
@@ -23,7 +24,7 @@ HELP = "in-the-wild direct effects of heads on a text corpus (categories, wins) 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--head", action="append", default=None, help="head L{layer}H{head} to analyse (repeatable; default: the top 2 of the folder's scan, heads.json, else of a fresh scan)")
-    p.add_argument("--corpus", default=None, help="text file or folder, a hub dataset name, python-docs or succession-lists (default: python-docs when python3-doc is installed, else succession-lists)")
+    add_corpus_argument(p, "the corpus windows")
     p.add_argument("--contexts", type=positive_int, default=64, help="corpus windows")
     p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
     config_option(p, WildConfig, "top_positions", "--top", type=positive_int)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from transformer_lens import HookedTransformer
 
@@ -77,14 +77,22 @@ class InContextChoice:
     """The prompts the choice did not see, for the ablation that confirms it."""
 
 
-def split_prompts(prompts: list[Prompt], seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
+@runtime_checkable
+class _Tasked(Protocol):
+    task: str
+
+
+T = TypeVar("T", bound=_Tasked)
+
+
+def split_prompts(prompts: list[T], seed: int = 0) -> tuple[list[T], list[T]]:
     """(choosing, held out): each task's prompts shuffled by the seed and halved; an odd count gives
-    the choosing half the extra prompt."""
-    by_task: dict[str, list[Prompt]] = {}
+    the choosing half the extra prompt. Any items with a `task` split so (tune's side prompts too)."""
+    by_task: dict[str, list[T]] = {}
     for p in prompts:
         by_task.setdefault(p.task, []).append(p)
-    choosing: list[Prompt] = []
-    held_out: list[Prompt] = []
+    choosing: list[T] = []
+    held_out: list[T] = []
     for task, group in by_task.items():
         order = random.Random(f"{seed}:{task}").sample(range(len(group)), len(group))
         half = (len(group) + 1) // 2

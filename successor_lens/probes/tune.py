@@ -37,7 +37,7 @@ from successor_lens.io import digest, read_json, write_json
 from successor_lens.nulls import paired_ab
 from successor_lens.probes.edits import Edit, EditSet
 from successor_lens.probes.head_id import head_name
-from successor_lens.probes.tune_config import PAIRS, PENALTY, SCALE_RANGE, TuneConfig
+from successor_lens.probes.tune_config import PAIRS, PENALTY, SCALE_RANGE, SIGNIFICANCE, TuneConfig
 from successor_lens.probes.tune_data import Baseline, SplitData, evaluate, kpis
 
 
@@ -48,6 +48,8 @@ class Evidence:
     heads: list[tuple[int, int]]
     analysed: tuple[int, int]
     directions: dict[int, torch.Tensor] = field(default_factory=dict)
+    random_directions: bool = False
+    """The null's: its `directions` are random, named by the class whose norm they copy."""
 
     def null(self, model: HookedTransformer, seed: int) -> Evidence:
         """As many random heads from outside the evidence, and random unit directions per class."""
@@ -55,21 +57,21 @@ class Evidence:
         heads = sorted(random.Random(f"{seed}:null-heads").sample(others, min(len(self.heads), len(others))))
         g = torch.Generator().manual_seed(seed)
         dirs = {c: (v := torch.randn(model.cfg.d_model, generator=g)) / v.norm() * d.norm() for c, d in sorted(self.directions.items())}
-        return Evidence(heads, self.analysed, dirs)
+        return Evidence(heads, self.analysed, dirs, random_directions=True)
 
 
 def spec_of(edits: list[dict]) -> dict:
     return {"edits": edits}
 
 
-def describe(edits: list[dict]) -> str:
+def describe(edits: list[dict], feature: str = "mod-10 feature") -> str:
     def one(e: dict) -> str:
         where = head_name(e["layer"], e["head"])
         if e["kind"] == "scale_head":
             return f"scale {where} by {e['factor']:.3g}"
         if e["kind"] == "ablate_head":
             return f"{e.get('mode', 'zero')}-ablate {where}"
-        return f"add {e['scale']:.3g} x mod-10 feature {e['feature']} at {where}'s input"
+        return f"add {e['scale']:.3g} x {feature} {e['feature']} at {where}'s input"
     return " + ".join(one(e) for e in edits) or "no edit"
 
 
@@ -109,7 +111,7 @@ class Search:
         kl, rise = table["kl"]["after"], table["corpus_loss"]["delta"]
         feasible = kl <= self.cfg.max_kl and rise <= self.cfg.max_loss_increase
         objective = self.cfg.sign * table["answer_logprob"]["delta"] - PENALTY * (max(0.0, kl - self.cfg.max_kl) + max(0.0, rise - self.cfg.max_loss_increase))
-        record = {"edits": edits, "description": describe(edits), "kpis": table, "objective": objective, "feasible": feasible,
+        record = {"edits": edits, "description": describe(edits, "random direction" if self.evidence.random_directions else "mod-10 feature"), "kpis": table, "objective": objective, "feasible": feasible,
                   "gain": table["gain"]["delta"]}
         self.evaluated.append(record)
         self.log(f"  [{self.label} {len(self.evaluated)}] {record['description']}: gain {record['gain']:+.3f}, KL {kl:.3f}, "
@@ -207,7 +209,7 @@ def held_out_check(held: Search, held_null: Search, chosen: dict | None, null_ch
     def target(s: Search, rec: dict | None) -> list[float]:
         return [sign * x for x in (s._units(rec["edits"]) if rec else s.base_units)["hit"]]
     vs_null = paired_ab(target(held, chosen_h), target(held_null, null_h), held.cfg.seed)
-    better = bool(chosen_h and vs_null["excludes_zero"] and (vs_null["delta"] or 0) > 0)
+    better = bool(chosen_h and vs_null["excludes_zero"] and (vs_null["delta"] or 0) > 0 and vs_null["p"] is not None and vs_null["p"] < SIGNIFICANCE)
     return {"chosen": chosen_h, "null": null_h, "vs_null": vs_null, "better_than_null": better}
 
 

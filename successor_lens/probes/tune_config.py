@@ -43,3 +43,7 @@ class TuneConfig:
     @property
     def sign(self) -> int:
         return GOALS[self.goal]
+
+
+SIGNIFICANCE = 0.05
+"""A held-out change counts when its bootstrap interval excludes 0 and its sign-flip permutation p is below this."""

@@ -77,15 +77,7 @@ def make_splits(prompts: list[Prompt], windows: Tensor, side: list[SidePrompt], 
     search_p, held_p = split_prompts(prompts, seed)
     order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
     half = len(windows) // 2
-    by_task: dict[str, list[SidePrompt]] = {}
-    for s in side:
-        by_task.setdefault(s.task, []).append(s)
-    search_s: list[SidePrompt] = []
-    held_s: list[SidePrompt] = []
-    for task, group in by_task.items():
-        idx = random.Random(f"{seed}:{task}:side").sample(range(len(group)), len(group))
-        search_s += [group[i] for i in sorted(idx[: (len(group) + 1) // 2])]
-        held_s += [group[i] for i in sorted(idx[(len(group) + 1) // 2 :])]
+    search_s, held_s = split_prompts(side, seed)
     return (SplitData(search_p, windows[order[:half].sort().values], search_s),
             SplitData(held_p, windows[order[half:].sort().values], held_s))
 
@@ -194,19 +186,3 @@ def kpis(after: dict[str, list[float]], before: dict[str, list[float]], goal_sig
     table["gain"] = {"metric": "target gain (succession accuracy, in the goal's direction)",
                      **paired_ab([goal_sign * x for x in after["hit"]], [goal_sign * x for x in before["hit"]], seed)}
     return table
-
-
-def side_by_task(data: SplitData, units: dict[str, list[float]]) -> dict[str, float | None]:
-    """The side accuracy per side task, in the order `evaluate` measured it (by prompt length)."""
-    order = [s for group in _length_groups(data.side) for s in group]
-    by: dict[str, list[float]] = {}
-    for s, v in zip(order, units["side"], strict=True):
-        by.setdefault(s.task, []).append(v)
-    return {t: _mean(v) for t, v in by.items()}
-
-
-def _length_groups(items: list[SidePrompt]) -> list[list[SidePrompt]]:
-    groups: dict[int, list[SidePrompt]] = {}
-    for s in items:  # by_length groups by the encoded length; the BOS adds one to every prompt alike
-        groups.setdefault(len(s.ids), []).append(s)
-    return list(groups.values())

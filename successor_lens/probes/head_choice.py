@@ -85,16 +85,17 @@ class _Tasked(Protocol):
 T = TypeVar("T", bound=_Tasked)
 
 
-def split_prompts(prompts: list[T], seed: int = 0) -> tuple[list[T], list[T]]:
+def split_prompts(prompts: list[T], seed: int = 0, salt: str = "") -> tuple[list[T], list[T]]:
     """(choosing, held out): each task's prompts shuffled by the seed and halved; an odd count gives
-    the choosing half the extra prompt. Any items with a `task` split so (tune's side prompts too)."""
+    the choosing half the extra prompt. Any items with a `task` split so (tune's side prompts too,
+    with a `salt` of their own)."""
     by_task: dict[str, list[T]] = {}
     for p in prompts:
         by_task.setdefault(p.task, []).append(p)
     choosing: list[T] = []
     held_out: list[T] = []
     for task, group in by_task.items():
-        order = random.Random(f"{seed}:{task}").sample(range(len(group)), len(group))
+        order = random.Random(f"{seed}:{task}{salt}").sample(range(len(group)), len(group))
         half = (len(group) + 1) // 2
         choosing += [group[i] for i in sorted(order[:half])]
         held_out += [group[i] for i in sorted(order[half:])]

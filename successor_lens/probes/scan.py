@@ -7,7 +7,7 @@ is computed from the same logits as a control for the OV path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from transformer_lens import HookedTransformer
 
 from successor_lens.display import html_card
 from successor_lens.errors import UserError
+from successor_lens.models.lean import LeanCheckpoint
 from successor_lens.paper import SUCCESSOR_BAR
 from successor_lens.probes.circuit import effective_embeddings, head_inputs, ov_logits
 from successor_lens.probes.head_id import head_name
@@ -136,16 +137,52 @@ def chance_null(heads_json: Mapping[str, Any]) -> float | None:
     return sum(c * pairs.get(t, 0) for t, c in chance.items()) / total if total else None
 
 
-def scan_heads(model: HookedTransformer, token_set: TokenSet | None = None, config: ScanConfig | None = None) -> SuccessionScores:
-    """Score every head of every layer in one batched pass (`token_set`: the standard tasks' items
-    in the model's tokenizer unless given, `build_token_set`)."""
+LEAN_EMBEDDINGS = ("mlp0", "embed+mlp0")
+"""The effective embeddings the lean scan computes exactly from layer 0 alone ("residual" needs every
+layer before the one read, so the whole model)."""
+
+
+@torch.no_grad()
+def lean_top_in_task(lean: LeanCheckpoint, token_set: TokenSet, config: ScanConfig | None = None,
+                     progress: Callable[[int], None] = lambda layer: None) -> Int[Tensor, "layers heads n"]:
+    """`top_in_task` from a checkpoint read one layer at a time (`models.lean`): the effective
+    embeddings from layer 0, then each layer's heads on them, the layer dropped before the next."""
     config = config or ScanConfig()
-    token_set = token_set if token_set is not None else build_token_set(model.tokenizer)
+    if config.embedding not in LEAN_EMBEDDINGS:
+        raise UserError(f"--embedding {config.embedding} reads every layer before the head, so the whole model: the lean scan "
+                        f"computes {' and '.join(LEAN_EMBEDDINGS)}; leave --lean out for it")
+    tokens = token_set.tokens
+    first: HookedTransformer | None = lean.layer(0)
+    assert first is not None
+    x = effective_embeddings(first, tokens, config.embedding, config.mlp0_norm, config.post_norms)
+    same_task_NM = same_task([item.task for item in token_set.items])
+    out = []
+    for layer in range(lean.cfg.n_layers):
+        block = first if first is not None else lean.layer(layer)
+        logits_HNM = ov_logits(block, head_inputs(block, x, config.input_norm), tokens, config.post_norms)[0]
+        out.append(logits_HNM.float().masked_fill(~same_task_NM, float("-inf")).argmax(-1))
+        del block
+        first = None
+        progress(layer)
+    return torch.stack(out)
+
+
+def scan_heads(model: HookedTransformer | None, token_set: TokenSet | None = None, config: ScanConfig | None = None,
+               top_LHN: Tensor | None = None) -> SuccessionScores:
+    """Score every head of every layer in one batched pass (`token_set`: the standard tasks' items
+    in the model's tokenizer unless given, `build_token_set`). `top_LHN`: the lean scan's
+    `lean_top_in_task`, for a checkpoint not loaded whole (`model` None)."""
+    config = config or ScanConfig()
+    if token_set is None:
+        assert model is not None, "a lean scan passes its token set"
+        token_set = build_token_set(model.tokenizer)
     pairs = token_set.successor_pairs()
     if not pairs:
         raise UserError("no (token, successor) pairs: every task lost its items to tokenization")
-    device = model.W_E.device
-    top_LHN = top_in_task(model, token_set, config)
+    if top_LHN is None:
+        assert model is not None
+        top_LHN = top_in_task(model, token_set, config)
+    device = top_LHN.device
     task_of = [item.task for item in token_set.items]
     names = token_set.task_names
     task_id = torch.tensor([names.index(t) for t in task_of], device=device)

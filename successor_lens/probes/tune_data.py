@@ -77,7 +77,7 @@ def make_splits(prompts: list[Prompt], windows: Tensor, side: list[SidePrompt], 
     search_p, held_p = split_prompts(prompts, seed)
     order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
     half = len(windows) // 2
-    search_s, held_s = split_prompts(side, seed)
+    search_s, held_s = split_prompts(side, seed, salt=":side")
     return (SplitData(search_p, windows[order[:half].sort().values], search_s),
             SplitData(held_p, windows[order[half:].sort().values], held_s))
 

@@ -1,0 +1,198 @@
+"""A checkpoint read lean: one layer at a time, only the tensors a circuit reads, straight from the
+safetensors shards (`safe_open`, one tensor at a time), never the whole model.
+
+`LeanCheckpoint.layer(L)` is a one-layer HookedTransformer whose block 0 is the checkpoint's layer
+L, converted by TransformerLens's own function for the architecture (`get_pretrained_state_dict`:
+GQA, fused QKV, Gemma's norm offsets and scalings, post-norms, exactly as the full path converts
+them). Its Hugging Face model is built on the meta device and given only the tensors asked for:
+the embedding, final norm and unembedding (read once and shared), the layer's attention values,
+outputs and every norm, and for layer 0 (or `mlp=True`) its MLP. Queries, keys and later MLPs stay on
+the meta device, unread: a circuit that touched them would fail loudly, not silently read zeros.
+`dtype` is what the weights are read and held in (bf16 and fp16 round them); each layer's arithmetic
+runs in fp32, since TransformerLens's norms upcast on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from successor_lens.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+else:  # torch-free at import (the CLI answers --help without it)
+    HookedTransformer = HookedTransformerConfig = Any
+
+LAYER_KEY = re.compile(r"\.(layers|h)\.(\d+)\.")
+"""How checkpoints number their layers (`model.layers.L.`, GPT-2's `transformer.h.L.`)."""
+UNREAD = ("q_proj", "k_proj", "q_norm", "k_norm", ".mlp.")
+"""Parts of a layer the OV circuit never reads (fused QKV weights, GPT-2's and GPT-NeoX's, are read whole)."""
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    if name not in DTYPES:
+        raise ModelLoadError(f"--dtype {name!r}: use one of {', '.join(DTYPES)}")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def shard_map(folder: Path) -> dict[str, Path]:
+    """Checkpoint key -> the safetensors file holding it (the shard index, else every file's keys)."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        out = {}
+        for key, name in weight_map.items():
+            path = (folder / str(name)).resolve()
+            if path.parent != folder.resolve() or not path.is_file():  # a name read from a file is never a path unchecked
+                raise ModelLoadError(f"{index}: shard {name!r} of {key} is not a file in the checkpoint folder: re-save the checkpoint")
+            out[key] = path
+        return out
+    out = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            out.update({k: path for k in f.keys()})  # noqa: SIM118 (safe_open is not a mapping)
+    return out
+
+
+def _renamings():
+    """transformers' own checkpoint-key renamings for a model (5.x: `embed_out.` -> `lm_head.` for
+    GPT-NeoX, ...), as (source regex, target) pairs; none where this transformers has no such table."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming
+    except ImportError:
+        return lambda model: []
+
+    def pairs(model) -> list[tuple[str, str]]:
+        return [(s, t) for r in get_model_conversion_mapping(model) if isinstance(r, WeightRenaming)
+                for s, t in zip(r.source_patterns, r.target_patterns, strict=False)]
+    return pairs
+
+
+@dataclass
+class LeanCheckpoint:
+    folder: Path
+    cfg: HookedTransformerConfig
+    """The whole model's TransformerLens config (what the full path builds)."""
+    dtype: str = "fp32"
+    tokenizer: Any = None
+    where: dict[str, Path] = field(default_factory=dict)
+    shared: dict[str, torch.Tensor] = field(default_factory=dict)
+    read_params: int = 0
+    total_params: int = 0
+
+    @classmethod
+    def open(cls, folder: Path, cfg: HookedTransformerConfig, dtype: str = "fp32") -> LeanCheckpoint:
+        from safetensors import safe_open
+        from transformers import AutoTokenizer
+
+        torch_dtype(dtype)
+        lean = cls(Path(folder), cfg, dtype, AutoTokenizer.from_pretrained(folder), shard_map(Path(folder)))
+        for path in sorted(set(lean.where.values())):
+            with safe_open(str(path), "pt") as f:
+                lean.total_params += sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+        return lean
+
+    def stand_in(self, source: dict[str, Any]) -> HookedTransformer:
+        """The whole model's shape on the meta device (no weights), with its tokenizer and `source`
+        noted: what an artefact's provenance reads, for a model never loaded whole."""
+        import torch
+        from transformer_lens import HookedTransformer
+
+        from successor_lens.models.attributes import note
+
+        with torch.device("meta"):
+            model = HookedTransformer(copy.deepcopy(self.cfg), tokenizer=self.tokenizer, move_to_device=False)
+        note(model, successor_lens_source={**source, "lean": {"dtype": self.dtype, "parameters_read": self.read_params,
+                                                              "parameters_in_checkpoint": self.total_params}})
+        return model
+
+    def _tensor(self, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(str(self.where[key]), "pt") as f:
+            t = f.get_tensor(key)
+        self.read_params += t.numel()
+        return t.to(torch_dtype(self.dtype))
+
+    def _config(self, layer: int) -> tuple[HookedTransformerConfig, Any]:
+        """TransformerLens's and transformers' configs of one layer of the model (per-layer lists sliced)."""
+        from transformer_lens import HookedTransformerConfig
+        from transformers import AutoConfig
+
+        d = copy.deepcopy(self.cfg.to_dict())
+        for k, v in d.items():
+            if isinstance(v, list) and len(v) == self.cfg.n_layers:
+                d[k] = [v[layer]]
+        d.update(n_layers=1, dtype=torch_dtype(self.dtype))
+        d.pop("n_params", None)
+        hf = AutoConfig.from_pretrained(self.folder)
+        text = getattr(hf, "text_config", None) or hf
+        text.num_hidden_layers = 1
+        if isinstance(getattr(text, "layer_types", None), list):
+            text.layer_types = [text.layer_types[layer]]
+        return HookedTransformerConfig.from_dict(d), hf
+
+    def layer(self, layer: int, mlp: bool | None = None) -> HookedTransformer:
+        """Checkpoint layer `layer` as block 0 of a one-layer HookedTransformer (`mlp`: read its MLP
+        too; default only for layer 0, where the effective embedding is made)."""
+        import torch
+        from transformer_lens import HookedTransformer
+        from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
+        from transformers import AutoModelForCausalLM
+
+        from successor_lens.models.local import _neutral_alias
+
+        if not 0 <= layer < self.cfg.n_layers:
+            raise ValueError(f"layer {layer} outside 0..{self.cfg.n_layers - 1}")
+        mlp = layer == 0 if mlp is None else mlp
+        tl_cfg, hf_cfg = self._config(layer)
+        with torch.device("meta"):
+            hf_model = AutoModelForCausalLM.from_config(hf_cfg)
+        wanted = set(hf_model.state_dict())
+        renames = _renamings()(hf_model)
+        state = {}
+        for key in self.where:
+            found = LAYER_KEY.search(key)
+            if found and int(found.group(2)) != layer:
+                continue
+            if found and not mlp and any(part in key for part in UNREAD):
+                continue
+            name = LAYER_KEY.sub(lambda m: f".{m.group(1)}.0.", key)
+            for source, target in renames:
+                name = re.sub(source, target, name)
+            if name not in wanted:
+                continue
+            if found:
+                state[name] = self._tensor(key)
+            else:
+                if key not in self.shared:
+                    self.shared[key] = self._tensor(key)
+                state[name] = self.shared[key]
+        hf_model.load_state_dict(state, strict=False, assign=True)
+        hf_model.tie_weights()
+        with _neutral_alias(self.folder) as alias:
+            converted = get_pretrained_state_dict(alias, tl_cfg, hf_model)
+        with torch.device("meta"):
+            model = HookedTransformer(tl_cfg, tokenizer=self.tokenizer, move_to_device=False)
+        model.load_state_dict(converted, strict=False, assign=True)
+        model.eval()
+        return model.float() if self.dtype != "fp32" else model  # held in --dtype, computed in fp32 (a layer at a time)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n

@@ -62,7 +62,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent))
     try:
         yield tmp
-        _share(tmp)
+        share(tmp)
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}{OLD_TAG}", dir=path.parent))
         if path.exists():
             os.replace(path, old / path.name)
@@ -73,7 +73,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _share(root: Path) -> None:
+def share(root: Path) -> None:
     """Folder 0777 and files 0666 less the umask, as `open` would make them (mkdtemp makes 0700,
     and some writers 0600)."""
     mask = _umask()

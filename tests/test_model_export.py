@@ -5,6 +5,7 @@ without a checkpoint and folders that are not ours are refused with one line, no
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import shutil
 from pathlib import Path
@@ -46,6 +47,9 @@ def test_exported_checkpoint_gives_the_hooked_edits_logits(hub_models, tmp_path,
     with run_folder(tmp_path / "export", "export", model=repo) as dest:
         written = export_model(repo, kind, EDITS, "t", dest)
     assert (dest / EXPORT_JSON) in written and any(p.suffix == ".safetensors" for p in written)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in written)  # shared as every artefact (save_pretrained makes 0600)
     hf_model = AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32).eval()
     with torch.no_grad():
         exported = hf_model(ids).logits.log_softmax(-1)
@@ -106,3 +110,18 @@ def test_edit_command_exports_and_a_rerun_replaces_its_own_files(hub_models, tmp
     assert lines["transformers, exported folder"] == lines["TransformerLens, hooked edit"]
     shutil.rmtree(tmp_path / "exp")
     assert snapshot(hub_models, "gpt2").is_dir()  # the source checkpoint is untouched
+
+
+@pytest.mark.slow
+def test_an_embedded_gguf_model_exports_as_plain_safetensors(embedded_model, tmp_path):
+    edits = [Edit("scale_head", 29, 1, factor=2.0), Edit("ablate_head", 23, 3)]
+    ids = torch.randint(0, embedded_model.cfg.d_vocab, (1, 10), generator=torch.Generator().manual_seed(0))
+    edited = logprobs(embedded_model, ids, EditSet(embedded_model, edits).hooks())
+    with run_folder(tmp_path / "export", "export", model="smollm2-135m") as dest:
+        export_model("smollm2-135m", "embedded", edits, "t", dest)
+    config = json.loads((dest / "config.json").read_text())
+    assert "quantization_config" not in config and not list(dest.glob("*.gguf"))
+    hf_model = AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32).eval()
+    with torch.no_grad():
+        exported = hf_model(ids).logits.log_softmax(-1)
+    assert (exported - edited).abs().max() < 1e-3

@@ -169,3 +169,19 @@ def test_tune_command_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_logits_from_the_cached_residual_equal_the_models_own_forward(start):
+    from conftest import make_planted
+    from transformer_lens.utilities import get_act_name
+
+    from successor_lens.probes.tune_data import logits_from
+
+    model = make_planted(2)  # RMS norms, rotary, grouped-query attention
+    model.cfg.output_logits_soft_cap = 30.0  # Gemma 2's final soft-cap, applied as TransformerLens applies it
+    ids = torch.randint(0, model.cfg.d_vocab, (3, 9), generator=torch.Generator().manual_seed(0))
+    full, cache = model.run_with_cache(ids)
+    resid = cache[get_act_name("resid_pre", start)]
+    assert torch.allclose(logits_from(model, resid, start, last=False), full, atol=1e-5)
+    assert torch.allclose(logits_from(model, resid, start, last=True)[:, 0], full[:, -1], atol=1e-5)

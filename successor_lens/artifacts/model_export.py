@@ -20,7 +20,7 @@ import torch
 
 from successor_lens.errors import ConfigError, UserError
 from successor_lens.filenames import EXPORT_JSON
-from successor_lens.io import TMP_TAG, digest, file_sha256, provenance, read_json, write_json
+from successor_lens.io import TMP_TAG, digest, file_sha256, provenance, read_json, share, write_json
 from successor_lens.probes.edits import Edit
 
 OUTPUT_PROJECTIONS = {
@@ -59,7 +59,11 @@ def load_hf(model: str, source_kind: str):
     if source_kind == "embedded":
         from successor_lens.models.embedded import load_embedded_hf
 
-        return load_embedded_hf(model)
+        hf_model, tokenizer = load_embedded_hf(model)
+        hf_model.hf_quantizer = None  # transformers dequantised the GGUF to fp32 on load: the folder holds plain fp32 weights
+        if hasattr(hf_model.config, "quantization_config"):
+            del hf_model.config.quantization_config
+        return hf_model, tokenizer
     if source_kind == "local":
         from successor_lens.models.local import local_folder
 
@@ -101,6 +105,7 @@ def export_model(model: str, source_kind: str, edits: list[Edit], spec_name: str
         hf_model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         names = sorted(p.name for p in Path(tmp).iterdir() if p.is_file())
+        share(Path(tmp))  # permissions by the umask, as every artefact (save_pretrained writes some 0600)
         for name in names:
             os.replace(Path(tmp) / name, dest / name)
     for name in old:  # files of the previous export (ours, named in our record) that this one no longer writes

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
+from transformer_lens.utilities.activation_functions import apply_softcap
 
 from successor_lens.nulls import paired_ab
 from successor_lens.probes.edits import EditSet
@@ -110,14 +111,28 @@ def batches(model: HookedTransformer, data: SplitData, batch: int = 4) -> list[t
     return out
 
 
+def logits_from(model: HookedTransformer, resid: Tensor, start: int, last: bool) -> Tensor:
+    """The model's logits from the residual stream entering layer `start` (hooks in place apply), at
+    every position or only the last: TransformerLens's own final norm, W_U, b_U and logit soft-cap,
+    with the unembedding as one matmul (its forward copies W_U transposed on every call: 670 MB at
+    Gemma's 262k vocabulary) and, for prompts, at the one position read."""
+    x = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
+    if last:
+        x = x[:, -1:]
+    if model.cfg.normalization_type is not None:
+        x = model.ln_final(x)
+    return apply_softcap(x @ model.W_U + model.b_U, model.cfg.output_logits_soft_cap)
+
+
 @torch.no_grad()
 def fill_baseline(model: HookedTransformer, data: SplitData, base: Baseline, batch: int = 4, mean_windows: int = 8) -> None:
     names = [get_act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
     for _, _, ids in batches(model, data, batch):
-        _, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
+        _, cache = model.run_with_cache(ids, names_filter=lambda n: n in names, stop_at_layer=model.cfg.n_layers)
         base.resid.append(torch.stack([cache[n] for n in names]))
     z_names = [get_act_name("z", l) for l in range(model.cfg.n_layers)]
-    _, cache = model.run_with_cache(data.windows[:mean_windows].to(model.W_E.device), names_filter=lambda n: n in z_names)
+    _, cache = model.run_with_cache(data.windows[:mean_windows].to(model.W_E.device), names_filter=lambda n: n in z_names,
+                                    stop_at_layer=model.cfg.n_layers)
     base.mean_z = {(l, h): cache[z_names[l]][:, :, h].flatten(0, 1).mean(0) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)}
 
 
@@ -135,7 +150,7 @@ def evaluate(model: HookedTransformer, data: SplitData, edits: EditSet | None, b
         for n, (kind, group, ids) in enumerate(batches(model, data, batch)):
             if edits:
                 edits.tokens = ids
-            logits = model(base.resid[n][start], start_at_layer=start)
+            logits = logits_from(model, base.resid[n][start], start, last=kind != "windows")
             if kind == "prompts":
                 logp = logits[:, -1].log_softmax(-1)
                 answers = torch.tensor([p.answer for p in group], device=logp.device)

@@ -357,7 +357,7 @@ def test_legends_lie_outside_the_data(monkeypatch, which):
 
 
 @pytest.mark.slow
-def test_the_decision_page_of_a_tune_opens_in_chromium_and_shows_its_chart(run, tmp_path):
+def test_the_decision_page_of_a_tune_opens_in_chromium_and_shows_its_chart(run, tmp_path, monkeypatch):
     import matplotlib.image
     from browser import Browser
     from conftest import list_windows, make_wild_model
@@ -378,7 +378,26 @@ def test_the_decision_page_of_a_tune_opens_in_chromium_and_shows_its_chart(run, 
                None, None, {"m": "wild"}, log=lambda _: None)
     doc["wall_s"] = 1.0
     write_tune(doc, wild, tune_folder(out, "improve-succession"), {"corpus": "test"})
+    from successor_lens.artifacts import atlas_site as site
+
+    seen = []
+
+    class Bar:  # the atlas's progress bar counts the decision page and its chart too
+        def __init__(self, total, **_):
+            self.total, self.n = total, 0
+
+        def update(self, n=1):
+            self.n += n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen.append((self.n, self.total))
+
+    monkeypatch.setattr(site, "progress_bar", Bar)
     refresh_atlas(out)
+    assert seen and seen[0][0] == seen[0][1]
     atlas_doc = json.loads((out / "atlas" / "atlas.json").read_text())
     jsonschema.validate(atlas_doc, SCHEMA, cls=jsonschema.Draft202012Validator)
     entry = atlas_doc["tunes"][0]

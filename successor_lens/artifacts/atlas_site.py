@@ -43,7 +43,8 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports:
     features = {sae_id: export_features(files) for sae_id, files in exports.items()}
     head_pages = (doc["heads"] or {}).get("pages", [])
     n_latents = sum(len(sae["latents"]) for sae in doc["saes"])
-    with atomic_dir(folder) as tmp, progress_bar(total=2 * (len(head_pages) + n_latents) + 2 * len(doc["saes"]) + 2 + len(exports), desc="atlas",
+    tunes = doc.get("tunes") or []
+    with atomic_dir(folder) as tmp, progress_bar(total=2 * (len(head_pages) + n_latents + len(tunes)) + 2 * len(doc["saes"]) + 2 + len(exports), desc="atlas",
                                                  unit="file", leave=False, disable=not progress) as bar:
         write_json(tmp / ATLAS_JSON, doc)
         write_json(tmp / ATLAS_SCHEMA, SCHEMA)
@@ -59,7 +60,8 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports:
         bar.update()
         for record in head_pages:
             write_text(inside(tmp, record["page"], "atlas page"), html.head_page(record))
-        for entry in doc.get("tunes") or []:
+            bar.update()
+        for entry in tunes:
             write_text(inside(tmp, entry["page"], "atlas page"), decision_page(entry, doc["model"]["name"]))
             bar.update()
         for sae in doc["saes"]:
@@ -128,6 +130,7 @@ def _figures(doc: dict, images: Path, step=lambda: None) -> None:
         plots.probe_figures(doc["probes"], images)
     for entry in doc.get("tunes") or []:
         plots.pareto_figure(entry["points"], inside(images.parent, entry["image"], "atlas image"), f"{name}: {entry['goal']} (search split)")
+        step()
 
 
 def refresh_atlas(out: Path) -> None:

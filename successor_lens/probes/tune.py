@@ -79,11 +79,17 @@ class Search:
     """Evaluations of edits on one split, each remembered as a content-keyed record in `records`."""
 
     def __init__(self, model: HookedTransformer, data: SplitData, evidence: Evidence, cfg: TuneConfig, records: Path | None,
-                 items: torch.Tensor | None, key: dict, log: Callable[[str], None] = print, label: str = "search"):
+                 items: torch.Tensor | None, key: dict, log: Callable[[str], None] = print, label: str = "search",
+                 baseline_of: Search | None = None):
         self.model, self.data, self.evidence, self.cfg, self.records, self.items, self.log = model, data, evidence, cfg, records, items, log
         self.key = digest({**key, "split": data.key(), "directions": {c: d.tolist() for c, d in evidence.directions.items()}})
         self.label = label
-        self.base_units = self._units([], fill=True)
+        self.base: Baseline
+        self.base_units: dict[str, list[float]]
+        if baseline_of is not None and baseline_of.data is data:  # the unedited model on the same split: measured once
+            self.base, self.base_units = baseline_of.base, baseline_of.base_units
+        else:
+            self.base_units = self._units([], fill=True)
         self.evaluated: list[dict] = []
         self.fresh = 0
 
@@ -220,11 +226,11 @@ def tune(model: HookedTransformer, search_data: SplitData, held_data: SplitData,
     found = Search(model, search_data, evidence, cfg, records, items, key, log, "search")
     chosen = search(found)
     null_evidence = evidence.null(model, cfg.seed)
-    null = Search(model, search_data, null_evidence, cfg, records, items, key, log, "null")
+    null = Search(model, search_data, null_evidence, cfg, records, items, key, log, "null", baseline_of=found)
     null_chosen = search(null)
     log("  measuring the chosen edits once on the held-out split")
     held = Search(model, held_data, evidence, cfg, records, items, key, log, "held-out")
-    held_null = Search(model, held_data, null_evidence, cfg, records, items, key, log, "held-out null")
+    held_null = Search(model, held_data, null_evidence, cfg, records, items, key, log, "held-out null", baseline_of=held)
     check = held_out_check(held, held_null, chosen, null_chosen)
     return {"goal": cfg.goal, "config": cfg.__dict__,
             "evidence": {"heads": [head_name(*h) for h in evidence.heads], "analysed": head_name(*evidence.analysed),

@@ -240,6 +240,7 @@ def pareto_figure(points: dict, path: str | os.PathLike, title: str) -> Path:
     ax.axvline(points["max_kl"], ls="--", color="tab:red", lw=0.8, label=f"KL budget {points['max_kl']:g}")
     ax.axhline(0.0, color="0.3", lw=0.5)
     ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_xlim(left=0.0)  # KL is never negative: no empty half-axis
     ax.set_xlabel("side effect: KL(unedited || edited) per corpus token (nats)", fontsize=TEXT_PT + 1)
     ax.set_ylabel("target gain (succession accuracy)", fontsize=TEXT_PT + 1)
     ax.set_title(title, fontsize=TEXT_PT + 2)

@@ -102,6 +102,22 @@ def test_heads_lean_command_writes_the_full_paths_scores(hub_models, tmp_path, c
     full = json.loads((tmp_path / "full" / "heads.json").read_text())
     assert lean["top_heads"][0]["head"] == full["top_heads"][0]["head"] and lean["provenance"]["n_layers"] == full["provenance"]["n_layers"]
     assert lean["provenance"]["lean"]["dtype"] == "bf16"
+    assert lean["provenance"]["dtype"] == "bf16" and full["provenance"]["dtype"] == "fp32"
     assert main(["heads", "--model", "planted-gpt2", "--lean", "--out", str(tmp_path / "x")]) == 2  # no safetensors checkpoint
-    assert main(["heads", "--model", "gpt2", "--dtype", "bf16", "--out", str(tmp_path / "y")]) == 2  # --dtype without --lean
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert not (tmp_path / "x").exists()
+
+
+def test_dtype_rounds_the_full_paths_weights_as_the_lean_path_reads_them(hub_models, tmp_path, capsys):
+    """--dtype means one thing on both paths: the weights rounded to it, the arithmetic in fp32. On
+    GPT-2 (a conversion that only moves numbers) the two bf16 scans agree exactly."""
+    assert main(["heads", "--model", "gpt2", "--lean", "--dtype", "bf16", "--out", str(tmp_path / "lean")]) == 0
+    assert main(["heads", "--model", "gpt2", "--dtype", "bf16", "--out", str(tmp_path / "full")]) == 0
+    lean = json.loads((tmp_path / "lean" / "heads.json").read_text())
+    full = json.loads((tmp_path / "full" / "heads.json").read_text())
+    assert full["provenance"]["dtype"] == "bf16" and "lean" not in full["provenance"]
+    assert lean["heads"] == full["heads"] and lean["top_heads"] == full["top_heads"]
+    capsys.readouterr()
+    # one model per run folder: the fp32 weights are another model than the bf16 ones
+    assert main(["heads", "--model", "gpt2", "--out", str(tmp_path / "full")]) == 2
+    assert "with its weights in bf16, not fp32" in capsys.readouterr().err
+    assert json.loads((tmp_path / "full" / "heads.json").read_text()) == full

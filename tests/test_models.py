@@ -204,3 +204,37 @@ def test_gemma_circuits_equal_its_own_forward(gemma_model):
     assert torch.nn.functional.cosine_similarity(ours, ref["x"]).min() > 0.9999
     skipped = mlp0_out(gemma_model, tokens, post_norms=False)  # the old reading
     assert torch.nn.functional.cosine_similarity(skipped, ref["x"]).max() < 0.9
+
+
+def test_dtype_rounds_every_weight_and_is_recorded_and_keyed():
+    from successor_lens.models.registry import loaded_fingerprint
+    from successor_lens.probes.scan import scan_heads
+
+    fp32, bf16 = load_model("planted-gpt2"), load_model("planted-gpt2", dtype="bf16")
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())  # held as bf16 rounds them, summed in fp32
+    assert all(torch.equal(p, p.bfloat16().float()) for p in bf16.parameters())
+    assert not all(torch.equal(p, p.bfloat16().float()) for p in fp32.parameters())  # the rounding is real on this model
+    assert all(torch.equal(b, a.bfloat16().float()) for a, b in zip(fp32.parameters(), bf16.parameters(), strict=True))
+    assert model_provenance(fp32)["dtype"] == "fp32" and model_provenance(bf16)["dtype"] == "bf16"
+    # every cache keyed by the model tells the two apart; fp32 keeps the fingerprint it had before --dtype
+    assert bf16.successor_lens_fingerprint == loaded_fingerprint("planted-gpt2", "bf16") != fp32.successor_lens_fingerprint
+    assert fp32.successor_lens_fingerprint == models.source_fingerprint("planted-gpt2")
+    # the scan's ranking survives bf16 (the lean path's bf16 is checked in test_lean.py)
+    a, b = scan_heads(fp32), scan_heads(bf16)
+    assert [h for h, _, _ in a.top_heads(3)] == [h for h, _, _ in b.top_heads(3)]
+    with pytest.raises(ModelLoadError, match="--dtype 'int8'"):
+        load_model("planted-gpt2", dtype="int8")
+
+
+def test_every_command_that_loads_a_model_takes_dtype_and_its_default_folder_is_its_own():
+    from successor_lens.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    loaders = [name for name, p in sub.choices.items() if any("--model" in a.option_strings for a in p._actions)]
+    assert {"run", "heads", "train", "mine", "probe", "wild", "roles", "edit", "tune", "atlas"} <= set(loaders)
+    for name in loaders:
+        flags = {s: a for a in sub.choices[name]._actions for s in a.option_strings}
+        assert flags["--dtype"].choices == ["fp32", "bf16", "fp16"] and flags["--dtype"].default == "fp32", name
+    assert out_dir(Namespace(out=None, model="gpt2", dtype="bf16")) == Path("runs/gpt2-bf16")
+    assert out_dir(Namespace(out=None, model="gpt2", dtype="fp32")) == Path("runs/gpt2")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from successor_lens.artifacts.atlas_config import AtlasConfig
-from successor_lens.cli.common import add_context_arguments, config_option, context_options, model_name, positive_int, resolve_device
+from successor_lens.cli.common import add_context_arguments, add_dtype_argument, config_option, context_options, model_name, positive_int, resolve_device
 from successor_lens.filenames import ATLAS, INDEX
 
 HELP = "build the feature atlas of any saved or sae-lens pretrained dictionary alone"
@@ -18,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, type=model_name, help="model (default: the one named in the dictionary's metadata; an embedded "
                    "model's Hugging Face id is that model)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_dtype_argument(p)
     p.add_argument("--head", default=None, help="head for the logit effects, as L{layer}H{head} (default: the scan's best)")
     config_option(p, AtlasConfig, "latents", type=positive_int)
     add_context_arguments(p)
@@ -35,15 +36,15 @@ def run(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     config = AtlasConfig(latents=args.latents, **context_options(args))
-    check_folder(args.out, "atlas", model=args.model)  # refuse a folder that is not ours before any work
+    check_folder(args.out, "atlas", model=args.model, dtype=args.dtype)  # refuse a folder that is not ours before any work
     d = load_dictionary(args.sae, args.sae_id, device="cpu", hookpoint=args.hookpoint)
     name = canonical_name(args.model or d.sae.cfg.metadata.model_name or DEFAULT_MODEL)
     shape = model_shape(name)
     if d.sae.cfg.d_in != shape.d_model:
         raise ConfigError(f"{d.source}: d_in {d.sae.cfg.d_in} but {name} has d_model {shape.d_model}: pass the right --model")
     head = check_head(args.head, shape) if args.head else None
-    with run_folder(args.out, "atlas", model=args.model) as out:
-        model = load_model(name, device=device)
+    with run_folder(args.out, "atlas", model=args.model, dtype=args.dtype) as out:
+        model = load_model(name, device=device, dtype=args.dtype)
         index, summary = atlas_for_dictionary(model, d, out, config, head)
     print(f"atlas: {index}")
     for line in summary[:2]:

@@ -16,8 +16,17 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, type=model_name,
                    help=f"model name (default {DEFAULT_MODEL}, embedded, offline; its Hugging Face id too; or any TransformerLens name)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_dtype_argument(p)
     p.add_argument("--verify-cache", action="store_true", help="hash every cached file in full (converted weights, "
                    "GGUF and checkpoint digests) instead of trusting hashes remembered by inode, size and mtime")
+
+
+def add_dtype_argument(p: argparse.ArgumentParser) -> None:
+    from successor_lens.models.registry import DTYPES
+
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="the precision the model's weights are rounded to and "
+                   "held in, as a bf16 or fp16 checkpoint runs (the arithmetic stays fp32; recorded in every artefact's "
+                   "provenance; the default run folder gets -bf16 or -fp16; default fp32)")
 
 
 def model_name(text: str) -> str:
@@ -98,14 +107,16 @@ def check_ctx(ctx: int, shape, lo: int = 16) -> int:
 
 
 def out_dir(args: argparse.Namespace) -> Path:
-    """--out, else runs/MODEL (a local checkpoint folder: runs/ and its folder's name)."""
+    """--out, else runs/MODEL (a local checkpoint folder: runs/ and its folder's name), -DTYPE added for
+    weights rounded by --dtype (one model per run folder: the rounded weights are another model)."""
     from successor_lens.models.registry import source_kind
 
     if args.out:
         return Path(args.out)
+    suffix = "" if getattr(args, "dtype", "fp32") == "fp32" else f"-{args.dtype}"
     if source_kind(args.model) == "local":
-        return Path("runs") / (Path(args.model).expanduser().resolve().name or "local-model")
-    return Path("runs") / args.model.replace("/", "_")
+        return Path("runs") / ((Path(args.model).expanduser().resolve().name or "local-model") + suffix)
+    return Path("runs") / (args.model.replace("/", "_") + suffix)
 
 
 def print_table(header: list[str], rows: list[list], file=None) -> None:

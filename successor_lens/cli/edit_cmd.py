@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.model_export import check_exportable, export_model
     from successor_lens.artifacts.stage_files import write_edit
     from successor_lens.corpus import WINDOW_RULE, corpus_windows
+    from successor_lens.errors import ConfigError
     from successor_lens.features.mine_run import load_directions
     from successor_lens.filenames import EDITS, FEATURES
     from successor_lens.io import UnsafePathError, overlapping
@@ -52,21 +53,24 @@ def run(args: argparse.Namespace) -> None:
     shape = model_shape(args.model)
     name, edits = load_spec(args.spec, shape)
     check_ctx(args.ctx, shape)
-    out = check_folder(out_dir(args), "run", model=args.model)
+    out = check_folder(out_dir(args), "run", model=args.model, dtype=args.dtype)
     if overlapping(args.spec, out / EDITS / f"{name}.json"):
         raise UnsafePathError(f"--spec {args.spec} is the record this edit writes (edits/{name}.json): keep specs outside the run's edits/ "
                               "folder, or give the spec another name")
     export = None
     if args.export_model:
+        if args.dtype != "fp32":
+            raise ConfigError(f"--export-model writes the checkpoint's own weights with the edit applied; --dtype {args.dtype} rounds "
+                              "them only in memory: leave --dtype out to export (cast the exported folder with transformers if needed)")
         check_exportable(edits, source_kind(args.model), args.model)
         try:
-            export = check_folder(args.export_model, "export", model=args.model)
+            export = check_folder(args.export_model, "export", model=args.model, dtype=args.dtype)
         except FolderError as err:
             raise FolderError(str(err).replace("--out", "--export-model", 1)) from None
     directions = load_directions(out / FEATURES) if any(e.kind.endswith("feature") for e in edits) else {}
     corpus = corpus_choice(args.corpus)
-    with run_folder(out, "run", model=args.model):
-        model = load_model(args.model, device=device)
+    with run_folder(out, "run", model=args.model, dtype=args.dtype):
+        model = load_model(args.model, device=device, dtype=args.dtype)
         items = build_token_set(model.tokenizer).tokens
         edit_set = EditSet(model, edits, directions, items)
         windows = corpus_windows(model, corpus, args.contexts, args.ctx, args.seed)
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> None:
                                                               "window_rule": WINDOW_RULE, "prompts": len(prompts)})
         refresh_atlas(out)
         if export is not None:
-            with run_folder(export, "export", model=args.model) as dest:
+            with run_folder(export, "export", model=args.model, dtype=args.dtype) as dest:
                 written += export_model(args.model, source_kind(args.model), edits, name, dest)
     print(f"edit {name!r}: " + "; ".join(f"{e.kind} L{e.layer}H{e.head}" for e in edits))
     print(f"on {len(prompts)} succession prompts and {windows.numel() - len(windows)} corpus positions ({len(windows)} windows):")

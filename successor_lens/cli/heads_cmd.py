@@ -20,15 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(Gemma's ln1_post, ln2_post): the wrong reading, kept for comparison")
     p.add_argument("--lean", action="store_true", help="read the checkpoint's safetensors one layer at a time, only the tensors the "
                    "OV scan uses, never the whole model (hub and local-folder models; embeddings mlp0 and embed+mlp0)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="with --lean: the dtype the weights are read "
-                   "and held in (each layer's arithmetic runs in fp32; default fp32)")
     p.add_argument("--top", type=positive_int, default=10, help="how many heads to print")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.stage_files import write_scan
-    from successor_lens.errors import ConfigError
     from successor_lens.models.lean import LeanCheckpoint
     from successor_lens.models.loading import load_model, model_shape
     from successor_lens.models.registry import canonical_name, source_for, source_kind
@@ -42,10 +39,8 @@ def run(args: argparse.Namespace) -> None:
     config = ScanConfig(embedding=args.embedding, mlp0_norm=not args.no_mlp0_norm, post_norms=not args.no_post_norms)
     device = resolve_device(args.device)
     model_shape(args.model)  # an unknown or missing model is one line before any work
-    if args.dtype != "fp32" and not args.lean:
-        raise ConfigError(f"--dtype {args.dtype} applies to --lean (the full path loads fp32): add --lean, or leave --dtype out")
     folder = lean_folder(args.model, config.embedding) if args.lean else None
-    with run_folder(out_dir(args), "run", model=args.model) as out:
+    with run_folder(out_dir(args), "run", model=args.model, dtype=args.dtype) as out:
         if folder is not None:
             lean = LeanCheckpoint.open(folder, source_for(canonical_name(args.model)).config(canonical_name(args.model)), args.dtype)
             token_set = build_token_set(lean.tokenizer)
@@ -56,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"lean scan: read {lean.read_params:,} of {lean.total_params:,} parameters ({lean.read_params / lean.total_params:.0%}), "
                   f"held in {args.dtype}")
         else:
-            model = load_model(args.model, device=device)
+            model = load_model(args.model, device=device, dtype=args.dtype)
             token_set = build_token_set(model.tokenizer)
             result = scan_heads(model, token_set, config)
         json_path, png_path, _ = write_scan(result, model, out)

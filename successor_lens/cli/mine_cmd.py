@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> None:
     shape = model_shape(args.model)
     for path in args.sae or []:  # each dictionary readable, finite and of this model's MLP0, before the model loads
         load_dictionary(path, expected_d_in=shape.d_model, expected_hook=hook_name("mlp0"))
-    with run_folder(out_dir(args), "run", model=args.model) as out:
-        model = load_model(args.model, device=runtime.device)
+    with run_folder(out_dir(args), "run", model=args.model, dtype=args.dtype) as out:
+        model = load_model(args.model, device=runtime.device, dtype=args.dtype)
         result = mine_model(model, out, runtime, args.sae, args.seeds, args.steps, cfg)
         written = write_mine(result, model, out)
 

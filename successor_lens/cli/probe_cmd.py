@@ -28,9 +28,9 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     shape = model_shape(args.model)
     head = check_head(args.head, shape) if args.head else None
-    with run_folder(out_dir(args), "run", model=args.model) as out:
+    with run_folder(out_dir(args), "run", model=args.model, dtype=args.dtype) as out:
         directions = load_directions(out / FEATURES)
-        model = load_model(args.model, device=device)
+        model = load_model(args.model, device=device, dtype=args.dtype)
         result = probe_model(model, directions, head, args.seed)
         written = write_probe(result, model, out)
     print_probe(result)

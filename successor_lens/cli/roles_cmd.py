@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     model_shape(args.model)  # an unknown or missing model is one line before any work
-    with run_folder(out_dir(args), "run", model=args.model) as out:
-        model = load_model(args.model, device=device)
+    with run_folder(out_dir(args), "run", model=args.model, dtype=args.dtype) as out:
+        model = load_model(args.model, device=device, dtype=args.dtype)
         prompts = fitting(model, succession_prompts(model.tokenizer))
         roles = head_roles(model, prompts, build_token_set(model.tokenizer), args.seed, args.top)
         written = write_roles(roles, model, out, {"seed": args.seed, "n_prompts": len(prompts)})

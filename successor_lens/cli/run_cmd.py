@@ -38,7 +38,7 @@ def config_from_args(args: argparse.Namespace, context: dict) -> RunConfig:
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.filenames import ATLAS_JSON
-    from successor_lens.models.registry import source_fingerprint
+    from successor_lens.models.registry import loaded_fingerprint
     from successor_lens.runner.folders import run_folder
     from successor_lens.runner.run_config import stage_keys
     from successor_lens.runner.stage_cache import StageCache, cached_line
@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> None:
     config = config_from_args(args, context)
     # the pipeline's own stage keys, computed without torch: when every stage is fresh under them the
     # result is printed from the cache without importing the model code or the pipeline
-    keys = stage_keys(source_fingerprint(args.model), config)
+    keys = stage_keys(loaded_fingerprint(args.model, args.dtype), config)
     if not args.force and StageCache(out).all_fresh(keys) is not None:
-        with run_folder(out, "run", model=args.model):  # read under the lock, so no other run is rewriting the stages
+        with run_folder(out, "run", model=args.model, dtype=args.dtype):  # read under the lock, so no other run is rewriting the stages
             seconds = StageCache(out).all_fresh(keys)
             if seconds is not None:
                 for i, stage in enumerate(STAGES):
@@ -74,8 +74,8 @@ def _run(args: argparse.Namespace, out, config: RunConfig):
 
     runtime = Runtime(resolve_device(args.device))
     config.check(model_shape(args.model))  # every argument checked before the folder is claimed
-    with run_folder(out, "run", model=args.model):
-        model = LazyModel(args.model, runtime.device, log=lambda line: print(line, flush=True))  # loaded only if a stage runs
+    with run_folder(out, "run", model=args.model, dtype=args.dtype):
+        model = LazyModel(args.model, runtime.device, log=lambda line: print(line, flush=True), dtype=args.dtype)  # loaded only if a stage runs
         return run_pipeline(model, out, config, runtime, tuple(args.force))
 
 

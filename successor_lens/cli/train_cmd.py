@@ -78,14 +78,14 @@ def run(args: argparse.Namespace) -> int | None:
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.nproc > 1 and not under_torchrun:
         Dist(0, args.nproc).check_batch(cfg.batch_size)
-        check_folder(out_dir(args), "run", model=args.model)
+        check_folder(out_dir(args), "run", model=args.model, dtype=args.dtype)
         return _launch(args)
     dist = Dist.from_env(device)
     runtime = Runtime(dist.device(device), args.precision)
     if not args.site_parallel:
         dist.check_batch(cfg.batch_size)
-    with run_folder(out_dir(args), "run", model=args.model) if dist.main else nullcontext(out_dir(args)) as out:  # rank 0 owns the folder
-        model = load_model(args.model, device=runtime.device)
+    with run_folder(out_dir(args), "run", model=args.model, dtype=args.dtype) if dist.main else nullcontext(out_dir(args)) as out:  # rank 0 owns the folder
+        model = load_model(args.model, device=runtime.device, dtype=args.dtype)
         runs = train_sites(model, sites, cfg, out, runtime, tokens=args.tokens, corpus=args.corpus, resume=args.resume, dist=dist,
                            site_parallel=args.site_parallel)
     for run_ in runs:

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
     check_ctx(args.ctx, shape)
     if args.contexts < 4:
         raise ConfigError(f"--contexts {args.contexts}: the search and held-out splits need at least 2 windows each: use 4 or more")
-    out = check_folder(out_dir(args), "run", model=args.model)
+    out = check_folder(out_dir(args), "run", model=args.model, dtype=args.dtype)
     for name in (HEADS, INCONTEXT):
         if not (out / name).is_file():
             raise ConfigError(f"{out} has no {name}: tune searches the run's evidence; run `successor-lens run --model {args.model} "
@@ -86,10 +86,10 @@ def run(args: argparse.Namespace) -> None:
         print(f"note: {out} has no mined features ({FEATURES}): the search tries head edits only")
     corpus = corpus_choice(args.corpus)
     folder = tune_folder(out, cfg.goal)
-    with run_folder(out, "run", model=args.model):
+    with run_folder(out, "run", model=args.model, dtype=args.dtype):
         start = time.time()
         invalidate_tune(folder)
-        model = load_model(args.model, device=device)
+        model = load_model(args.model, device=device, dtype=args.dtype)
         prompts = fitting(model, succession_prompts(model.tokenizer))
         if len(prompts) < 4:
             raise ConfigError(f"{args.model}: only {len(prompts)} succession prompts fit its tokenizer; tune needs at least 4")

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> None:
     heads = [parse_head_name(check_head(h, shape)) for h in args.head] if args.head else None
     check_ctx(args.ctx, shape)
     corpus = corpus_choice(args.corpus)
-    with run_folder(out_dir(args), "run", model=args.model) as out:
-        model = load_model(args.model, device=device)
+    with run_folder(out_dir(args), "run", model=args.model, dtype=args.dtype) as out:
+        model = load_model(args.model, device=device, dtype=args.dtype)
         if (out / HEADS).is_file():  # the folder's own scan (`run --embedding ...` included): one ranking of heads per folder
             scanned = HEADS_RECORD.read(out)
             ov = {name: h["succession"] for name, h in scanned["heads"].items()}

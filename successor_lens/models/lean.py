@@ -8,8 +8,8 @@ them). Its Hugging Face model is built on the meta device and given only the ten
 the embedding, final norm and unembedding (read once and shared), the layer's attention values,
 outputs and every norm, and for layer 0 (or `mlp=True`) its MLP. Queries, keys and later MLPs stay on
 the meta device, unread: a circuit that touched them would fail loudly, not silently read zeros.
-`dtype` is what the weights are read and held in (bf16 and fp16 round them); each layer's arithmetic
-runs in fp32, since TransformerLens's norms upcast on CPU.
+`dtype` is what the weights are read in (bf16 and fp16 round them) and the shared tensors are held in;
+each layer's arithmetic runs in fp32, as the full path's `--dtype` (`loading.round_weights`) does.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from successor_lens.errors import ModelLoadError
+from successor_lens.models.registry import torch_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -33,15 +34,6 @@ LAYER_KEY = re.compile(r"\.(layers|h)\.(\d+)\.")
 """How checkpoints number their layers (`model.layers.L.`, GPT-2's `transformer.h.L.`)."""
 UNREAD = ("q_proj", "k_proj", "q_norm", "k_norm", ".mlp.")
 """Parts of a layer the OV circuit never reads (fused QKV weights, GPT-2's and GPT-NeoX's, are read whole)."""
-DTYPES = ("fp32", "bf16", "fp16")
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    import torch
-
-    if name not in DTYPES:
-        raise ModelLoadError(f"--dtype {name!r}: use one of {', '.join(DTYPES)}")
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def shard_map(folder: Path) -> dict[str, Path]:
@@ -114,8 +106,9 @@ class LeanCheckpoint:
 
         with torch.device("meta"):
             model = HookedTransformer(copy.deepcopy(self.cfg), tokenizer=self.tokenizer, move_to_device=False)
-        note(model, successor_lens_source={**source, "lean": {"dtype": self.dtype, "parameters_read": self.read_params,
-                                                              "parameters_in_checkpoint": self.total_params}})
+        note(model, successor_lens_dtype=self.dtype,
+             successor_lens_source={**source, "lean": {"dtype": self.dtype, "parameters_read": self.read_params,
+                                                       "parameters_in_checkpoint": self.total_params}})
         return model
 
     def _tensor(self, key: str) -> torch.Tensor:
@@ -188,7 +181,9 @@ class LeanCheckpoint:
             model = HookedTransformer(tl_cfg, tokenizer=self.tokenizer, move_to_device=False)
         model.load_state_dict(converted, strict=False, assign=True)
         model.eval()
-        return model.float() if self.dtype != "fp32" else model  # held in --dtype, computed in fp32 (a layer at a time)
+        # rounded to --dtype, computed in fp32 (a layer at a time): TransformerLens's own `to` sets cfg.dtype too, else its
+        # norms would round their outputs back to the read dtype (the full path, `loading.round_weights`, does not)
+        return model.to(torch.float32) if self.dtype != "fp32" else model
 
 
 def _numel(shape) -> int:

@@ -18,7 +18,7 @@ from transformer_lens import HookedTransformer
 from successor_lens.models.attributes import note
 from successor_lens.models.embedded import EmbeddedSource
 from successor_lens.models.provenance import model_fingerprint
-from successor_lens.models.registry import DEFAULT_MODEL, canonical_name, source_fingerprint, source_for
+from successor_lens.models.registry import DEFAULT_MODEL, canonical_name, loaded_fingerprint, source_for, torch_dtype
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,10 @@ def load_model(
     name: str = DEFAULT_MODEL,
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
+    dtype: str = "fp32",
 ) -> HookedTransformer:
-    """Load `name` as a HookedTransformer with unprocessed weights, in fp32 and eval mode.
+    """Load `name` as a HookedTransformer with unprocessed weights, in eval mode, its weights rounded
+    to `dtype` ("fp32", "bf16" or "fp16": `round_weights`) and its arithmetic in fp32.
 
     `name` is an embedded model ("smollm2-135m", the default, or "gemma3-270m"; offline), the
     trained model organism ("organism-gpt2"; shipped, offline), a generated control ("planted-gpt2": a known answer at the paper's scale; "random-gpt2": a null),
@@ -61,27 +63,44 @@ def load_model(
     ("HuggingFaceTB/SmolLM2-135M-Instruct") loads the embedded model unless the hub cache holds it.
     """
     name = canonical_name(name)
+    torch_dtype(dtype)  # a bad name before the weights load
     source = source_for(name)
     model = source.load(name, Path(cache_dir) if cache_dir else None) if isinstance(source, EmbeddedSource) else source.load(name)
     model.to(device)
     model.eval()
+    round_weights(model, dtype)
     # the weights' own hash too, to notice weights edited after loading
-    note(model, successor_lens_fingerprint=source_fingerprint(name), successor_lens_weights=model_fingerprint(model))
+    note(model, successor_lens_dtype=dtype, successor_lens_fingerprint=loaded_fingerprint(name, dtype),
+         successor_lens_weights=model_fingerprint(model))
+    return model
+
+
+@torch.no_grad()
+def round_weights(model: HookedTransformer, dtype: str) -> HookedTransformer:
+    """Round every weight to `dtype` and hold it back in fp32: the model as a bf16 or fp16 checkpoint
+    runs, with every sum in fp32. This is the lean path's convention too (weights held in `--dtype`, each
+    layer computed in fp32), so the two paths give one answer. Computing in bf16 on the CPU would be slower and
+    would make every analysis that meets the weights cast them. The peak memory is the fp32 load's either way."""
+    if dtype != "fp32":
+        low = torch_dtype(dtype)
+        for param in model.parameters():
+            param.copy_(param.to(low).float())
     return model
 
 
 @dataclass
 class LazyModel:
-    """`load_model(name, device)` deferred until called; its `fingerprint` is known at once."""
+    """`load_model(name, device, dtype=dtype)` deferred until called; its `fingerprint` is known at once."""
 
     name: str
     device: str = "cpu"
     log: Any = print
+    dtype: str = "fp32"
 
     def __post_init__(self):
         self.name = canonical_name(self.name)
-        self.fingerprint = source_fingerprint(self.name)
+        self.fingerprint = loaded_fingerprint(self.name, self.dtype)
 
     def __call__(self) -> HookedTransformer:
-        self.log(f"loading {self.name} ...")
-        return load_model(self.name, device=self.device)
+        self.log(f"loading {self.name}{'' if self.dtype == 'fp32' else f' (weights rounded to {self.dtype})'} ...")
+        return load_model(self.name, device=self.device, dtype=self.dtype)

@@ -23,12 +23,21 @@ def model_provenance(model: HookedTransformer) -> dict[str, Any]:
         "model": model.cfg.model_name,
         **info,
         "weight_processing": WEIGHT_PROCESSING,
+        "dtype": dtype_name(model),
         "prepend_bos": model.cfg.default_prepend_bos,
         "n_layers": model.cfg.n_layers,
         "n_heads": model.cfg.n_heads,
         "d_model": model.cfg.d_model,
         "tokenizer": tokenizer_facts(model),
     }
+
+
+def dtype_name(model: HookedTransformer) -> str:
+    """The precision the model's weights were rounded to (`--dtype`, noted at load), else the dtype it holds them in."""
+    noted = getattr(model, "successor_lens_dtype", None)
+    if isinstance(noted, str):
+        return noted
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(model.cfg.dtype, str(model.cfg.dtype))
 
 
 def model_id(model: HookedTransformer) -> tuple[str, bool]:

@@ -45,6 +45,22 @@ class ModelSource(Protocol):
 SOURCES: tuple[ModelSource, ...] = (EmbeddedSource(), ControlSource(), OrganismSource(), LocalSource(), HubSource())
 
 
+DTYPES = ("fp32", "bf16", "fp16")
+"""What `--dtype` accepts: the precision a model's weights are rounded to and held in (`loading.load_model`,
+`lean.LeanCheckpoint`). The arithmetic runs in fp32 either way."""
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a `DTYPES` name (imports torch)."""
+    import torch
+
+    from successor_lens.errors import ModelLoadError
+
+    if name not in DTYPES:
+        raise ModelLoadError(f"--dtype {name!r}: use one of {', '.join(DTYPES)}")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
 def canonical_name(name: str) -> str:
     """The name a model is known by here: an embedded model's Hugging Face id is that model
     (`embedded_alias`), every other name is itself."""
@@ -68,3 +84,11 @@ def source_fingerprint(name: str) -> str:
     run never needs the model."""
     name = canonical_name(name)
     return source_for(name).fingerprint(name)
+
+
+def loaded_fingerprint(name: str, dtype: str = "fp32") -> str:
+    """`source_fingerprint` of what `load_model(name, dtype=dtype)` gives: the weights rounded to `dtype`
+    are other weights, so every cache and run folder keyed by it tells the two apart (fp32 is the
+    plain fingerprint, as before `--dtype` existed)."""
+    fingerprint = source_fingerprint(name)
+    return fingerprint if dtype == "fp32" else f"{fingerprint}-{dtype}"

@@ -45,7 +45,7 @@ _held: dict[Path, tuple[int, int]] = {}
 command and the library function it calls can both ask for the same folder."""
 
 
-def check_folder(path: str | os.PathLike, kind: str = "run", model: str | None = None) -> Path:
+def check_folder(path: str | os.PathLike, kind: str = "run", model: str | None = None, dtype: str = "fp32") -> Path:
     """Refuse, with one line, a path that `claim` (or `bind`, given `model`) would refuse; creates nothing."""
     if kind not in KINDS:
         raise ValueError(f"unknown run folder kind {kind!r}")
@@ -64,7 +64,7 @@ def check_folder(path: str | os.PathLike, kind: str = "run", model: str | None =
             if found != kind:
                 raise FolderError(_wrong_kind(path, found, kind))
             if model is not None:
-                _check_model(path, _marker(marker).get("model"), model_identity(model))
+                _check_model(path, _marker(marker).get("model"), model_identity(model, dtype))
         else:
             others = sorted(p.name for p in path.iterdir())
             if others:
@@ -93,13 +93,13 @@ def _check_path(path: Path) -> None:
             break
 
 
-def model_identity(model: str) -> dict[str, str]:
+def model_identity(model: str, dtype: str = "fp32") -> dict[str, str]:
     """What a run folder records of its model: the name as given (a folder's resolved path) and the
-    content fingerprint of what it loads."""
-    from successor_lens.models.registry import source_fingerprint, source_kind
+    content fingerprint of what it loads in `dtype` (`registry.loaded_fingerprint`)."""
+    from successor_lens.models.registry import loaded_fingerprint, source_kind
 
     name = str(Path(model).expanduser().resolve()) if source_kind(model) == "local" else model
-    return {"name": name, "fingerprint": source_fingerprint(model)}
+    return {"name": name, "fingerprint": loaded_fingerprint(model, dtype)}
 
 
 def _check_model(path: Path, recorded, identity: dict[str, str]) -> None:
@@ -111,24 +111,28 @@ def _check_model(path: Path, recorded, identity: dict[str, str]) -> None:
         raise FolderError(f"--out {path} holds the run of {recorded['name']!r}, not {identity['name']!r}: "
                           f"pass another --out (one model per run folder)")
     if recorded["fingerprint"] != identity["fingerprint"]:
+        held, asked = (f.partition("-")[2] or "fp32" for f in (recorded["fingerprint"], identity["fingerprint"]))  # `loaded_fingerprint`
+        if held != asked:
+            raise FolderError(f"--out {path} holds the run of {recorded['name']!r} with its weights in {held}, not {asked}: "
+                              f"pass another --out (a --dtype run's default folder ends in -{asked})")
         raise FolderError(f"--out {path} holds the run of {recorded['name']!r} as it was when the folder was made "
                           f"(fingerprint {recorded['fingerprint']}; its weights or converting libraries now give "
                           f"{identity['fingerprint']}): pass another --out")
 
 
-def bind(path: Path, model: str) -> None:
+def bind(path: Path, model: str, dtype: str = "fp32") -> None:
     """Record `model` as the folder's model (checked first: `check_folder`). Call with the lock held."""
     marker = path / MARKER
     doc = _marker(marker)
-    identity = model_identity(model)
+    identity = model_identity(model, dtype)
     _check_model(path, doc.get("model"), identity)
     if doc.get("model") != identity:
         write_json(marker, {**doc, "model": identity})
 
 
-def claim(path: str | os.PathLike, kind: str = "run", model: str | None = None) -> Path:
+def claim(path: str | os.PathLike, kind: str = "run", model: str | None = None, dtype: str = "fp32") -> Path:
     """Make `path` a folder of ours of `kind` (creating it if needed), or refuse with one line."""
-    path = check_folder(path, kind, model)
+    path = check_folder(path, kind, model, dtype)
     marker = path / MARKER
     if marker.is_file():
         return path
@@ -141,10 +145,12 @@ def claim(path: str | os.PathLike, kind: str = "run", model: str | None = None) 
 
 
 @contextmanager
-def run_folder(path: str | os.PathLike, kind: str = "run", command: str | None = None, model: str | None = None) -> Iterator[Path]:
-    """Claim `path` and hold its lock for the block (re-entrant within a process); with `model`, the
-    folder is (or becomes) that model's, or the command is refused before anything is written."""
-    path = claim(path, kind, model)
+def run_folder(path: str | os.PathLike, kind: str = "run", command: str | None = None, model: str | None = None,
+               dtype: str = "fp32") -> Iterator[Path]:
+    """Claim `path` and hold its lock for the block (re-entrant within a process); with `model` (its
+    weights in `dtype`), the folder is (or becomes) that model's, or the command is refused before
+    anything is written."""
+    path = claim(path, kind, model, dtype)
     key = path.resolve()
     if key in _held:
         fd, depth = _held[key]
@@ -170,7 +176,7 @@ def run_folder(path: str | os.PathLike, kind: str = "run", command: str | None =
                                    "since": time.strftime("%Y-%m-%d %H:%M:%S")})
         remove_leftovers(path)
         if model is not None:
-            bind(path, model)
+            bind(path, model, dtype)
         yield path
     finally:
         del _held[key]

@@ -75,7 +75,7 @@ def test_local_folders_load_and_match_transformers(hub_models, tmp_path, repo, f
     prov = model_provenance(ours)
     assert prov["kind"] == "local" and prov["model"] == folder and len(prov["weights_sha256"]) == 64
     assert same_shape(model_shape(str(path)), ours)
-    assert out_dir(Namespace(out=None, model=str(path))) == Path("runs") / folder  # never the checkpoint folder itself
+    assert out_dir(Namespace(out=None, model=str(path), dtype="fp32")) == Path("runs") / folder  # never the checkpoint folder itself
 
 
 def test_local_folder_problems_are_one_line(hub_models, tmp_path):

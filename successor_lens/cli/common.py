@@ -113,7 +113,7 @@ def out_dir(args: argparse.Namespace) -> Path:
 
     if args.out:
         return Path(args.out)
-    suffix = "" if getattr(args, "dtype", "fp32") == "fp32" else f"-{args.dtype}"
+    suffix = "" if args.dtype == "fp32" else f"-{args.dtype}"
     if source_kind(args.model) == "local":
         return Path("runs") / ((Path(args.model).expanduser().resolve().name or "local-model") + suffix)
     return Path("runs") / (args.model.replace("/", "_") + suffix)

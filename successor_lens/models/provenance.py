@@ -12,6 +12,7 @@ from transformer_lens import HookedTransformer
 from successor_lens.models.attributes import note
 from successor_lens.models.embedded import EMBEDDED
 from successor_lens.models.fingerprints import WEIGHT_PROCESSING
+from successor_lens.models.registry import DTYPES, torch_dtype
 
 
 def model_provenance(model: HookedTransformer) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def dtype_name(model: HookedTransformer) -> str:
     noted = getattr(model, "successor_lens_dtype", None)
     if isinstance(noted, str):
         return noted
-    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(model.cfg.dtype, str(model.cfg.dtype))
+    return next((name for name in DTYPES if torch_dtype(name) == model.cfg.dtype), str(model.cfg.dtype))
 
 
 def model_id(model: HookedTransformer) -> tuple[str, bool]:

@@ -92,3 +92,8 @@ def loaded_fingerprint(name: str, dtype: str = "fp32") -> str:
     plain fingerprint, as before `--dtype` existed)."""
     fingerprint = source_fingerprint(name)
     return fingerprint if dtype == "fp32" else f"{fingerprint}-{dtype}"
+
+
+def fingerprint_dtype(fingerprint: str) -> str:
+    """The dtype a `loaded_fingerprint` was made for."""
+    return fingerprint.partition("-")[2] or "fp32"

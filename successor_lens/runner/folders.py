@@ -111,7 +111,9 @@ def _check_model(path: Path, recorded, identity: dict[str, str]) -> None:
         raise FolderError(f"--out {path} holds the run of {recorded['name']!r}, not {identity['name']!r}: "
                           f"pass another --out (one model per run folder)")
     if recorded["fingerprint"] != identity["fingerprint"]:
-        held, asked = (f.partition("-")[2] or "fp32" for f in (recorded["fingerprint"], identity["fingerprint"]))  # `loaded_fingerprint`
+        from successor_lens.models.registry import fingerprint_dtype
+
+        held, asked = fingerprint_dtype(recorded["fingerprint"]), fingerprint_dtype(identity["fingerprint"])
         if held != asked:
             raise FolderError(f"--out {path} holds the run of {recorded['name']!r} with its weights in {held}, not {asked}: "
                               f"pass another --out (a --dtype run's default folder ends in -{asked})")

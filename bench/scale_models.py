@@ -1,8 +1,9 @@
 """The head scan at the paper's largest shapes on this machine: the lean path (`heads --lean`, one
 layer at a time from the safetensors shards) against the full TransformerLens path, measured in the
-same run where the full path fits in memory.
+same run where the full path fits in memory; and `run --lean` (the scan, the vocabulary-level
+activations, SAE training and mining, from the embeddings and layer 0 alone) on each shape.
 
-    python bench/scale_models.py [--shapes pythia-1.4b llama-2-7b] [--dtype bf16] [--full pythia-1.4b] [--keep DIR]
+    python bench/scale_models.py [--shapes pythia-1.4b llama-2-7b] [--dtype bf16] [--full pythia-1.4b] [--run-steps 300] [--keep DIR]
 
 Random-weight checkpoints of the real shapes are generated (normal, std 0.02; norms 1) into a
 temporary Hugging Face cache under the official names, with a small byte-level BPE tokenizer, so
@@ -110,6 +111,7 @@ def main() -> None:
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--full", nargs="*", default=["pythia-1.4b"], help="shapes also scanned by the full path (fp32 weights, loaded whole)")
     p.add_argument("--dtype", default="bf16", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--run-steps", type=int, default=300, help="SAE training steps of the `run --lean` measured on each shape (0: skip it)")
     p.add_argument("--keep", default=None, help="a folder to keep the generated Hugging Face cache in")
     args = p.parse_args()
     hf_home = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="successor-lens-scale-"))
@@ -133,6 +135,15 @@ def main() -> None:
                 print("  ", rows[-1], flush=True)
                 same = [json.loads((out / f"{shape}-{k}" / "heads.json").read_text())["top_heads"][:3] for k in ("lean", "full")]
                 print(f"   top heads lean {[h['head'] for h in same[0]]} full {[h['head'] for h in same[1]]}", flush=True)
+            if args.run_steps:
+                cmd = [sys.executable, "-m", "successor_lens", "run", "--model", repo, "--lean", "--dtype", args.dtype, "--seeds", "1",
+                       "--steps", str(args.run_steps), "--null-draws", "3", "--out", str(out / f"{shape}-run")]
+                wall, rss, _ = measure(cmd, env)
+                found = json.loads((out / f"{shape}-run" / "mine.json").read_text())["figures"]["classes_found"]
+                rows.append([shape, f"run --lean ({args.dtype})", f"{wall:.0f}", f"{rss:.2f}",
+                             f"scan, activations, 2 SAEs x {args.run_steps} steps, mining: {found['value']:.0f} classes vs null "
+                             f"{found['null']:.1f} ({'above' if found['above'] else 'NOT above'}: random weights)"])
+                print("  ", rows[-1], flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(hf_home, ignore_errors=True)

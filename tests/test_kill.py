@@ -86,11 +86,11 @@ def test_kill_during_training_then_a_plain_rerun_retrains_and_redescribes(done, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert json.loads((out / "saes" / "mlp0-s0" / "provenance.json").read_text())["steps_done"] == 20
-    assert sorted(p.stem for p in (out / ".stages").glob("*.json")) == ["activations", "heads", "incontext"]
+    assert sorted(p.stem for p in (out / ".stages").glob("*.json")) == ["activations", "heads", "incontext"]  # incontext does not read the SAEs
 
     code, stdout, stderr = finish(start(*RUN, "--steps", str(STEPS), "--out", str(out)))
     assert code == 0, stderr[-3000:]
-    assert "ran saes, mine, probes, atlas; cached heads, incontext, activations" in stdout
+    assert "ran saes, mine, probes, atlas; cached heads, activations, incontext" in stdout
     consistent(out, STEPS)
 
 
@@ -106,7 +106,7 @@ def test_kill_during_the_atlas_build_keeps_the_old_atlas_whole(done, tmp_path):
 
     code, stdout, stderr = finish(start(*RUN, "--steps", str(STEPS), "--latents", "3", "--out", str(out)))
     assert code == 0, stderr[-3000:]
-    assert "ran atlas; cached heads, incontext, activations, saes, mine, probes" in stdout
+    assert "ran atlas; cached heads, activations, saes, mine, incontext, probes" in stdout
     consistent(out, STEPS)  # ... is gone, and the new atlas is whole
     assert all(len(s["latents"]) == 3 for s in json.loads((out / "atlas" / "atlas.json").read_text())["saes"])
 

@@ -1,6 +1,7 @@
-"""The lean head scan (`models.lean`, `scan.lean_top_in_task`): a checkpoint read one layer at a
-time, only the tensors the OV scan uses, gives the full TransformerLens path's scores on every
-architecture the project loads; bf16 keeps the ranking; the rest of each layer is never read."""
+"""The lean path (`models.lean`): a checkpoint read one layer at a time, only the tensors a stage
+uses, gives the full TransformerLens path's head scores and vocabulary-level activations on every
+architecture the project loads; bf16 keeps the ranking; the rest of each layer is never read; and
+`run --lean` makes the stages a run loading the whole model makes, which reuses them."""
 
 from __future__ import annotations
 
@@ -13,11 +14,18 @@ from hub_cache import snapshot, tiny_gemma3
 
 from successor_lens.cli.main import main
 from successor_lens.errors import ModelLoadError, UserError
+from successor_lens.features.mine_config import MineConfig
+from successor_lens.models.hub import HubSource
 from successor_lens.models.lean import LeanCheckpoint
-from successor_lens.models.loading import load_model
+from successor_lens.models.loading import LazyModel, load_model
 from successor_lens.models.local import _local_config
 from successor_lens.probes.probe_configs import ScanConfig
 from successor_lens.probes.scan import lean_top_in_task, scan_heads
+from successor_lens.runner.run_config import RunConfig
+from successor_lens.runner.stages import StageBodies
+from successor_lens.sae_train.harvest import succession_items
+from successor_lens.sae_train.runtime import Runtime
+from successor_lens.sites import hook_name, item_activations
 from successor_lens.tasks import build_token_set
 
 ARCHITECTURES = ["gpt2", "EleutherAI/pythia-70m", "01-ai/Yi-6B", "gemma3"]
@@ -121,3 +129,60 @@ def test_dtype_rounds_the_full_paths_weights_as_the_lean_path_reads_them(hub_mod
     assert main(["heads", "--model", "gpt2", "--out", str(tmp_path / "full")]) == 2
     assert "with its weights in bf16, not fp32" in capsys.readouterr().err
     assert json.loads((tmp_path / "full" / "heads.json").read_text()) == full
+
+
+@pytest.mark.parametrize("folder", ARCHITECTURES, indirect=True)
+def test_the_fronts_vocabulary_activations_are_the_whole_models(folder):
+    """The embed and mlp0 sites of every succession item, multi-token items read in context
+    included, from the embeddings and layer 0 alone, equal the whole model's; past block 0 it fails."""
+    lean = LeanCheckpoint.open(folder, _local_config(folder))
+    front = lean.front({"kind": "local", "source": "test"})
+    full = load_model(str(folder))
+    items, source = succession_items(full.tokenizer)
+    for site in ("embed", "mlp0"):
+        assert torch.equal(item_activations(front, items, hook_name(site)), item_activations(full, items, hook_name(site)))
+    assert source["n_multi_token_items"] > 0  # every tiny tokenizer here splits some numbers
+    assert lean.read_params < lean.total_params and front.blocks[-1].attn.W_V.is_meta
+    with pytest.raises((RuntimeError, NotImplementedError)):  # a stage that needed the whole model could not go on silently
+        front(torch.tensor([items[0]]))
+
+
+RUN = ["--steps", "40", "--seeds", "2", "--null-draws", "2", "--latents", "2", "--contexts", "4"]
+
+
+def test_run_lean_makes_the_whole_models_stages_without_it_and_a_whole_run_reuses_them(hub_models, tmp_path, capsys, monkeypatch):
+    lean, full = tmp_path / "lean", tmp_path / "full"
+
+    def never(*args, **kwargs):
+        raise AssertionError("the whole model was loaded")
+
+    with monkeypatch.context() as m:
+        m.setattr(HubSource, "load", never)
+        assert main(["run", "--model", "gpt2", "--lean", *RUN, "--out", str(lean)]) == 0
+    out = capsys.readouterr().out
+    assert "ran heads, activations, saes, mine; cached nothing; not run incontext, probes, atlas" in out
+    assert "NOT above its null" in out or "above its null" in out  # the scan's and the mining's figures beside their nulls
+    assert not (lean / "atlas").exists()
+    whole = StageBodies(LazyModel("gpt2", log=lambda _: None), full, RunConfig(seeds=2, steps=40, mine=MineConfig(null_draws=2)),
+                        Runtime("cpu"), progress=False)
+    for stage in ("heads", "activations", "saes", "mine"):  # what `run` without --lean writes for them (no atlas: it is not compared)
+        getattr(whole, stage)()
+    for site in ("mlp0", "embed"):  # the same rows, so the same dictionaries and the same mining
+        meta = [json.loads((f / "activations" / f"{site}-succession" / "meta.json").read_text()) for f in (lean, full)]
+        assert meta[0]["data_sha256"] == meta[1]["data_sha256"] and meta[0]["lean"]["dtype"] == "fp32" and "lean" not in meta[1]
+    for name in ("mlp0-s0", "mlp0-s1", "embed-s0"):
+        assert (lean / "saes" / name / "sae_weights.safetensors").read_bytes() == (full / "saes" / name / "sae_weights.safetensors").read_bytes()
+    heads, mine = ([json.loads((f / record).read_text()) for f in (lean, full)] for record in ("heads.json", "mine.json"))
+    assert heads[0]["heads"] == heads[1]["heads"] and mine[0]["per_sae"] == mine[1]["per_sae"] and mine[0]["figures"] == mine[1]["figures"]
+    capsys.readouterr()
+    assert main(["run", "--model", "gpt2", *RUN, "--out", str(lean)]) == 0
+    assert "ran incontext, probes, atlas; cached heads, activations, saes, mine" in capsys.readouterr().out
+    assert (lean / "atlas" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("bad, says", [(["--model", "planted-gpt2"], "safetensors checkpoint"),
+                                       (["--model", "gpt2", "--embedding", "residual"], "whole model")])
+def test_run_lean_refuses_what_it_cannot_read_in_one_line_before_any_work(hub_models, tmp_path, capsys, bad, says):
+    assert main(["run", *bad, "--lean", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -27,7 +27,7 @@ def test_run_on_the_embedded_model_writes_the_atlas_then_reuses_every_stage(embe
     assert "does NOT pass the paper's bar" in summary[0]
 
     assert main(args) == 0
-    assert "ran nothing; cached heads, incontext, activations, saes, mine, probes, atlas" in capsys.readouterr().out
+    assert "ran nothing; cached heads, activations, saes, mine, incontext, probes, atlas" in capsys.readouterr().out
 
     assert main(["atlas", "--sae", str(tmp_path / "saes" / "embed-s0"), "--latents", "2", "--out", str(beside / "one")]) == 0
     one = json.loads((beside / "one" / "atlas" / "atlas.json").read_text())

@@ -112,10 +112,10 @@ def test_interrupted_training_leaves_no_stage_record_and_the_next_run_completes(
     monkeypatch.setattr(stages_mod, "train_sae", train_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(model, out, CONFIG, progress=False, log=quiet)
-    assert sorted(p.stem for p in (out / ".stages").iterdir()) == ["activations", "heads", "incontext"]
+    assert sorted(p.stem for p in (out / ".stages").iterdir()) == ["activations", "heads"]
     assert not (out / "atlas").exists() and leftovers(out) == []
     monkeypatch.setattr(stages_mod, "train_sae", real)
-    assert run_pipeline(model, out, CONFIG, progress=False, log=quiet).ran == ["saes", "mine", "probes", "atlas"]
+    assert run_pipeline(model, out, CONFIG, progress=False, log=quiet).ran == ["saes", "mine", "incontext", "probes", "atlas"]
 
 
 def test_interrupted_atlas_keeps_the_previous_atlas_whole(model, first_run, tmp_path, monkeypatch):

@@ -93,6 +93,21 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
     return s
 
 
+def lean_lines(heads: HeadsRecord, mine: MineRecord) -> list[str]:
+    """The headline lines of a run made without the whole model (`run --lean`): the head scan and the
+    mining, each beside its null and the paper's figure; the in-context, probe and edit figures wait
+    for a run that loads it."""
+    h, fig = HEADLINES, mine["figures"]
+    best = heads["top_heads"][0]
+    v_classes, v_cover = (Verdict.from_json(fig[k], "no mining null") for k in ("classes_found", "modal_coverage"))
+    per = ", ".join(str(n) for n in fig["classes_found"].get("per_sae", []))
+    return [words(h["best_score"].label.format(head=best["head"]), head_verdict(heads), h["best_score"].paper, "{:.3f}")
+            + f"; {'passes' if heads['passes_bar'] else 'does NOT pass'} the paper's bar > {SUCCESSOR_BAR}",
+            words(h["classes_found"].label.format(per=per), v_classes, h["classes_found"].paper, "{:.1f}")
+            + f"; {len(mine['recurrence']['modal_classes'])}/10 recur across seeds",
+            words(h["modal_coverage"].label, v_cover, h["modal_coverage"].paper)]
+
+
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None

@@ -26,27 +26,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.stage_files import write_scan
-    from successor_lens.models.lean import LeanCheckpoint
+    from successor_lens.models.lean import LeanCheckpoint, checkpoint_folder
     from successor_lens.models.loading import load_model, model_shape
     from successor_lens.models.registry import canonical_name, source_for, source_kind
     from successor_lens.paper import SCAN_TEXT, SUCCESSOR_BAR
     from successor_lens.probes.head_id import parse_head_name
-    from successor_lens.probes.scan import READOUT_BAR, lean_top_in_task, readout_validated, scan_heads
-    from successor_lens.progress import bar as progress_bar
+    from successor_lens.probes.scan import READOUT_BAR, check_lean_embedding, readout_validated, scan_heads, scan_lean
     from successor_lens.runner.folders import run_folder
     from successor_lens.tasks import build_token_set
 
     config = ScanConfig(embedding=args.embedding, mlp0_norm=not args.no_mlp0_norm, post_norms=not args.no_post_norms)
     device = resolve_device(args.device)
     model_shape(args.model)  # an unknown or missing model is one line before any work
-    folder = lean_folder(args.model, config.embedding) if args.lean else None
+    if args.lean:
+        check_lean_embedding(config.embedding)
+    folder = checkpoint_folder(args.model) if args.lean else None
     with run_folder(out_dir(args), "run", model=args.model, dtype=args.dtype) as out:
         if folder is not None:
             lean = LeanCheckpoint.open(folder, source_for(canonical_name(args.model)).config(canonical_name(args.model)), args.dtype)
             token_set = build_token_set(lean.tokenizer)
-            with progress_bar(total=lean.cfg.n_layers, desc="lean scan", unit="layer") as bar:
-                top = lean_top_in_task(lean, token_set, config, lambda _: bar.update())
-            result = scan_heads(None, token_set, config, top_LHN=top)
+            result = scan_lean(lean, token_set, config)
             model = lean.stand_in({"kind": source_kind(args.model), "source": f"{source_kind(args.model)} checkpoint {folder}"})
             print(f"lean scan: read {lean.read_params:,} of {lean.total_params:,} parameters ({lean.read_params / lean.total_params:.0%}), "
                   f"held in {args.dtype}")
@@ -76,22 +75,3 @@ def run(args: argparse.Namespace) -> None:
               f"This model's successor behaviour is weak by the OV score (paper: {SCAN_TEXT}).")
     print(f"wrote {json_path} and {png_path}")
 
-
-def lean_folder(model: str, embedding: str):
-    """The checkpoint folder `--lean` reads (a hub snapshot or a local folder), checked before any work."""
-    from successor_lens.errors import ConfigError
-    from successor_lens.models.hub import hub_snapshot_folder
-    from successor_lens.models.local import local_folder
-    from successor_lens.models.registry import canonical_name, source_kind
-    from successor_lens.probes.scan import LEAN_EMBEDDINGS
-
-    if embedding not in LEAN_EMBEDDINGS:
-        raise ConfigError(f"--embedding {embedding} reads every layer before the head, so the whole model: --lean computes "
-                          f"{' and '.join(LEAN_EMBEDDINGS)}; leave --lean out for it")
-    kind = source_kind(model)
-    if kind == "local":
-        return local_folder(model)
-    if kind == "hub":
-        return hub_snapshot_folder(canonical_name(model))
-    raise ConfigError(f"--lean reads a safetensors checkpoint; {model} is a{'n' if kind[0] in 'aeiou' else ''} {kind} model "
-                      "(GGUF or generated): leave --lean out, it loads whole in little memory")

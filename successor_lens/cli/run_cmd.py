@@ -10,7 +10,7 @@ from successor_lens.features.mine_config import MineConfig
 from successor_lens.filenames import ATLAS, INDEX
 from successor_lens.probes.probe_configs import EMBEDDINGS, ScanConfig
 from successor_lens.runner.run_config import RunConfig
-from successor_lens.runner.stage_cache import STAGES
+from successor_lens.runner.stage_cache import STAGES, WHOLE_MODEL
 
 HELP = "the main job: head scan -> activations -> SAEs -> mod-10 mining -> probes -> feature atlas (cached stages)"
 
@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--out", default=None, help=f"run folder (default runs/MODEL); the atlas goes to OUT/{ATLAS}/{INDEX}")
     p.add_argument("--force", action="append", default=[], metavar="STAGE", choices=list(STAGES) + ["all"],
-                   help=f"recompute STAGE and every later one even if cached ({', '.join(STAGES)} or all; repeatable)")
+                   help=f"recompute STAGE and every stage that reads it, even if cached ({', '.join(STAGES)} or all; repeatable)")
     config_option(p, RunConfig, "seeds", type=positive_int)
     config_option(p, RunConfig, "steps", type=positive_int)
     config_option(p, RunConfig, "head", help_suffix="as L{layer}H{head}")
@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                   "layer-0 heads included")
     config_option(p, AtlasConfig, "latents", type=positive_int)
     config_option(p, MineConfig, "null_draws", type=positive_int)
+    p.add_argument("--lean", action="store_true", help="never load the whole model (hub and local-folder safetensors checkpoints): the "
+                   "head scan reads one layer at a time, the activations, dictionaries and mining read the embeddings and layer 0 only; "
+                   f"{', '.join(WHOLE_MODEL)} need the whole model and are left to a run without --lean, which reuses the rest")
     add_context_arguments(p)
 
 
@@ -62,8 +65,9 @@ def run(args: argparse.Namespace) -> None:
                 return
     result = _run(args, out, config)
     total = sum(result.seconds.values())
-    print(f"ran {', '.join(result.ran) or 'nothing'}; cached {', '.join(result.cached) or 'nothing'}; {total:.1f}s in stages")
-    _print_result(out, result.summary)
+    left = f"; not run {', '.join(result.skipped)} (they need the whole model)" if result.skipped else ""
+    print(f"ran {', '.join(result.ran) or 'nothing'}; cached {', '.join(result.cached) or 'nothing'}{left}; {total:.1f}s in stages")
+    _print_result(out, result.summary, result.atlas is not None)
 
 
 def _run(args: argparse.Namespace, out, config: RunConfig):
@@ -74,8 +78,16 @@ def _run(args: argparse.Namespace, out, config: RunConfig):
 
     runtime = Runtime(resolve_device(args.device))
     config.check(model_shape(args.model))  # every argument checked before the folder is claimed
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if args.lean:
+        from successor_lens.models.lean import LeanModel
+        from successor_lens.probes.scan import check_lean_embedding
+
+        check_lean_embedding(config.scan.embedding)
+        model: LazyModel | LeanModel = LeanModel(args.model, args.dtype, log)  # a checkpoint that is not safetensors: one line here
+    else:
+        model = LazyModel(args.model, runtime.device, log=log, dtype=args.dtype)  # loaded only if a stage runs
     with run_folder(out, "run", model=args.model, dtype=args.dtype):
-        model = LazyModel(args.model, runtime.device, log=lambda line: print(line, flush=True), dtype=args.dtype)  # loaded only if a stage runs
         return run_pipeline(model, out, config, runtime, tuple(args.force))
 
 
@@ -91,9 +103,12 @@ def _cached_summary(path) -> list[str]:
     return lines
 
 
-def _print_result(out, summary: list[str]) -> None:
-    from successor_lens.filenames import ATLAS, INDEX, REPORT
+def _print_result(out, summary: list[str], atlas: bool = True) -> None:
+    from successor_lens.filenames import ATLAS, HEADS, INDEX, MINE, REPORT, SAES
 
-    print(f"atlas: {out / ATLAS / INDEX}  (open it in a browser; report: {out / REPORT})")
+    if atlas:
+        print(f"atlas: {out / ATLAS / INDEX}  (open it in a browser; report: {out / REPORT})")
+    else:
+        print(f"no atlas yet (it needs the whole model): {out / HEADS}, the dictionaries in {out / SAES}, {out / MINE}")
     for line in summary:
         print("  " + line)

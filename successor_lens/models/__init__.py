@@ -17,6 +17,7 @@ from typing import Any
 
 _EXPORTS = {
     "load_model": "loading", "model_shape": "loading", "shape_of": "loading", "ModelShape": "loading", "LazyModel": "loading",
+    "LeanModel": "lean", "LeanCheckpoint": "lean",
     "model_provenance": "provenance", "model_id": "provenance", "tokenizer_facts": "provenance", "prepended_bos": "provenance",
     "model_fingerprint": "provenance",
     "DEFAULT_MODEL": "registry", "source_kind": "registry", "source_fingerprint": "registry", "source_for": "registry",

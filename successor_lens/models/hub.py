@@ -85,5 +85,9 @@ class HubSource:
         check_hub_name(name)
         with foreign_errors(ModelLoadError, _not_available(name)):
             model = HookedTransformer.from_pretrained_no_processing(name, dtype=torch.float32)
-        note(model, successor_lens_source={"kind": "hub", "source": f"Hugging Face hub: {name}", "hub_snapshot": hub_snapshot_folder(name).name})
+        note(model, successor_lens_source=self.describe(name))
         return model
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Where the weights came from, as artefacts record it (the lean path notes the same)."""
+        return {"kind": "hub", "source": f"Hugging Face hub: {name}", "hub_snapshot": hub_snapshot_folder(name).name}

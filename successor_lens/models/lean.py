@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from successor_lens.errors import ModelLoadError
-from successor_lens.models.registry import torch_dtype
+from successor_lens.errors import ConfigError, ModelLoadError
+from successor_lens.models.attributes import note
+from successor_lens.models.registry import canonical_name, loaded_fingerprint, source_for, source_kind, torch_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -98,17 +99,31 @@ class LeanCheckpoint:
 
     def stand_in(self, source: dict[str, Any]) -> HookedTransformer:
         """The whole model's shape on the meta device (no weights), with its tokenizer and `source`
-        noted: what an artefact's provenance reads, for a model never loaded whole."""
+        noted, with what was read so far: what an artefact's provenance reads, for a model never
+        loaded whole."""
         import torch
         from transformer_lens import HookedTransformer
 
-        from successor_lens.models.attributes import note
-
         with torch.device("meta"):
             model = HookedTransformer(copy.deepcopy(self.cfg), tokenizer=self.tokenizer, move_to_device=False)
-        note(model, successor_lens_dtype=self.dtype,
-             successor_lens_source={**source, "lean": {"dtype": self.dtype, "parameters_read": self.read_params,
-                                                       "parameters_in_checkpoint": self.total_params}})
+        read = {"dtype": self.dtype, "parameters_read": self.read_params, "parameters_in_checkpoint": self.total_params}
+        note(model, successor_lens_dtype=self.dtype, successor_lens_source={**source, "lean": read})
+        return model
+
+    def front(self, source: dict[str, Any]) -> HookedTransformer:
+        """The whole model's shape with the checkpoint's weights where a vocabulary-level site reads:
+        the embeddings, block 0 (all of layer 0), the final norm and the unembedding; blocks 1.. stay
+        on the meta device, unread. Up to `stop_at_layer=1` it runs as the whole model does (the
+        embed and mlp0 sites, multi-token items included); a forward pass past block 0 fails loudly."""
+        one = self.layer(0, mlp=True)
+        model = self.stand_in(source)
+        for name in ("embed", "pos_embed", "ln_final", "unembed"):
+            if hasattr(one, name):
+                setattr(model, name, getattr(one, name))
+        model.blocks[0] = one.blocks[0]
+        model.setup()  # the hook names again, now over block 0's modules
+        # what was read, not how much: the same note however many layers a scan read before (activation caches compare it)
+        note(model, successor_lens_source={**source, "lean": {"dtype": self.dtype, "read": "the embeddings, layer 0 and the unembedding"}})
         return model
 
     def _tensor(self, key: str) -> torch.Tensor:
@@ -128,7 +143,7 @@ class LeanCheckpoint:
         for k, v in d.items():
             if isinstance(v, list) and len(v) == self.cfg.n_layers:
                 d[k] = [v[layer]]
-        d.update(n_layers=1, dtype=torch_dtype(self.dtype))
+        d.update(n_layers=1, dtype=torch_dtype(self.dtype), init_weights=False)
         d.pop("n_params", None)
         hf = AutoConfig.from_pretrained(self.folder)
         text = getattr(hf, "text_config", None) or hf
@@ -177,13 +192,62 @@ class LeanCheckpoint:
         hf_model.tie_weights()
         with _neutral_alias(self.folder) as alias:
             converted = get_pretrained_state_dict(alias, tl_cfg, hf_model)
-        with torch.device("meta"):
+        # a layer read whole is built on the CPU (its parameters allocated, not filled: `assign` replaces them) so its
+        # buffers (causal mask, rotary tables) are real and it runs; an OV-only layer stays on the meta device
+        with torch.device("cpu" if mlp else "meta"):
             model = HookedTransformer(tl_cfg, tokenizer=self.tokenizer, move_to_device=False)
         model.load_state_dict(converted, strict=False, assign=True)
         model.eval()
         # rounded to --dtype, computed in fp32 (a layer at a time): TransformerLens's own `to` sets cfg.dtype too, else its
         # norms would round their outputs back to the read dtype (the full path, `loading.round_weights`, does not)
         return model.to(torch.float32) if self.dtype != "fp32" else model
+
+
+def checkpoint_folder(model: str) -> Path:
+    """The safetensors checkpoint a lean read uses (a hub snapshot or a local folder), checked before any work."""
+    from successor_lens.models.hub import hub_snapshot_folder
+    from successor_lens.models.local import local_folder
+
+    kind = source_kind(model)
+    if kind == "local":
+        return local_folder(model)
+    if kind == "hub":
+        return hub_snapshot_folder(canonical_name(model))
+    raise ConfigError(f"--lean reads a safetensors checkpoint; {model} is a{'n' if kind[0] in 'aeiou' else ''} {kind} model "
+                      "(GGUF or generated): leave --lean out, it loads whole in little memory")
+
+
+@dataclass
+class LeanModel:
+    """A hub or local model read lean, deferred as `loading.LazyModel` is: its `fingerprint` (the
+    whole model's, so stages made lean are reused by a run that loads it whole) is known at once, its
+    `checkpoint` opens on first use, and calling it gives `LeanCheckpoint.front`, never the whole model."""
+
+    name: str
+    dtype: str = "fp32"
+    log: Any = print
+
+    def __post_init__(self):
+        self.name = canonical_name(self.name)
+        self.folder = checkpoint_folder(self.name)
+        self.fingerprint = loaded_fingerprint(self.name, self.dtype)
+        self._checkpoint: LeanCheckpoint | None = None
+
+    @property
+    def checkpoint(self) -> LeanCheckpoint:
+        if self._checkpoint is None:
+            self._checkpoint = LeanCheckpoint.open(self.folder, source_for(self.name).config(self.name), self.dtype)
+        return self._checkpoint
+
+    def source(self) -> dict[str, Any]:
+        """Where the weights come from, as the whole model's load records it."""
+        source = source_for(self.name)
+        assert hasattr(source, "describe")  # hub and local sources: `checkpoint_folder` refused the rest
+        return source.describe(self.name)
+
+    def __call__(self) -> HookedTransformer:
+        self.log(f"reading {self.name} lean: the embeddings, layer 0 and the unembedding, held in {self.dtype} (not the whole model) ...")
+        return self.checkpoint.front(self.source())
 
 
 def _numel(shape) -> int:

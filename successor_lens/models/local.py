@@ -99,7 +99,11 @@ class LocalSource:
                 state = get_pretrained_state_dict(alias, cfg, hf_model)
             model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
             model.load_and_process_state_dict(state, **WEIGHT_PROCESSING)
-        weights = sorted(path.glob("*.safetensors"))
-        note(model, successor_lens_source={"kind": "local", "source": f"local folder {path.resolve()}",
-                                       "weights_sha256": remembered_sha256(weights), "architecture": cfg.original_architecture})
+        note(model, successor_lens_source=self.describe(name))
         return model
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Where the weights came from, as artefacts record it (the lean path notes the same)."""
+        path = local_folder(name)
+        return {"kind": "local", "source": f"local folder {path.resolve()}", "weights_sha256": remembered_sha256(sorted(path.glob("*.safetensors"))),
+                "architecture": _local_config(path).original_architecture}

@@ -17,12 +17,13 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from successor_lens.display import html_card
-from successor_lens.errors import UserError
+from successor_lens.errors import ConfigError, UserError
 from successor_lens.models.lean import LeanCheckpoint
 from successor_lens.paper import SUCCESSOR_BAR
 from successor_lens.probes.circuit import effective_embeddings, head_inputs, ov_logits
 from successor_lens.probes.head_id import head_name
 from successor_lens.probes.probe_configs import ScanConfig
+from successor_lens.progress import bar as progress_bar
 from successor_lens.tasks import TokenSet, build_token_set, same_task
 
 
@@ -142,15 +143,27 @@ LEAN_EMBEDDINGS = ("mlp0", "embed+mlp0")
 layer before the one read, so the whole model)."""
 
 
+def check_lean_embedding(embedding: str) -> None:
+    """One line when the lean path cannot compute `embedding` (checked before any work)."""
+    if embedding not in LEAN_EMBEDDINGS:
+        raise ConfigError(f"--embedding {embedding} reads every layer before the head, so the whole model: --lean computes "
+                          f"{' and '.join(LEAN_EMBEDDINGS)}; leave --lean out for it")
+
+
+def scan_lean(lean: LeanCheckpoint, token_set: TokenSet, config: ScanConfig | None = None) -> SuccessionScores:
+    """`scan_heads` of a checkpoint read one layer at a time (`lean_top_in_task`), with a bar over the layers."""
+    with progress_bar(total=lean.cfg.n_layers, desc="lean scan", unit="layer") as bar:
+        top = lean_top_in_task(lean, token_set, config, lambda _: bar.update())
+    return scan_heads(None, token_set, config, top_LHN=top)
+
+
 @torch.no_grad()
 def lean_top_in_task(lean: LeanCheckpoint, token_set: TokenSet, config: ScanConfig | None = None,
                      progress: Callable[[int], None] = lambda layer: None) -> Int[Tensor, "layers heads n"]:
     """`top_in_task` from a checkpoint read one layer at a time (`models.lean`): the effective
     embeddings from layer 0, then each layer's heads on them, the layer dropped before the next."""
     config = config or ScanConfig()
-    if config.embedding not in LEAN_EMBEDDINGS:
-        raise UserError(f"--embedding {config.embedding} reads every layer before the head, so the whole model: the lean scan "
-                        f"computes {' and '.join(LEAN_EMBEDDINGS)}; leave --lean out for it")
+    check_lean_embedding(config.embedding)
     tokens = token_set.tokens
     first: HookedTransformer | None = lean.layer(0)
     assert first is not None

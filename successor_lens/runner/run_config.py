@@ -3,7 +3,7 @@
 cached without importing the pipeline or loading the model.
 
 A stage's key is a hash of its own config, the model's content fingerprint, this package's source
-and the keys of the stages before it.
+and the keys of the stages it reads (`stage_cache.NEEDS`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from successor_lens.features.mine_config import MineConfig
 from successor_lens.io import code_digest, digest
 from successor_lens.probes.head_id import check_head, parse_head_name
 from successor_lens.probes.probe_configs import ScanConfig
-from successor_lens.runner.stage_cache import STAGES
+from successor_lens.runner.stage_cache import STAGES, upstream
 
 if TYPE_CHECKING:
     from successor_lens.tasks import Task
@@ -89,5 +89,5 @@ def stage_keys(model_fingerprint: str, config: RunConfig) -> dict[str, str]:
     base = {"model": model_fingerprint, "code": code_digest()}
     keys: dict[str, str] = {}
     for stage in STAGES:
-        keys[stage] = digest({**base, "stage": stage, "config": STAGE_CONFIG[stage](config), "upstream": list(keys.values())})
+        keys[stage] = digest({**base, "stage": stage, "config": STAGE_CONFIG[stage](config), "upstream": [keys[s] for s in upstream(stage)]})
     return keys

@@ -14,7 +14,35 @@ from successor_lens.errors import UserError
 from successor_lens.filenames import STAGES as STAGES_FOLDER
 from successor_lens.io import file_sha256, inside, read_json, write_json
 
-STAGES = ("heads", "incontext", "activations", "saes", "mine", "probes", "atlas")
+STAGES = ("heads", "activations", "saes", "mine", "incontext", "probes", "atlas")
+"""In the order they run: each reads only stages before it, and the ones a model read lean can make come first."""
+NEEDS: dict[str, tuple[str, ...]] = {
+    "heads": (), "activations": (), "saes": ("activations",), "mine": ("activations", "saes"), "incontext": ("heads",),
+    "probes": ("activations", "mine", "incontext"), "atlas": ("heads", "activations", "saes", "mine", "incontext", "probes"),
+}
+"""The stages whose files each stage reads. A stage's key covers theirs (`run_config.stage_keys`), and
+a stage that runs makes every stage that reads it, directly or not, run too (`dependents`): a new
+mining reruns the probes and the atlas, not the in-context DLA."""
+WHOLE_MODEL = ("incontext", "probes", "atlas")
+"""The stages that run the model in context (prompts, the corpus), so need it whole: `run --lean`
+leaves them to a run without it, which reuses the stages made lean."""
+
+
+def upstream(stage: str) -> list[str]:
+    """The stages `stage` reads, directly or not, in stage order."""
+    seen: set[str] = set()
+    todo = list(NEEDS[stage])
+    while todo:
+        s = todo.pop()
+        if s not in seen:
+            seen.add(s)
+            todo.extend(NEEDS[s])
+    return [s for s in STAGES if s in seen]
+
+
+def dependents(stage: str) -> list[str]:
+    """`stage` and every stage that reads it, directly or not, in stage order."""
+    return [s for s in STAGES if s == stage or stage in upstream(s)]
 
 
 def cached_line(i: int, seconds: float) -> str:
@@ -28,8 +56,9 @@ class StageCache:
     is as it left it: same size and mtime, and same inode and ctime, or else (a copied folder, or a
     file swapped back with its size and mtime restored) the same sha256. So a file rewritten since
     (by a standalone command, or by a run killed half-way) makes it stale.
-    Before a stage writes anything, its manifest and every later stage's are removed
-    (`invalidate`), so a kill at any point leaves no manifest over a half-rewritten stage."""
+    Before a stage writes anything, its manifest and those of the stages that read it are removed
+    (`invalidate`), so a kill at any point leaves no manifest over a half-rewritten stage or one
+    made from it."""
 
     def __init__(self, out: Path):
         self.out = out
@@ -61,8 +90,8 @@ class StageCache:
         return True
 
     def invalidate(self, stage: str) -> None:
-        """Before `stage` rewrites anything: its manifest and every later one's go."""
-        for later in STAGES[STAGES.index(stage):]:
+        """Before `stage` rewrites anything: its manifest and those of every stage that reads it go."""
+        for later in dependents(stage):
             (self.folder / f"{later}.json").unlink(missing_ok=True)
 
     def record(self, stage: str, key: str, outputs: list[Path], seconds: float) -> None:

@@ -1,4 +1,4 @@
-"""The bodies of the main job's stages: heads -> incontext -> activations -> saes -> mine -> probes
+"""The bodies of the main job's stages: heads -> activations -> saes -> mine -> incontext -> probes
 -> atlas. Each returns the files it wrote; later stages read earlier ones from disk through their
 typed records (`artifacts/records.py`). The model is loaded on first use, so a fully cached run
 never loads it."""
@@ -22,11 +22,12 @@ from successor_lens.errors import ConfigError, UserError
 from successor_lens.features.mine_run import load_directions, mine_model
 from successor_lens.filenames import ATLAS, ATLAS_JSON, FEATURES, INCONTEXT, METRICS, MINE_EMBED, REPORT, SAES, SUMMARY
 from successor_lens.io import provenance, read_json, write_json, write_text
+from successor_lens.models.lean import LeanModel
 from successor_lens.models.provenance import model_provenance
 from successor_lens.probes.edits import ablation_effect
 from successor_lens.probes.head_choice import incontext_choice
 from successor_lens.probes.probe_run import probe_model
-from successor_lens.probes.scan import scan_heads
+from successor_lens.probes.scan import scan_heads, scan_lean
 from successor_lens.runner.run_config import RunConfig
 from successor_lens.sae_train.dictionary import load_dictionary, weights_digest
 from successor_lens.sae_train.harvest import activations_for
@@ -37,10 +38,13 @@ from successor_lens.tasks import build_token_set
 
 
 class StageBodies:
-    """One method per stage, named as the stage. `model` is a loaded model or a function that loads it."""
+    """One method per stage, named as the stage. `model` is a loaded model or a function that loads
+    it; a `LeanModel` gives the front of the model (embeddings, layer 0, unembedding), which serves
+    every stage but the `WHOLE_MODEL` ones, and the head scan reads its checkpoint a layer at a time."""
 
     def __init__(self, model, out: Path, config: RunConfig, runtime: Runtime, progress: bool):
         self._model, self.out, self.config, self.runtime, self.progress = model, out, config, runtime, progress
+        self.lean = model if isinstance(model, LeanModel) else None
 
     @property
     def model(self) -> HookedTransformer:
@@ -49,6 +53,10 @@ class StageBodies:
         return self._model
 
     def heads(self) -> list[Path]:
+        if self.lean is not None:
+            checkpoint = self.lean.checkpoint
+            result = scan_lean(checkpoint, build_token_set(checkpoint.tokenizer, self.config.scan_tasks), self.config.scan)
+            return write_scan(result, checkpoint.stand_in(self.lean.source()), self.out)  # provenance: what the scan read
         token_set = build_token_set(self.model.tokenizer, self.config.scan_tasks)
         return write_scan(scan_heads(self.model, token_set, self.config.scan), self.model, self.out)
 

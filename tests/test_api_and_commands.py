@@ -43,7 +43,7 @@ import json
 from_sae = sl.mine(d.sae, acts, table)  # a sae-lens SAE gives what its Dictionary gives
 assert mined.latent_class == from_sae.latent_class
 null = sl.mining_null(d, acts, table, draws=3)
-result = sl.run(model, "runs/whole", sl.RunConfig(seeds=1, steps=60), progress=False, log=lambda _: None)
+result = sl.run(model, "runs/whole", sl.RunConfig(seeds=1, steps=60, mine=sl.MineConfig(null_draws=3)), progress=False, log=lambda _: None)
 undocumented = [n for n in sl.__all__ if n != "__version__" and not (getattr(sl, n).__doc__ or "").strip()]
 print("FACTS", json.dumps({"classes": sorted(mined.classes_found), "top": scan.top_heads(1)[0][0], "undocumented": undocumented}))
 for value in (scan, run, d, mined, result, table, null):

@@ -17,7 +17,8 @@ from successor_lens.sae_train.dictionary import load_dictionary, untrained_like
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("planted")
-    assert main(["run", "--model", "planted-gpt2", "--out", str(out)]) == 0
+    # the defaults of every figure; only the atlas's size is cut (its latents and contexts are pages, not figures)
+    assert main(["run", "--model", "planted-gpt2", "--latents", "4", "--contexts", "8", "--out", str(out)]) == 0
     return out
 
 
@@ -61,7 +62,8 @@ def test_shuffled_indices_on_planted_data_find_no_class_above_the_null(planted_r
 
 @pytest.mark.slow
 def test_run_on_a_random_gpt2_reports_every_figure_as_not_above_its_null(tmp_path, capsys):
-    assert main(["run", "--model", "random-gpt2", "--out", str(tmp_path)]) == 0
+    # the defaults of every figure; only the atlas's size is cut (its latents and contexts are pages, not figures)
+    assert main(["run", "--model", "random-gpt2", "--latents", "4", "--contexts", "8", "--out", str(tmp_path)]) == 0
     s = json.loads((tmp_path / "summary.json").read_text())
     assert not any(s["above_null"].values()), s["above_null"]
     out = capsys.readouterr().out

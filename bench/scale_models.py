@@ -125,7 +125,7 @@ def main() -> None:
             folder, gb = write_checkpoint(hf_home, repo, config)
             print(f"{shape}: wrote {gb:.1f} GB of random bf16 weights in {time.time() - start:.0f} s ({folder})", flush=True)
             base = [sys.executable, "-m", "successor_lens", "heads", "--model", repo, "--top", "1"]
-            out = hf_home / "runs"
+            out = Path(tempfile.mkdtemp(prefix="runs-", dir=hf_home))  # new folders each time: a kept cache never answers `run` from its stages
             wall, rss, line = measure([*base, "--lean", "--dtype", args.dtype, "--out", str(out / f"{shape}-lean")], env)
             rows.append([shape, f"lean ({args.dtype})", f"{wall:.0f}", f"{rss:.2f}", line])
             print("  ", rows[-1], flush=True)

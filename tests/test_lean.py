@@ -163,6 +163,7 @@ def test_run_lean_makes_the_whole_models_stages_without_it_and_a_whole_run_reuse
     assert "ran heads, activations, saes, mine; cached nothing; not run incontext, probes, atlas" in out
     assert "NOT above its null" in out or "above its null" in out  # the scan's and the mining's figures beside their nulls
     assert not (lean / "atlas").exists()
+    printed = [line.strip() for line in out.split("no atlas yet", 1)[1].splitlines()[1:4]]  # the scan's and the mining's lines
     whole = StageBodies(LazyModel("gpt2", log=lambda _: None), full, RunConfig(seeds=2, steps=40, mine=MineConfig(null_draws=2)),
                         Runtime("cpu"), progress=False)
     for stage in ("heads", "activations", "saes", "mine"):  # what `run` without --lean writes for them (no atlas: it is not compared)
@@ -178,6 +179,7 @@ def test_run_lean_makes_the_whole_models_stages_without_it_and_a_whole_run_reuse
     assert main(["run", "--model", "gpt2", *RUN, "--out", str(lean)]) == 0
     assert "ran incontext, probes, atlas; cached heads, activations, saes, mine" in capsys.readouterr().out
     assert (lean / "atlas" / "index.html").is_file()
+    assert all(line in json.loads((lean / "summary.json").read_text())["lines"] for line in printed)  # word for word the whole run's
 
 
 @pytest.mark.parametrize("bad, says", [(["--model", "planted-gpt2"], "safetensors checkpoint"),

@@ -19,6 +19,7 @@ from successor_lens.artifacts.model_export import check_exportable, export_model
 from successor_lens.cli.main import main
 from successor_lens.errors import ConfigError
 from successor_lens.filenames import EXPORT_JSON
+from successor_lens.io import file_sha256
 from successor_lens.models.loading import load_model
 from successor_lens.probes.edits import Edit, EditSet
 from successor_lens.runner.folders import run_folder
@@ -103,6 +104,15 @@ def test_edit_command_exports_and_a_rerun_replaces_its_own_files(hub_models, tmp
     second = json.loads((tmp_path / "exp" / EXPORT_JSON).read_text())
     assert second["edits"][0]["factor"] == 3.0 and first["sha256"] != second["sha256"]
     assert (tmp_path / "exp" / "my-notes.txt").read_text() == "kept"
+    # a file an older export wrote and this one does not is removed only while it holds the bytes its record hashed
+    record = tmp_path / "exp" / EXPORT_JSON
+    (tmp_path / "exp" / "stale.bin").write_bytes(b"an older export's file")
+    doc = json.loads(record.read_text())
+    doc["files"] += ["stale.bin", "my-notes.txt", ""]
+    doc["sha256"].update({"stale.bin": file_sha256([tmp_path / "exp" / "stale.bin"]), "my-notes.txt": "0" * 64})
+    record.write_text(json.dumps(doc))
+    assert main(args) == 0
+    assert not (tmp_path / "exp" / "stale.bin").exists() and (tmp_path / "exp" / "my-notes.txt").read_text() == "kept"
     # examples/exported_succession.py measures it with transformers alone, beside the hooked edit
     script = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "exported_succession.py"))
     script["main"](str(tmp_path / "exp"))

@@ -99,7 +99,8 @@ def export_model(model: str, source_kind: str, edits: list[Edit], spec_name: str
     hf_model, tokenizer = load_hf(model, source_kind)
     apply_weight_edits(hf_model, edits)
     record = dest / EXPORT_JSON
-    old = read_json(record, "export record", dict, UserError).get("files", []) if record.is_file() else []
+    before = read_json(record, "export record", dict, UserError) if record.is_file() else {}
+    old, old_sha = before.get("files", []), before.get("sha256", {})
     record.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".export{TMP_TAG}", dir=dest) as tmp:  # a killed export's is removed by the next (remove_leftovers)
         hf_model.save_pretrained(tmp, safe_serialization=True)
@@ -108,9 +109,12 @@ def export_model(model: str, source_kind: str, edits: list[Edit], spec_name: str
         share(Path(tmp))  # permissions by the umask, as every artefact (save_pretrained writes some 0600)
         for name in names:
             os.replace(Path(tmp) / name, dest / name)
-    for name in old:  # files of the previous export (ours, named in our record) that this one no longer writes
-        if isinstance(name, str) and name not in names and "/" not in name and not name.startswith("."):
-            (dest / name).unlink(missing_ok=True)
+    for name in old if isinstance(old, list) and isinstance(old_sha, dict) else []:
+        # files of the previous export that this one no longer writes: only a plain name in the folder, still holding
+        # the bytes our record hashed (so a file someone put or changed there since is never ours to remove)
+        path = dest / name if isinstance(name, str) and name and "/" not in name and not name.startswith(".") else None
+        if name not in names and path is not None and path.is_file() and old_sha.get(name) == file_sha256([path]):
+            path.unlink()
     written = [dest / n for n in names]
     write_json(record, {"provenance": provenance(source=model, source_kind=source_kind), "spec": spec_name,
                         "edits": [e.__dict__ for e in edits], "edits_digest": digest([e.__dict__ for e in edits]), "files": names,

@@ -25,8 +25,8 @@ def head_verdict(heads: HeadsRecord) -> Verdict:
     return rate_vs_chance(round(heads["best_score"] * n), n, chance, comparisons=len(heads["heads"]))
 
 
-def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: MineRecord, probe: ProbeRecord,
-                  ablation: dict[str, Any] | None = None) -> dict[str, Any]:
+def _scan_part(heads: HeadsRecord) -> tuple[dict[str, Any], Verdict]:
+    """The head scan's keys of the summary and its verdict."""
     ranked = heads["top_heads"]
     best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     v_head = head_verdict(heads)
@@ -34,26 +34,22 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
     validated = readout_validated(copying_best, heads["best_score"])
     if not validated:  # the readout finds no map at all: its succession score is no finding either way
         v_head = Verdict(v_head.value, v_head.null, False, f"readout not validated: best copying {copying_best:.2f} < {READOUT_BAR}", v_head.p)
-    fig = mine["figures"]
-    v_classes, v_raw, v_latents, v_cover = (Verdict.from_json(fig[k], "no mining null")
-                                            for k in ("classes_found", "classes_found_raw", "class_latents", "modal_coverage"))
-    per_sae = mine["per_sae"]
-    pv = probe["verdicts"]
-    v_probe, v_cos, v_arith, v_over = (Verdict.from_json(pv[k]) for k in ("probe_accuracy", "probe_feature_cosine", "arithmetic", "overshoot"))
-    arith = probe["arithmetic"]
-    feats, rand, prob = arith["SAE features"], arith["random directions"], arith["probe directions"]
-    part = lambda name, key: (arith.get(name) or {}).get(key)  # noqa: E731  (absent in runs before these parts)
-    cos_all = probe.get("probe_feature_cosine_all_items") or {}
-    mean_of = lambda key: _mean([s.get(key) for s in per_sae])  # noqa: E731
-    v_ablation = Verdict.from_json((ablation or {}).get("verdict"), "no in-context prompts fit the model")
-    s = {
-        "summary_version": SUMMARY_VERSION, "model": model,
+    return {
         "best_head": best["head"], "best_score": best["succession"], "best_score_null": v_head.null,
         "runner_up": runner["head"] if runner else None, "runner_up_score": runner["succession"] if runner else None,
         "best_ratio": best["succession"] / runner["succession"] if runner and runner["succession"] > 0 else None,
         "passes_successor_bar": heads["passes_bar"],
         "copying_best": copying_best, "readout_validated": validated,
-        "analysis_head": choice["head"], "analysis_head_reason": choice["reason"],
+    }, v_head
+
+
+def _mine_part(mine: MineRecord) -> tuple[dict[str, Any], tuple[Verdict, Verdict, Verdict, Verdict]]:
+    """The mining's keys of the summary and its verdicts (classes found, raw, class latents, modal coverage)."""
+    fig = mine["figures"]
+    v_classes, v_raw, v_latents, v_cover = (Verdict.from_json(fig[k], "no mining null")
+                                            for k in ("classes_found", "classes_found_raw", "class_latents", "modal_coverage"))
+    mean_of = lambda key: _mean([s.get(key) for s in mine["per_sae"]])  # noqa: E731
+    return {
         "classes_found": v_classes.value, "classes_found_null": v_classes.null,
         "classes_found_raw": v_raw.value, "classes_found_raw_null": v_raw.null,
         "class_latents": v_latents.value, "class_latents_null": v_latents.null,
@@ -61,6 +57,24 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
         "modal_coverage_numbers": mean_of("mean_modal_coverage_numbers"), "modal_coverage_other": mean_of("mean_modal_coverage_other"),
         "modal_coverage_all_items": (fig.get("modal_coverage_all_items") or {}).get("value"),
         "recurring_classes": len(mine["recurrence"]["modal_classes"]), "n_saes": mine["recurrence"]["n_saes"],
+    }, (v_classes, v_raw, v_latents, v_cover)
+
+
+def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: MineRecord, probe: ProbeRecord,
+                  ablation: dict[str, Any] | None = None) -> dict[str, Any]:
+    scan, v_head = _scan_part(heads)
+    mined, (v_classes, v_raw, v_latents, v_cover) = _mine_part(mine)
+    fig = mine["figures"]
+    pv = probe["verdicts"]
+    v_probe, v_cos, v_arith, v_over = (Verdict.from_json(pv[k]) for k in ("probe_accuracy", "probe_feature_cosine", "arithmetic", "overshoot"))
+    arith = probe["arithmetic"]
+    feats, rand, prob = arith["SAE features"], arith["random directions"], arith["probe directions"]
+    part = lambda name, key: (arith.get(name) or {}).get(key)  # noqa: E731  (absent in runs before these parts)
+    cos_all = probe.get("probe_feature_cosine_all_items") or {}
+    v_ablation = Verdict.from_json((ablation or {}).get("verdict"), "no in-context prompts fit the model")
+    s = {
+        "summary_version": SUMMARY_VERSION, "model": model, **scan,
+        "analysis_head": choice["head"], "analysis_head_reason": choice["reason"], **mined,
         "probe_accuracy": v_probe.value, "probe_accuracy_null": v_probe.null,
         "probe_feature_cosine": v_cos.value, "probe_feature_cosine_null": v_cos.null,
         "probe_feature_cosine_class_mean": probe["probe_feature_cosine"]["class_mean_directions"],
@@ -94,18 +108,12 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
 
 
 def lean_lines(heads: HeadsRecord, mine: MineRecord) -> list[str]:
-    """The headline lines of a run made without the whole model (`run --lean`): the head scan and the
-    mining, each beside its null and the paper's figure; the in-context, probe and edit figures wait
-    for a run that loads it."""
-    h, fig = HEADLINES, mine["figures"]
-    best = heads["top_heads"][0]
-    v_classes, v_cover = (Verdict.from_json(fig[k], "no mining null") for k in ("classes_found", "modal_coverage"))
-    per = ", ".join(str(n) for n in fig["classes_found"].get("per_sae", []))
-    return [words(h["best_score"].label.format(head=best["head"]), head_verdict(heads), h["best_score"].paper, "{:.3f}")
-            + f"; {'passes' if heads['passes_bar'] else 'does NOT pass'} the paper's bar > {SUCCESSOR_BAR}",
-            words(h["classes_found"].label.format(per=per), v_classes, h["classes_found"].paper, "{:.1f}")
-            + f"; {len(mine['recurrence']['modal_classes'])}/10 recur across seeds",
-            words(h["modal_coverage"].label, v_cover, h["modal_coverage"].paper)]
+    """The headline lines of a run made without the whole model (`run --lean`): the head scan's and
+    the mining's lines of the whole run's summary, word for word; the in-context, probe and edit
+    figures wait for a run that loads it."""
+    scan, v_head = _scan_part(heads)
+    mined, (v_classes, v_raw, _, v_cover) = _mine_part(mine)
+    return [_head_line({**scan, **mined}, v_head), *_mining_lines({**scan, **mined}, v_classes, v_raw, v_cover, mine["figures"])]
 
 
 def _mean(values) -> float | None:
@@ -117,24 +125,36 @@ def _f(v, fmt="{:.2f}") -> str:
     return "n/a" if v is None else fmt.format(v)
 
 
-def _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over, fig) -> list[str]:
+def _head_line(s, v_head) -> str:
     ratio = f", {s['best_ratio']:.1f}x the runner-up {s['runner_up']} {s['runner_up_score']:.3f}" if s["best_ratio"] else ""
     bar = "passes" if s["passes_successor_bar"] else "does NOT pass"
-    per = ", ".join(str(n) for n in fig["classes_found"].get("per_sae", []))
     h = HEADLINES
     head_line = words(h["best_score"].label.format(head=s["best_head"]), v_head, h["best_score"].paper, "{:.3f}")
     if not s["readout_validated"]:
         head_line = (head_line.removesuffix("NOT above its null") + f"readout not validated (the best copying score is "
                      f"{s['copying_best']:.2f} < {READOUT_BAR}: this OV readout cannot find copying in the model, so its succession score shows nothing)")
-    lines = [
-        head_line + f"{ratio}; {bar} the paper's bar > {SUCCESSOR_BAR}",
-        f"analysis head: {s['analysis_head']} ({s['analysis_head_reason']})",
+    return head_line + f"{ratio}; {bar} the paper's bar > {SUCCESSOR_BAR}"
+
+
+def _mining_lines(s, v_classes, v_raw, v_cover, fig) -> list[str]:
+    per = ", ".join(str(n) for n in fig["classes_found"].get("per_sae", []))
+    h = HEADLINES
+    return [
         words(h["classes_found"].label.format(per=per), v_classes, h["classes_found"].paper, "{:.1f}")
         + f"; raw count {_f(v_raw.value, '{:.1f}')} vs null {_f(v_raw.null, '{:.1f}')} ({'above' if v_raw.above else 'NOT above'});"
         + f" {s['recurring_classes']}/10 recur across seeds",
         words(h["modal_coverage"].label, v_cover, h["modal_coverage"].paper)
         + f" (every item {_f(s['modal_coverage_all_items'])}: numbers {_f(s['modal_coverage_numbers'])}, other tasks {_f(s['modal_coverage_other'])};"
         + " split numbers share their last digit, so their part is not evidence)",
+    ]
+
+
+def _lines(s, v_head, v_classes, v_raw, v_cover, v_probe, v_cos, v_arith, v_over, fig) -> list[str]:
+    h = HEADLINES
+    lines = [
+        _head_line(s, v_head),
+        f"analysis head: {s['analysis_head']} ({s['analysis_head_reason']})",
+        *_mining_lines(s, v_classes, v_raw, v_cover, fig),
         words(h["probe_accuracy"].label, v_probe, h["probe_accuracy"].paper),
         words(h["probe_feature_cosine"].label, v_cos, h["probe_feature_cosine"].paper)
         + f" (class-mean directions {_f(s['probe_feature_cosine_class_mean'])}; a probe fit on every item, numbers included,"

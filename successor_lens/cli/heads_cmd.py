@@ -26,9 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from successor_lens.artifacts.stage_files import write_scan
-    from successor_lens.models.lean import LeanCheckpoint, checkpoint_folder
+    from successor_lens.models.lean import LeanModel
     from successor_lens.models.loading import load_model, model_shape
-    from successor_lens.models.registry import canonical_name, source_for, source_kind
     from successor_lens.paper import SCAN_TEXT, SUCCESSOR_BAR
     from successor_lens.probes.head_id import parse_head_name
     from successor_lens.probes.scan import READOUT_BAR, check_lean_embedding, readout_validated, scan_heads, scan_lean
@@ -40,13 +39,13 @@ def run(args: argparse.Namespace) -> None:
     model_shape(args.model)  # an unknown or missing model is one line before any work
     if args.lean:
         check_lean_embedding(config.embedding)
-    folder = checkpoint_folder(args.model) if args.lean else None
+    lean_model = LeanModel(args.model, args.dtype) if args.lean else None  # a checkpoint that is not safetensors: one line here
     with run_folder(out_dir(args), "run", model=args.model, dtype=args.dtype) as out:
-        if folder is not None:
-            lean = LeanCheckpoint.open(folder, source_for(canonical_name(args.model)).config(canonical_name(args.model)), args.dtype)
+        if lean_model is not None:
+            lean = lean_model.checkpoint
             token_set = build_token_set(lean.tokenizer)
             result = scan_lean(lean, token_set, config)
-            model = lean.stand_in({"kind": source_kind(args.model), "source": f"{source_kind(args.model)} checkpoint {folder}"})
+            model = lean.stand_in(lean_model.source())  # provenance: the whole model's source, and what the scan read
             print(f"lean scan: read {lean.read_params:,} of {lean.total_params:,} parameters ({lean.read_params / lean.total_params:.0%}), "
                   f"held in {args.dtype}")
         else:

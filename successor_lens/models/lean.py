@@ -101,14 +101,16 @@ class LeanCheckpoint:
         """The whole model's shape on the meta device (no weights), with its tokenizer and `source`
         noted, with what was read so far: what an artefact's provenance reads, for a model never
         loaded whole."""
+        read = {"dtype": self.dtype, "parameters_read": self.read_params, "parameters_in_checkpoint": self.total_params}
+        return note(self._shape(), successor_lens_dtype=self.dtype, successor_lens_source={**source, "lean": read})
+
+    def _shape(self) -> HookedTransformer:
+        """The whole model's HookedTransformer on the meta device, with the tokenizer."""
         import torch
         from transformer_lens import HookedTransformer
 
         with torch.device("meta"):
-            model = HookedTransformer(copy.deepcopy(self.cfg), tokenizer=self.tokenizer, move_to_device=False)
-        read = {"dtype": self.dtype, "parameters_read": self.read_params, "parameters_in_checkpoint": self.total_params}
-        note(model, successor_lens_dtype=self.dtype, successor_lens_source={**source, "lean": read})
-        return model
+            return HookedTransformer(copy.deepcopy(self.cfg), tokenizer=self.tokenizer, move_to_device=False)
 
     def front(self, source: dict[str, Any]) -> HookedTransformer:
         """The whole model's shape with the checkpoint's weights where a vocabulary-level site reads:
@@ -116,15 +118,15 @@ class LeanCheckpoint:
         on the meta device, unread. Up to `stop_at_layer=1` it runs as the whole model does (the
         embed and mlp0 sites, multi-token items included); a forward pass past block 0 fails loudly."""
         one = self.layer(0, mlp=True)
-        model = self.stand_in(source)
+        model = self._shape()
         for name in ("embed", "pos_embed", "ln_final", "unembed"):
             if hasattr(one, name):
                 setattr(model, name, getattr(one, name))
         model.blocks[0] = one.blocks[0]
         model.setup()  # the hook names again, now over block 0's modules
         # what was read, not how much: the same note however many layers a scan read before (activation caches compare it)
-        note(model, successor_lens_source={**source, "lean": {"dtype": self.dtype, "read": "the embeddings, layer 0 and the unembedding"}})
-        return model
+        return note(model, successor_lens_dtype=self.dtype,
+                    successor_lens_source={**source, "lean": {"dtype": self.dtype, "read": "the embeddings, layer 0 and the unembedding"}})
 
     def _tensor(self, key: str) -> torch.Tensor:
         from safetensors import safe_open

@@ -37,13 +37,13 @@ class Headline:
 
 HEADLINES = {
     "best_score": Headline("best head by OV succession score: {head}", f"~{FIGURES['best_score']}, ~{FIGURES['best_ratio']:.0f}x the runner-up"),
-    "classes_found": Headline("mod-10 classes found above all three nulls (per SAE: {per})", str(FIGURES["classes_found"])),
+    "classes_found": Headline("mod-10 classes found by the per-class test, Holm-corrected (per SAE: {per})", str(FIGURES["classes_found"])),
     "classes_found_raw": Headline("mod-10 classes, raw count", str(FIGURES["classes_found"])),
     "modal_coverage": Headline("mean modal coverage, items whose class is not in their last token", str(FIGURES["modal_coverage"])),
     "probe_accuracy": Headline("probe accuracy, held-out non-number tasks pooled, vs shuffled labels", str(FIGURES["probe_accuracy"])),
     "probe_feature_cosine": Headline("probe (fit on non-number items)/SAE-feature cosine, vs random directions", str(FIGURES["probe_feature_cosine"])),
     "arithmetic": Headline("arithmetic through {head}, inputs whose class is not in their last token, vs random directions", str(FIGURES["arithmetic"])),
-    "overshoot": Headline("failures that overshoot, vs chance", "a greater-than bias"),
+    "overshoot": Headline("failures that overshoot, vs their predictions permuted among the failures", "a greater-than bias"),
     "ablation": Headline("ablating {head}: rise of the answer's loss on in-context succession (accuracy {clean} -> {ablated}), "
                          "vs ablating other heads",
                          f"ablating {HEAD} hurts succession"),

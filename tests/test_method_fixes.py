@@ -130,9 +130,13 @@ def test_arithmetic_reports_the_heads_ceiling_and_the_chance_of_overshooting():
 
 def test_null_verdicts_say_so_in_words():
     assert rate_vs_rate(90, 100, 10, 100).above and not rate_vs_rate(12, 100, 10, 100).above
-    v = value_vs_draws(7.0, [6, 7, 8, 5], "index-permutation null")
-    assert not v.above and words("classes", v).endswith("NOT above its null")
-    assert value_vs_draws(9.0, [6, 7, 8, 5], "null").above
+    v = value_vs_draws(7.0, [6, 7, 8, 5] * 25, "index-permutation null")
+    assert not v.above and words("classes", v).endswith("NOT above its null (p 0.50)")
+    assert value_vs_draws(9.0, [6, 7, 8, 5] * 25, "null").above
+    few = value_vs_draws(9.0, [6, 7, 8, 5], "null")  # above every draw, but 4 draws cannot give p <= 0.01
+    assert not few.above and few.p == 1 / 5 and words("x", few).endswith("NOT above its null (p 0.20) (p = 1/5: cannot reach 0.01 with 4 draws)")
+    tiny = value_vs_draws(0.003, [0.0] * 99, "null", min_effect=0.05)  # a null identically 0 makes any value "significant"
+    assert tiny.p == 0.01 and not tiny.above and "minimum effect 0.05" in words("coverage", tiny) and "constant at 0" in tiny.test
 
 
 def test_split_items_are_read_at_their_last_token_in_context():
@@ -193,7 +197,9 @@ def test_confirming_a_head_on_the_prompts_that_chose_it_passes_on_noise_and_held
         found = int(on_choosing.argmax())
         for rises, counter in ((on_choosing, "same"), (on_held_out, "held")):
             verdict = value_vs_draws(float(rises[found]), [float(r) for h, r in enumerate(rises) if h != found], "other heads")
-            same += verdict.above and counter == "same"
-            held += verdict.above and counter == "held"
+            assert not verdict.above  # 15 other heads cannot give p <= 0.01: the verdict says so rather than pass at 1/16
+            beats_all = verdict.p == 1 / 16
+            same += beats_all and counter == "same"
+            held += beats_all and counter == "held"
     assert same == trials
     assert held / trials < 0.15  # 1/16 expected; 0.15 is far in the binomial tail

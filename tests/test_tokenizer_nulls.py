@@ -13,7 +13,7 @@ import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 
 from successor_lens.features.matrix import ItemTable
-from successor_lens.features.mine_run import MineRun
+from successor_lens.features.mine_run import MineRun, class_tests
 from successor_lens.features.mining import mine, mining_null, recurrence
 from successor_lens.nulls import value_vs_draws
 from successor_lens.sae_train.dictionary import rotated_like, untrained_like
@@ -80,9 +80,11 @@ def digit_dictionary(acts: torch.Tensor, table: ItemTable, extra: int = 22, seed
 
 
 def figures_for(sae, acts, table, untrained) -> dict:
+    """The run's mining figures of one dictionary: 99 draws of each null (p can reach 0.01) and the
+    per-class test (its untrained null: the dictionary rotated)."""
     mined = [mine(sae, acts, table)]
-    nulls = [mining_null(sae, acts, table, untrained, draws=10, seed=0)]
-    return MineRun(mined, recurrence(mined), mined[0].directions, ["test"], nulls).figures()
+    nulls = [mining_null(sae, acts, table, untrained, draws=99, seed=0)]
+    return MineRun(mined, recurrence(mined), mined[0].directions, ["test"], nulls, class_tests=class_tests([sae], [False], acts, table)).figures()
 
 
 def test_a_tokenizer_that_writes_the_digit_is_not_a_finding():
@@ -91,12 +93,13 @@ def test_a_tokenizer_that_writes_the_digit_is_not_a_finding():
     sae = digit_dictionary(acts, table)
     mined = mine(sae, acts, table)
     assert len(mined.classes_found) >= 8  # the digit clusters do look like mod-10 features
-    figures = figures_for(sae, acts, table, [rotated_like(sae, 1000 + r) for r in range(10)])
+    figures = figures_for(sae, acts, table, [rotated_like(sae, 1000 + r) for r in range(99)])
     for name in ("classes_found", "classes_found_raw", "modal_coverage"):
         assert not figures[name]["above"], (name, figures[name])
     # the wrong null, index permutation alone, is fooled by the tokenizer
     assert figures["classes_found_raw"]["null_permuted"] < 5
     assert value_vs_draws(figures["classes_found_raw"]["value"], figures["classes_found_raw"]["permuted"], "index permutation").above
+    assert figures["classes_found"]["value"] == 0  # the per-class test reads no item whose digit is in its token
 
 
 def test_an_untrained_foreign_dictionary_is_judged_against_itself():
@@ -106,8 +109,8 @@ def test_an_untrained_foreign_dictionary_is_judged_against_itself():
     acts = tokenizer_only_acts(table) + 5.0  # a large shared mean, as real activations have
     torch.manual_seed(0)
     foreign = StandardSAE(StandardSAEConfig(d_in=acts.shape[1], d_sae=64))
-    ours = [untrained_like(foreign, 1000 + r, acts.mean(0)) for r in range(10)]
-    own = [rotated_like(foreign, 1000 + r) for r in range(10)]
+    ours = [untrained_like(foreign, 1000 + r, acts.mean(0)) for r in range(99)]
+    own = [rotated_like(foreign, 1000 + r) for r in range(99)]
     fig = figures_for(foreign, acts, table, own)
     assert not any(fig[name]["above"] for name in ("classes_found", "classes_found_raw", "class_latents", "modal_coverage")), fig
     wrong = [mine(u, acts, table) for u in ours]

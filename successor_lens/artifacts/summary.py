@@ -88,7 +88,7 @@ def build_summary(model: str, heads: HeadsRecord, choice: ChoiceRecord, mine: Mi
         "arithmetic_split_numbers": part("SAE features (split numbers)", "overall"),
         "arithmetic_random_split_numbers": part("random directions (split numbers)", "overall"),
         "arithmetic_split_digit_map": part("SAE features (split numbers)", "head_ceiling"),
-        "overshoot": feats["failure_overshoot_fraction"], "overshoot_chance": feats["overshoot_chance"],
+        "overshoot": feats["failure_overshoot_fraction"], "overshoot_chance": feats["overshoot_chance"], "overshoot_null": v_over.null,
         "ablation_head": (ablation or {}).get("head"), "ablation_loss_rise": v_ablation.value, "ablation_loss_rise_null": v_ablation.null,
         "ablation_clean_accuracy": ((ablation or {}).get("clean") or {}).get("accuracy"),
         "ablation_ablated_accuracy": ((ablation or {}).get("ablated") or {}).get("accuracy"),

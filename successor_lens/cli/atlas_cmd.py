@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 
 from successor_lens.artifacts.atlas_config import AtlasConfig
-from successor_lens.cli.common import add_context_arguments, add_dtype_argument, config_option, context_options, model_name, positive_int, resolve_device
+from successor_lens.cli.common import (
+    add_context_arguments,
+    add_dtype_argument,
+    add_model_seed_argument,
+    config_option,
+    context_options,
+    model_name,
+    positive_int,
+    resolve_device,
+)
 from successor_lens.filenames import ATLAS, INDEX
 
 HELP = "build the feature atlas of any saved or sae-lens pretrained dictionary alone"
@@ -19,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "model's Hugging Face id is that model)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add_dtype_argument(p)
+    add_model_seed_argument(p)
     p.add_argument("--head", default=None, help="head for the logit effects, as L{layer}H{head} (default: the scan's best)")
     config_option(p, AtlasConfig, "latents", type=positive_int)
     add_context_arguments(p)

@@ -17,8 +17,15 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"model name (default {DEFAULT_MODEL}, embedded, offline; its Hugging Face id too; or any TransformerLens name)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     add_dtype_argument(p)
+    add_model_seed_argument(p)
     p.add_argument("--verify-cache", action="store_true", help="hash every cached file in full (converted weights, "
                    "GGUF and checkpoint digests) instead of trusting hashes remembered by inode, size and mtime")
+
+
+def add_model_seed_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-seed", default=None, type=nonnegative_int, help="the seed a generated control (planted-gpt2, "
+                   "random-gpt2, random-NAME) is drawn with (default 0): `random-gpt2 --model-seed 3` is the model random-gpt2-seed3, "
+                   "with its own fingerprint and run folder (how the calibration bench measures false-positive rates)")
 
 
 def add_dtype_argument(p: argparse.ArgumentParser) -> None:

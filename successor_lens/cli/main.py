@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
         fingerprints.FULL_CHECK = True
     try:
+        if getattr(args, "model_seed", None) is not None:  # a generated control drawn with another seed is another model name
+            from successor_lens.models.controls import seeded
+
+            args.model = seeded(args.model, args.model_seed)
         code = args._run(args)
     except UserError as err:
         return _fail(args.command, str(err))

@@ -6,18 +6,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 
 from successor_lens.errors import ConfigError, UserError
+from successor_lens.features.class_test import ClassTest, class_test, unsplit_rows, untrained_codes, untrained_key, untrained_statistics
 from successor_lens.features.matrix import ItemTable
 from successor_lens.features.mine_config import MineConfig
 from successor_lens.features.mining import MinedFeatures, MiningNull, Recurrence, mine, mining_null, recurrence
 from successor_lens.filenames import MINE
 from successor_lens.io import BadFileError, atomic_path, check_safetensors, file_sha256, read_json
-from successor_lens.nulls import value_vs_draws
+from successor_lens.nulls import ALPHA, all_of, benjamini_hochberg, draws_for, fmt_p, holm, value_vs_draws
 from successor_lens.paper import FIGURES
 from successor_lens.progress import honours_progress
 from successor_lens.sae_train.dictionary import load_dictionary, rotated_like, untrained_like, weights_digest
@@ -66,8 +66,8 @@ class MineRun:
     untrained_null: str = "rotated-dictionary null"
     """Which untrained-dictionary null: our trainer's initialisation for dictionaries trained in this
     run, the tested dictionary rotated for dictionaries loaded from elsewhere."""
-    """Per SAE: sha256 of its weights file, so every artefact can be matched to the dictionary it describes."""
-    """Per SAE: the index-permutation and untrained-SAE nulls (empty when not computed)."""
+    class_tests: list[ClassTest] = field(default_factory=list)
+    """Per SAE: the per-class test (`class_test.py`), corrected over every (SAE, class) in `figures`."""
 
     def figures(self) -> dict:
         """Headline mining figures (means over the dictionaries), each with its null draws and verdict.
@@ -75,11 +75,10 @@ class MineRun:
         Three nulls, each measured in the same run (docs/method.md, "Nulls"): the index
         permutation, the tokenizer-aware relabelling (numbers relabelled keeping the token they are
         read at) and an untrained dictionary built from the tested one (`untrained_null`). A figure
-        is above its null only when it beats every draw of every null. `classes_found` counts the
-        classes whose modal feature beats the 99% quantile of the pooled null draws for that class
-        (quality = selectivity x modal coverage); its null is the same count for each null draw
-        against the others (leave one out). `classes_found_raw` is the plain
-        count of classes with an assigned latent, beside the same nulls.
+        is above its null when its permutation p against each null is at most `ALPHA` (`nulls.all_of`)
+        and it beats the nulls' means by its minimum effect (`MIN_EFFECT`). `classes_found` is the
+        per-class test's count (`classes_figure`); `classes_found_raw` is the plain count of
+        classes with an assigned latent, beside the three nulls.
         """
         stats = {
             "classes_found_raw": lambda m: len(m.classes_found),
@@ -99,25 +98,37 @@ class MineRun:
                     draws = len(getattr(self.nulls[0], kind))
                     if draws:
                         entry[kind] = [mean([stat(getattr(n, kind)[r]) for n in self.nulls]) for r in range(draws)]
-                        verdicts[kind] = value_vs_draws(value, entry[kind], what)
+                        verdicts[kind] = value_vs_draws(value, entry[kind], what, MIN_EFFECT[name])
                 entry["untrained"] = [stat(u) for u in self.nulls[0].untrained]
-                verdicts["untrained"] = value_vs_draws(value, entry["untrained"], self.untrained_null)
+                verdicts["untrained"] = value_vs_draws(value, entry["untrained"], self.untrained_null, MIN_EFFECT[name])
                 entry.update({f"null_{k}": v.null for k, v in verdicts.items()})
-                entry.update(null=max(v.null or 0.0 for v in verdicts.values()), above=all(v.above for v in verdicts.values()),
-                             test="above every draw of the " + ", ".join(v.test.split(" of the ")[-1] for v in verdicts.values()))
+                entry.update({k: v for k, v in all_of(verdicts, "the three nulls").to_json().items() if k != "value"})
             out[name] = entry
-        if have_nulls:
-            pools = [n.label_draws + self.nulls[0].untrained for n in self.nulls]
-            found = [len(beats_null(m, pool)) for m, pool in zip(self.mined, pools)]
-            pool = pools[0]
-            loo = [len(beats_null(d, pool[:r] + pool[r + 1 :])) for r, d in enumerate(pool)]
-            v = value_vs_draws(mean(found), loo, "same count for each null draw against the others")
-            out["classes_found"] = {"value": mean(found), "per_sae": found, "null_draws": loo, "null": v.null, "above": v.above,
-                                    "classes": [sorted(beats_null(m, p)) for m, p in zip(self.mined, pools)],
-                                    "test": v.test}
-        else:
-            out["classes_found"] = {"value": out["classes_found_raw"]["value"], "test": "no null computed: the raw count"}
+        out["classes_found"] = self.classes_figure() if self.class_tests else {
+            "value": out["classes_found_raw"]["value"], "test": "no null computed: the raw count"}
         return out
+
+    def classes_figure(self) -> dict[str, Any]:
+        """Classes found: per SAE, the classes whose per-class test (`class_test.py`) is rejected by
+        Holm over every (SAE, class) of the run at `ALPHA`; the figure is the mean count, above its
+        null when any class is rejected (family-wise error <= ALPHA under the null that no SAE holds
+        any class). Benjamini-Hochberg's count (false-discovery rate ALPHA) is given beside it."""
+        tests = self.class_tests
+        modulus = len(tests[0].p)
+        flat = [p for t in tests for p in t.p]
+        holm_ok, bh_ok = holm(flat, ALPHA), benjamini_hochberg(flat, ALPHA)
+        classes = [[c for c in range(modulus) if holm_ok[i * modulus + c]] for i in range(len(tests))]
+        bh = [sum(bh_ok[i * modulus : (i + 1) * modulus]) for i in range(len(tests))]
+        value = mean([len(c) for c in classes])
+        smallest = min(flat)
+        test = (f"per class: hit minus false-alarm rate of the best latent on the {tests[0].n_items} items whose class is not in their "
+                f"read-at token, above {tests[0].draws} within-task permutations and {tests[0].untrained_draws} draws of the "
+                f"{self.untrained_null}; Holm over {len(flat)} (SAE, class) tests, alpha {ALPHA}")
+        above = any(holm_ok)
+        note = None if above else f"no class passes Holm (smallest p {fmt_p(smallest)}, threshold {ALPHA / len(flat):.2g})"
+        return {"value": value, "null": 0.0, "above": above, "p": min(1.0, smallest * len(flat)), "test": test, "note": note,
+                "per_sae": [len(c) for c in classes], "classes": classes, "bh_per_sae": bh,
+                "per_class": [t.to_json() for t in tests]}
 
     def to_json(self) -> dict:
         return {
@@ -131,21 +142,9 @@ class MineRun:
         }
 
 
-def class_quality(m: MinedFeatures) -> dict[int, float]:
-    """Per class: the modal latent's selectivity times its coverage of the class (0 when not found)."""
-    return {c: float(m.selectivity[m.modal_latent[c]]) * m.modal_coverage[c] if c in m.modal_latent else 0.0
-            for c in range(m.config.modulus)}
-
-
-def beats_null(m: MinedFeatures, draws: list[MinedFeatures], q: float = 0.99) -> list[int]:
-    """Classes whose feature quality in `m` is above the `q` quantile of that class's quality over
-    the null draws (p <= 1 - q per class; with fewer than 1 / (1 - q) draws, above every draw)."""
-    quality, nulls = class_quality(m), [class_quality(d) for d in draws]
-    if not nulls:
-        return [c for c in quality if quality[c] > 0]
-    return [c for c in quality if quality[c] > 0 and quality[c] > float(np.quantile([n[c] for n in nulls], q, method="higher"))]
-
-
+MIN_EFFECT = {"classes_found_raw": 1.0, "class_latents": 1.0, "modal_coverage": 0.05, "modal_coverage_all_items": 0.05}
+"""The smallest excess over a null's mean that a mining figure must show to be above it: one class,
+one latent, five points of coverage (a null that is 0 in every draw makes 0.003 "significant")."""
 
 
 def mean(values) -> float:
@@ -191,8 +190,30 @@ def mine_model(
         untrained = [untrained_like(dictionaries[0], 1000 + r, data_mean) for r in range(null_draws)]
         kind = "untrained-dictionary null (this trainer's initialisation)"
     nulls = [mining_null(sae, acts, table, untrained if i == 0 else [], cfg, null_draws, seed=i) for i, sae in enumerate(dictionaries)]
+    tests = class_tests(dictionaries, ours, acts, table, cfg.modulus) if null_draws else []
     digests = [weights_digest(s) for s in sources]
-    return MineRun(mined, rec, directions, [_within(s, out) for s in sources], nulls, digests, kind)
+    return MineRun(mined, rec, directions, [_within(s, out) for s in sources], nulls, digests, kind, tests)
+
+
+def class_tests(dictionaries: list, ours: list[bool], acts: torch.Tensor, table: ItemTable, modulus: int = 10) -> list[ClassTest]:
+    """The per-class test of each dictionary, with draws enough for Holm over all of them
+    (`draws_for`). Its untrained null: our trainer's initialisation for ours (one set of draws for
+    dictionaries whose untrained draws are the same, `untrained_key`), the dictionary rotated for
+    one from elsewhere."""
+    draws = draws_for(len(dictionaries) * modulus)
+    data_mean = acts[~table.held_out].mean(0)
+    rows = unsplit_rows(table)
+    shared: dict[tuple, torch.Tensor] = {}
+    out = []
+    for i, (sae, own) in enumerate(zip(dictionaries, ours)):
+        key = untrained_key(sae) if own else None
+        if key is None or key not in shared:
+            codes = untrained_codes(sae, acts[rows], seed=2000 + i, data_mean=data_mean if own else None)
+            null = untrained_statistics(codes, table, draws, modulus)
+            if key is not None:
+                shared[key] = null
+        out.append(class_test(sae, acts, table, draws, shared.get(key, null) if key is not None else null, seed=i, modulus=modulus))
+    return out
 
 
 def _within(source: str, out) -> str:

@@ -47,23 +47,49 @@ def gpt2_tokenizer():
     return GPT2TokenizerFast(vocab=vocab, merges=merges)
 
 
-def control_config(name: str, seed: int = 0) -> HookedTransformerConfig:
+def digit_tokenizer():
+    """The tokenizer of `planted-digits` and `random-digits`: one token for each item of the
+    standard tasks (both variants: "Monday" and " Monday"), the digits and a few fillers, and every
+    number split into its digits, as Llama's, Gemma's and SmolLM2's tokenizers split them (" 13" is
+    " ", "1", "3"). Anything else is <unk>. Built in code (Hugging Face `tokenizers`), offline."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", " ", "\n", "the", " the", "of", " of", "and", " and", ",", ".", ":", "-", *(str(d) for d in range(10))]
+    for task in standard_tasks():
+        if task.name != "numbers":
+            words += [w for item in task.items for w in (item, " " + item)]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[A-Za-z]+|[0-9]| ?[^\sA-Za-z0-9]+|\s"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>")
+
+
+def control_config(name: str, seed: int = 0, d_vocab: int = 50257) -> HookedTransformerConfig:
     return HookedTransformerConfig(
-        n_layers=4, d_model=256, d_head=128, n_heads=4, d_mlp=512, d_vocab=50257, n_ctx=256,
+        n_layers=4, d_model=256, d_head=128, n_heads=4, d_mlp=512, d_vocab=d_vocab, n_ctx=256,
         act_fn="gelu_new", normalization_type="LN", positional_embedding_type="standard",
         original_architecture="GPT2LMHeadModel", default_prepend_bos=True, model_name=name, seed=seed,
     )
 
 
 @torch.no_grad()
-def build_control(name: str, plant: bool, seed: int = 0) -> HookedTransformer:
+def build_control(name: str, plant: bool, seed: int = 0, digits: bool = False, strength: float = 1.0, noise: float = 0.0) -> HookedTransformer:
     """A control model named `name`, in fp32 on the CPU, in eval mode: with the successor head
-    planted (`planted-gpt2`) or every weight TransformerLens's random initialisation (`random-gpt2`)."""
-    model = HookedTransformer(control_config(name, seed), move_to_device=False)
-    model.tokenizer = gpt2_tokenizer()  # set after construction: TransformerLens would re-load it from the hub by name
+    planted (`planted-gpt2`, `planted-digits`) or every weight TransformerLens's random
+    initialisation (`random-gpt2`, `random-digits`). `digits`: the digit-splitting `digit_tokenizer`
+    instead of GPT-2's. `strength` scales the planted class amplitude and `noise` adds a random
+    vector of that norm to each planted item (the calibration bench's graded plant; 1 and 0 are the
+    controls as named)."""
+    tokenizer = digit_tokenizer() if digits else gpt2_tokenizer()
+    model = HookedTransformer(control_config(name, seed, len(tokenizer) if digits else 50257), move_to_device=False)
+    model.tokenizer = tokenizer  # set after construction: TransformerLens would re-load it from the hub by name
     if plant:
-        _plant(model, seed)
-    note(model, successor_lens_source=f"generated control {name} (seed {seed}), GPT-2 tokenizer from successor_lens/data/gpt2")
+        _plant(model, seed, strength, noise)
+    which = "a digit-splitting word tokenizer (planted.digit_tokenizer)" if digits else "GPT-2 tokenizer from successor_lens/data/gpt2"
+    graded = f", class amplitude x{strength:g}, item noise {noise:g}" if plant and (strength != 1.0 or noise) else ""
+    note(model, successor_lens_source=f"generated control {name} (seed {seed}{graded}), {which}")
     return model.eval()
 
 
@@ -115,7 +141,7 @@ def _orthonormal(n: int, d: int, gen: torch.Generator) -> torch.Tensor:
     return q[:, 1 : n + 1].T.contiguous()
 
 
-def _plant(model: HookedTransformer, seed: int) -> None:
+def _plant(model: HookedTransformer, seed: int, strength: float = 1.0, noise: float = 0.0) -> None:
     items = _items(model.tokenizer)
     tasks = sorted({t for t, _, _, _ in items.values()})
     n_decades = max(i for _, i, _, _ in items.values()) // 10 + 1
@@ -140,9 +166,14 @@ def _plant(model: HookedTransformer, seed: int) -> None:
     A = AMPLITUDE
     norm = (A["class"] ** 2 + A["decade"] ** 2 + A["task"] ** 2) ** 0.5
     W_E *= norm / W_E.norm(dim=-1, keepdim=True)
+    noise_gen = torch.Generator().manual_seed(seed + 11)
     for tok, (task, index, space, _) in items.items():
-        v = A["class"] * cls[index % 10] + A["decade"] * dec[index // 10] + A["task"] * task_d[tasks.index(task)]
+        v = strength * A["class"] * cls[index % 10] + A["decade"] * dec[index // 10] + A["task"] * task_d[tasks.index(task)]
         v = v + (A["space"] * space_d if space else 0) + (A["wrap"] * wrap_d[wrap_row[tok]] if tok in wrap_row else 0)
+        if noise:
+            e = torch.randn(d, generator=noise_gen)
+            e -= e.mean()
+            v = v + noise * e / e.norm()
         W_E[tok] = v
     model.embed.W_E.copy_(W_E)
 

@@ -69,13 +69,18 @@ class ArithmeticResult:
     reason: str | None = None
     numbers_20_29: float | None = None
     """Success on the report cases whose input is a number 20..29 (the paper's 0.89)."""
+    overshoot_null: list[float] | None = None
+    """The overshoot fraction with the failures' predictions permuted among the failures of the
+    same task variant, `OVERSHOOT_DRAWS` times (`overshoot_null`): its null."""
 
     def summary(self) -> dict:
         return {"overall": self.overall, "per_task": self.success, "scale_k": self.scale, "scale_at_grid_edge": self.scale_at_edge,
                 "n_cases": self.n_cases, "hits": self.hits, "n": self.n, "head_ceiling": self.ceiling,
                 "success_when_head_right": self.conditional, "n_head_right": self.n_head_right,
                 "failure_overshoot_fraction": self.overshoot, "overshoot_chance": self.overshoot_chance,
-                "n_failures": self.n_failures, "n_overshoot": self.n_overshoot, "numbers_20_29": self.numbers_20_29, "reason": self.reason}
+                "n_failures": self.n_failures, "n_overshoot": self.n_overshoot, "numbers_20_29": self.numbers_20_29, "reason": self.reason,
+                "overshoot_null_mean": sum(self.overshoot_null) / len(self.overshoot_null) if self.overshoot_null else None,
+                "overshoot_null_draws": len(self.overshoot_null or [])}
 
 
 def _nearest_rows(table: ItemTable, in_task: Tensor, target: int) -> dict[int, int]:
@@ -151,6 +156,8 @@ def vector_arithmetic(
         if after_chance is not None:
             chance.append(after_chance)
     over = torch.tensor(overs, dtype=torch.bool)
+    failed = [(t, int(tokens[p]), table.tasks[t]) for t, p in zip(target[report][miss].tolist(), pred[miss].tolist())]
+    over_null = overshoot_null(table, failed, {t: near for t, (near, _) in by_target.items()}, seed)
     preds = [(tasks[i], table.texts[int(a[report][i])], int(j[report][i]), table.texts[int(target[report][i])], table.texts[int(pred[i])])
              for i in range(len(report))]
     n_right = int(head_right.sum())
@@ -161,8 +168,42 @@ def vector_arithmetic(
         hits=int(hit.sum()), n=len(report), ceiling=head_right.float().mean().item(),
         conditional=hit[head_right].float().mean().item() if n_right else None, n_head_right=n_right,
         scale_at_edge=best_i in (0, len(SCALES) - 1), n_failures=n_fail, n_overshoot=int(over.sum()),
-        numbers_20_29=hit[twenties].float().mean().item() if twenties.any() else None,
+        numbers_20_29=hit[twenties].float().mean().item() if twenties.any() else None, overshoot_null=over_null,
     )
+
+
+OVERSHOOT_DRAWS = 999
+"""Draws of the overshoot's null."""
+
+
+def overshoot_null(table: ItemTable, failed: list[tuple[int, int, str]], near: dict[int, dict[int, int]], seed: int = 0,
+                   draws: int = OVERSHOOT_DRAWS) -> list[float]:
+    """The overshoot fraction of failures (target row, predicted token, task variant) with the
+    predictions permuted among the failures of the same task variant: what the predictions' own
+    distribution gives (a head that always says "December" overshoots most targets), with their tie
+    to the target broken. A pair whose permuted prediction is the target itself is left out. `near`:
+    per target row, token -> the task's row nearest the target with that token."""
+    if len(failed) < 2:
+        return []
+    gen = torch.Generator().manual_seed(seed + 17)
+    after_sum, counted = torch.zeros(draws), torch.zeros(draws)
+    for task in dict.fromkeys(t for _, _, t in failed):
+        group = [(t, p) for t, p, k in failed if k == task]
+        g = len(group)
+        targets = torch.tensor([t for t, _ in group])
+        offsets = table.offsets(targets)
+        A = torch.zeros(g, g)  # A[i, j]: target i's failure overshoots with failure j's prediction
+        valid = torch.zeros(g, g)
+        for i, (t, _) in enumerate(group):
+            for j, (_, p) in enumerate(group):
+                row = near[t].get(p)
+                if row is not None and p != int(table.tokens[t]):
+                    A[i, j], valid[i, j] = float(offsets[i, row] > 0), 1.0
+        perm = torch.rand(draws, g, generator=gen).argsort(-1)
+        rows = torch.arange(g).expand(draws, g)
+        after_sum += A[rows, perm].sum(-1)
+        counted += valid[rows, perm].sum(-1)
+    return (after_sum / counted.clamp_min(1)).tolist()
 
 
 def random_directions(like: dict[int, Tensor], seed: int = 0) -> dict[int, Tensor]:

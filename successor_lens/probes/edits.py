@@ -250,19 +250,22 @@ def kpi_table(before: Measures, after: Measures) -> list[dict]:
     return table
 
 
-ABLATION_NULL_HEADS = (15, 7)
-"""Other heads whose ablation is the found head's null: all of them when there are at most 15,
-else 7 drawn by the seed (every ablation is one more copy of each forward pass)."""
+ABLATION_NULL_HEADS = 99
+"""Other heads whose ablation is the found head's null: all of them when there are at most this
+many, else this many drawn by the seed. 99 is the fewest with which the permutation p can reach
+`nulls.ALPHA` (1/100); a model with fewer heads gets a verdict that says it cannot."""
+COPIES_PER_PASS = 16
+"""Ablation variants run as copies of the prompts in one forward pass (memory: copies x prompts)."""
 
 
 @torch.no_grad()
 def ablation_effect(model: HookedTransformer, prompts: list[Prompt], head: str, seed: int = 0) -> dict[str, Any]:
     """In-context succession with `head`'s output zeroed (an `ablate_head` edit, mode zero), against
     the same ablation of other heads (`ABLATION_NULL_HEADS`): a head the behaviour relies on costs
-    more than any of them. The figure is the rise of the answer's loss (mean -log p over the
-    prompts, nats): continuous, so it does not saturate as top-1 accuracy near 1 does; the accuracy
-    (top-1 over the vocabulary) before and after is reported beside it. Every variant runs as one
-    copy of the prompts in the same forward pass."""
+    more than they do, by a permutation test at `nulls.ALPHA`. The figure is the rise of the
+    answer's loss (mean -log p over the prompts, nats): continuous, so it does not saturate as
+    top-1 accuracy near 1 does; the accuracy (top-1 over the vocabulary) before and after is
+    reported beside it. Variants run as copies of the prompts, `COPIES_PER_PASS` to a forward pass."""
     import random
 
     from successor_lens.nulls import value_vs_draws
@@ -270,23 +273,24 @@ def ablation_effect(model: HookedTransformer, prompts: list[Prompt], head: str, 
 
     found = parse_head_name(head)
     others = [(l, k) for l in range(model.cfg.n_layers) for k in range(model.cfg.n_heads) if (l, k) != found]
-    most, sampled = ABLATION_NULL_HEADS
-    if len(others) > most:
-        others = sorted(random.Random(seed).sample(others, sampled))
+    if len(others) > ABLATION_NULL_HEADS:
+        others = sorted(random.Random(seed).sample(others, ABLATION_NULL_HEADS))
     variants: list[tuple[int, int] | None] = [None, found, *others]
     hits: list[list[float]] = [[] for _ in variants]
     losses: list[list[float]] = [[] for _ in variants]
     for group, ids in by_length(model, prompts):
         n = len(group)
-        layers = sorted({t[0] for t in variants if t is not None})
-        hooks = [(get_act_name("z", l), _zero_per_copy([(v, t[1]) for v, t in enumerate(variants) if t is not None and t[0] == l], n))
-                 for l in layers]
-        logp = model.run_with_hooks(ids.repeat(len(variants), 1), fwd_hooks=hooks)[:, -1].log_softmax(-1)
-        answers = torch.tensor([p.answer for p in group], device=logp.device)
-        for v in range(len(variants)):
-            rows = logp[v * n : (v + 1) * n]
-            hits[v] += (rows.argmax(-1) == answers).float().tolist()
-            losses[v] += (-rows.gather(-1, answers[:, None])[:, 0]).tolist()
+        answers = torch.tensor([p.answer for p in group], device=ids.device)
+        for start in range(0, len(variants), COPIES_PER_PASS):
+            chunk = variants[start : start + COPIES_PER_PASS]
+            layers = sorted({t[0] for t in chunk if t is not None})
+            hooks = [(get_act_name("z", l), _zero_per_copy([(v, t[1]) for v, t in enumerate(chunk) if t is not None and t[0] == l], n))
+                     for l in layers]
+            logp = model.run_with_hooks(ids.repeat(len(chunk), 1), fwd_hooks=hooks)[:, -1].log_softmax(-1)
+            for v in range(len(chunk)):
+                rows = logp[v * n : (v + 1) * n]
+                hits[start + v] += (rows.argmax(-1) == answers).float().tolist()
+                losses[start + v] += (-rows.gather(-1, answers[:, None])[:, 0]).tolist()
     acc = [sum(h) / len(h) for h in hits]
     loss = [sum(x) / len(x) for x in losses]
     rises = {head_name(*t): loss[v] - loss[0] for v, t in enumerate(variants) if v >= 2 and t is not None}

@@ -11,7 +11,7 @@ from transformer_lens import HookedTransformer
 
 from successor_lens.display import html_card
 from successor_lens.features.mine_run import item_acts, item_table
-from successor_lens.nulls import Verdict, missing, rate_vs_chance, rate_vs_rate
+from successor_lens.nulls import Verdict, missing, rate_vs_rate, value_vs_draws
 from successor_lens.paper import ARITHMETIC, FIGURES
 from successor_lens.probes.arithmetic import ArithmeticResult, offset_profile, random_directions, vector_arithmetic
 from successor_lens.probes.circuit import OVCircuit
@@ -25,6 +25,10 @@ def _verdict_line(name: str, v: Verdict) -> str:
     value = "n/a" if v.value is None else f"{v.value:.3f}"
     null = "n/a" if v.null is None else f"{v.null:.3f}"
     return f"{name} {value} vs null {null}" + ("" if v.above else " (NOT above its null)")
+
+
+OVERSHOOT_MIN_EFFECT = 0.05
+"""The smallest excess of the failures' overshoot over its null's mean that counts as a bias."""
 
 
 @dataclass
@@ -53,8 +57,9 @@ class ProbeRun:
     def verdicts(self) -> dict[str, Verdict]:
         feats, rand = self.arithmetic["SAE features"], self.arithmetic["random directions"]
         arith = rate_vs_rate(feats.hits, feats.n, rand.hits, rand.n) if feats.n and rand.n else missing(feats.reason or rand.reason or "no cases")
-        over = (rate_vs_chance(feats.n_overshoot, feats.n_failures, feats.overshoot_chance)
-                if feats.n_failures and feats.overshoot_chance is not None else missing("no failures"))
+        over = (missing("the arithmetic is not above its null, so its failures are no evidence") if not arith.above
+                else value_vs_draws(feats.overshoot, feats.overshoot_null or [], "overshoot with the predictions permuted among "
+                                    "failures of the same task", OVERSHOOT_MIN_EFFECT))
         return {"probe_accuracy": self.probe.verdict(), "probe_feature_cosine": self.cosine.verdict, "arithmetic": arith, "overshoot": over}
 
     def to_json(self) -> dict:

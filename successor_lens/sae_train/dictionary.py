@@ -302,37 +302,50 @@ def evaluate(sae: SAE, acts: torch.Tensor | Iterable[torch.Tensor], batch_size: 
 
 
 @torch.no_grad()
-def rotated_like(sae, seed: int):
+def haar_rotation(d: int, seed: int) -> torch.Tensor:
+    """A Haar-distributed d x d rotation drawn by `seed` (QR of a Gaussian, signs fixed)."""
+    gen = torch.Generator().manual_seed(seed)
+    Q, R = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    return Q * torch.sign(torch.diagonal(R))
+
+
+def rotated_like(sae, seed: int, Q: torch.Tensor | None = None):
     """The tested dictionary with its input space randomly rotated: W_enc -> Q W_enc, W_dec -> W_dec Q^T,
     every bias, threshold, k, norm and the latents' geometry among themselves kept (`b_dec` too,
     so inputs are centred as the dictionary centres them). The untrained-dictionary null built from
     the dictionary itself: its architecture and its weights' statistics, whatever tool trained or
-    initialised it, with nothing aligned to the data. A never-trained dictionary is its own null."""
+    initialised it, with nothing aligned to the data. A never-trained dictionary is its own null.
+    `Q`: the rotation (default `haar_rotation(d_in, seed)`)."""
     import copy
 
     fresh = copy.deepcopy(sae)
-    d = fresh.W_dec.shape[1]
-    gen = torch.Generator().manual_seed(seed)
-    Q, R = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
-    Q = (Q * torch.sign(torch.diagonal(R))).to(fresh.W_dec)  # Haar-distributed
+    Q = (haar_rotation(fresh.W_dec.shape[1], seed) if Q is None else Q).to(fresh.W_dec)
     with torch.no_grad():
         fresh.W_enc.data = (Q @ fresh.W_enc.data.to(Q)).to(fresh.W_enc)
         fresh.W_dec.data = (fresh.W_dec.data.to(Q) @ Q.T).to(fresh.W_dec)
     return fresh
 
 
+def untrained_parameters(sae, draws: int, generator: torch.Generator, data_mean: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Stacked parameters ([draws, ...]) of `draws` copies of `sae` at initialisation, as our trainer
+    starts one: random unit decoder rows, W_enc = W_dec^T, zero encoder bias, b_dec at the data mean
+    (zero without one). Any other parameter (a JumpReLU threshold) is the dictionary's own."""
+    W_dec = torch.randn(draws, *sae.W_dec.shape, generator=generator)
+    W_dec /= W_dec.norm(dim=-1, keepdim=True)
+    mean = data_mean.float() if data_mean is not None else torch.zeros(sae.b_dec.shape)
+    return {"W_dec": W_dec, "W_enc": W_dec.transpose(1, 2), "b_enc": torch.zeros(draws, *sae.b_enc.shape),
+            "b_dec": mean.expand(draws, *sae.b_dec.shape)}
+
+
 def untrained_like(sae, seed: int, data_mean: torch.Tensor | None = None):
-    """A copy of `sae` at initialisation, as our trainer starts one: random unit decoder rows,
-    W_enc = W_dec^T, zero encoder bias, b_dec at the data mean. The untrained-SAE null: what
-    mining reports on a dictionary of the same shape and activation function that learned nothing."""
+    """A copy of `sae` at initialisation (`untrained_parameters`, one draw by `seed`). The
+    untrained-SAE null: what mining reports on a dictionary of the same shape and activation
+    function that learned nothing."""
     import copy
 
     fresh = copy.deepcopy(sae)
-    gen = torch.Generator().manual_seed(seed)
-    W_dec = torch.randn(fresh.W_dec.shape, generator=gen)
-    W_dec /= W_dec.norm(dim=-1, keepdim=True)
-    fresh.W_dec.data = W_dec.to(fresh.W_dec)
-    fresh.W_enc.data = W_dec.T.contiguous().to(fresh.W_enc)
-    fresh.b_enc.data.zero_()
-    fresh.b_dec.data = (data_mean if data_mean is not None else torch.zeros_like(fresh.b_dec)).to(fresh.b_dec)
+    params = untrained_parameters(fresh, 1, torch.Generator().manual_seed(seed), data_mean)
+    with torch.no_grad():
+        for name, value in params.items():
+            getattr(fresh, name).data = value[0].contiguous().to(getattr(fresh, name))
     return fresh

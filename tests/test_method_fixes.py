@@ -1,5 +1,6 @@
 """One test per method fix of the findings issue; each fails on the old behaviour."""
 
+import pytest
 import torch
 from conftest import WordTokenizer, make_planted, tiny_config
 
@@ -203,3 +204,38 @@ def test_confirming_a_head_on_the_prompts_that_chose_it_passes_on_noise_and_held
             held += beats_all and counter == "held"
     assert same == trials
     assert held / trials < 0.15  # 1/16 expected; 0.15 is far in the binomial tail
+
+
+def test_overshoot_null_equals_a_loop_over_permuted_failures_and_a_fixed_guess_is_not_a_bias():
+    """The overshoot's null permutes the failures' predictions within each task: the vectorised form
+    equals a loop over the same permutations, and a head that always names the same late item (it
+    "overshoots" most targets, as chance's formula would count it) is no bias against it."""
+    from successor_lens.probes.arithmetic import _after, _nearest_rows, overshoot_null
+    from successor_lens.tasks import same_task
+
+    days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    tasks = [Task("days", tuple(days), tuple(range(1, 8)), cyclic=True), Task("numbers", tuple(str(i) for i in range(30)), tuple(range(30)))]
+    table = ItemTable.from_token_set(build_token_set(WordTokenizer(days + [str(i) for i in range(30)]), tasks, variants="nospace"))
+    gen = torch.Generator().manual_seed(0)
+    failed = [(t, int(table.tokens[int(p)]), table.tasks[t]) for t, p in
+              ((int(t), int(torch.randint(len(table.tasks), (1,), generator=gen))) for t in torch.randint(len(table.tasks), (40,), generator=gen))
+              if table.tasks[t] == table.tasks[p] and p != t]
+    got = overshoot_null(table, failed, seed=1, draws=20)
+    same = same_task(table.tasks)
+    perm_gen = torch.Generator().manual_seed(1 + 17)
+    sums, counts = torch.zeros(20), torch.zeros(20)
+    for task in dict.fromkeys(k for _, _, k in failed):
+        group = [(t, p) for t, p, k in failed if k == task]
+        perm = torch.rand(20, len(group), generator=perm_gen).argsort(-1)
+        for d in range(20):
+            for i, (t, _) in enumerate(group):
+                p = group[int(perm[d, i])][1]
+                if p != int(table.tokens[t]):
+                    sums[d] += float(_after(table, t, torch.tensor([_nearest_rows(table, same[t], t)[p]]))[0])
+                    counts[d] += 1
+    assert got == pytest.approx((sums / counts).tolist(), abs=1e-6)
+    numbers = [r for r, k in enumerate(table.tasks) if k.startswith("numbers")]
+    late = int(table.tokens[numbers[-1]])
+    always_late = [(t, late, table.tasks[t]) for t in numbers[:25]]  # "29" for every target below 25
+    observed = 1.0  # every such failure overshoots
+    assert sum(v >= observed for v in overshoot_null(table, always_late)) == len(overshoot_null(table, always_late))

@@ -101,10 +101,11 @@ def _after(table: ItemTable, target: int, others: Tensor) -> Tensor:
 @torch.no_grad()
 def vector_arithmetic(
     circuit: OVCircuit, acts_ND: Tensor, table: ItemTable, directions: dict[int, Tensor], seed: int = 0,
-    split: bool | None = None,
+    split: bool | None = None, with_null: bool = False,
 ) -> ArithmeticResult:
     """`split`: None for every case; False for the cases whose input is not split into tokens (its
-    class is not written in the token it is read at); True for split items only."""
+    class is not written in the token it is read at); True for split items only. `with_null`: the
+    overshoot's null (`overshoot_null`) too."""
     cases = [c for c in _cases(table) if c[1] in directions and int(table.residues[c[0]]) in directions]
     if split is not None:
         is_split = table.split
@@ -157,7 +158,7 @@ def vector_arithmetic(
             chance.append(after_chance)
     over = torch.tensor(overs, dtype=torch.bool)
     failed = [(t, int(tokens[p]), table.tasks[t]) for t, p in zip(target[report][miss].tolist(), pred[miss].tolist())]
-    over_null = overshoot_null(table, failed, {t: near for t, (near, _) in by_target.items()}, seed)
+    over_null = overshoot_null(table, failed, seed) if with_null else None
     preds = [(tasks[i], table.texts[int(a[report][i])], int(j[report][i]), table.texts[int(target[report][i])], table.texts[int(pred[i])])
              for i in range(len(report))]
     n_right = int(head_right.sum())
@@ -176,13 +177,13 @@ OVERSHOOT_DRAWS = 999
 """Draws of the overshoot's null."""
 
 
-def overshoot_null(table: ItemTable, failed: list[tuple[int, int, str]], near: dict[int, dict[int, int]], seed: int = 0,
-                   draws: int = OVERSHOOT_DRAWS) -> list[float]:
+def overshoot_null(table: ItemTable, failed: list[tuple[int, int, str]], seed: int = 0, draws: int = OVERSHOOT_DRAWS) -> list[float]:
     """The overshoot fraction of failures (target row, predicted token, task variant) with the
     predictions permuted among the failures of the same task variant: what the predictions' own
     distribution gives (a head that always says "December" overshoots most targets), with their tie
-    to the target broken. A pair whose permuted prediction is the target itself is left out. `near`:
-    per target row, token -> the task's row nearest the target with that token."""
+    to the target broken. A predicted token stands for the task's row nearest the target with that
+    token (split numbers share last digits); a pair whose permuted prediction is the target's own
+    token is left out."""
     if len(failed) < 2:
         return []
     gen = torch.Generator().manual_seed(seed + 17)
@@ -191,18 +192,21 @@ def overshoot_null(table: ItemTable, failed: list[tuple[int, int, str]], near: d
         group = [(t, p) for t, p, k in failed if k == task]
         g = len(group)
         targets = torch.tensor([t for t, _ in group])
-        offsets = table.offsets(targets)
-        A = torch.zeros(g, g)  # A[i, j]: target i's failure overshoots with failure j's prediction
-        valid = torch.zeros(g, g)
-        for i, (t, _) in enumerate(group):
-            for j, (_, p) in enumerate(group):
-                row = near[t].get(p)
-                if row is not None and p != int(table.tokens[t]):
-                    A[i, j], valid[i, j] = float(offsets[i, row] > 0), 1.0
+        rows = torch.tensor([t == task for t in table.tasks]).nonzero().flatten()
+        offsets = table.offsets(targets, rows)  # [g, rows of the task]
+        tokens = table.tokens[rows]
+        vocab, column = torch.unique(tokens, return_inverse=True)
+        # after[i, u]: the task's row with token u nearest target i lies after it
+        distance = offsets.abs().float() + torch.arange(len(rows)) * 1e-6  # ties: the first row, as _nearest_rows
+        nearest = torch.stack([torch.where(column == u, distance, float("inf")).argmin(-1) for u in range(len(vocab))], 1)
+        after = offsets.gather(1, nearest) > 0
+        predicted = torch.searchsorted(vocab, torch.tensor([p for _, p in group]))
+        own = torch.searchsorted(vocab, table.tokens[targets])
         perm = torch.rand(draws, g, generator=gen).argsort(-1)
-        rows = torch.arange(g).expand(draws, g)
-        after_sum += A[rows, perm].sum(-1)
-        counted += valid[rows, perm].sum(-1)
+        u = predicted[perm]  # [draws, g]: the permuted prediction of each target
+        valid = u != own[None, :]
+        after_sum += (after.float()[torch.arange(g)[None, :], u] * valid).sum(-1)
+        counted += valid.sum(-1)
     return (after_sum / counted.clamp_min(1)).tolist()
 
 

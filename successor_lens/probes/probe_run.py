@@ -97,7 +97,7 @@ def probe_model(
     probe_dirs = {c: probe.directions[i] for i, c in enumerate(probe.classes) if c in directions}
     rand = random_directions(directions, seed) if directions else {}
     arith = {
-        "SAE features": vector_arithmetic(circuit, mlp0, table, directions, seed, split=False),
+        "SAE features": vector_arithmetic(circuit, mlp0, table, directions, seed, split=False, with_null=True),
         "random directions": vector_arithmetic(circuit, mlp0, table, rand, seed, split=False),
         "probe directions": vector_arithmetic(circuit, mlp0, table, probe_dirs, seed, split=False),
         "SAE features (all cases)": vector_arithmetic(circuit, mlp0, table, directions, seed),

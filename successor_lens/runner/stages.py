@@ -104,11 +104,16 @@ class StageBodies:
         run = probe_model(self.model, directions, head, self.config.seed, self.config.tasks, self.config.scan_tasks, run_folder=self.out)
         return write_probe(run, self.model, self.out)
 
+    def summary(self) -> dict[str, Any]:
+        """summary.json's figures and verdicts from the stages before the atlas (the calibration bench reads them too)."""
+        incontext = INCONTEXT_RECORD.read(self.out)
+        return build_summary(self.model.cfg.model_name, HEADS_RECORD.read(self.out), incontext["choice"], MINE_RECORD.read(self.out),
+                             PROBE_RECORD.read(self.out), incontext.get("ablation"))
+
     def atlas(self) -> list[Path]:
         heads, mine_json, mine_embed, probe_json = (HEADS_RECORD.read(self.out), MINE_RECORD.read(self.out), MINE_EMBED_RECORD.read(self.out),
                                                     PROBE_RECORD.read(self.out))
-        incontext = INCONTEXT_RECORD.read(self.out)
-        summary = build_summary(self.model.cfg.model_name, heads, incontext["choice"], mine_json, probe_json, incontext.get("ablation"))
+        summary = self.summary()
         summary_path = write_json(self.out / SUMMARY, {"provenance": provenance(**model_provenance(self.model)), **summary})
         entries = []
         for name, (site, seed) in self.config.sae_names().items():

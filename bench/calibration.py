@@ -38,8 +38,13 @@ VERDICTS = ("best_score", "ablation_loss_rise", "classes_found", "classes_found_
 STAGES = ("heads", "activations", "saes", "mine", "incontext", "probes")
 
 
+LINES: dict[str, list[str]] = {}
+"""Each run's summary lines, by run name (written with --out)."""
+
+
 def verdicts(model, folder: Path, seeds: int = 3) -> dict[str, bool]:
-    """Every stage of `run` but the atlas, with the default settings; the summary's verdicts."""
+    """Every stage of `run` but the atlas, with the default settings; the summary's verdicts (its
+    lines are kept in `LINES`)."""
     from successor_lens.runner.run_config import RunConfig
     from successor_lens.runner.stages import StageBodies
     from successor_lens.sae_train.runtime import Runtime
@@ -47,7 +52,9 @@ def verdicts(model, folder: Path, seeds: int = 3) -> dict[str, bool]:
     bodies = StageBodies(model, folder, RunConfig(seeds=seeds), Runtime("cpu"), progress=False)
     for stage in STAGES:
         getattr(bodies, stage)()
-    return dict(bodies.summary()["above_null"])
+    summary = bodies.summary()
+    LINES[folder.name] = summary["lines"]
+    return dict(summary["above_null"])
 
 
 def reference_test(model) -> bool:
@@ -154,7 +161,7 @@ def main() -> None:
                 print(f"  S={s:<5} " + " ".join("x" if row.get(v) else "." for v in (*VERDICTS, "reference")))
             print("          " + " ".join(v[0] for v in (*VERDICTS, "reference")) + "  (columns in the order above)")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+        Path(args.out).write_text(json.dumps({**result, "lines": LINES}, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ def _head_line(s, v_head) -> str:
 
 
 def _mining_lines(s, v_classes, v_raw, v_cover, fig) -> list[str]:
-    per = ", ".join(str(n) for n in fig["classes_found"].get("per_sae", []))
+    classes = fig["classes_found"].get("classes") or [[]] * len(fig["classes_found"].get("per_sae", []))
+    per = ", ".join(f"{n}" + (f" [{' '.join(str(c) for c in cs)}]" if cs else "") for n, cs in zip(fig["classes_found"].get("per_sae", []), classes))
     h = HEADLINES
     return [
         words(h["classes_found"].label.format(per=per), v_classes, h["classes_found"].paper, "{:.1f}")

@@ -66,26 +66,39 @@ def unsplit_rows(table: ItemTable) -> Tensor:
     return (~table.split & ~table.held_out).nonzero().flatten()
 
 
-def class_statistic(acts_FN: Tensor, residues_DN: Tensor, modulus: int = 10) -> tuple[Tensor, Tensor]:
+def class_statistic(acts: Tensor, residues_DN: Tensor, modulus: int = 10) -> tuple[Tensor, Tensor]:
     """[draws, classes] max over latents of the standardised difference between the latent's mean
     activation in the class and outside it ((mean_in - mean_out) / pooled sd, Cohen's d), and the
     latent that attains it; NaN for a class with no item (or no item outside it). Unlike a hit
     rate it does not saturate: a latent that fires on exactly the class, strongly and evenly (what
-    training makes), scores above one that happens to separate it by a hair (what chance makes)."""
-    a = acts_FN.float()
-    n = a.shape[1]
+    training makes), scores above one that happens to separate it by a hair (what chance makes).
+    `acts`: [latents, items] under `draws` labellings, or [draws, latents, items] (each dictionary
+    of a null) under one labelling; either way one matrix product."""
+    a = acts.float()
+    if a.ndim == 2:
+        a = a[None]
+    B, F, n = a.shape
+    D = residues_DN.shape[0]
+    if B > 1 and D > 1:
+        raise ValueError("class_statistic takes several dictionaries or several labellings, not both")
     onehot_DNC = torch.nn.functional.one_hot(residues_DN, modulus).float()
+
+    def per_class(x: Tensor) -> Tensor:  # [max(B, D), F, C]: sums of x over each class's items
+        if B == 1:
+            return (x[0] @ onehot_DNC.permute(1, 0, 2).reshape(n, D * modulus)).reshape(F, D, modulus).permute(1, 0, 2)
+        return (x.reshape(B * F, n) @ onehot_DNC[0]).reshape(B, F, modulus)
+
     n_in = onehot_DNC.sum(1)[:, None, :]  # [D, 1, C]
     n_out = n - n_in
-    s1, s2 = torch.einsum("fn,dnc->dfc", a, onehot_DNC), torch.einsum("fn,dnc->dfc", a * a, onehot_DNC)
-    t1, t2 = a.sum(1)[None, :, None], (a * a).sum(1)[None, :, None]
+    s1, s2 = per_class(a), per_class(a * a)
+    t1, t2 = a.sum(-1)[..., None], (a * a).sum(-1)[..., None]
     mean_in, mean_out = s1 / n_in, (t1 - s1) / n_out
     var_in = (s2 / n_in - mean_in**2).clamp_min(0)
     var_out = ((t2 - s2) / n_out - mean_out**2).clamp_min(0)
-    floor = 1e-6 * (a * a).mean(1)[None, :, None] + 1e-12  # a latent constant on every item scores 0, not 0/0
+    floor = 1e-6 * (a * a).mean(-1)[..., None] + 1e-12  # a latent constant on every item scores 0, not 0/0
     d = (mean_in - mean_out) / torch.sqrt((var_in + var_out) / 2 + floor)
     best, latent = d.nan_to_num(float("-inf")).max(1)
-    empty = (n_in[:, 0] == 0) | (n_in[:, 0] == n)
+    empty = ((n_in[:, 0] == 0) | (n_in[:, 0] == n)).expand_as(best)
     return best.masked_fill(empty, float("nan")), latent
 
 
@@ -194,9 +207,8 @@ def untrained_statistics(codes: Callable[[int], Tensor], table: ItemTable, draws
     """[draws, classes] the class statistic of each of `draws` untrained dictionaries (`codes`, built
     on the tested rows' activations) on the true labels."""
     residues = (table.indices[unsplit_rows(table)] % modulus)[None]
-    out = [class_statistic(acts, residues, modulus)[0][0] for start in range(0, draws, CHUNK)
-           for acts in codes(min(CHUNK, draws - start))]
-    return torch.stack(out).nan_to_num(float("-inf"))
+    out = [class_statistic(codes(min(CHUNK, draws - start)), residues, modulus)[0] for start in range(0, draws, CHUNK)]
+    return torch.cat(out).nan_to_num(float("-inf"))
 
 
 def class_test(sae, acts_ND: Tensor, table: ItemTable, draws: int, untrained_stats: Tensor, seed: int = 0,

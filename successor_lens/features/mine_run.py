@@ -121,7 +121,8 @@ class MineRun:
         bh = [sum(bh_ok[i * modulus : (i + 1) * modulus]) for i in range(len(tests))]
         value = mean([len(c) for c in classes])
         smallest = min(flat)
-        test = (f"per class: hit minus false-alarm rate of the best latent on the {tests[0].n_items} items whose class is not in their "
+        test = (f"per class: the best latent's standardised activation difference in vs outside the class (Cohen's d) on the "
+                f"{tests[0].n_items} items whose class is not in their "
                 f"read-at token, above {tests[0].draws} within-task permutations and {tests[0].untrained_draws} draws of the "
                 f"{self.untrained_null}; Holm over {len(flat)} (SAE, class) tests, alpha {ALPHA}")
         above = any(holm_ok)

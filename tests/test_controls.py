@@ -68,3 +68,27 @@ def test_run_on_a_random_gpt2_reports_every_figure_as_not_above_its_null(tmp_pat
     assert sum("NOT above its null" in line or "readout not validated" in line for line in lines) >= 7
     report = (tmp_path / "report.md").read_text()
     assert "**no**" in report and "| yes |" not in report
+
+
+def test_model_seed_draws_another_control_with_its_own_identity(tmp_path, capsys):
+    import argparse
+
+    from successor_lens.cli.common import out_dir
+    from successor_lens.errors import ConfigError
+    from successor_lens.models.controls import seeded
+    from successor_lens.models.provenance import model_provenance
+    from successor_lens.models.registry import source_fingerprint
+
+    assert seeded("random-gpt2", 3) == "random-gpt2-seed3" and seeded("random-gpt2-seed3", 0) == "random-gpt2"
+    assert seeded("random-smollm2-135m", 2) == "random-smollm2-135m-seed2" and seeded("planted-digits", None) == "planted-digits"
+    with pytest.raises(ConfigError, match="--model-seed applies to the generated controls"):
+        seeded("smollm2-135m", 1)
+    a, b, again = load_model("random-gpt2"), load_model("random-gpt2-seed3"), load_model("random-gpt2-seed3")
+    assert not torch.equal(a.W_E, b.W_E) and torch.equal(b.W_E, again.W_E)  # the seed fixes every weight
+    assert source_fingerprint("random-gpt2") != source_fingerprint("random-gpt2-seed3")
+    assert "seed 3" in str(model_provenance(b)["source"])
+    assert out_dir(argparse.Namespace(out=None, dtype="fp32", model="random-gpt2-seed3")).name == "random-gpt2-seed3"
+    # refused in one line before any model loads or folder is made
+    assert main(["heads", "--model", "smollm2-135m", "--model-seed", "1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--model-seed" in err and not (tmp_path / "x").exists()

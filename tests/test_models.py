@@ -78,6 +78,24 @@ def test_local_folders_load_and_match_transformers(hub_models, tmp_path, repo, f
     assert out_dir(Namespace(out=None, model=str(path), dtype="fp32")) == Path("runs") / folder  # never the checkpoint folder itself
 
 
+def test_a_local_folders_fingerprint_covers_its_tokenizer(hub_models, tmp_path):
+    """The same weights with another tokenizer are another model: their stages must not be
+    "cached" from each other's run folder (they were, when only weights and config were hashed)."""
+    path = tmp_path / "ckpt"
+    shutil.copytree(snapshot(hub_models, "gpt2"), path)
+    before = models.source_fingerprint(str(path))
+    tokenizer_files = [f for f in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json") if (path / f).is_file()]
+    assert tokenizer_files
+    for name in tokenizer_files:  # every tokenizer file counts, one at a time
+        original = (path / name).read_bytes()
+        (path / name).write_bytes(original + b"\n ")
+        assert models.source_fingerprint(str(path)) != before, name
+        (path / name).write_bytes(original)
+        assert models.source_fingerprint(str(path)) == before
+    (path / "generation_config.json").write_text('{"bos_token_id": 7}')
+    assert models.source_fingerprint(str(path)) != before  # an added generation file too
+
+
 def test_local_folder_problems_are_one_line(hub_models, tmp_path):
     good = snapshot(hub_models, "gpt2")
     cases = {"no-config": ("config.json", "no config.json"), "pickled": ("model.safetensors", r"no \*.safetensors weights"),

@@ -53,9 +53,19 @@ def remembered_sha256(paths: list[Path]) -> str:
     return memo[stamp]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+                   "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja", "generation_config.json")
+"""The files of a checkpoint folder besides its weights and config that change a result: which
+token an item is, what is prepended, how prompts are cut (transformers reads these by name)."""
+
+
 def folder_fingerprint(kind: str, folder: Path) -> str:
-    """A checkpoint folder by content: its safetensors weights and config.json, and the converter's version."""
+    """A checkpoint folder by content: its safetensors weights and config.json, every tokenizer and
+    generation file present (`TOKENIZER_FILES`, each by name), and the converter's version. Two
+    folders with one set of weights and different tokenizers are two models."""
     import importlib.metadata
 
     files = sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
-    return digest({"kind": kind, "files": remembered_sha256(files), "transformer_lens": importlib.metadata.version("transformer-lens")})
+    tokenizer = {name: remembered_sha256([folder / name]) for name in TOKENIZER_FILES if (folder / name).is_file()}
+    return digest({"kind": kind, "files": remembered_sha256(files), "tokenizer": tokenizer,
+                   "transformer_lens": importlib.metadata.version("transformer-lens")})

@@ -29,10 +29,47 @@ TMP_TAG, OLD_TAG = ".sl-tmp-", ".sl-old-"
 """Name parts of our temporary and moved-aside files; `remove_leftovers` deletes only these."""
 
 
+OWNED: list[Path] = []
+"""The run folders this process holds (`runner.folders.run_folder` registers each with `owning`):
+nothing under one is written through a link (`refuse_links`)."""
+
+
+@contextmanager
+def owning(root: str | os.PathLike) -> Iterator[None]:
+    """Register `root` (a run folder whose lock this process holds) for `refuse_links` during the block."""
+    path = Path(os.path.abspath(root))
+    OWNED.append(path)
+    try:
+        yield
+    finally:
+        OWNED.remove(path)
+
+
+def refuse_links(path: str | os.PathLike) -> None:
+    """Refuse (one line) to write `path` when a component of it below a run folder we hold is a
+    symbolic link, or a component that must be a folder is something else: a subfolder unpacked
+    from someone's tarball as a link would have us write, and replace, files outside the run folder.
+    The run folder itself may be a link (the user chose it with --out)."""
+    target = Path(os.path.abspath(path))
+    for root in OWNED:
+        if target != root and root not in target.parents:
+            continue
+        here, parts = root, target.relative_to(root).parts
+        for n, part in enumerate(parts):
+            here = here / part
+            if here.is_symlink():
+                raise UnsafePathError(f"{here} is a link inside the run folder {root}: nothing is written through one; "
+                                      "remove the link (or pass another --out)")
+            if n < len(parts) - 1 and here.exists() and not here.is_dir():
+                raise UnsafePathError(f"{here} inside the run folder {root} is not a folder: remove it (or pass another --out)")
+        return
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
+    refuse_links(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent)
     os.close(fd)
@@ -56,6 +93,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     replaced whole. Leftovers of a killed write are removed by `remove_leftovers`.
     """
     path = Path(path)
+    refuse_links(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} is a file; atomic_dir replaces folders only")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ are removed (they are ours by name, `io.remove_leftovers`).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sys
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from successor_lens.errors import UserError
 from successor_lens.filenames import HOLDER, LOCK, MARKER
-from successor_lens.io import provenance, read_json, remove_leftovers, write_json
+from successor_lens.io import owning, provenance, read_json, remove_leftovers, write_json
 
 KINDS = ("run", "atlas", "compare", "convert", "organism", "export")
 
@@ -164,9 +165,13 @@ def run_folder(path: str | os.PathLike, kind: str = "run", command: str | None =
             _held[key] = (fd, depth - 1)
         return
     try:
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     except PermissionError:
         raise FolderError(f"--out {path}: permission denied: pass a folder you can write to") from None
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise FolderError(f"--out {path}: its lock file {LOCK} is a link: remove it (or pass another --out)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -174,15 +179,17 @@ def run_folder(path: str | os.PathLike, kind: str = "run", command: str | None =
         raise FolderError(_busy(path)) from None
     _held[key] = (fd, 1)
     try:
-        write_json(path / HOLDER, {"pid": os.getpid(), "command": command or " ".join(["successor-lens"] + sys.argv[1:]),
-                                   "since": time.strftime("%Y-%m-%d %H:%M:%S")})
-        remove_leftovers(path)
-        if model is not None:
-            bind(path, model, dtype)
-        yield path
+        with owning(path):
+            write_json(path / HOLDER, {"pid": os.getpid(), "command": command or " ".join(["successor-lens"] + sys.argv[1:]),
+                                       "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+            remove_leftovers(path)
+            if model is not None:
+                bind(path, model, dtype)
+            yield path
     finally:
         del _held[key]
-        (path / HOLDER).unlink(missing_ok=True)
+        if not (path / HOLDER).is_symlink():
+            (path / HOLDER).unlink(missing_ok=True)
         os.close(fd)  # releases the lock
 
 

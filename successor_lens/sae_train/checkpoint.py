@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 
 from successor_lens.errors import UserError
-from successor_lens.io import MAX_JSON_DEPTH, BadFileError, atomic_path, check_safetensors, json_depth
+from successor_lens.io import MAX_JSON_DEPTH, BadFileError, atomic_path, check_safetensors, json_depth, refuse_links
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -31,8 +31,9 @@ class Checkpointer:
         return sorted(self.folder.glob("ckpt_*.safetensors"))
 
     def save(self, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"ckpt_{step:08d}.safetensors"
+        refuse_links(path)
+        self.folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata={"state": json.dumps({"step": step, **meta})})

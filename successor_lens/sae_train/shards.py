@@ -21,7 +21,7 @@ from torch import Tensor
 
 from successor_lens.errors import UserError
 from successor_lens.filenames import ACTIVATIONS_META
-from successor_lens.io import TMP_TAG, BadFileError, atomic_dir, atomic_path, check_safetensors, read_json, write_json
+from successor_lens.io import TMP_TAG, BadFileError, atomic_dir, atomic_path, check_safetensors, read_json, refuse_links, write_json
 
 SHARD_ROWS = 65536
 
@@ -34,6 +34,7 @@ def write_ranked(folders: dict[str, Path], batches: Iterable[tuple[int, dict[str
     staging = {site: Path(folder).parent / f".{Path(folder).name}{TMP_TAG}ranks" for site, folder in folders.items()}
     if dist.main:
         for path in staging.values():
+            refuse_links(path)
             shutil.rmtree(path, ignore_errors=True)
             path.mkdir(parents=True)
     dist.barrier()

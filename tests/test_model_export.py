@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 import runpy
 import shutil
 from pathlib import Path
@@ -120,6 +121,56 @@ def test_edit_command_exports_and_a_rerun_replaces_its_own_files(hub_models, tmp
     assert lines["transformers, exported folder"] == lines["TransformerLens, hooked edit"]
     shutil.rmtree(tmp_path / "exp")
     assert snapshot(hub_models, "gpt2").is_dir()  # the source checkpoint is untouched
+
+
+def test_a_reexport_never_overwrites_a_file_the_user_changed_and_a_killed_one_finishes(hub_models, tmp_path, monkeypatch, capsys):
+    from successor_lens.artifacts import model_export
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"name": "up", "edits": [{"kind": "scale_head", "layer": 0, "head": 1, "factor": 2.0}]}))
+    exp = tmp_path / "exp"
+    args = ["edit", "--model", "gpt2", "--spec", str(spec), "--out", str(tmp_path / "run"), "--export-model", str(exp),
+            "--corpus", "succession-lists", "--contexts", "2", "--ctx", "16"]
+    assert main(args) == 0
+    (exp / "config.json").write_text((exp / "config.json").read_text().replace("{", '{"my_note": 1, ', 1))  # the user edits our file
+    edited = (exp / "config.json").read_bytes()
+    record = (exp / EXPORT_JSON).read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("successor-lens")]  # less the loaders' bars
+    assert len(err) == 1 and "config.json is not the file the last export wrote" in err[0]
+    assert (exp / "config.json").read_bytes() == edited and (exp / EXPORT_JSON).read_bytes() == record  # nothing replaced
+    (exp / "config.json").unlink()
+    # killed after the first file moved in: the record names old and new bytes, and a rerun finishes
+    spec.write_text(json.dumps({"name": "up", "edits": [{"kind": "scale_head", "layer": 0, "head": 1, "factor": 3.0}]}))
+    moved: list = []
+
+    def replace_then_die(a, b):  # the export's own moves only (write_json's atomic renames are another module's)
+        if moved:
+            raise KeyboardInterrupt  # as a kill between two files
+        moved.append(b)
+        return os.replace(a, b)
+
+    monkeypatch.setattr(model_export, "os", types.SimpleNamespace(replace=replace_then_die))
+    assert main(args) == 130
+    monkeypatch.setattr(model_export, "os", os)
+    assert len(moved) == 1 and "pending" in json.loads((exp / EXPORT_JSON).read_text())
+    assert main(args) == 0
+    doc = json.loads((exp / EXPORT_JSON).read_text())
+    assert "pending" not in doc and doc["edits"][0]["factor"] == 3.0
+    assert all(file_sha256([exp / n]) == h for n, h in doc["sha256"].items())
+    # a full disk while writing: one line, the last export's record and files as they were
+    before = {p.name: p.read_bytes() for p in exp.iterdir() if p.is_file()}
+
+    def full(*a, **k):
+        raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+
+    monkeypatch.setattr("transformers.PreTrainedModel.save_pretrained", full)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("successor-lens")]
+    assert len(err) == 1 and "free space" in err[0]
+    assert {p.name: p.read_bytes() for p in exp.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.slow

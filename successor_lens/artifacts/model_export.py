@@ -12,6 +12,7 @@ edits (they enter one head's values through its norm, which no weight or bias re
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -93,30 +94,62 @@ def apply_weight_edits(hf_model, edits: list[Edit]) -> None:
 
 
 def export_model(model: str, source_kind: str, edits: list[Edit], spec_name: str, dest: Path) -> list[Path]:
-    """Write the edited checkpoint into `dest` (a folder `runner.folders` has claimed for it): the
-    old export's record goes first, every file is moved in whole, the record (files and their
-    sha256, the edits, the source) last."""
-    hf_model, tokenizer = load_hf(model, source_kind)
-    apply_weight_edits(hf_model, edits)
+    """Write the edited checkpoint into `dest` (a folder `runner.folders` has claimed for it).
+
+    A file is ours to replace or remove only while it holds bytes our record hashed: a file the
+    user changed since the last export, or put there under a name the export writes, stops the
+    export in one line before anything is replaced. The new files are written whole beside the
+    folder first; then the record is rewritten to name both the old and the new bytes of every
+    file (`pending`), the files are moved in, stale files of the old export removed, and the final
+    record written last: killed at any point, the folder holds only bytes the record names, and a
+    rerun finishes the job."""
     record = dest / EXPORT_JSON
     before = read_json(record, "export record", dict, UserError) if record.is_file() else {}
-    old, old_sha = before.get("files", []), before.get("sha256", {})
-    record.unlink(missing_ok=True)
+    ours = _recorded(before)
+    hf_model, tokenizer = load_hf(model, source_kind)
+    apply_weight_edits(hf_model, edits)
     with tempfile.TemporaryDirectory(prefix=f".export{TMP_TAG}", dir=dest) as tmp:  # a killed export's is removed by the next (remove_leftovers)
-        hf_model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        try:
+            hf_model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        except OSError:
+            raise
+        except Exception as err:  # safetensors reports a full disk as its own error type
+            if "No space left" in str(err) or "os error 28" in str(err):
+                raise OSError(errno.ENOSPC, "No space left on device", str(dest)) from None
+            raise
         names = sorted(p.name for p in Path(tmp).iterdir() if p.is_file())
+        new_sha = {n: file_sha256([Path(tmp) / n]) for n in names}
+        for name in names:
+            path = dest / name
+            if path.is_symlink() or (path.exists() and (not path.is_file() or file_sha256([path]) not in ours.get(name, set()))):
+                raise UserError(f"--export-model {dest}: {name} is not the file the last export wrote there (changed since, or "
+                                "someone else's): move it away, or pass another folder")
         share(Path(tmp))  # permissions by the umask, as every artefact (save_pretrained writes some 0600)
+        write_json(record, {**before, "pending": {n: sorted(ours.get(n, set()) | {new_sha[n]}) for n in names}})
         for name in names:
             os.replace(Path(tmp) / name, dest / name)
-    for name in old if isinstance(old, list) and isinstance(old_sha, dict) else []:
-        # files of the previous export that this one no longer writes: only a plain name in the folder, still holding
-        # the bytes our record hashed (so a file someone put or changed there since is never ours to remove)
-        path = dest / name if isinstance(name, str) and name and "/" not in name and not name.startswith(".") else None
-        if name not in names and path is not None and path.is_file() and old_sha.get(name) == file_sha256([path]):
+    for name, hashes in ours.items():
+        # files of an earlier export that this one no longer writes: removed only while they hold bytes our record hashed
+        path = dest / name
+        if name not in names and path.is_file() and not path.is_symlink() and file_sha256([path]) in hashes:
             path.unlink()
     written = [dest / n for n in names]
     write_json(record, {"provenance": provenance(source=model, source_kind=source_kind), "spec": spec_name,
                         "edits": [e.__dict__ for e in edits], "edits_digest": digest([e.__dict__ for e in edits]), "files": names,
-                        "sha256": {n: file_sha256([dest / n]) for n in names}})
+                        "sha256": new_sha})
     return [record, *written]
+
+
+def _recorded(record: dict) -> dict[str, set[str]]:
+    """Plain file name -> the sha256s an export record says we wrote under it (its files, and a
+    killed export's pending ones); a name that is not one plain component is nobody's."""
+    out: dict[str, set[str]] = {}
+    sha, pending = record.get("sha256"), record.get("pending")
+    for name, value in (sha.items() if isinstance(sha, dict) else []):
+        out.setdefault(name, set()).add(value)
+    for name, values in (pending.items() if isinstance(pending, dict) else []):
+        if isinstance(values, list):
+            out.setdefault(name, set()).update(v for v in values if isinstance(v, str))
+    return {n: {h for h in v if isinstance(h, str) and len(h) == 64} for n, v in out.items()
+            if isinstance(n, str) and n and "/" not in n and "\\" not in n and not n.startswith(".")}

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import types
 import runpy
 import shutil
+import types
 from pathlib import Path
 
 import pytest

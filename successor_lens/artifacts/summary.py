@@ -129,10 +129,11 @@ def _head_line(s, v_head) -> str:
     ratio = f", {s['best_ratio']:.1f}x the runner-up {s['runner_up']} {s['runner_up_score']:.3f}" if s["best_ratio"] else ""
     bar = "passes" if s["passes_successor_bar"] else "does NOT pass"
     h = HEADLINES
+    if not s["readout_validated"]:  # the readout finds no map at all: its p says nothing either way
+        v_head = Verdict(v_head.value, v_head.null, False, v_head.test, None,
+                         f"readout not validated: the best copying score is {s['copying_best']:.2f} < {READOUT_BAR}: this OV readout "
+                         "cannot find copying in the model, so its succession score shows nothing")
     head_line = words(h["best_score"].label.format(head=s["best_head"]), v_head, h["best_score"].paper, "{:.3f}")
-    if not s["readout_validated"]:
-        head_line = (head_line.removesuffix("NOT above its null") + f"readout not validated (the best copying score is "
-                     f"{s['copying_best']:.2f} < {READOUT_BAR}: this OV readout cannot find copying in the model, so its succession score shows nothing)")
     return head_line + f"{ratio}; {bar} the paper's bar > {SUCCESSOR_BAR}"
 
 

@@ -136,7 +136,8 @@ def untrained_codes(sae, acts_ND: Tensor, seed: int, data_mean: Tensor | None) -
         return functional_call(encoder, {f"sae.{k}": v for k, v in params.items()}, (x,), strict=False)
 
     def batched(params: dict[str, Tensor]) -> Tensor:  # the same for sae-lens's encoders, as batched products
-        pre = (x - params["b_dec"][:, None] * float(sae.cfg.apply_b_dec_to_input)) @ params["W_enc"] + params["b_enc"][:, None]
+        shift = params["b_enc"][:, None] - float(sae.cfg.apply_b_dec_to_input) * (params["b_dec"][:, None] @ params["W_enc"])
+        pre = torch.matmul(x, params["W_enc"]) + shift  # (x - b_dec) W_enc + b_enc, with no [draws, items, d_in] copy of x
         acts = sae.activation_fn(pre)
         return acts * (pre > sae.threshold) if hasattr(sae, "threshold") else acts
 

@@ -26,3 +26,19 @@ def test_a_bad_record_is_one_line_naming_the_file_and_the_fix(tmp_path, text, fr
     message = str(err.value)
     assert isinstance(err.value, UserError) and "\n" not in message
     assert "heads.json" in message and fragment in message and "successor-lens heads" in message
+
+
+@pytest.mark.parametrize("head", ["L99H0", "L0H9", "not-a-head", 7])
+def test_a_recorded_head_that_the_model_lacks_is_one_line_before_the_model_loads(tmp_path, head, monkeypatch, capsys):
+    from successor_lens.cli.main import main
+    from successor_lens.models import loading
+
+    run = tmp_path / "run"
+    assert main(["heads", "--model", "planted-gpt2", "--out", str(run)]) == 0
+    doc = {"provenance": {}, "n_prompts": 3, "in_context": None, "choice": {"head": head, "reason": "r", "candidates": []}}
+    (run / "incontext.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    capsys.readouterr()
+    assert main(["tune", "--model", "planted-gpt2", "--goal", "improve-succession", "--out", str(run), "--corpus", "succession-lists"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "incontext.json" in err[0] and len(err[0].replace(str(run), "RUN")) < 220

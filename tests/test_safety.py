@@ -366,6 +366,12 @@ def test_unusable_checkpoints_and_dictionaries_are_one_line_errors(tmp_path):
         train(wrong, make_sae(wrong, 16), ShuffledBatches(X, 64), checkpointer=ckpt_b, resume=True, progress=False)
 
     folder = save_dictionary(make_sae(cfg, 16), tmp_path / "sae", {"note": "test"})
+    good = (folder / "cfg.json").read_text()
+    for k in (33, 0, -1):  # k against d_sae = 32: a top-k of more latents than it has (or none) is refused where it is read
+        (folder / "cfg.json").write_text(json.dumps({**json.loads(good), "k": k}))
+        with pytest.raises(DictionaryError, match=r"needs 1 <= k <= 32") as err:
+            load_dictionary(folder)
+        assert len(str(err.value).splitlines()) == 1 and len(str(err.value)) < 200
     (folder / "cfg.json").write_text("[]")
     with pytest.raises(DictionaryError, match="not an sae-lens config"):
         load_dictionary(folder)

@@ -104,6 +104,18 @@ class SummaryRecord(TypedDict):
     paper: dict[str, Any]
 
 
+def recorded_heads(path: Path, names: list[Any], shape, rerun: str) -> list[str]:
+    """Head names read from a record (`path`), each checked as a head of a model of `shape` (a
+    `ModelShape` or a model): a hand-edited or foreign record names a head that does not exist in
+    one line, before any work, rather than an IndexError after it."""
+    from successor_lens.probes.head_id import check_head
+
+    try:
+        return [check_head(n if isinstance(n, str) else repr(n)[:40], shape) for n in names]
+    except UserError as err:
+        raise RecordError(f"{path}: {err}: rerun {rerun}") from None
+
+
 R = TypeVar("R")
 
 

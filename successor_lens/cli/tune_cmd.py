@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> None:
 
     from successor_lens.artifacts.atlas_site import refresh_atlas
     from successor_lens.artifacts.decision import plain_lines, tune_entry
-    from successor_lens.artifacts.records import HEADS_RECORD, INCONTEXT_RECORD
+    from successor_lens.artifacts.records import HEADS_RECORD, INCONTEXT_RECORD, recorded_heads
     from successor_lens.artifacts.stage_files import invalidate_tune, tune_folder, write_tune
     from successor_lens.corpus import WINDOW_RULE, corpus_windows
     from successor_lens.errors import ConfigError
@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> None:
             raise ConfigError(f"{out} has no {name}: tune searches the run's evidence; run `successor-lens run --model {args.model} "
                               f"--out {out}` first")
     heads_json, incontext = HEADS_RECORD.read(out), INCONTEXT_RECORD.read(out)
-    heads = [parse_head_name(h) for h in evidence_heads(heads_json, incontext, cfg.heads)]
+    rerun = f"`successor-lens run --model {args.model} --out {out}`"
+    recorded_heads(out / INCONTEXT, [incontext["choice"]["head"]], shape, rerun)
+    heads = [parse_head_name(h) for h in recorded_heads(out / INCONTEXT, evidence_heads(heads_json, incontext, cfg.heads), shape, rerun)]
     directions = load_directions(out / FEATURES) if (out / FEATURES).is_file() else {}
     if not directions:
         print(f"note: {out} has no mined features ({FEATURES}): the search tries head edits only")

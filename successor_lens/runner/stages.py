@@ -15,7 +15,7 @@ from transformer_lens import HookedTransformer
 from successor_lens.artifacts.atlas import SAEEntry, collect
 from successor_lens.artifacts.atlas_site import write_atlas
 from successor_lens.artifacts.neuronpedia import build_exports
-from successor_lens.artifacts.records import HEADS_RECORD, INCONTEXT_RECORD, MINE_EMBED_RECORD, MINE_RECORD, PROBE_RECORD
+from successor_lens.artifacts.records import HEADS_RECORD, INCONTEXT_RECORD, MINE_EMBED_RECORD, MINE_RECORD, PROBE_RECORD, recorded_heads
 from successor_lens.artifacts.stage_files import extras, write_mine, write_probe, write_scan
 from successor_lens.artifacts.summary import build_summary
 from successor_lens.errors import ConfigError, UserError
@@ -100,7 +100,7 @@ class StageBodies:
 
     def probes(self) -> list[Path]:
         directions = load_directions(self.out / FEATURES)
-        head = INCONTEXT_RECORD.read(self.out)["choice"]["head"]
+        head, = recorded_heads(self.out / INCONTEXT, [INCONTEXT_RECORD.read(self.out)["choice"]["head"]], self.model, "`successor-lens run`")
         run = probe_model(self.model, directions, head, self.config.seed, self.config.tasks, self.config.scan_tasks, run_folder=self.out)
         return write_probe(run, self.model, self.out)
 

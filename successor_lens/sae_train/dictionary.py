@@ -190,6 +190,10 @@ def check_weights(sae, source: str) -> None:
         if name not in params or tuple(params[name].shape) != shape:
             got = "missing" if name not in params else f"shape {tuple(params[name].shape)}"
             raise DictionaryError(f"{source}: {name} is {got}, expected {shape} for d_in {d_in}, d_sae {d_sae}: re-save the dictionary")
+    k = getattr(sae.cfg, "k", None)
+    if k is not None and not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= d_sae):
+        raise DictionaryError(f"{source}: k is {str(k)[:40]}, but a top-k dictionary of {d_sae} latents needs 1 <= k <= {d_sae}: "
+                              "fix k in its config (or re-save the dictionary)")
     for name, value in params.items():
         if not torch.isfinite(value).all():
             bad = int((~torch.isfinite(value)).sum())

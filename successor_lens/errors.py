@@ -44,9 +44,20 @@ def foreign_errors(error: type[UserError], message: str | Callable[[Exception], 
 
 
 def first_line(err: BaseException, width: int = 120) -> str:
-    """`Type: first line of the message`, cut to `width` characters: how a library error is named in one line."""
-    text = (str(err).splitlines() or [""])[0][:width]
+    """`Type: first line of the message`, at most `width` characters of it, cut at a word boundary
+    (`shorten`): how a library error is named in one line."""
+    text = shorten((str(err).splitlines() or [""])[0], width)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` cut to at most `width` characters at a word boundary, "..." marking the cut (a word
+    longer than the width, a path say, is cut inside it)."""
+    if len(text) <= width:
+        return text
+    cut = text[: max(0, width - 3)]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > width // 2 else cut).rstrip(" ,;:") + "..."
 
 
 def check_int(name: str, value: Any, lo: int | None = 1, hi: int | None = None, fix: str = "") -> int:

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from successor_lens.errors import UserError
+from successor_lens.errors import UserError, shorten
 from successor_lens.filenames import HOLDER, LOCK, MARKER
 from successor_lens.io import owning, provenance, read_json, remove_leftovers, write_json
 
@@ -218,7 +218,7 @@ def _wrong_kind(path: Path, found: str | None, kind: str) -> str:
 def _busy(path: Path) -> str:
     try:
         holder = read_json(path / HOLDER, "holder", dict, FolderError, max_bytes=1 << 16)
-        who = f"`{str(holder['command'])[:200]}` (pid {holder['pid']}, since {holder['since']})"
+        who = f"`{shorten(str(holder['command']), 200)}` (pid {holder['pid']}, since {holder['since']})"
     except (FolderError, KeyError):
         who = "another successor-lens command"
     return f"--out {path} is in use by {who}: wait for it to finish, or pass another --out"

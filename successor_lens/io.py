@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -248,17 +249,24 @@ class BadFileError(UserError, ValueError):
     """A safetensors file that cannot be read whole."""
 
 
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+                      "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+"""Bytes per element of each dtype a safetensors file may hold."""
+
+
 def check_safetensors(path: str | os.PathLike) -> dict:
-    """The header of a safetensors file, after checking that it is well formed and that every
-    tensor's bytes are present (catches truncation); `BadFileError` naming the problem otherwise."""
-    path = Path(path)
+    """The header of a safetensors file, after checking that it is a regular file, that its header
+    is well formed and that every tensor's bytes lie inside the file, in order, without overlap,
+    exactly as many as its dtype and shape need (catches truncation, lying lengths and shapes
+    that overflow); `BadFileError` naming the problem otherwise."""
+    path = regular_file(path, "weights", 1 << 50, BadFileError)
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
             raise BadFileError(f"{path}: truncated ({size} bytes)")
         n = int.from_bytes(head, "little")
-        if n > size - 8:
+        if n > min(size - 8, 100 << 20):
             raise BadFileError(f"{path}: truncated or corrupt header (header of {n} bytes in a {size}-byte file)")
         raw = f.read(n)
         if json_depth(raw) > MAX_JSON_DEPTH:
@@ -269,15 +277,26 @@ def check_safetensors(path: str | os.PathLike) -> dict:
             raise BadFileError(f"{path}: corrupt safetensors header") from None
     if not isinstance(header, dict):
         raise BadFileError(f"{path}: corrupt safetensors header (a {type(header).__name__}, not a table of tensors)")
-    end = 0
+    spans = []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
-                and isinstance(entry.get("shape"), list)):
-            raise BadFileError(f"{path}: corrupt safetensors header (tensor {name!r} has no valid shape and data_offsets)")
-        end = max(end, offsets[1])
+        entry = entry if isinstance(entry, dict) else {}
+        offsets, shape, dtype = entry.get("data_offsets"), entry.get("shape"), entry.get("dtype")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1]
+                and isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)):
+            raise BadFileError(f"{path}: corrupt safetensors header (tensor {str(name)[:60]!r} has no valid shape and data_offsets)")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise BadFileError(f"{path}: tensor {str(name)[:60]!r} has dtype {str(dtype)[:20]!r}, not one safetensors defines")
+        if math.prod(shape) * SAFETENSORS_DTYPES[dtype] != offsets[1] - offsets[0]:
+            raise BadFileError(f"{path}: tensor {str(name)[:60]!r}: shape {shape[:8]} of {dtype} needs another byte count than "
+                               f"its data_offsets give ({offsets[1] - offsets[0]})")
+        spans.append((offsets[0], offsets[1], str(name)[:60]))
+    spans.sort()
+    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+        if begin < end:
+            raise BadFileError(f"{path}: tensors {a!r} and {b!r} overlap in the file: it is corrupt")
+    end = max((e for _, e, _ in spans), default=0)
     if 8 + n + end > size:
         raise BadFileError(f"{path}: truncated ({size} of {8 + n + end} bytes)")
     return header

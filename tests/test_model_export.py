@@ -163,7 +163,9 @@ def test_a_reexport_never_overwrites_a_file_the_user_changed_and_a_killed_one_fi
     before = {p.name: p.read_bytes() for p in exp.iterdir() if p.is_file()}
 
     def full(*a, **k):
-        raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+        from safetensors import SafetensorError
+
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
 
     monkeypatch.setattr("transformers.PreTrainedModel.save_pretrained", full)
     capsys.readouterr()

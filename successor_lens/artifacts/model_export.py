@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from successor_lens.errors import ConfigError, UserError
 from successor_lens.filenames import EXPORT_JSON
@@ -112,10 +113,8 @@ def export_model(model: str, source_kind: str, edits: list[Edit], spec_name: str
         try:
             hf_model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-        except OSError:
-            raise
-        except Exception as err:  # safetensors reports a full disk as its own error type
-            if "No space left" in str(err) or "os error 28" in str(err):
+        except SafetensorError as err:  # safetensors reports a full disk as its own error type, not an OSError
+            if "No space left" in str(err) or "code: 28" in str(err):
                 raise OSError(errno.ENOSPC, "No space left on device", str(dest)) from None
             raise
         names = sorted(p.name for p in Path(tmp).iterdir() if p.is_file())

@@ -10,9 +10,9 @@ import contextlib
 import os
 from pathlib import Path
 
-from successor_lens.errors import UserError
+from successor_lens.errors import ModelLoadError, UserError
 from successor_lens.filenames import FILE_DIGESTS
-from successor_lens.io import digest, file_sha256, read_json, write_json
+from successor_lens.io import digest, file_sha256, read_json, regular_file, write_json
 
 WEIGHT_PROCESSING = {
     "fold_ln": False,
@@ -39,6 +39,8 @@ def remembered_sha256(paths: list[Path]) -> str:
     """sha256 of the files' concatenated contents, remembered per (path, inode, size, mtime) in the
     cache folder so an unchanged file is hashed once. The memo is ours, but an unreadable one (or
     an entry that is not a sha256) is only ignored and rebuilt."""
+    for p in paths:  # a FIFO or a device named like a weights file would hang the hash, never end it
+        regular_file(p, "file", 1 << 50, ModelLoadError, "a checkpoint's files must be regular files")
     stamps = [(p.resolve(), p.stat()) for p in paths]
     stamp = digest([[str(r), st.st_ino, st.st_size, st.st_mtime_ns] for r, st in stamps])
     memo_path = cache_root() / FILE_DIGESTS

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from transformer_lens import HookedTransformerConfig
 
+from successor_lens.errors import ModelLoadError
+
 
 def llama_config(hf_config, model_name: str) -> HookedTransformerConfig:
     """A HookedTransformerConfig for a Hugging Face Llama-architecture config."""
@@ -70,3 +72,20 @@ def gemma3_config(hf_config, model_name: str) -> HookedTransformerConfig:
     )
 
 
+SHAPE_LIMITS = {"n_layers": 4096, "d_model": 1 << 17, "n_heads": 4096, "d_head": 1 << 14, "d_mlp": 1 << 20, "d_vocab": 1 << 24,
+                "n_ctx": 1 << 24}
+"""The largest size of each config field read (a 1T-parameter model is well inside): a config with
+10**9 layers is refused before a progress bar promises hours or an allocation is tried."""
+
+
+def check_shape(cfg: HookedTransformerConfig, folder) -> None:
+    """`cfg`'s sizes within `SHAPE_LIMITS` and consistent with one another, or one line."""
+    for name, hi in SHAPE_LIMITS.items():
+        value = getattr(cfg, name, None)
+        if value is None and name == "d_mlp":
+            continue
+        if type(value) is not int or not 1 <= value <= hi:
+            raise ModelLoadError(f"--model {folder}: its config gives {name} = {str(value)[:30]}, outside 1..{hi}: fix its config.json")
+    kv = getattr(cfg, "n_key_value_heads", None)
+    if kv is not None and (type(kv) is not int or kv < 1 or cfg.n_heads % kv):
+        raise ModelLoadError(f"--model {folder}: {cfg.n_heads} query heads do not share {str(kv)[:30]} key-value heads evenly: fix its config.json")

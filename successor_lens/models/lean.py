@@ -15,14 +15,15 @@ each layer's arithmetic runs in fp32, as the full path's `--dtype` (`loading.rou
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from successor_lens.errors import ConfigError, ModelLoadError
+from successor_lens.errors import ConfigError, ModelLoadError, first_line, foreign_errors
+from successor_lens.io import BadFileError, check_safetensors, read_json
 from successor_lens.models.attributes import note
+from successor_lens.models.hf_configs import check_shape
 from successor_lens.models.registry import canonical_name, loaded_fingerprint, source_for, source_kind, torch_dtype
 
 if TYPE_CHECKING:
@@ -38,24 +39,40 @@ UNREAD = ("q_proj", "k_proj", "q_norm", "k_norm", ".mlp.")
 
 
 def shard_map(folder: Path) -> dict[str, Path]:
-    """Checkpoint key -> the safetensors file holding it (the shard index, else every file's keys)."""
-    from safetensors import safe_open
-
+    """Checkpoint key -> the safetensors file holding it (the shard index, else every file's keys).
+    The index is read within bounds (`io.read_json`), every shard checked whole before it is opened
+    (`io.check_safetensors`: a regular file, its header's lengths, offsets, dtypes and shapes
+    consistent with its size), so a crafted checkpoint is one line, never a hang or a traceback."""
+    fix = "re-save the checkpoint with save_pretrained"
     index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map", {})
+    if index.exists() or index.is_symlink():
+        doc = read_json(index, "shard index", dict, ModelLoadError, fix, max_bytes=64 << 20)
+        weight_map = doc.get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+            raise ModelLoadError(f"{index}: its weight_map is not a table of tensor name -> shard file: {fix}")
         out = {}
         for key, name in weight_map.items():
-            path = (folder / str(name)).resolve()
+            path = (folder / name).resolve()
             if path.parent != folder.resolve() or not path.is_file():  # a name read from a file is never a path unchecked
-                raise ModelLoadError(f"{index}: shard {name!r} of {key} is not a file in the checkpoint folder: re-save the checkpoint")
+                raise ModelLoadError(f"{index}: shard {name[:60]!r} of {key[:60]} is not a file in the checkpoint folder: {fix}")
             out[key] = path
+        headers = {path: _checked(path) for path in set(out.values())}
+        missing = next((k for k, p in out.items() if k not in headers[p]), None)
+        if missing is not None:
+            raise ModelLoadError(f"{index}: {missing[:60]} is not in the shard it names ({out[missing].name}): {fix}")
         return out
     out = {}
     for path in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(path), "pt") as f:
-            out.update({k: path for k in f.keys()})  # noqa: SIM118 (safe_open is not a mapping)
+        out.update({k: path for k in _checked(path) if k != "__metadata__"})
     return out
+
+
+def _checked(path: Path) -> dict:
+    """A shard's header, once `check_safetensors` has found it whole; one line otherwise."""
+    try:
+        return check_safetensors(path)
+    except BadFileError as err:
+        raise ModelLoadError(f"{err}: re-save the checkpoint with save_pretrained") from None
 
 
 def _renamings():
@@ -91,7 +108,11 @@ class LeanCheckpoint:
         from transformers import AutoTokenizer
 
         torch_dtype(dtype)
-        lean = cls(Path(folder), cfg, dtype, AutoTokenizer.from_pretrained(folder), shard_map(Path(folder)))
+        check_shape(cfg, folder)
+        where = shard_map(Path(folder))
+        with foreign_errors(ModelLoadError, lambda err: f"--model {folder}: its tokenizer does not load ({first_line(err)}): re-save it"):
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        lean = cls(Path(folder), cfg, dtype, tokenizer, where)
         for path in sorted(set(lean.where.values())):
             with safe_open(str(path), "pt") as f:
                 lean.total_params += sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
@@ -156,7 +177,16 @@ class LeanCheckpoint:
 
     def layer(self, layer: int, mlp: bool | None = None) -> HookedTransformer:
         """Checkpoint layer `layer` as block 0 of a one-layer HookedTransformer (`mlp`: read its MLP
-        too; default only for layer 0, where the effective embedding is made)."""
+        too; default only for layer 0, where the effective embedding is made). What a library
+        raises on a checkpoint it cannot convert is one line (`foreign_errors`)."""
+        if not 0 <= layer < self.cfg.n_layers:
+            raise ValueError(f"layer {layer} outside 0..{self.cfg.n_layers - 1}")
+        mlp = layer == 0 if mlp is None else mlp
+        why = lambda err: f"--model {self.folder}: its layer {layer} does not convert ({first_line(err)}): re-save the checkpoint"  # noqa: E731
+        with foreign_errors(ModelLoadError, why):
+            return self._layer(layer, mlp)
+
+    def _layer(self, layer: int, mlp: bool) -> HookedTransformer:
         import torch
         from transformer_lens import HookedTransformer
         from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
@@ -164,9 +194,6 @@ class LeanCheckpoint:
 
         from successor_lens.models.local import _neutral_alias
 
-        if not 0 <= layer < self.cfg.n_layers:
-            raise ValueError(f"layer {layer} outside 0..{self.cfg.n_layers - 1}")
-        mlp = layer == 0 if mlp is None else mlp
         tl_cfg, hf_cfg = self._config(layer)
         with torch.device("meta"):
             hf_model = AutoModelForCausalLM.from_config(hf_cfg)

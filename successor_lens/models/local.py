@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from successor_lens.errors import ModelLoadError, first_line, foreign_errors
+from successor_lens.io import read_json
 from successor_lens.models.fingerprints import WEIGHT_PROCESSING, folder_fingerprint, remembered_sha256
 
 if TYPE_CHECKING:
@@ -51,18 +52,21 @@ def _local_config(path: Path) -> HookedTransformerConfig:
     from transformer_lens.loading_from_pretrained import get_pretrained_model_config
     from transformers import AutoConfig
 
-    from successor_lens.models.hf_configs import gemma3_config
+    from successor_lens.models.hf_configs import check_shape, gemma3_config
 
-    hf_config = AutoConfig.from_pretrained(path)
+    read_json(path / "config.json", "config", dict, ModelLoadError, "re-save the checkpoint with save_pretrained", max_bytes=16 << 20)
+    with foreign_errors(ModelLoadError, lambda err: f"--model {path}: its config.json does not load ({first_line(err)}): fix it or re-save"):
+        hf_config = AutoConfig.from_pretrained(path)
     if (getattr(hf_config, "architectures", None) or [None])[0] == "Gemma3ForCausalLM":
-        cfg = gemma3_config(hf_config, path.resolve().name)  # TransformerLens configures Gemma 3 by name only
-        cfg.tokenizer_name = str(path)
-        return cfg
-    with _neutral_alias(path) as alias, foreign_errors(ModelLoadError, lambda err: (
-            f"--model {path}: TransformerLens cannot configure it ({first_line(err)}): is its architecture one TransformerLens supports?")):
-        cfg = get_pretrained_model_config(alias, dtype=torch.float32)
-    cfg.model_name = path.resolve().name
+        with foreign_errors(ModelLoadError, lambda err: f"--model {path}: its Gemma 3 config is incomplete ({first_line(err)}): fix config.json"):
+            cfg = gemma3_config(hf_config, path.resolve().name)  # TransformerLens configures Gemma 3 by name only
+    else:
+        with _neutral_alias(path) as alias, foreign_errors(ModelLoadError, lambda err: (
+                f"--model {path}: TransformerLens cannot configure it ({first_line(err)}): is its architecture one TransformerLens supports?")):
+            cfg = get_pretrained_model_config(alias, dtype=torch.float32)
+        cfg.model_name = path.resolve().name
     cfg.tokenizer_name = str(path)
+    check_shape(cfg, path)
     return cfg
 
 

@@ -314,3 +314,17 @@ def test_a_truncated_gguf_is_one_line_naming_it_and_the_fix(tmp_path, monkeypatc
     with pytest.raises(ModelLoadError, match="cannot read this GGUF .*truncated or corrupt; reinstall with `pip install") as err:
         embedded.load_embedded_hf("smollm2-135m")
     assert str(truncated) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("hook", ["blocks.40.hook_mlp_out", "not a hook", ""])
+def test_atlas_checks_the_dictionarys_hook_before_the_model_loads_and_before_out_is_made(tmp_path, hook, monkeypatch, capsys):
+    from successor_lens.models import loading
+    from successor_lens.sae_train.dictionary import save_dictionary
+
+    cfg = TrainConfig(d_sae=16, k=2, steps=1, batch_size=8)
+    save_dictionary(make_sae(cfg, 256, {"model_name": "planted-gpt2", "hook_name": hook}), tmp_path / "sae", {"note": "test"})
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    capsys.readouterr()
+    assert main(["atlas", "--sae", str(tmp_path / "sae"), "--model", "planted-gpt2", "--corpus", "succession-lists", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hook" in err[0] and not (tmp_path / "out").exists()

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.runner.dictionary_atlas import atlas_for_dictionary
     from successor_lens.runner.folders import check_folder, run_folder
     from successor_lens.sae_train.dictionary import load_dictionary
+    from successor_lens.sites import check_site
 
     device = resolve_device(args.device)
     config = AtlasConfig(latents=args.latents, **context_options(args))
@@ -53,6 +54,14 @@ def run(args: argparse.Namespace) -> None:
     if d.sae.cfg.d_in != shape.d_model:
         raise ConfigError(f"{d.source}: d_in {d.sae.cfg.d_in} but {name} has d_model {shape.d_model}: pass the right --model")
     head = check_head(args.head, shape) if args.head else None
+    hook = d.sae.cfg.metadata.hook_name
+    if not isinstance(hook, str) or not hook:
+        raise ConfigError(f"{d.source}: its metadata names no hook: set metadata.hook_name to a TransformerLens hook name (e.g. "
+                          "blocks.0.hook_mlp_out)")
+    try:
+        check_site(hook, shape.n_layers)  # before the model loads and before --out is made
+    except ConfigError as err:
+        raise ConfigError(f"{d.source}: its hook_name: {err}") from None
     with run_folder(args.out, "atlas", model=args.model, dtype=args.dtype) as out:
         model = load_model(name, device=device, dtype=args.dtype)
         index, summary = atlas_for_dictionary(model, d, out, config, head)

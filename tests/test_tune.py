@@ -3,6 +3,7 @@ the held-out split it never reads, the null search, resumable records and the A/
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -91,9 +92,18 @@ def test_a_killed_search_resumes_from_its_records(tmp_path):
     assert first.fresh == len(first.evaluated) > 0
     again = Search(model, search_data, evidence, cfg, tmp_path, None, {"m": "x"}, log=lambda s: None)
     assert search(again) == chosen and again.fresh == 0
+    records = sorted(tmp_path.glob("*.json"))  # every one of them read by the search
     other = Search(model, search_data, evidence, cfg, tmp_path, None, {"m": "another model"}, log=lambda s: None)
     other.score(chosen["edits"])
     assert other.fresh == 1  # records are keyed by the model's fingerprint, not shared across models
+    # a record of the wrong shape (edited by hand, or a list where units are) is measured again, not trusted or a KeyError
+    wrong = [{"units": {"kl": [1.0]}}, {"units": []}, {"edits": []}, {"units": {k: [float("nan")] * len(v) for k, v in again.base_units.items()}}]
+    for doc, path in zip(wrong, records):
+        path.write_text(json.dumps(doc))
+    notes: list[str] = []
+    third = Search(model, search_data, evidence, cfg, tmp_path, None, {"m": "x"}, log=notes.append)
+    assert search(third) == chosen and third.fresh == min(len(wrong), len(records))
+    assert sum("is not a whole tune record" in n for n in notes) == third.fresh
 
 
 @pytest.mark.parametrize("kwargs, message", [

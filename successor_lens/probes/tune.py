@@ -99,13 +99,31 @@ class Search:
             self.base = Baseline()
             return evaluate(self.model, self.data, None, self.base)
         if path is not None and path.is_file():
-            return read_json(path, "tune record", dict, ConfigError)["units"]
+            units = self._recorded(path)
+            if units is not None:
+                return units
+            self.log(f"  note: {path.name} is not a whole tune record of this split (edited, or of another version): measured again")
         edit_set = EditSet(self.model, [Edit(**e) for e in edits], self.evidence.directions, self.items)
         edit_set.mean_z = self.base.mean_z  # the unedited model's, over the split's first windows
         units = evaluate(self.model, self.data, edit_set, self.base)
         self.fresh += 1
         if path is not None:
             write_json(path, {"edits": edits, "units": units})
+        return units
+
+    def _recorded(self, path: Path) -> dict[str, list[float]] | None:
+        """A remembered evaluation, if it has this split's shape: the baseline's units, each a list of
+        as many finite numbers (None otherwise: the cache is rebuilt, as docs/commands.md says)."""
+        try:
+            units = read_json(path, "tune record", dict, ConfigError).get("units")
+        except ConfigError:
+            return None
+        if not isinstance(units, dict) or set(units) != set(self.base_units):
+            return None
+        for name, values in units.items():
+            if not (isinstance(values, list) and len(values) == len(self.base_units[name])
+                    and all(type(v) in (int, float) and math.isfinite(v) for v in values)):
+                return None
         return units
 
     def score(self, edits: list[dict]) -> dict:

@@ -4,6 +4,7 @@ the trained model's own predictions at GPT-2 ids."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -153,6 +154,18 @@ def test_the_shipped_weights_match_their_manifest_and_load(tmp_path):
         load_organism(damaged)
     (damaged / MANIFEST).unlink()
     with pytest.raises(ModelLoadError, match="missing"):
+        load_organism(damaged)
+
+    # a manifest whose recipe is out of range, unknown or does not match the weights: one line where it is read
+    shutil.copy(shipped_folder() / WEIGHTS, damaged / WEIGHTS)
+    for change, fragment in (({"d_model": 10**6}, "above 4096"), ({"n_heads": 0}, "n_heads"), ({"surprise": 1}, "surprise"),
+                             ({"n_layers": manifest["config"]["n_layers"] - 1}, "not the manifest's"), ({"d_mlp": 8}, "not the manifest's")):
+        (damaged / MANIFEST).write_text(json.dumps({**manifest, "config": {**manifest["config"], **change}}))
+        with pytest.raises(ModelLoadError, match=fragment) as err:
+            load_organism(damaged)
+        assert "\n" not in str(err.value)
+    (damaged / MANIFEST).write_text(json.dumps({**manifest, "config": [1]}))
+    with pytest.raises(ModelLoadError, match="not a table"):
         load_organism(damaged)
 
 

@@ -11,11 +11,12 @@ the manifest before it is read. Light at import: the fingerprint needs no torch.
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from successor_lens.errors import ModelLoadError
+from successor_lens.errors import ModelLoadError, UserError
 from successor_lens.io import check_safetensors, digest, file_sha256, read_json
 from successor_lens.models.fingerprints import remembered_sha256
 from successor_lens.models.organism_config import OrganismConfig, compact_config
@@ -57,9 +58,32 @@ def verified_weights(folder: Path | None = None) -> Path:
     return path
 
 
+ORGANISM_LIMITS = {"n_layers": 64, "d_model": 4096, "n_heads": 64, "d_mlp": 16384, "n_ctx": 8192}
+"""The largest organism shape a manifest may give (the shipped one is far inside): a manifest with
+absurd sizes is refused before an allocation is tried."""
+
+
+def organism_config(manifest: dict) -> OrganismConfig:
+    """The manifest's recipe, every field checked (known, in range) where it is read; one line otherwise."""
+    fix = "the manifest is damaged: reinstall successor-lens, or retrain with `successor-lens organism --train`"
+    raw = manifest.get("config")
+    known = {f.name for f in dataclasses.fields(OrganismConfig)}
+    if not isinstance(raw, dict) or not set(raw) <= known:
+        extra = sorted(set(raw) - known)[:1] if isinstance(raw, dict) else ["(not a table)"]
+        raise ModelLoadError(f"{ORGANISM}: its manifest's config has {extra[0] if extra else 'no fields'!s:.40}: {fix}")
+    try:
+        config = OrganismConfig(**raw)
+    except UserError as err:
+        raise ModelLoadError(f"{ORGANISM}: its manifest's config: {err}: {fix}") from None
+    for field, hi in ORGANISM_LIMITS.items():
+        if getattr(config, field) > hi:
+            raise ModelLoadError(f"{ORGANISM}: its manifest gives {field} = {getattr(config, field)}, above {hi}: {fix}")
+    return config
+
+
 def full_config(manifest: dict, name: str = ORGANISM) -> HookedTransformerConfig:
     """The loaded organism's config: the trained shape over GPT-2's whole vocabulary."""
-    return compact_config(OrganismConfig(**manifest["config"]), GPT2_VOCAB, name)
+    return compact_config(organism_config(manifest), GPT2_VOCAB, name)
 
 
 def compact_state(model: HookedTransformer, vocab: list[int]) -> dict[str, Tensor]:
@@ -86,8 +110,19 @@ def expand(state: dict[str, Tensor], manifest: dict, name: str = ORGANISM) -> Ho
     cfg = full_config(manifest, name)
     model = HookedTransformer(cfg, move_to_device=False)
     model.tokenizer = gpt2_tokenizer()  # set after construction: TransformerLens would fetch it by name
-    vocab = state[VOCAB_KEY].long()
+    fix = "the weights do not match their manifest: reinstall successor-lens, or retrain with `successor-lens organism --train`"
+    vocab = state.get(VOCAB_KEY)
+    if vocab is None or vocab.ndim != 1 or len(vocab) == 0 or int(vocab.min()) < 0 or int(vocab.max()) >= GPT2_VOCAB or len(set(vocab.tolist())) != len(vocab):
+        raise ModelLoadError(f"{ORGANISM}: its vocabulary rows are not distinct GPT-2 ids: {fix}")
+    vocab = vocab.long()
     full = model.state_dict()
+    for key, value in state.items():
+        if key == VOCAB_KEY:
+            continue
+        want = full.get(key)
+        rows = {"embed.W_E": (len(vocab), cfg.d_model), "unembed.W_U": (cfg.d_model, len(vocab)), "unembed.b_U": (len(vocab),)}
+        if want is None or tuple(value.shape) != rows.get(key, tuple(want.shape)):
+            raise ModelLoadError(f"{ORGANISM}: its tensor {key[:60]} has shape {tuple(value.shape)[:4]}, not the manifest's: {fix}")
     with torch.no_grad():
         for key, value in state.items():
             if key == VOCAB_KEY:

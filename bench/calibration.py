@@ -91,7 +91,8 @@ def false_positives(name: str, seeds: int, work: Path) -> dict[str, list[bool]]:
         above = verdicts(model, work / f"{name}-{seed}")
         for v in VERDICTS:
             out[v].append(bool(above.get(v)))
-        print(f"  {name} seed {seed}: {sum(above.values())} of {len(above)} above ({time.perf_counter() - start:.0f} s)", flush=True)
+        names = ", ".join(v for v in VERDICTS if above.get(v)) or "none"
+        print(f"  {name} seed {seed}: {sum(above.values())} of {len(above)} above ({names}) ({time.perf_counter() - start:.0f} s)", flush=True)
     return out
 
 

@@ -43,6 +43,7 @@ def models():
             **{f"random seed {s}": load_model(f"random-digits-seed{s}") for s in (1, 2)}}
 
 
+@pytest.mark.slow  # four dictionaries trained and tested: a minute
 def test_power_falls_with_the_plants_strength_and_random_seeds_find_nothing(models):
     counts = {name: _classes(model) for name, model in models.items()}
     assert counts["S=1.0"] == 10 and counts["S=1.0"] >= counts["S=0.25"], counts

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from successor_lens.cli.main import main
 from successor_lens.filenames import ACTIVATIONS, ATLAS, CHECKPOINTS, EDITS, HEADS, SAES, STAGES, TUNE
 from successor_lens.io import UnsafePathError, atomic_dir, atomic_path, write_json
-from successor_lens.runner.folders import LOCK, run_folder
+from successor_lens.runner.folders import LOCK, FolderError, run_folder
 from successor_lens.sae_train.checkpoint import Checkpointer
 
 SUBFOLDERS = [SAES, f"{SAES}/mlp0-s0", CHECKPOINTS, f"{ACTIVATIONS}/mlp0", ATLAS, f"{ATLAS}/images", EDITS, TUNE, f"{TUNE}/records", STAGES]
@@ -62,6 +62,9 @@ def test_a_linked_file_is_refused_and_a_linked_run_folder_is_the_users_choice(tm
         with pytest.raises(UnsafePathError, match="is a link"):
             write_json(chosen / HEADS, {"ours": 1})
     assert (real / "summary.json").is_file() and (elsewhere / "heads.json").read_text() == '{"the user": "their file"}\n'
+    with pytest.raises(FolderError, match="heads.json is a link inside the run folder"):  # named when the folder is claimed, before any work
+        run_folder(real, "run").__enter__()
+    (real / HEADS).unlink()
     # a file where a folder of ours must be
     with run_folder(real, "run"):
         (real / SAES).write_text("not a folder")

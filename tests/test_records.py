@@ -7,6 +7,7 @@ import pytest
 
 from successor_lens.artifacts.records import HEADS_RECORD, INCONTEXT_RECORD, RecordError
 from successor_lens.errors import UserError
+from successor_lens.io import write_json
 
 
 def test_a_whole_record_reads_back_as_written(tmp_path):
@@ -42,3 +43,38 @@ def test_a_recorded_head_that_the_model_lacks_is_one_line_before_the_model_loads
     assert main(["tune", "--model", "planted-gpt2", "--goal", "improve-succession", "--out", str(run), "--corpus", "succession-lists"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "incontext.json" in err[0] and len(err[0].replace(str(run), "RUN")) < 220
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("best_head", 3, "best_head: int where a string is"),
+    ("heads", [1, 2], "heads: list where a table is"),
+    ("best_score", "high", "best_score: str where a number is"),
+    ("passes_bar", 1, "passes_bar: int where true or false is"),
+    ("top_heads", {"L0H0": 1}, "top_heads: dict where a list is"),
+])
+def test_a_record_field_of_the_wrong_type_is_one_line(tmp_path, field, value, fragment):
+    from successor_lens.artifacts.records import HEADS_RECORD, HeadsRecord, RecordError
+
+    doc = {key: None for key in HeadsRecord.__required_keys__}
+    doc.update(provenance={}, config={}, successor_bar=0.5, best_head="L0H0", best_score=0.9, passes_bar=True, top_heads=[], heads={},
+               chance={}, n_pairs={}, held_out_tasks=[], dropped_tokens=[])
+    write_json(tmp_path / "heads.json", doc)
+    assert HEADS_RECORD.read(tmp_path)["best_head"] == "L0H0"  # the whole record reads back
+    write_json(tmp_path / "heads.json", {**doc, field: value})
+    with pytest.raises(RecordError, match=fragment) as err:
+        HEADS_RECORD.read(tmp_path)
+    assert "\n" not in str(err.value) and "rerun `successor-lens heads" in str(err.value)
+
+
+def test_a_nested_record_is_checked_and_nan_written_as_null_reads_back(tmp_path):
+    from successor_lens.artifacts.records import INCONTEXT_RECORD, RecordError
+
+    doc = {"provenance": {}, "n_prompts": 4, "in_context": None, "choice": {"head": "L0H0", "reason": "r", "candidates": []}}
+    write_json(tmp_path / "incontext.json", doc)
+    assert INCONTEXT_RECORD.read(tmp_path)["choice"]["head"] == "L0H0"
+    write_json(tmp_path / "incontext.json", {**doc, "choice": {**doc["choice"], "head": ["L0H0"]}})
+    with pytest.raises(RecordError, match="choice: head: list where a string is"):
+        INCONTEXT_RECORD.read(tmp_path)
+    write_json(tmp_path / "incontext.json", {**doc, "n_prompts": True})
+    with pytest.raises(RecordError, match="n_prompts: bool where an integer is"):
+        INCONTEXT_RECORD.read(tmp_path)

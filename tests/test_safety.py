@@ -66,6 +66,7 @@ def world(tmp_path):
         save_dictionary(sae, tmp_path / name, {"note": "test"})
         (tmp_path / name / "sae_weights.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
     hostile_files(tmp_path, cfg)
+    round_four(tmp_path, cfg)
     return tmp_path
 
 
@@ -87,6 +88,29 @@ def hostile_files(w: Path, cfg: TrainConfig) -> None:
         save_file({f"f{c}": torch.randn(256) for c in range(10)}, mined / "features.safetensors")
         write_json(mined / "mine.json", {"features_sha256": "0" * 64})
     write_json(w / "run" / "edits" / "mine.json", {"edits": [{"kind": "ablate_head", "layer": 0, "head": 0}]})  # a spec kept in edits/
+
+
+def round_four(w: Path, cfg: TrainConfig) -> None:
+    """Round four: links inside run folders, dictionary fields out of range, special files as
+    weights, lying checkpoints (cheap files only: a config and a safetensors header, no model)."""
+    with run_folder(w / "linked", "run", model=MODEL):
+        pass
+    (w / "linked" / "edits").symlink_to(w / "user", target_is_directory=True)  # unpacked from someone's tarball
+    save_dictionary(make_sae(cfg, 256, {"model_name": MODEL, "hook_name": "blocks.0.hook_mlp_out"}), w / "sae_k", {"note": "test"})
+    doc = json.loads((w / "sae_k" / "cfg.json").read_text())
+    (w / "sae_k" / "cfg.json").write_text(json.dumps({**doc, "k": 99}))  # a top-k dictionary of 16 latents with k 99
+    save_dictionary(make_sae(cfg, 256, {"model_name": MODEL, "hook_name": "blocks.7.hook_mlp_out"}), w / "sae_hook", {"note": "test"})
+    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 64, "n_ctx": 64,
+              "vocab_size": 300}
+    for name in ("ckpt_zero", "ckpt_fifo", "ckpt_lying", "ckpt_huge"):
+        (w / name).mkdir()
+        (w / name / "config.json").write_text(json.dumps(config if name != "ckpt_huge" else {**config, "n_layer": 10**9}))
+        (w / name / "vocab.json").write_text(json.dumps({chr(33 + i): i for i in range(300)}))  # a byte-level BPE of 300 pieces
+        (w / name / "merges.txt").write_text("#version: 0.2\n")
+    (w / "ckpt_zero" / "model.safetensors").symlink_to("/dev/zero")
+    os.mkfifo(w / "ckpt_fifo" / "model.safetensors")
+    (w / "ckpt_lying" / "model.safetensors").write_bytes((1 << 40).to_bytes(8, "little") + b'{"a": {}}')
+    (w / "ckpt_huge" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
 
 
 def spec(world: Path, text: str) -> str:
@@ -186,6 +210,17 @@ BAD_INPUTS = [
     ("--out under a file", "heads --model M --out {w}/file.txt/run", "is a file, so no folder can be made under it"),
     # --- pairs that can split
     ("features not the ones mine.json names", "probe --model M --out {w}/mined", "is not the file"),
+    # --- round four: links inside run folders, fields out of range, special files as weights, lying checkpoints
+    ("heads into a run folder holding a link", "heads --model M --out {w}/linked", "is a link inside the run folder"),
+    ("edit into a run folder whose edits/ is a link", ("edit --model M --out {w}/linked --spec", ABLATE), "is a link inside the run folder"),
+    ("export into a user's folder", ("edit --model M --export-model {w}/user --out {w}/new --spec", ABLATE), "--export-model"),
+    ("a dictionary with k above d_sae", "atlas --sae {w}/sae_k --model M --out {w}/new", "k is 99, but a top-k dictionary of 16 latents"),
+    ("a dictionary with a hook the model lacks", "atlas --sae {w}/sae_hook --model M --out {w}/new", "hook"),
+    ("weights linked to /dev/zero", "heads --model {w}/ckpt_zero --out {w}/new", "not a regular file"),
+    ("weights a FIFO", "heads --model {w}/ckpt_fifo --out {w}/new", "not a regular file"),
+    ("lean: a header length past the end", "heads --lean --model {w}/ckpt_lying --out {w}/new", "header"),
+    ("lean: a config of 10**9 layers", "heads --lean --model {w}/ckpt_huge --out {w}/new", "n_layers"),
+    ("full: a config of 10**9 layers", "heads --model {w}/ckpt_huge --out {w}/new", "n_layers"),
 ]
 
 

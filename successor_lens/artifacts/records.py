@@ -4,9 +4,11 @@ file and the fix otherwise), so a stage never indexes into a document it has not
 
 from __future__ import annotations
 
+import math
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypedDict, TypeVar, cast
+from typing import Any, Generic, TypedDict, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 from successor_lens.errors import UserError
 from successor_lens.filenames import HEADS, INCONTEXT, MINE, MINE_EMBED, PROBE, ROLES, SUMMARY, WILD
@@ -116,6 +118,37 @@ def recorded_heads(path: Path, names: list[Any], shape, rerun: str) -> list[str]
         raise RecordError(f"{path}: {err}: rerun {rerun}") from None
 
 
+def field_error(value: Any, kind: Any) -> str | None:
+    """Why `value` (read from JSON) is not of the annotated `kind`, or None: the record's own
+    field types checked where it is read, so a hand-edited record (a list where a table is, a
+    string where a number is, NaN) is one line, not a TypeError deep in a stage."""
+    if kind is Any:
+        return None
+    origin = get_origin(kind)
+    if origin in (Union, types.UnionType):
+        errors = [field_error(value, k) for k in get_args(kind)]
+        return None if None in errors else errors[0]
+    if kind is type(None):
+        return None if value is None else f"{type(value).__name__} where null is"
+    if isinstance(kind, type) and issubclass(kind, dict) and hasattr(kind, "__required_keys__"):  # a nested record
+        if not isinstance(value, dict):
+            return f"{type(value).__name__} where a table is"
+        missing = sorted(kind.__required_keys__ - set(value))
+        if missing:
+            return f"no {missing[0]}"
+        return next((f"{key}: {e}" for key, sub in get_type_hints(kind).items() if key in value
+                     for e in [field_error(value[key], sub)] if e), None)
+    base = origin or kind
+    if base is float and value is None:  # `io.write_json` writes NaN as null
+        return None
+    names = {dict: "a table", list: "a list", str: "a string", bool: "true or false", int: "an integer", float: "a number"}
+    if base in (int, float) and isinstance(value, bool) or not isinstance(value, int if base is int else (int, float) if base is float else base):
+        return f"{type(value).__name__} where {names.get(base, base.__name__)} is"
+    if base is float and not math.isfinite(value):
+        return f"{value} where a finite number is"
+    return None
+
+
 R = TypeVar("R")
 
 
@@ -138,7 +171,11 @@ class Record(Generic[R]):
         if not isinstance(doc, dict) or not required <= set(doc):
             lacking = sorted(required - set(doc)) if isinstance(doc, dict) else ["(not a JSON object)"]
             raise RecordError(f"{path}: not a record of `successor-lens {self.stage}` (no {lacking[0]}): rerun {rerun}")
-        return cast(R, doc)  # its keys checked against the TypedDict's above
+        wrong = next((f"{key}: {e}" for key, kind in get_type_hints(self.shape).items() if key in doc
+                      for e in [field_error(doc[key], kind)] if e), None)
+        if wrong is not None:
+            raise RecordError(f"{path}: not a record of `successor-lens {self.stage}` ({wrong[:80]}): rerun {rerun}")
+        return cast(R, doc)  # its keys and their types checked against the TypedDict's above
 
 
 HEADS_RECORD = Record(HEADS, HeadsRecord, "heads")

@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> None:
     if args.lean:
         check_lean_embedding(config.embedding)
     lean_model = LeanModel(args.model, args.dtype) if args.lean else None  # a checkpoint that is not safetensors: one line here
+    lean = lean_model.checkpoint if lean_model is not None else None  # its headers and config checked before --out is made
     with run_folder(out_dir(args), "run", model=args.model, dtype=args.dtype) as out:
-        if lean_model is not None:
-            lean = lean_model.checkpoint
+        if lean_model is not None and lean is not None:
             token_set = build_token_set(lean.tokenizer)
             result = scan_lean(lean, token_set, config)
             model = lean.stand_in(lean_model.source())  # provenance: the whole model's source, and what the scan read

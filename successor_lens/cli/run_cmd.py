@@ -84,7 +84,9 @@ def _run(args: argparse.Namespace, out, config: RunConfig):
         from successor_lens.probes.scan import check_lean_embedding
 
         check_lean_embedding(config.scan.embedding)
-        model: LazyModel | LeanModel = LeanModel(args.model, args.dtype, log)  # a checkpoint that is not safetensors: one line here
+        lean = LeanModel(args.model, args.dtype, log)  # a checkpoint that is not safetensors: one line here
+        lean.checkpoint  # noqa: B018 -- its headers and config checked before --out is made
+        model: LazyModel | LeanModel = lean
     else:
         model = LazyModel(args.model, runtime.device, log=log, dtype=args.dtype)  # loaded only if a stage runs
     with run_folder(out, "run", model=args.model, dtype=args.dtype):

@@ -59,13 +59,15 @@ def check_folder(path: str | os.PathLike, kind: str = "run", model: str | None =
         raise FolderError(f"--out {path} lies inside {outer}, a folder of successor-lens's own (a rebuild there would replace it): "
                           "pass a folder outside it")
     marker = path / MARKER
+    identity = model_identity(model, dtype) if model is not None else None  # weights that cannot be hashed: one line before mkdir
     if path.is_dir():
         if marker.is_file():
             found = _marker(marker).get("successor_lens_folder")
             if found != kind:
                 raise FolderError(_wrong_kind(path, found, kind))
-            if model is not None:
-                _check_model(path, _marker(marker).get("model"), model_identity(model, dtype))
+            if identity is not None:
+                _check_model(path, _marker(marker).get("model"), identity)
+            _check_no_links(path)
         else:
             others = sorted(p.name for p in path.iterdir())
             if others:
@@ -76,6 +78,16 @@ def check_folder(path: str | os.PathLike, kind: str = "run", model: str | None =
     if not os.access(existing, os.W_OK | os.X_OK):
         raise FolderError(f"--out {path}: permission denied on {existing}: pass a folder you can write to")
     return path
+
+
+def _check_no_links(path: Path) -> None:
+    """Refuse a folder of ours that holds a link anywhere below it, before any work: every write
+    there refuses one anyway (`io.refuse_links`), and this names it before the model loads."""
+    for here, dirs, files in os.walk(path):  # does not follow links: a linked folder is listed, not entered
+        for name in sorted(dirs + files):
+            if os.path.islink(os.path.join(here, name)):
+                raise FolderError(f"--out {path}: {os.path.join(here, name)} is a link inside the run folder: nothing is "
+                                  "written through one; remove the link (or pass another --out)")
 
 
 def _check_path(path: Path) -> None:

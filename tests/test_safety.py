@@ -239,6 +239,7 @@ def test_bad_input_stops_in_one_line_before_the_model_loads_and_touches_nothing(
         code = exit_.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and fragment in err[0], err
+    assert len(err[0].replace(str(world), "W")) <= 280, err[0]  # a line a person reads (paths aside), cut at a word if cut
     assert not loaded
     after = snapshot(world)
     changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from successor_lens.errors import ModelLoadError, foreign_errors
-from successor_lens.models.controls import CONTROLS
 from successor_lens.models.embedded import DEFAULT_MODEL, EMBEDDED
 from successor_lens.models.fingerprints import folder_fingerprint
 
@@ -18,8 +17,9 @@ if TYPE_CHECKING:
 else:  # at run time these are Any, so runtime type checkers accept them and the module stays free of torch
     HookedTransformer = HookedTransformerConfig = Any
 
-KNOWN = (*EMBEDDED, *CONTROLS, "gpt2", "EleutherAI/pythia-70m", "./local-folder", "...")
-"""What --model takes (the embedded models, the controls, examples of the rest), for the error of an unknown name."""
+KNOWN = (*EMBEDDED, "planted-gpt2", "gpt2", "./local-folder")
+"""Examples of what --model takes (the embedded models, a control, a hub name, a folder), for the error of an unknown name;
+`successor-lens --help` and docs/models.md list the controls."""
 
 
 def check_hub_name(name: str) -> None:
@@ -29,7 +29,8 @@ def check_hub_name(name: str) -> None:
     try:
         get_official_model_name(name)
     except ValueError:
-        raise ModelLoadError(f"unknown model {name!r}: use {', '.join(KNOWN)} (any TransformerLens model name)") from None
+        raise ModelLoadError(f"unknown model {name!r}: pass an embedded model, a control, a TransformerLens name or a folder "
+                             f"(e.g. {', '.join(KNOWN)}; docs/models.md lists them)") from None
 
 
 def _offline() -> bool:

@@ -1,12 +1,14 @@
-"""Natural text for in-context work: the offline default corpus, local files, or a hub dataset.
+"""Natural text for in-context work: the shipped default corpus, local files, or a hub dataset.
 
-The default is the Python documentation as plain text, from Debian's `python3-doc` package
-(`apt-get install python3-doc`): Sphinx ships each page's reStructuredText source as
-`html/_sources/**/*.rst.txt`. It is English prose written for people, with what succession and
-its neighbours need: numbered lists and steps, version numbers and dates ("What's New in Python
-3.11", release dates, months), ordinals, acronyms (PEP, API, GIL, UTF), and code, all under the
-PSF licence and installed by the package manager with no download at run time. We read the
-tutorial, HOWTOs, FAQ and What's New (the prose-heavy parts) and drop reST markup lines.
+The default (`python-docs`) is the Python documentation as plain text, shipped with the package
+(`data/python_docs/`, 0.6 MB xz): the tutorial, HOWTOs, FAQ and What's New (the prose-heavy parts)
+of Debian's python3-doc, cleaned of reST markup by `clean_rest` (`scripts/bundle_python_docs.py`
+makes it). It is English prose written for people, with what succession and its neighbours
+need: numbered lists and steps, version numbers and dates ("What's New in Python 3.11", release
+dates, months), ordinals, acronyms (PEP, API, GIL, UTF), and code, under the PSF licence (beside
+it), the same text on every machine with no download and no apt. `python3-doc` reads the
+system's own copy (`apt-get install python3-doc`: Sphinx ships each page's reST source as
+`html/_sources/**/*.rst.txt`) and cleans it the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import codecs
 import glob
 import itertools
+import json
+import lzma
 import os
 import random
 import re
@@ -33,9 +37,12 @@ else:  # at run time these are Any, so runtime type checkers accept them and the
     Tensor = HookedTransformer = Task = Any
 
 PYTHON_DOCS = "python-docs"
+"""The shipped corpus: the Python docs' prose paragraphs, cleaned (the default)."""
+PYTHON3_DOC = "python3-doc"
+"""The system's python3-doc (Debian), read and cleaned at run time."""
+BUNDLED_DOCS = Path(__file__).parent / "data" / "python_docs" / "paragraphs.jsonl.xz"
 SUCCESSION_LISTS = "succession-lists"
-"""The built-in corpus of the task lists ("Monday, Tuesday, ...", "0, 1, 2, ..."): always there, the
-fallback for the atlas's contexts when python3-doc is not installed."""
+"""The built-in corpus of the task lists ("Monday, Tuesday, ...", "0, 1, 2, ...")."""
 PYTHON_DOCS_GLOB = os.environ.get("SUCCESSOR_LENS_PYTHON_DOCS", "/usr/share/doc/python3*/html/_sources")
 """Where Debian's python3-doc puts the docs' sources (SUCCESSOR_LENS_PYTHON_DOCS: another glob)."""
 PYTHON_DOCS_PARTS = ("tutorial", "howto", "faq", "whatsnew")
@@ -49,20 +56,27 @@ class CorpusError(UserError):
     """The corpus cannot be read as text."""
 
 
-def python_docs_folder() -> Path:
+def python3_doc_folder() -> Path:
     found = sorted(glob.glob(PYTHON_DOCS_GLOB))
     if not found:
         raise CorpusError(
-            f"the default corpus (Debian's python3-doc, {PYTHON_DOCS_GLOB}) is not installed: "
-            "run `apt-get install python3-doc`, or pass --corpus PATH (text files) or a hub dataset name"
+            f"--corpus {PYTHON3_DOC}: Debian's python3-doc ({PYTHON_DOCS_GLOB}) is not installed: "
+            f"run `apt-get install python3-doc`, or leave --corpus out for the shipped copy ({PYTHON_DOCS})"
         )
     return Path(found[-1])
 
 
-def python_docs_files() -> list[Path]:
-    """The default corpus's files: the prose-heavy parts of the Python docs' reST sources."""
-    root = python_docs_folder()
+def python3_doc_files() -> list[Path]:
+    """The system python3-doc's files: the prose-heavy parts of the Python docs' reST sources."""
+    root = python3_doc_folder()
     return [p for part in PYTHON_DOCS_PARTS for p in sorted((root / part).rglob("*.rst.txt"))]
+
+
+def bundled_paragraphs() -> Iterator[str]:
+    """The shipped corpus's paragraphs, in order, streamed from the xz file (one JSON string a line)."""
+    with lzma.open(BUNDLED_DOCS, "rt", encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
 
 
 def clean_rest(text: str) -> str:
@@ -131,10 +145,13 @@ def _pieces(text: str) -> Iterator[str]:
 
 
 def check_source(source: str | None) -> list[str] | None:
-    """Check a corpus argument before any work: the default needs python3-doc; a local file or folder
-    must hold UTF-8 text files. Returns the local files (None for the default or a hub dataset name)."""
+    """Check a corpus argument before any work: python3-doc must be installed to be named; a local file
+    or folder must hold UTF-8 text files. Returns the local files (None for the shipped corpus, the
+    system's python3-doc or a hub dataset name)."""
     if source in (None, PYTHON_DOCS):
-        python_docs_folder()
+        return None
+    if source == PYTHON3_DOC:
+        python3_doc_folder()
         return None
     path = Path(source)
     if not path.exists():
@@ -194,8 +211,11 @@ def _check_text_file(path: Path) -> bool:
 def stream_texts(source: str | None = None) -> Iterator[str]:
     """The corpus's paragraphs one at a time, never all in memory: the same paragraphs, in the same
     order, as `load_corpus` (Python docs, local files, a hub dataset through a `datasets` stream)."""
-    docs = source in (None, PYTHON_DOCS)
-    files = [str(p) for p in python_docs_files()] if docs else check_source(source)
+    if source in (None, PYTHON_DOCS):
+        yield from bundled_paragraphs()
+        return
+    docs = source == PYTHON3_DOC
+    files = [str(p) for p in python3_doc_files()] if docs else check_source(source)
     for row in _rows(str(source), files):
         text = clean_rest(row) if docs else row
         if text.strip():
@@ -203,9 +223,11 @@ def stream_texts(source: str | None = None) -> Iterator[str]:
 
 
 def load_corpus(source: str | None = None, max_docs: int | None = None) -> list[str]:
-    """Paragraphs of the corpus: `python-docs` (default), a local file or folder, or a hub dataset name."""
+    """Paragraphs of the corpus: `python-docs` (default), `python3-doc`, a local file or folder, or a hub dataset name."""
     if source in (None, PYTHON_DOCS):
-        files = python_docs_files()
+        return list(itertools.islice(bundled_paragraphs(), max_docs or None))
+    if source == PYTHON3_DOC:
+        files = python3_doc_files()
         texts = [clean_rest(t) for t in load_texts(files)]
         return [t for t in texts if t.strip()][: max_docs or None]
     return load_texts(source, max_docs)
@@ -262,15 +284,10 @@ def token_windows(model: HookedTransformer, texts: list[str], n: int, length: in
     return torch.stack(list(itertools.islice(windows_of(model, paragraph_ids(model.tokenizer, (texts[i] for i in order)), length), n)))
 
 
-def python_docs_installed() -> bool:
-    return bool(glob.glob(PYTHON_DOCS_GLOB))
-
-
 def context_corpus(source: str | None) -> str:
-    """The corpus the atlas's contexts come from: `source` when given (checked now), else the Python
-    docs when python3-doc is installed, else the built-in succession lists."""
+    """The corpus the atlas's contexts come from: `source` when given (checked now), else the shipped Python docs."""
     if source is None:
-        return PYTHON_DOCS if python_docs_installed() else SUCCESSION_LISTS
+        return PYTHON_DOCS
     if source != SUCCESSION_LISTS:
         check_source(source)
     return source
@@ -282,7 +299,9 @@ def corpus_digest(source: str) -> str:
     if source == SUCCESSION_LISTS:
         return SUCCESSION_LISTS
     if source == PYTHON_DOCS:
-        return file_sha256(python_docs_files())
+        return file_sha256([BUNDLED_DOCS])
+    if source == PYTHON3_DOC:
+        return file_sha256(python3_doc_files())
     files = check_source(source)
     return file_sha256([Path(f) for f in files]) if files is not None else f"hub dataset {source}"
 

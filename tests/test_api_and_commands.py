@@ -1,6 +1,6 @@
 """The API does the obvious thing (a token set it can build, a Dictionary or an SAE, progress=False,
-one set of defaults, short reprs), and commands go on where a user would: wild and edit without
-python3-doc, the embedded models' Hugging Face ids offline, sparsify's multi-hookpoint folders,
+one set of defaults, short reprs), and commands go on where a user would: wild and edit on
+the shipped corpus without python3-doc, the embedded models' Hugging Face ids offline, sparsify's multi-hookpoint folders,
 dictionary_learning submodules named or refused."""
 
 from __future__ import annotations
@@ -195,8 +195,8 @@ def test_an_unknown_dictionary_learning_submodule_is_an_error_naming_the_known_o
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["edit", "wild"])
-def test_wild_and_edit_fall_back_to_the_succession_lists_without_python3_doc(tmp_path, command):
-    """As `run` does: the same note, then the command runs on the built-in text."""
+def test_wild_and_edit_read_the_shipped_docs_without_python3_doc(tmp_path, command):
+    """Natural text with nothing from apt: the shipped Python docs, no fallback note."""
     out = tmp_path / "run"
     env = {**ENV, "SUCCESSOR_LENS_PYTHON_DOCS": str(tmp_path / "no-python3-doc" / "*")}
     spec = tmp_path / "ablate.json"
@@ -206,6 +206,6 @@ def test_wild_and_edit_fall_back_to_the_succession_lists_without_python3_doc(tmp
     done = subprocess.run([sys.executable, "-m", "successor_lens", *args, "--model", "planted-gpt2", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "note: python3-doc is not installed, so the corpus windows come from the built-in succession lists" in done.stdout
+    assert "python3-doc" not in done.stdout
     record = out / ("edits/ablate.json" if command == "edit" else "wild.json")
-    assert json.loads(record.read_text())["provenance"]["corpus"] == "succession-lists"
+    assert json.loads(record.read_text())["provenance"]["corpus"] == "python-docs"

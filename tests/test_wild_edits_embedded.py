@@ -1,21 +1,20 @@
 """`wild` and `edit` on the embedded model with the offline corpus (a small slice)."""
 
-import glob
 import json
 import re
 
 import pytest
-from conftest import require_system_package
 
 from successor_lens.cli.main import main
-from successor_lens.corpus import PYTHON_DOCS_GLOB, clean_rest, load_corpus
+from successor_lens.corpus import clean_rest, load_corpus
 
 pytestmark = pytest.mark.slow  # the real embedded model
 
 
 @pytest.fixture(scope="module")
 def docs():
-    require_system_package(bool(glob.glob(PYTHON_DOCS_GLOB)), "Debian's python3-doc (the default corpus)", "apt-get install python3-doc")
+    """The default corpus: shipped with the package, so always there (tests/test_corpus.py)."""
+    return load_corpus
 
 
 def test_clean_rest_keeps_the_prose():

@@ -28,7 +28,7 @@ class AtlasConfig:
     """Bars of the activation and logit histograms."""
     corpus: str | None = None
     """Where the export's contexts come from: python-docs, succession-lists, a text file or folder, or a
-    hub dataset (None: python-docs when python3-doc is installed, else succession-lists)."""
+    hub dataset (None: python-docs, the shipped Python docs' prose)."""
     contexts: int = 128
     """Corpus windows every latent is measured on (the export's n_prompts_total; SAEDashboard's default
     is 24576, which the streaming harvest handles in the same memory: a CPU default stays small)."""

@@ -135,8 +135,8 @@ def print_table(header: list[str], rows: list[list], file=None) -> None:
             print("  ".join("-" * w for w in widths), file=file)
 
 
-CORPUS_CHOICES = ("a text file or folder, a hub dataset name, python-docs or succession-lists (default: python-docs when python3-doc "
-                  "is installed, else succession-lists)")
+CORPUS_CHOICES = ("a text file or folder, a hub dataset name, python-docs (the default: the Python docs' prose, shipped), "
+                  "python3-doc (the system's copy) or succession-lists")
 
 
 def add_corpus_argument(p: argparse.ArgumentParser, what: str = "the corpus windows") -> None:
@@ -150,19 +150,10 @@ def add_context_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def corpus_choice(source: str | None) -> str:
-    """The corpus a command reads, checked (and the default resolved) before any model loads: without
-    python3-doc the default falls back to the built-in succession lists, with the one note every
-    command gives."""
-    from successor_lens.corpus import SUCCESSION_LISTS, context_corpus
+    """The corpus a command reads, checked (and the default resolved) before any model loads."""
+    from successor_lens.corpus import context_corpus
 
-    corpus = context_corpus(source)
-    if source is None and corpus == SUCCESSION_LISTS:
-        print(FALLBACK_NOTE, flush=True)
-    return corpus
-
-
-FALLBACK_NOTE = ("note: python3-doc is not installed, so the corpus windows come from the built-in succession lists; "
-                 "`apt-get install python3-doc` or --corpus PATH gives natural text")
+    return context_corpus(source)
 
 
 def context_options(args: argparse.Namespace) -> dict:

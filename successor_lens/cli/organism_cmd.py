@@ -29,9 +29,6 @@ def run(args: argparse.Namespace) -> None:
                             n_heads=args.n_heads, documents=args.documents)
     check_folder(args.out, "organism")
     prose = default_prose()
-    if not prose:
-        print("python3-doc is not installed: the corpus has no Python docs prose (a fixed sentence stands in); "
-              "`apt-get install python3-doc` for the shipped recipe")
     with run_folder(args.out, "organism") as out:
         manifest = train_organism(out, config, prose)
     print(f"trained in {manifest['train_wall_s']:.0f} s: final loss {manifest['final_loss']:.3f} over {manifest['tokens_seen']:,} tokens; "

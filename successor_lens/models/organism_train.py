@@ -6,7 +6,7 @@ mechanism: whether a successor head emerges is for the method to find and ablati
 
 - The corpus (`organism_corpus`): documents generated from a seed by a few templates (comma lists
   of every task, numbered lines, "Chapter n" sections, dated diary entries, counting prose), with
-  sentences of the Python docs (Debian's python3-doc) as the prose around them, and whole Python
+  sentences of the Python docs (the shipped corpus, from Debian's python3-doc) as the prose around them, and whole Python
   docs paragraphs. Prose is kept only where every token is among the `PROSE_VOCAB` commonest, so
   the model uses a few thousand of GPT-2's 50,257 tokens.
 - The model is trained over that compact vocabulary (`OrganismConfig`); `organism.py` places its
@@ -271,10 +271,10 @@ CHECKPOINT_EVERY = 250
 
 
 def default_prose() -> list[str]:
-    """The Python docs' paragraphs (python3-doc), or none (the templates' fallback sentence) when absent."""
-    from successor_lens.corpus import load_corpus, python_docs_installed
+    """The Python docs' paragraphs (the shipped corpus, the text python3-doc's sources give)."""
+    from successor_lens.corpus import load_corpus
 
-    return load_corpus() if python_docs_installed() else []
+    return load_corpus()
 
 
 def train_organism(out: Path, config: OrganismConfig, prose: list[str], log: Callable[[str], Any] = print) -> dict:

@@ -323,7 +323,7 @@ def _drawn(monkeypatch) -> list:
     return figures
 
 
-def test_a_heatmaps_colour_scale_fits_its_data_and_marks_the_null(monkeypatch):
+def test_a_heatmaps_colour_scale_never_makes_a_near_chance_head_look_strong(monkeypatch):
     import torch
 
     from successor_lens.artifacts import plots
@@ -331,13 +331,28 @@ def test_a_heatmaps_colour_scale_fits_its_data_and_marks_the_null(monkeypatch):
     figures = _drawn(monkeypatch)
     scores = torch.zeros(6, 4)
     scores[3, 2] = 0.125
-    plots.head_heatmap(scores, "unused.png", "weak model", null=0.04, bar=0.5)
-    fig = figures[0]
-    heat, bar = fig.axes
+    plots.head_heatmap(scores, "unused.png", "weak model", null=0.04, bar=0.5, floor=(0.5, "passes the paper's bar"))
+    heat, bar = figures[0].axes
     lo, hi = heat.images[0].get_clim()
-    assert (lo, hi) == (0.0, 0.125)  # not 0-1: the best score fills the scale
-    assert any(abs(line.get_ydata()[0] - 0.04) < 1e-9 for line in bar.lines)  # the null drawn on the colour bar
-    assert "null 0.040" in heat.get_title() and "paper's bar 0.5 is above this scale" in heat.get_title()
+    assert (lo, hi) == (0.0, 0.5)  # up to the bar: a head at 0.125 is not drawn in the brightest colour
+    assert any(abs(line.get_ydata()[0] - 0.04) < 1e-9 for line in bar.lines)  # the null drawn across the colour bar
+    assert any(t.get_text().strip() == "chance" for t in bar.texts)  # and labelled
+    title = heat.get_title()
+    assert "no head passes the paper's bar: best 0.12, chance 0.04" in title and "chance 0.040" in title
+    scores[3, 2] = 0.9  # a strong head fills its own scale and nothing says "no head"
+    plots.head_heatmap(scores, "unused.png", "strong model", null=0.04, bar=0.5, floor=(0.5, "passes the paper's bar"))
+    heat, _ = figures[1].axes
+    assert heat.images[0].get_clim() == pytest.approx((0.0, 0.9)) and "no head" not in heat.get_title()
+
+
+def test_the_copying_map_of_a_model_without_copying_heads_says_so(monkeypatch, tmp_path):
+    from successor_lens.artifacts import plots
+
+    figures = _drawn(monkeypatch)
+    copying = [[0.05, 0.01], [0.02, 0.03]]
+    plots.scan_figures("m", "mlp0", copying, copying, tmp_path, null=0.03)
+    heat, _ = figures[1].axes
+    assert heat.images[0].get_clim()[1] >= 0.5 and "no head copies" in heat.get_title() and "best 0.05, chance 0.03" in heat.get_title()
 
 
 @pytest.mark.parametrize("which", ["bars", "offsets"])

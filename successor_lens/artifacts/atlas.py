@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformer_lens import HookedTransformer
 
 from successor_lens.artifacts.atlas_config import AtlasConfig
+from successor_lens.artifacts.records import HeadsRecord
+from successor_lens.artifacts.summary import heads_above_chance
 from successor_lens.features.matrix import ItemTable, class_profiles, latent_matrix, selectivity
 from successor_lens.features.mine_run import item_acts, item_table
 from successor_lens.io import provenance
@@ -29,7 +31,7 @@ from successor_lens.probes.head_id import parse_head_name
 from successor_lens.probes.scan import chance_null
 from successor_lens.tasks import Task, TokenSet, build_token_set, same_task
 
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.6"
 
 
 @dataclass
@@ -195,6 +197,7 @@ def collect(
         heads = {
             "config": heads_json["config"], "successor_bar": SUCCESSOR_BAR, "best_head": heads_json["best_head"],
             "passes_bar": heads_json["passes_bar"], "top_heads": heads_json["top_heads"], "null": chance_null(heads_json),
+            "chance": heads_json["chance"], "above_chance": heads_above_chance(cast(HeadsRecord, heads_json)),
             "succession": _heads_matrix(heads_json, "succession", n_layers, n_heads),
             "copying": _heads_matrix(heads_json, "copying", n_layers, n_heads),
             "pages": [head_record(model, heads_json, name, cfg, items) for name in names],

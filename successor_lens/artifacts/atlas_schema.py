@@ -81,6 +81,10 @@ SCHEMA = {
             "properties": {"succession": {"type": "array", "items": _nums}, "copying": {"type": "array", "items": _nums},
                            "null": {"type": ["number", "null"], "description": "since 1.4: the scores' chance level (each task's, "
                                     "weighted by its pairs), marked on the heatmaps"},
+                           "chance": {"type": "object", "additionalProperties": _num,
+                                      "description": "since 1.6: each task's chance level, beside its score on the head pages"},
+                           "above_chance": {"type": "array", "items": {"type": "string"}, "description": "since 1.6: the heads whose "
+                                            "succession score is above chance (the summary's binomial test, Bonferroni over every head)"},
                            "pages": {"type": "array", "items": HEAD_PAGE}, "passes_bar": {"type": "boolean"}}}]},
         "saes": {"type": "array", "items": {
             "type": "object", "required": ["id", "source", "hook_name", "architecture", "d_in", "d_sae", "metrics", "mining", "classes", "latents", "image"],

@@ -34,6 +34,7 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports:
     every-latent index; without it, the export already in `folder` is kept (a re-render). A progress
     bar counts the pages and figures (stderr)."""
     folder = Path(folder)
+    run = folder.resolve().parent if folder.name == ATLAS else None  # a run folder's atlas: replay commands name the run
     doc = json.loads(json.dumps(atlas, default=_plain))  # exactly what atlas.json will hold
     if exports is None:
         exports = {sae["id"]: _read_existing(folder, sae) for sae in doc["saes"] if sae.get("export")}
@@ -59,10 +60,10 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports:
         write_text(tmp / INDEX, html.index_page(doc, summary_lines(doc)))
         bar.update()
         for record in head_pages:
-            write_text(inside(tmp, record["page"], "atlas page"), html.head_page(record))
+            write_text(inside(tmp, record["page"], "atlas page"), html.head_page(record, doc["heads"], doc.get("summary")))
             bar.update()
         for entry in tunes:
-            write_text(inside(tmp, entry["page"], "atlas page"), decision_page(entry, doc["model"]["name"]))
+            write_text(inside(tmp, entry["page"], "atlas page"), decision_page(entry, doc["model"]["name"], run))
             bar.update()
         for sae in doc["saes"]:
             pairs = features.get(sae["id"], [])

@@ -4,8 +4,12 @@ command prints). Everything here reads the held-out split: the numbers the searc
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 from successor_lens.artifacts.html import IMAGES, Raw, esc, h2, img, page, para, table
 from successor_lens.filenames import CHOSEN_EDIT, DECISION_HTML, PARETO_PNG, TUNE
+from successor_lens.nulls import fmt_p
 from successor_lens.probes.tune_config import GOALS, SIGNIFICANCE
 
 HELD_KPIS = ("accuracy", "accuracy_in_task", "error_rate", "answer_logprob", "corpus_loss", "kl", "top1_changed", "side_accuracy")
@@ -23,13 +27,23 @@ def pareto_name(goal: str) -> str:
     return f"{IMAGES}/{PARETO_PNG.removesuffix('.png')}-{goal}.png"
 
 
+def chosen_by(doc: dict) -> str:
+    """The measure that chose the recommended edit: the search ranks by accuracy gain, then by the
+    answer's log-probability (`tune._rank`), so an edit with no accuracy gain was chosen by the latter."""
+    chosen = doc.get("chosen")
+    return "answer_logprob" if chosen and chosen["gain"] == 0 else "gain"
+
+
 def tune_points(doc: dict) -> dict:
-    """The chart's data: (KL, gain) of every search candidate and of the null's, the Pareto front's
-    indexes, the recommended point and the KL budget."""
+    """The chart's data: (KL, the measure that chose) of every search candidate and of the null's,
+    the Pareto front's indexes, the recommended point, the KL budget and the measure's name."""
+    measure = chosen_by(doc)
+
     def pt(r: dict) -> list[float]:
-        return [r["kpis"]["kl"]["after"], r["gain"]]
+        y = r["gain"] if measure == "gain" else GOALS[doc["goal"]] * r["kpis"]["answer_logprob"]["delta"]
+        return [r["kpis"]["kl"]["after"], y]
     return {"candidates": [pt(r) for r in doc["candidates"]], "null": [pt(r) for r in doc["null_candidates"]], "pareto": doc["pareto"],
-            "chosen": pt(doc["chosen"]) if doc.get("chosen") else None, "max_kl": doc["config"]["max_kl"]}
+            "chosen": pt(doc["chosen"]) if doc.get("chosen") else None, "max_kl": doc["config"]["max_kl"], "measure": measure}
 
 
 def tune_entry(doc: dict) -> dict:
@@ -41,7 +55,8 @@ def tune_entry(doc: dict) -> dict:
             "held_out": {"chosen": {k: held["chosen"]["kpis"][k] for k in (*HELD_KPIS, "gain")} if held["chosen"] else None,
                          "null": {"description": held["null"]["description"], "gain": held["null"]["kpis"]["gain"]} if held["null"] else None,
                          "vs_null": held["vs_null"], "better_than_null": held["better_than_null"]},
-            "points": tune_points(doc), "page": decision_name(doc["goal"]), "image": pareto_name(doc["goal"])}
+            "points": tune_points(doc), "page": decision_name(doc["goal"]), "image": pareto_name(doc["goal"]),
+            "replay": (doc.get("provenance") or {}).get("replay")}
 
 
 def _pct(v) -> str:
@@ -56,7 +71,7 @@ def _interval(k: dict, scale: float = 100.0, unit: str = " points") -> str:
     lo, hi = k["ci95"]
     if lo is None:
         return "no interval (no units)"
-    return f"95% interval {scale * lo:+.{0 if scale == 100 else 3}f} to {scale * hi:+.{0 if scale == 100 else 3}f}{unit}, p = {k['p']:.3g}"
+    return f"95% interval {scale * lo:+.{0 if scale == 100 else 3}f} to {scale * hi:+.{0 if scale == 100 else 3}f}{unit}, p {fmt_p(k['p'])}"
 
 
 def holds(ab: dict) -> bool:
@@ -65,12 +80,30 @@ def holds(ab: dict) -> bool:
     return bool(ab["excludes_zero"] and (ab["delta"] or 0) > 0 and ab["p"] is not None and ab["p"] < SIGNIFICANCE)
 
 
+def nothing_to_measure(entry: dict) -> str | None:
+    """Why the held-out split cannot show the edit working, or None: the unedited model continues
+    no held-out list correctly and the edit leaves it so (every accuracy gain is 0; the search then
+    chose by the answer's log-probability alone, which a user never sees)."""
+    k = entry["held_out"]["chosen"]
+    if entry["chosen"] is None or k is None:
+        return None
+    acc = k["accuracy"]
+    if acc["before"] == 0 and not acc["delta"]:
+        return (f"the unedited model continues {_pct(acc['before'])} of the held-out lists correctly and the best edit leaves it at "
+                f"{_pct(acc['after'])}, so there is no gain to measure (the search's best, {entry['chosen']['description']}, only moved "
+                "the answer's log-probability)")
+    return None
+
+
 def verdict(entry: dict) -> tuple[bool, list[str]]:
     """(ship it, the reasons), from the held-out split alone."""
     held = entry["held_out"]
     k = held["chosen"]
     if entry["chosen"] is None or k is None:
         return False, ["the search found no edit within the side-effect budget that moves succession the wanted way"]
+    empty = nothing_to_measure(entry)
+    if empty:
+        return False, [empty]
     cfg, reasons = entry["config"], []
     if not holds(k["gain"]):
         reasons.append(f"on the held-out prompts the gain is not clear of chance ({_interval(k['gain'])})")
@@ -89,8 +122,9 @@ def plain_lines(entry: dict) -> list[str]:
     want = "raise" if GOALS[goal] > 0 else "lower"
     lines = [f"Goal: {want} how often the model continues a list correctly (\"Monday, Tuesday, Wednesday,\" -> \" Thursday\")."]
     ship, reasons = verdict(entry)
-    if entry["chosen"] is None or held["chosen"] is None:
-        lines.append("Recommended change: none. " + reasons[0] + ".")
+    if entry["chosen"] is None or held["chosen"] is None or nothing_to_measure(entry):
+        lines.append("Recommended change: none: " + reasons[0] + ".")
+        lines.append("Decision: nothing to roll out.")
         return lines
     k = held["chosen"]
     n = entry["splits"]["held_out"]
@@ -115,7 +149,19 @@ def plain_lines(entry: dict) -> list[str]:
     return lines
 
 
-def decision_page(entry: dict, model_name: str) -> str:
+def replay_command(entry: dict, run: Path | None, model_name: str) -> str:
+    """The `edit` command that replays the recommended edit, pasteable as it stands: the model, the
+    run folder and the dtype spelled out (the run folder's absolute path where the atlas knows it)."""
+    replay = entry.get("replay") or {}
+    folder = str(run) if run is not None else "RUN_FOLDER"
+    spec = f"{folder}/{TUNE}/{entry['goal']}/{CHOSEN_EDIT}"
+    words = ["successor-lens", "edit", "--model", replay.get("model") or model_name, "--out", folder, "--spec", spec]
+    if replay.get("dtype", "fp32") != "fp32":
+        words += ["--dtype", replay["dtype"]]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def decision_page(entry: dict, model_name: str, run: Path | None = None) -> str:
     ship, _ = verdict(entry)
     lines = plain_lines(entry)
     k = entry["held_out"]["chosen"]
@@ -124,14 +170,17 @@ def decision_page(entry: dict, model_name: str) -> str:
     body += [h2("Every edit the search tried: gain against side effect"),
              img(entry["image"], "target gain against KL for every candidate edit, the null search's in grey, the recommended one starred"),
              para("Each dot is one candidate measured on the search split; grey crosses are the same search over random heads and "
-                  "directions (the null); the dashed line is the side-effect budget.", "note")]
+                  "directions (the null); the dashed line is the side-effect budget. The vertical axis is the measure that chose the "
+                  "starred edit: " + ("the accuracy gain." if entry["points"].get("measure", "gain") == "gain" else
+                                      "the answer's log-probability, as no edit changed the accuracy."), "note")]
     if k:
         body += [h2("Held-out measurements (A/B against the unedited model)"),
                  table(["measure", "before", "after", "change", "95% interval", "p"],
                        [[k[m]["metric"], k[m]["before"], k[m]["after"], k[m]["delta"],
-                         "n/a" if k[m]["ci95"][0] is None else f"{k[m]['ci95'][0]:+.3f} .. {k[m]['ci95'][1]:+.3f}", k[m]["p"]]
+                         "n/a" if k[m]["ci95"][0] is None else f"{k[m]['ci95'][0]:+.3f} .. {k[m]['ci95'][1]:+.3f}",
+                         "n/a" if k[m]["p"] is None else fmt_p(k[m]["p"])]
                         for m in HELD_KPIS])]
-    if entry["chosen"]:
-        body.append(para(f"Replay it: successor-lens edit --spec {TUNE}/{entry['goal']}/{CHOSEN_EDIT}; ship it as a Hugging Face "
-                         f"folder: add --export-model DIR.", "note"))
+    if entry["chosen"] and not nothing_to_measure(entry):
+        body += [para("Replay it (then ship it as a Hugging Face folder: add --export-model DIR):", "note"),
+                 Raw(f"<pre><code>{esc(replay_command(entry, run, model_name))}</code></pre>")]
     return page(f"Decision: {entry['goal']} on {model_name}", body, root="")

@@ -14,6 +14,7 @@ import html
 import re
 from collections.abc import Sequence
 
+from successor_lens.artifacts.plain import GLOSSARY, head_sentence, plain_sentences, which_head_rows
 from successor_lens.filenames import (
     ARITHMETIC_PNG,
     ATLAS_JSON,
@@ -37,7 +38,7 @@ CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222;font-size:15px}
 table{border-collapse:collapse;margin:.5em 0 1em;max-width:100%}th,td{border:1px solid #ccc;padding:2px 8px;text-align:right;overflow-wrap:break-word}
-th{background:#f3f3f3}td.l,th.l{text-align:left}th[data-sort]{cursor:pointer;text-decoration:underline dotted}
+th{background:#f3f3f3}abbr[title]{text-decoration:underline dotted;cursor:help}.plain p{font-size:16px;line-height:1.45;margin:.4em 0}td.l,th.l{text-align:left}th[data-sort]{cursor:pointer;text-decoration:underline dotted}
 code.tok{background:#eef;padding:0 3px;white-space:pre-wrap;overflow-wrap:anywhere}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}.note{color:#555}.ok{color:#060}.bad{color:#a00}
 nav a,.keys a{margin-right:1em}.ctx{font-family:ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anywhere;font-size:90%}
@@ -95,10 +96,16 @@ def cell(value) -> str:
     return esc("" if value is None else value)
 
 
+def term(text: str) -> Raw:
+    """A technical term with its one-sentence definition as a tooltip (`plain.GLOSSARY`), or the text."""
+    definition = GLOSSARY.get(text)
+    return Raw(f'<abbr title="{esc(definition)}">{esc(text)}</abbr>' if definition else esc(text))
+
+
 def table(header: list, rows: list[list], left: int = 1) -> Raw:
-    """An HTML table; the first `left` columns are left-aligned."""
+    """An HTML table; the first `left` columns are left-aligned; header terms carry their definition."""
     cls = lambda i: ' class="l"' if i < left else ""  # noqa: E731
-    head = "".join(f"<th{cls(i)}>{cell(h)}</th>" for i, h in enumerate(header))
+    head = "".join(f"<th{cls(i)}>{cell(term(h) if isinstance(h, str) else h)}</th>" for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(f"<td{cls(i)}>{cell(c)}</td>" for i, c in enumerate(row)) + "</tr>" for row in rows)
     return Raw(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
@@ -145,7 +152,19 @@ def latent_href(sae_id: str, index: int, root: str = "") -> str:
 def index_page(atlas: dict, summary: list[str]) -> str:
     model = atlas["model"]
     prov = atlas["provenance"]
-    body: list[str] = [h2("Summary"), Raw("<ul>" + "".join(f'<li class="bad">{esc(line)}</li>' if "NOT above its null" in line else f"<li>{esc(line)}</li>"
+    body: list[str] = []
+    s = atlas.get("summary")
+    if s and "above_null" in s:  # a whole run's verdicts: what they say, in plain words, first
+        body += [h2("What this model does with ordinal tokens"), Raw('<div class="plain">' + "".join(f"<p>{esc(x)}</p>" for x in plain_sentences(s)) + "</div>")]
+    rows = which_head_rows(atlas)
+    if rows:
+        pages = {p["head"] for p in atlas["heads"]["pages"]}
+        body += [h2("Which head does what"),
+                 table(["head", "what it does", "succession", "copying", "chance"],
+                       [[link(f"heads/{r[0]}.html", r[0]) if r[0] in pages else r[0], *r[1:]] for r in rows], left=2),
+                 para("the top heads by OV succession score and the head the in-context tests chose; hover a column's name for what it "
+                      "measures.", "note")]
+    body += [h2("Summary"), Raw("<ul>" + "".join(f'<li class="bad">{esc(line)}</li>' if "NOT above its null" in line else f"<li>{esc(line)}</li>"
                                                 for line in summary) + "</ul>"),
             para(f"model {model['name']} ({model['n_layers']} layers x {model['n_heads']} heads, d_model {model['d_model']}); "
                  f"weights: {_processing(prov.get('weight_processing'))}; source: {prov.get('source')}; successor-lens {prov.get('version')}", "note")]
@@ -271,7 +290,7 @@ def roles_sections(roles: dict) -> list[str]:
     heads = roles.get("heads") or {}
     with_role = [[name, h["words"].split(": ", 1)[1]] for name, h in heads.items() if "no role above" not in h["words"]]
     nulls = roles.get("nulls") or {}
-    body: list[str] = [h2("Which head does what"),
+    body: list[str] = [h2("Every head's roles (the roles command)"),
             para("roles read on the residual each head reads; a role is listed only when it is above its null ("
                  + "; ".join(f"{k}: {v}" for k, v in nulls.items()) + f"). {len(heads) - len(with_role)} of {len(heads)} heads have no role "
                  "above its null.", "note"),
@@ -290,9 +309,15 @@ def roles_sections(roles: dict) -> list[str]:
     return body
 
 
-def head_page(record: dict) -> str:
-    body: list[str] = [para(f"succession {record['succession']:.3f}, copying {record['copying']:.3f}"),
-            h2("Per-task succession score"), table(["task", "score"], [[t, v] for t, v in record["per_task"].items()]),
+def head_page(record: dict, heads: dict | None = None, summary: dict | None = None) -> str:
+    """A head's page: one sentence on what it does (against chance), then its scores beside each task's chance."""
+    chance = (heads or {}).get("chance") or {}
+    overall = (heads or {}).get("null")
+    body: list[str] = [Raw(f'<div class="plain"><p>{esc(head_sentence(record, overall or 0.0, record["head"] in ((heads or {}).get("above_chance") or ()), summary))}</p></div>'),
+            para(f"succession {record['succession']:.3f}, copying {record['copying']:.3f}"
+                 + (f", chance {overall:.3f}" if overall is not None else "")),
+            h2("Per-task succession score"),
+            table(["task", "succession", "chance"], [[t, v, chance.get(t)] for t, v in record["per_task"].items()]),
             h2("OV circuit: input token -> output"),
             para("top_in_task: the task token with the highest OV logit (what the score counts); top vocabulary: over all tokens.", "note")]
     for task, rows in record["ov_map"].items():

@@ -23,6 +23,7 @@ from successor_lens.filenames import (  # noqa: E402
 )
 from successor_lens.io import atomic_path  # noqa: E402
 from successor_lens.paper import SUCCESSOR_BAR  # noqa: E402
+from successor_lens.probes.scan import READOUT_BAR  # noqa: E402
 
 DPI = 110
 MAX_WIDTH_PX = 1060
@@ -53,14 +54,17 @@ def save(fig, path: str | os.PathLike) -> Path:
 
 
 def head_heatmap(scores_LH: Tensor, path: str | os.PathLike, title: str, top: int = 5, null: float | None = None,
-                 bar: float | None = None, label: str = "score") -> Path:
+                 bar: float | None = None, label: str = "score", floor: tuple[float, str] | None = None) -> Path:
     """Layer x head heatmap with the top heads labelled L{layer}H{head}; the colour scale spans the
-    data (not 0-1), and the null (and the paper's bar, when in range) are marked on the colour bar."""
+    data, the null and the paper's bar, and at least up to `floor` ((score, what a head at it does)),
+    so a map where no head does it is not drawn in the brightest colours: the title says so ("no
+    head copies: best 0.05, chance 0.03"). The null is a labelled line across the colour bar."""
     n_layers, n_heads = scores_LH.shape
     data = scores_LH.float().nan_to_num(0.0)
     lo, hi = min(0.0, float(data.min())), float(data.max())
-    if null is not None:
-        hi = max(hi, null)
+    best = hi
+    for level in (null, bar, floor[0] if floor else None):
+        hi = max(hi, level) if level is not None else hi
     hi = hi if hi > lo else lo + 1e-6
     fig, ax = plt.subplots(figsize=(min(8.5, max(4.5, 0.45 * n_heads + 2.5)), min(9.0, max(3.2, 0.22 * n_layers + 1.6))))
     im = ax.imshow(data.numpy(), aspect="auto", cmap="viridis", vmin=lo, vmax=hi, origin="lower")
@@ -70,16 +74,16 @@ def head_heatmap(scores_LH: Tensor, path: str | os.PathLike, title: str, top: in
     ax.set_yticks(range(0, n_layers, max(1, n_layers // 12)))
     cb = fig.colorbar(im, ax=ax, label=label)
     notes = []
+    if floor is not None and best < floor[0]:
+        notes.append(f"no head {floor[1]}: best {best:.2f}" + (f", chance {null:.2f}" if null is not None else ""))
     if null is not None:
-        cb.ax.axhline(null, color="white", lw=2.5)
-        cb.ax.axhline(null, color="black", lw=1, ls="--")
-        notes.append(f"dashed line on the colour bar: null {null:.3f}")
+        cb.ax.axhline(null, color="white", lw=4)
+        cb.ax.axhline(null, color="black", lw=1.5, ls="--")
+        cb.ax.text(-0.1, null, "chance ", color="black", fontsize=TEXT_PT, ha="right", va="center", transform=cb.ax.get_yaxis_transform())
+        notes.append(f"dashed line on the colour bar: chance {null:.3f}")
     if bar is not None:
-        if lo <= bar <= hi:
-            cb.ax.axhline(bar, color="red", lw=2)
-            notes.append(f"red line: paper's bar {bar}")
-        else:
-            notes.append(f"paper's bar {bar} is above this scale")
+        cb.ax.axhline(bar, color="red", lw=2.5)
+        notes.append(f"red line: paper's bar {bar}")
     ax.set_title(title + ("\n" + "; ".join(notes) if notes else ""), fontsize=9)
     for i in data.flatten().argsort(descending=True)[:top].tolist():
         layer, head = divmod(i, n_heads)
@@ -168,8 +172,9 @@ def scan_figures(model_name: str, embedding: str, succession, copying, folder: P
     folder = Path(folder)
     return [
         head_heatmap(torch.as_tensor(succession), folder / HEADS_PNG, f"{model_name}: succession score ({embedding})", null=null,
-                     bar=SUCCESSOR_BAR, label="succession score"),
-        head_heatmap(torch.as_tensor(copying), folder / HEADS_COPYING_PNG, f"{model_name}: copying score (control)", null=null, label="copying score"),
+                     bar=SUCCESSOR_BAR, label="succession score", floor=(SUCCESSOR_BAR, "passes the paper's bar")),
+        head_heatmap(torch.as_tensor(copying), folder / HEADS_COPYING_PNG, f"{model_name}: copying score (control)", null=null, label="copying score",
+                     floor=(READOUT_BAR, f"copies (a copying head scores {READOUT_BAR} or more)")),
     ]
 
 
@@ -242,7 +247,8 @@ def pareto_figure(points: dict, path: str | os.PathLike, title: str) -> Path:
     ax.set_xscale("symlog", linthresh=1e-3)
     ax.set_xlim(left=0.0)  # KL is never negative: no empty half-axis
     ax.set_xlabel("side effect: KL(unedited || edited) per corpus token (nats)", fontsize=TEXT_PT + 1)
-    ax.set_ylabel("target gain (succession accuracy)", fontsize=TEXT_PT + 1)
+    ax.set_ylabel("target gain (succession accuracy)" if points.get("measure", "gain") == "gain"
+                  else "answer log-prob change (nats; no edit changed accuracy)", fontsize=TEXT_PT + 1)
     ax.set_title(title, fontsize=TEXT_PT + 2)
     ax.tick_params(labelsize=TEXT_PT)
     ax.legend(fontsize=TEXT_PT, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)

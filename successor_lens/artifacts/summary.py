@@ -12,17 +12,28 @@ from typing import Any
 from successor_lens.artifacts.records import ChoiceRecord, HeadsRecord, MineRecord, ProbeRecord
 from successor_lens.nulls import Verdict, rate_vs_chance, words
 from successor_lens.paper import FIGURES, HEADLINES, SUCCESSOR_BAR
-from successor_lens.probes.scan import READOUT_BAR, readout_validated
+from successor_lens.probes.scan import READOUT_BAR, chance_null, readout_validated
 
 SUMMARY_VERSION = "1.0"
 
 
-def head_verdict(heads: HeadsRecord) -> Verdict:
-    """Best OV succession score vs the chance level of its pairs (binomial, Bonferroni over every head)."""
-    scored = {t: n for t, n in heads["n_pairs"].items() if t not in heads["held_out_tasks"]}
-    n = sum(scored.values())
-    chance = sum(heads["chance"][t] * k for t, k in scored.items()) / n
-    return rate_vs_chance(round(heads["best_score"] * n), n, chance, comparisons=len(heads["heads"]))
+def head_verdict(heads: HeadsRecord, score: float | None = None) -> Verdict:
+    """An OV succession score (the best head's unless given) vs the chance level of its pairs
+    (binomial, Bonferroni over every head): the summary's test, and each head's on its pages."""
+    n = sum(k for t, k in heads["n_pairs"].items() if t not in heads["held_out_tasks"])
+    chance = chance_null(heads)  # the one null of the score, as the heatmaps mark it
+    assert chance is not None
+    score = heads["best_score"] if score is None else score
+    return rate_vs_chance(round(score * n), n, chance, comparisons=len(heads["heads"]))
+
+
+def heads_above_chance(heads: HeadsRecord) -> list[str]:
+    """The heads whose OV succession score is above chance by `head_verdict` (none when the readout
+    is not validated: a scan that cannot find copying shows nothing either way)."""
+    copying_best = max((h["copying"] for h in heads["heads"].values()), default=0.0)
+    if not readout_validated(copying_best, heads["best_score"]):
+        return []
+    return [name for name, h in heads["heads"].items() if head_verdict(heads, h["succession"]).above]
 
 
 def _scan_part(heads: HeadsRecord) -> tuple[dict[str, Any], Verdict]:

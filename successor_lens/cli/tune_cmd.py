@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     from successor_lens.probes.tune import Evidence, tune
     from successor_lens.probes.tune_config import TuneConfig
     from successor_lens.probes.tune_data import make_splits, side_prompts
-    from successor_lens.runner.folders import check_folder, run_folder
+    from successor_lens.runner.folders import check_folder, model_identity, run_folder
     from successor_lens.tasks import build_token_set
 
     cfg = TuneConfig(args.goal, args.budget, args.max_kl, args.max_loss_increase, args.heads, args.seed)
@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> None:
                    log=lambda line: print(line, flush=True))
         doc["wall_s"] = round(time.time() - start, 1)
         written = write_tune(doc, model, folder, {"corpus": corpus, "windows": list(windows.shape), "window_rule": WINDOW_RULE,
-                                                  "prompts": len(prompts), "seed": args.seed})
+                                                  "prompts": len(prompts), "seed": args.seed,
+                                                  "replay": {"model": model_identity(args.model)["name"], "dtype": args.dtype}})
         refresh_atlas(out)
     print("\n".join(plain_lines(tune_entry(doc))))
     print(f"wall time {doc['wall_s']:.0f} s, {doc['evaluations']['new']} new evaluations ({doc['evaluations']['total']} in all)")

@@ -131,11 +131,15 @@ def top_in_task(model: HookedTransformer, token_set: TokenSet, config: ScanConfi
 
 @torch.no_grad()
 def chance_null(heads_json: Mapping[str, Any]) -> float | None:
-    """The scan score's null: the rate a head that picks a random in-task token scores (each task's
-    chance, weighted by its pairs), from `SuccessionScores.to_json()`."""
+    """The scan score's null: the rate a head that picks a random in-task token scores (each scored
+    task's chance, weighted by its pairs; held-out tasks are not in the score), from
+    `SuccessionScores.to_json()`. The one null of the score: the summary's verdict, the heatmaps and
+    the atlas all read it here."""
+    held_out = set(heads_json.get("held_out_tasks") or ())
     chance, pairs = heads_json.get("chance") or {}, heads_json.get("n_pairs") or {}
-    total = sum(pairs.get(t, 0) for t in chance)
-    return sum(c * pairs.get(t, 0) for t, c in chance.items()) / total if total else None
+    scored = {t: c for t, c in chance.items() if t not in held_out}
+    total = sum(pairs.get(t, 0) for t in scored)
+    return sum(c * pairs.get(t, 0) for t, c in scored.items()) / total if total else None
 
 
 LEAN_EMBEDDINGS = ("mlp0", "embed+mlp0")

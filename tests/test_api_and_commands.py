@@ -189,8 +189,83 @@ def test_dictionary_learning_submodules_map_to_their_hooks(name, hook):
 
 @pytest.mark.parametrize("name", ["attention_layer0", "mlp_in", "resid_post_layerX", "blocks.0.mlp"])
 def test_an_unknown_dictionary_learning_submodule_is_an_error_naming_the_known_ones(name):
-    with pytest.raises(FormatError, match="is not one this reads: use one of embed, mlp_out_layerN, resid_post_layerN"):
+    with pytest.raises(FormatError, match=r"is not one this reads \(embed, mlp_out_layerN, resid_post_layerN.*give the hook it reads with --hook"):
         dictionary_learning_hook({"submodule_name": name, "layer": 0})
+
+
+def test_a_free_form_dictionary_learning_submodule_is_given_its_hook(tmp_path, capsys):
+    """Users write `mlp_0` or `resid_3`: the hook is given by name (API and --hook), never guessed."""
+    from successor_lens.sae_train.formats import write_dictionary_learning
+
+    sae = _topk_sae(0)
+    folder = tmp_path / "dl" / "trainer_0"
+    folder.mkdir(parents=True)
+    write_dictionary_learning(sae, folder)
+    doc = json.loads((folder / "config.json").read_text())
+    doc["trainer"]["submodule_name"] = "mlp_0"
+    (folder / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="'mlp_0' is not one this reads"):
+        load_dictionary(folder)
+    d = load_dictionary(folder, hook="blocks.0.hook_mlp_out")
+    assert d.sae.cfg.metadata.hook_name == "blocks.0.hook_mlp_out" and torch.allclose(d.sae.W_dec, sae.W_dec)
+    with pytest.raises(DictionaryError, match="is not a TransformerLens hook name"):
+        load_dictionary(folder, hook="../mlp")
+    out = tmp_path / "converted"
+    assert main(["convert", str(folder), "--hook", "blocks.0.hook_mlp_out", "--to", "sae-lens", "--out", str(out)]) == 0
+    assert load_dictionary(out / "blocks.0.hook_mlp_out").sae.cfg.metadata.hook_name == "blocks.0.hook_mlp_out"
+    capsys.readouterr()
+    assert main(["convert", str(folder), "--to", "sae-lens", "--out", str(tmp_path / "c2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--hook" in err[0]
+
+
+def test_results_are_iterable_indexable_and_rank_their_best():
+    from successor_lens.features.mine_run import item_acts, item_table
+    from successor_lens.features.mining import mine
+    from successor_lens.models.loading import load_model
+    from successor_lens.probes.scan import scan_heads
+    from successor_lens.sae_train.dictionary import Dictionary
+
+    model = load_model("planted-gpt2")
+    scan = scan_heads(model)
+    assert scan.best_head == "L2H1" and scan.top(3) == scan.top_heads(3) and scan[0] == scan.top_heads(1)[0]
+    assert len(scan) == 16 and len(list(scan)) == 16 and scan["L2H1"] == scan[0]
+    with pytest.raises(KeyError, match="4 layers x 4 heads"):
+        scan["L9H0"]
+    cfg = TrainConfig(d_sae=64, k=4, steps=2, batch_size=32)
+    sae = make_sae(cfg, model.cfg.d_model, {"model_name": "planted-gpt2", "hook_name": "blocks.0.hook_mlp_out"})
+    table = item_table(model)
+    mined = mine(Dictionary(sae, {}, "here"), item_acts(model, table, "mlp0"), table)
+    assert "NO null computed" in repr(mined)  # an untrained dictionary's count is not printed as a finding
+    rows = list(mined)
+    assert [c for c, _, _ in rows] == mined.classes_found and all(mined[c] == latents for c, latents, _ in rows)
+    assert mined.top(2) == sorted(rows, key=lambda r: -(r[2] or 0.0))[:2]
+    missing = next((c for c in range(10) if c not in mined.classes_found), None)
+    if missing is not None:
+        with pytest.raises(KeyError, match="no latent was assigned"):
+            mined[missing]
+
+
+def test_a_dictionary_encodes_decodes_and_shows_itself():
+    from successor_lens.sae_train.dictionary import Dictionary
+
+    cfg = TrainConfig(d_sae=16, k=2, steps=2, batch_size=32)
+    sae = make_sae(cfg, 8, {"model_name": "m", "hook_name": "blocks.0.hook_mlp_out"})
+    d, x = Dictionary(sae, {}, "<here>"), torch.randn(5, 8)
+    with torch.no_grad():
+        assert torch.equal(d.encode(x), sae.encode(x)) and torch.equal(d.decode(d.encode(x)), sae.decode(sae.encode(x)))
+    page = d._repr_html_()
+    assert "blocks.0.hook_mlp_out" in page and "&lt;here&gt;" in page and "<here>" not in page
+
+
+def test_a_head_the_model_lacks_is_one_line_before_the_probes_work(monkeypatch):
+    import successor_lens as sl
+    from successor_lens.probes import probe_run
+
+    model = sl.load_model("planted-gpt2")
+    monkeypatch.setattr(probe_run, "item_table", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(UserError, match="head L9H9 does not exist: planted-gpt2 has 4 layers x 4 heads"):
+        sl.run_probes(model, {}, head="L9H9")
 
 
 @pytest.mark.slow

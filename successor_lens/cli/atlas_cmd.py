@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sae", required=True, help="a dictionary folder (ours or sae-lens's) or an sae-lens release name")
     p.add_argument("--sae-id", default=None, help="the SAE id within an sae-lens release")
     p.add_argument("--hookpoint", default=None, help="the hookpoint's folder within a sparsify multi-hookpoint folder (e.g. layers.0.mlp)")
+    p.add_argument("--hook", default=None, help="the TransformerLens hook the dictionary reads (e.g. blocks.0.hook_mlp_out), when its config "
+                   "names it in a form this does not read (dictionary_learning's free-form submodule_name)")
     p.add_argument("--model", default=None, type=model_name, help="model (default: the one named in the dictionary's metadata; an embedded "
                    "model's Hugging Face id is that model)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     config = AtlasConfig(latents=args.latents, **context_options(args))
     check_folder(args.out, "atlas", model=args.model, dtype=args.dtype)  # refuse a folder that is not ours before any work
-    d = load_dictionary(args.sae, args.sae_id, device="cpu", hookpoint=args.hookpoint)
+    d = load_dictionary(args.sae, args.sae_id, device="cpu", hookpoint=args.hookpoint, hook=args.hook)
     name = canonical_name(args.model or d.sae.cfg.metadata.model_name or DEFAULT_MODEL)
     shape = model_shape(name)
     if d.sae.cfg.d_in != shape.d_model:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
     head = check_head(args.head, shape) if args.head else None
     hook = d.sae.cfg.metadata.hook_name
     if not isinstance(hook, str) or not hook:
-        raise ConfigError(f"{d.source}: its metadata names no hook: set metadata.hook_name to a TransformerLens hook name (e.g. "
+        raise ConfigError(f"{d.source}: its metadata names no hook: pass --hook with the TransformerLens hook it reads (e.g. "
                           "blocks.0.hook_mlp_out)")
     try:
         check_site(hook, shape.n_layers)  # before the model loads and before --out is made

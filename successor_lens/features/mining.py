@@ -58,10 +58,32 @@ class MinedFeatures:
     recurrence matches across SAEs."""
     W_dec: Tensor | None = None
 
+    def latents_of(self, c: int) -> list[int]:
+        """The latents assigned to class `c`, in index order (none: an empty list)."""
+        return sorted(latent for latent, k in self.latent_class.items() if k == c)
+
+    def __len__(self) -> int:
+        return len(self.classes_found)
+
+    def __iter__(self):
+        """Each class found as (class, its latents, its modal coverage)."""
+        return iter([(c, self.latents_of(c), self.modal_coverage.get(c)) for c in self.classes_found])
+
+    def __getitem__(self, c: int) -> list[int]:
+        """The latents of class `c` (KeyError when no latent was assigned to it)."""
+        if c not in self.classes_found:
+            raise KeyError(f"class {c}: no latent was assigned to it (classes found: {self.classes_found})")
+        return self.latents_of(c)
+
+    def top(self, n: int = 10) -> list[tuple[int, list[int], float | None]]:
+        """The n classes found with the highest modal coverage: (class, latents, modal coverage)."""
+        return sorted(self, key=lambda row: -(row[2] or 0.0))[:n]
+
     def __repr__(self) -> str:
         return (f"MinedFeatures({len(self.classes_found)}/{self.config.modulus} classes, {len(self.latent_class)} latents assigned; mean modal "
                 f"coverage {self.mean_modal_coverage:.3f} (unsplit items {self.mean_modal_coverage_unsplit:.3f}; paper {FIGURES['modal_coverage']}); "
-                "its nulls: `sl.mining_null(...).compare(mined)`)")
+                "NO null computed, so this count is not evidence by itself: an untrained dictionary can find classes too; "
+                "`sl.mining_null(...).compare(mined)` gives the counts beside their nulls)")
 
     def _repr_html_(self) -> str:
         rows = [[c, ", ".join(str(l) for l in sorted(l for l, k in self.latent_class.items() if k == c)), self.modal_coverage.get(c)]

@@ -16,7 +16,7 @@ from successor_lens.paper import ARITHMETIC, FIGURES
 from successor_lens.probes.arithmetic import ArithmeticResult, offset_profile, random_directions, vector_arithmetic
 from successor_lens.probes.circuit import OVCircuit
 from successor_lens.probes.head_choice import analysis_head
-from successor_lens.probes.head_id import parse_head_name
+from successor_lens.probes.head_id import check_head, parse_head_name
 from successor_lens.probes.linear import CosineReport, ProbeResult, class_mean_directions, leave_one_task_out, probe_feature_cosine
 from successor_lens.tasks import Task
 
@@ -81,7 +81,10 @@ def probe_model(
     tasks: list[Task] | None = None, scan_tasks: list[Task] | None = None, run_folder: Path | None = None,
 ) -> ProbeRun:
     """Everything `successor-lens probe` measures, through `head` (default: chosen by `analysis_head`);
-    the item activations come from `run_folder`'s activations stage when it cached them."""
+    the item activations come from `run_folder`'s activations stage when it cached them. A head
+    name the model lacks is one line (`UserError`) before any work."""
+    if head is not None:
+        head = check_head(head, model)
     table = item_table(model, tasks)
     mlp0 = item_acts(model, table, "mlp0", run_folder, tasks)
     embed = item_acts(model, table, "embed", run_folder, tasks)

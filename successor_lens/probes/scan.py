@@ -21,7 +21,7 @@ from successor_lens.errors import ConfigError, UserError
 from successor_lens.models.lean import LeanCheckpoint
 from successor_lens.paper import SUCCESSOR_BAR
 from successor_lens.probes.circuit import effective_embeddings, head_inputs, ov_logits
-from successor_lens.probes.head_id import head_name
+from successor_lens.probes.head_id import head_name, parse_head_name
 from successor_lens.probes.probe_configs import ScanConfig
 from successor_lens.progress import bar as progress_bar
 from successor_lens.tasks import TokenSet, build_token_set, same_task
@@ -56,6 +56,33 @@ class SuccessionScores:
             (head_name(i // n_heads, i % n_heads), self.scores.flatten()[i].item(), self.copying.flatten()[i].item())
             for i in order
         ]
+
+    def top(self, n: int = 10) -> list[tuple[str, float, float]]:
+        """The n best heads by succession score: (name, score, copying score); `top_heads`."""
+        return self.top_heads(n)
+
+    @property
+    def best_head(self) -> str:
+        """The name of the head with the best succession score ("L3H1")."""
+        return self.top_heads(1)[0][0]
+
+    def __len__(self) -> int:
+        return self.scores.numel()
+
+    def __iter__(self):
+        """Every head as (name, succession, copying), best first."""
+        return iter(self.top_heads(len(self)))
+
+    def __getitem__(self, key: int | str) -> tuple[str, float, float]:
+        """A head by rank (0 is the best) or by name ("L3H1"): (name, succession, copying)."""
+        if isinstance(key, str):
+            layer, head = parse_head_name(key)
+            n_layers, n_heads = self.scores.shape
+            if not (0 <= layer < n_layers and 0 <= head < n_heads):
+                raise KeyError(f"{key}: this scan has {n_layers} layers x {n_heads} heads")
+            return key, self.scores[layer, head].item(), self.copying[layer, head].item()
+        ranked = self.top_heads(len(self))
+        return ranked[key]
 
     def __repr__(self) -> str:
         name, score, copying = self.top_heads(1)[0]

@@ -9,6 +9,7 @@ package version, data hash). The folder appears whole or not at all.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,22 @@ class Dictionary:
         c = self.sae.cfg
         return f"Dictionary({self.source!r}: {c.architecture()} {c.d_in} -> {c.d_sae} latents at {c.metadata.hook_name})"
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent activations [..., d_sae] of activations x [..., d_in] (the SAE's own encode)."""
+        return self.sae.encode(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The reconstruction [..., d_in] of latent activations z [..., d_sae] (the SAE's own decode)."""
+        return self.sae.decode(z)
+
+    def _repr_html_(self) -> str:
+        from successor_lens.display import html_card
+
+        c = self.sae.cfg
+        rows = [["source", self.source], ["architecture", c.architecture()], ["d_in -> d_sae", f"{c.d_in} -> {c.d_sae}"],
+                ["hook", c.metadata.hook_name], ["model", c.metadata.model_name]]
+        return html_card("Dictionary", ["field", "value"], rows, [])
+
 
 def as_sae(dictionary: Any) -> SAE:
     """The sae-lens SAE of `dictionary`: a `Dictionary` (`load_dictionary`) or an SAE itself. Every
@@ -95,6 +112,7 @@ def load_dictionary(
     expected_hook: str | None = None,
     converter=None,
     hookpoint: str | None = None,
+    hook: str | None = None,
 ) -> Dictionary:
     """Load a dictionary folder (sae-lens's layout, ours or anyone's; EleutherAI sparsify's; or
     dictionary_learning's, detected by their files: `formats.py`) or an sae-lens registry release.
@@ -103,15 +121,23 @@ def load_dictionary(
     Fails with one line on a missing or corrupt file, a dimension or hook mismatch, or (for a
     release) when the hub is unreachable. A sparsify run folder with several hookpoints (what
     `Sae.load_many` reads) takes `hookpoint`, the name of one of its subfolders ("layers.0.mlp").
+    `hook` names the TransformerLens hook the dictionary reads ("blocks.0.hook_mlp_out") when its
+    own config does not say it in a form this reads (dictionary_learning's free-form
+    `submodule_name`: "mlp_0", "resid_3", ...), or to correct a folder's; it is checked first.
     """
+    if hook is not None:
+        hook = check_hook_name(hook)
     path = Path(path_or_release)
     if path.exists() or os.sep in str(path_or_release) or str(path_or_release).startswith("."):
         path = _hookpoint_folder(path, hookpoint)
-        sae, prov = _load_folder(path, device, converter)
+        sae, prov = _load_folder(path, device, converter, hook)
         source = str(path)
     else:
         sae, prov = _load_release(str(path_or_release), sae_id, device)
         source = f"sae-lens release {path_or_release}/{sae_id}"
+    if hook is not None and sae.cfg.metadata.hook_name != hook:
+        prov = {**prov, "hook_given": {"hook": hook, "config_said": sae.cfg.metadata.hook_name}}
+        sae.cfg.metadata.hook_name = hook
     check_weights(sae, source)
     d_in = sae.cfg.d_in
     if expected_d_in is not None and d_in != expected_d_in:
@@ -142,14 +168,26 @@ def _hookpoint_folder(path: Path, hookpoint: str | None) -> Path:
     return path / name
 
 
-def _load_folder(path: Path, device: str, converter=None):
+HOOK_NAME = re.compile(r"hook_embed|blocks\.\d{1,4}\.hook_[a-z_]{1,40}")
+"""The TransformerLens hooks a dictionary can be given by name (`load_dictionary(hook=...)`, --hook)."""
+
+
+def check_hook_name(hook: str) -> str:
+    """`hook` when it is a TransformerLens hook name a dictionary can read; one line otherwise."""
+    if not isinstance(hook, str) or not HOOK_NAME.fullmatch(hook):
+        raise DictionaryError(f"--hook {str(hook)[:60]!r} is not a TransformerLens hook name: give one such as hook_embed, "
+                              "blocks.0.hook_mlp_out or blocks.3.hook_resid_post")
+    return hook
+
+
+def _load_folder(path: Path, device: str, converter=None, hook: str | None = None):
     if not path.is_dir():
         raise DictionaryError(f"{path}: no such folder: give a folder with {CFG_FILE} and {WEIGHTS_FILE}")
     fmt = detect(path)
     if converter is not None:
         return _load_converted(path, device, converter, fmt or "custom converter")
     if fmt is not None and fmt in LOADERS:
-        return _load_converted(path, device, LOADERS[fmt], fmt)
+        return _load_converted(path, device, LOADERS[fmt], fmt, hook)
     for name in (CFG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise DictionaryError(f"{path / name}: missing: this is not an sae-lens dictionary folder")
@@ -166,12 +204,12 @@ def _load_folder(path: Path, device: str, converter=None):
     return sae, prov
 
 
-def _load_converted(path: Path, device: str, converter, fmt: str):
+def _load_converted(path: Path, device: str, converter, fmt: str, hook: str | None = None):
     """A folder in another library's layout, through an sae-lens disk loader (`formats.py`'s, which
     name their own problems as `FormatError`, or a caller's), then built by sae-lens."""
     failed = lambda err: f"{path}: cannot load it as a {fmt} dictionary ({first_line(err, 160)})"  # noqa: E731
     if converter in LOADERS.values():
-        cfg, state = converter(path, device)
+        cfg, state = converter(path, device, hook=hook)
     else:
         with foreign_errors(DictionaryError, failed):
             cfg, state = converter(path, device, cfg_overrides=None)

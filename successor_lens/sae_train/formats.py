@@ -99,7 +99,8 @@ def dictionary_learning_hook(trainer: dict) -> str:
             if isinstance(at, str) or (isinstance(at, int) and at >= 0):
                 return f"blocks.{at}.{hook}"
     known = ", ".join(["embed"] + [f"{k}_layerN" for k in _DL_HOOKS])
-    raise FormatError(f"dictionary_learning submodule_name {name!r} is not one this reads: use one of {known}")
+    raise FormatError(f"dictionary_learning submodule_name {name!r} is not one this reads ({known}): give the hook it reads with "
+                      "--hook (load_dictionary(hook=...)), e.g. --hook blocks.0.hook_mlp_out")
 
 
 def tl_to_dictionary_learning_hook(hook: str) -> tuple[str, int]:
@@ -131,6 +132,8 @@ def _named_errors(fmt: str):
         def load(path, *args, **kwargs):
             try:
                 return loader(path, *args, **kwargs)
+            except FormatError as err:  # our own one line, with its own fix
+                raise FormatError(f"{path}: {err}") from None
             except (KeyError, OSError, ValueError, SafetensorError, pickle.UnpicklingError) as err:
                 raise FormatError(f"{path}: not a readable {fmt} dictionary ({type(err).__name__}: {err}): re-save it") from err
         return load
@@ -138,7 +141,7 @@ def _named_errors(fmt: str):
 
 
 @_named_errors("sparsify")
-def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict | None = None) -> tuple[dict, dict]:
+def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict | None = None, hook: str | None = None) -> tuple[dict, dict]:
     path = Path(path)
     raw = read_json(path / "cfg.json", "sparsify config", dict, FormatError, "re-save the dictionary", max_bytes=1 << 20)
     if raw.get("transcode") or raw.get("skip_connection") or raw.get("activation", "topk") != "topk":
@@ -148,18 +151,19 @@ def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict |
     state = {"W_enc": W_enc, "b_enc": tensors["encoder.bias"].float(), "W_dec": tensors["W_dec"].float(), "b_dec": tensors["b_dec"].float()}
     run_cfg = path.parent / "config.json"
     model = read_json(run_cfg, "sparsify run config", dict, FormatError, "re-save the dictionary", max_bytes=1 << 20).get("model") if run_cfg.is_file() else None
-    hook = sparsify_hook(path.name)
+    hook = hook or sparsify_hook(path.name)
     source = {"format": "sparsify", "hookpoint": path.name, "hook_name": hook}
     return _cfg("topk", raw["d_in"], W_enc.shape[1], hook, model, source, device, k=raw["k"], overrides=cfg_overrides), state
 
 
 @_named_errors("dictionary_learning")
-def dictionary_learning_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict | None = None) -> tuple[dict, dict]:
+def dictionary_learning_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict | None = None,
+                               hook: str | None = None) -> tuple[dict, dict]:
     path = Path(path)
     trainer = read_json(path / "config.json", "dictionary_learning config", dict, FormatError, "re-save the dictionary", max_bytes=1 << 20)["trainer"]
     sd = torch.load(path / "ae.pt", map_location=device, weights_only=True)
     kind = trainer["dict_class"]
-    hook = dictionary_learning_hook(trainer)
+    hook = hook or dictionary_learning_hook(trainer)  # a hook given by name stands in for a submodule_name this does not read
     source = {"format": "dictionary-learning", "dict_class": kind, "submodule_name": trainer.get("submodule_name"), "hook_name": hook}
     model = trainer.get("lm_name")
     if kind in ("AutoEncoderTopK", "BatchTopKSAE"):

@@ -84,3 +84,14 @@ def test_the_which_head_table_says_promotes_only_for_heads_above_chance():
 
 def test_every_glossary_term_is_defined_in_a_sentence():
     assert all(len(text) > 20 and text.endswith(".") for text in GLOSSARY.values())
+
+
+def test_fit_figures_out_of_range_are_flagged_and_weights_read_in_words():
+    from successor_lens.artifacts.plain import fit_warnings, flagged, weights_words
+
+    assert flagged(1.139, 0.0, 1.0) == "1.139 (out of range)" and flagged(0.4, 0.0, 1.0) == 0.4 and flagged(None, 0, 1) is None
+    words = " ".join(fit_warnings(1.139, 1.493))
+    assert "FVU 1.139 is above 1" in words and "loss recovered 1.493 is above 1 (out of range)" in words
+    assert "below 0" in fit_warnings(0.2, -0.3)[0] and fit_warnings(0.2, 0.9) == []
+    assert weights_words({"fold_ln": False, "center_unembed": False}) == "unprocessed (no LayerNorm folding, no centring)"
+    assert weights_words({"fold_ln": True, "center_unembed": False}) == "LayerNorm folded" and "{" not in weights_words({"x": True})

@@ -68,3 +68,39 @@ def test_the_readme_is_short_defines_its_terms_first_and_links_only_to_files_tha
     for doc in (ROOT / "docs").glob("*.md"):  # the long tables moved here; their links hold too
         for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text()):
             assert target.startswith("http") or (doc.parent / target).exists(), (doc.name, target)
+
+
+def test_every_module_a_commands_help_cites_exists():
+    """Help text is read by people who then open the file it names."""
+    import re
+    from pathlib import Path
+
+    from successor_lens.cli.main import build_parser
+
+    root = Path(__file__).resolve().parent.parent / "successor_lens"
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    text = "\n".join(p.format_help() for p in subparsers.choices.values())
+    cited = set(re.findall(r"\b([a-z_]+(?:/[a-z_]+)*\.py)\b", text))
+    assert cited and all(list(root.rglob(c.split("/")[-1])) for c in cited), sorted(c for c in cited if not list(root.rglob(c.split("/")[-1])))
+
+
+def test_one_vocabulary_of_flags_and_the_old_spellings_still_parse_hidden():
+    from successor_lens.cli.main import build_parser
+
+    parser = build_parser()
+    pairs = [("wild", "--context-tokens", "--ctx", "ctx"), ("edit", "--context-tokens", "--ctx", "ctx"), ("tune", "--context-tokens", "--ctx", "ctx"),
+             ("wild", "--top-positions", "--top", "top_positions"), ("tune", "--top-heads", "--heads", "heads"),
+             ("heads", "--top-heads", "--top", "top"), ("roles", "--top-heads", "--top", "top")]
+    extra = {"edit": ["--spec", "x.json"], "tune": ["--goal", "improve-succession"]}
+    subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    for command, new, old, dest in pairs:
+        a = parser.parse_args([command, *extra.get(command, []), new, "17"])
+        b = parser.parse_args([command, *extra.get(command, []), old, "17"])
+        assert getattr(a, dest) == getattr(b, dest) == 17, (command, old)
+        text = subparsers.choices[command].format_help()
+        assert new in text and f"{old} " not in text.replace(new, ""), (command, old)
+    for command in ("run", "atlas", "wild", "edit", "tune"):
+        assert "--context-tokens" in subparsers.choices[command].format_help()
+    for command in ("run", "atlas", "heads", "train", "mine", "probe", "wild", "edit", "tune", "roles"):  # every command that loads a model
+        assert "--verify-cache" in subparsers.choices[command].format_help(), command

@@ -14,7 +14,7 @@ import html
 import re
 from collections.abc import Sequence
 
-from successor_lens.artifacts.plain import GLOSSARY, head_sentence, plain_sentences, which_head_rows
+from successor_lens.artifacts.plain import GLOSSARY, fit_warnings, flagged, head_sentence, plain_sentences, weights_words, which_head_rows
 from successor_lens.filenames import (
     ARITHMETIC_PNG,
     ATLAS_JSON,
@@ -167,7 +167,7 @@ def index_page(atlas: dict, summary: list[str]) -> str:
     body += [h2("Summary"), Raw("<ul>" + "".join(f'<li class="bad">{esc(line)}</li>' if "NOT above its null" in line else f"<li>{esc(line)}</li>"
                                                 for line in summary) + "</ul>"),
             para(f"model {model['name']} ({model['n_layers']} layers x {model['n_heads']} heads, d_model {model['d_model']}); "
-                 f"weights: {_processing(prov.get('weight_processing'))}; source: {prov.get('source')}; successor-lens {prov.get('version')}", "note")]
+                 f"weights: {weights_words(prov.get('weight_processing'))}; source: {prov.get('source')}; successor-lens {prov.get('version')}", "note")]
     heads = atlas["heads"]
     if heads:
         body += [h2("Succession heads (OV circuit)"), img(f"{IMAGES}/{HEADS_PNG}", "layer x head succession heatmap"),
@@ -179,16 +179,20 @@ def index_page(atlas: dict, summary: list[str]) -> str:
                       "ok" if heads["passes_bar"] else "bad"),
                  img(f"{IMAGES}/{HEADS_COPYING_PNG}", "layer x head copying heatmap")]
     body.append(h2("Dictionaries"))
-    rows = []
+    rows, warnings = [], []
     for d in atlas["saes"]:
         m = d.get("metrics") or {}
         found = sum(1 for v in d["classes"].values() if v)
         spliced = m.get("spliced") or {}
         name = link(d["export"]["pages"][0], d["id"]) if d.get("export") else d["id"]
         rows.append([name, d["hook_name"], d["architecture"], d["d_sae"], (m.get("trained_on") or {}).get("data", "not recorded"), m.get("l0"),
-                     m.get("fvu"), m.get("dead_frac"), spliced.get("loss_recovered", "n/a (not in context)"), f"{found}/10"])
+                     flagged(m.get("fvu"), 0.0, 1.0), m.get("dead_frac"),
+                     flagged(spliced["loss_recovered"], 0.0, 1.0) if spliced.get("loss_recovered") is not None else "n/a (not in context)",
+                     f"{found}/10"])
+        warnings += [f"{d['id']}: {w}" for w in fit_warnings(m.get("fvu"), spliced.get("loss_recovered"))]
     body.append(table(["dictionary (every latent)", "hook", "arch", "d_sae", "trained on", "L0", "FVU", "dead", "loss recovered (spliced in)",
                        "mod-10 classes"], rows, left=5))
+    body += [para(w, "bad") for w in warnings]
     body.append(para("L0, FVU and dead fraction here are measured on the dictionary's training data; each dictionary's own page gives "
                      "them on the corpus the latent pages show.", "note"))
     body.append(h2("mod-10 class x latent overview"))
@@ -219,12 +223,6 @@ def index_page(atlas: dict, summary: list[str]) -> str:
                                           for t in atlas["tunes"]) + "</ul>"))
     body += [h2("Files"), Raw("<ul>" + "".join(f"<li>{link(f, f)}</li>" for f in (ATLAS_JSON, ATLAS_SCHEMA, REPORT)) + "</ul>")]
     return page(f"successor-lens atlas: {model['name']}", body)
-
-
-def _processing(flags) -> str:
-    if isinstance(flags, dict) and not any(flags.values()):
-        return "unprocessed (no LayerNorm folding, no centring)"
-    return str(flags)
 
 
 def _has_page(d: dict, latent: int) -> bool:

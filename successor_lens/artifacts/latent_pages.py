@@ -9,6 +9,7 @@ else (no other script, no network). Everything works without it but the filters 
 from __future__ import annotations
 
 from successor_lens.artifacts.html import Raw, context_html, esc, h2, img, link, page, para, table, tok, visible
+from successor_lens.artifacts.plain import fit_warnings, flagged
 from successor_lens.filenames import INDEX
 
 MAX_LATENT_PAGES = 16384
@@ -136,9 +137,11 @@ def _fit(settings: dict) -> list[str]:
                 "trained on (the training-time figures are in the atlas index)."))
     rec = spliced.get("loss_recovered")
     return [h2("Fit on the corpus these pages show"), para(words, "" if same else "bad"),
-            table(["FVU", "L0", "dead", "loss clean", "loss spliced in", "loss zero-ablated", "loss recovered", "KL to clean", "tokens"],
-                  [[fit.get("fvu"), fit.get("l0"), fit.get("dead_frac"), spliced.get("clean"), spliced.get("spliced"), spliced.get("zero_ablated"),
-                    "n/a" if rec is None else rec, spliced.get("kl_spliced"), fit.get("tokens")]], left=0),
+            table(["FVU", "L0", "dead", "loss clean", "loss spliced in", "loss zero-ablated", "loss recovered (spliced in)", "KL to clean", "tokens"],
+                  [[flagged(fit.get("fvu"), 0.0, 1.0), fit.get("l0"), fit.get("dead_frac"), spliced.get("clean"), spliced.get("spliced"),
+                    spliced.get("zero_ablated"), "n/a" if rec is None else flagged(rec, 0.0, 1.0), spliced.get("kl_spliced"), fit.get("tokens")]],
+                  left=0),
+            *[para(w, "bad") for w in fit_warnings(fit.get("fvu"), rec)],
             para(f"FVU, L0 and dead fraction over all {fit.get('tokens')} counted tokens; the losses over the first "
                  f"{(spliced.get('windows') or ['?'])[0]} windows.", "note")]
 

@@ -176,3 +176,38 @@ GLOSSARY = {
 }
 """Every technical term a table header or a summary line uses, in one sentence each: the atlas
 shows it as a tooltip (`html.term`) and docs/atlas.md lists it."""
+
+
+def fit_warnings(fvu: float | None, loss_recovered: float | None) -> list[str]:
+    """A sentence for each fit figure outside its meaningful range (`GLOSSARY`'s FVU and loss recovered)."""
+    out = []
+    if fvu is not None and fvu > 1:
+        out.append(f"FVU {fvu:.3f} is above 1: the reconstruction is worse than predicting the mean activation, so this dictionary "
+                   "does not fit these activations.")
+    if loss_recovered is not None and loss_recovered > 1:
+        out.append(f"loss recovered {loss_recovered:.3f} is above 1 (out of range): the spliced-in reconstruction gives a lower loss than "
+                   "the clean model, so the figure does not measure fit here.")
+    if loss_recovered is not None and loss_recovered < 0:
+        out.append(f"loss recovered {loss_recovered:.3f} is below 0 (out of range): splicing the reconstruction in is worse than "
+                   "zero-ablating the site.")
+    return out
+
+
+def flagged(value: float | None, lo: float | None, hi: float | None) -> Any:
+    """`value` as a table shows it, with "(out of range)" when it is outside [lo, hi]."""
+    if value is None:
+        return None
+    out = (lo is not None and value < lo) or (hi is not None and value > hi)
+    return f"{value:.3f} (out of range)" if out else value
+
+
+PROCESSING_WORDS = {"fold_ln": "LayerNorm folded", "center_writing_weights": "writing weights centred", "center_unembed": "unembedding centred",
+                    "fold_value_biases": "value biases folded", "refactor_factored_attn_matrices": "attention matrices refactored"}
+
+
+def weights_words(flags: Any) -> str:
+    """TransformerLens's weight processing flags (provenance's `weight_processing`) in words."""
+    if not isinstance(flags, dict):
+        return "processing not recorded" if flags is None else str(flags)
+    done = [PROCESSING_WORDS.get(str(k), str(k)) for k, v in flags.items() if v]
+    return ", ".join(done) if done else "unprocessed (no LayerNorm folding, no centring)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from successor_lens.artifacts.plain import weights_words
 from successor_lens.paper import HEADLINES, SCAN_TEXT, WILD_TEXT
 
 
@@ -33,7 +34,7 @@ def report_md(doc: dict) -> str:
     """report.md: the headline results, each beside its null and the paper's figure."""
     prov = doc["provenance"]
     out = [f"# successor-lens report: {md(doc['model']['name'])}", "",
-           f"successor-lens {prov['version']}; weights {md(prov['weight_processing'])}; source {md(prov['source'])}.", "",
+           f"successor-lens {prov['version']}; weights {md(weights_words(prov['weight_processing']))}; source {md(prov['source'])}.", "",
            "## Summary", ""] + [f"- {md(line)}" for line in summary_lines(doc)] + [""]
     s = doc.get("summary")
     if s:

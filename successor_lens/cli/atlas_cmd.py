@@ -9,6 +9,7 @@ from successor_lens.cli.common import (
     add_context_arguments,
     add_dtype_argument,
     add_model_seed_argument,
+    add_verify_cache_argument,
     config_option,
     context_options,
     model_name,
@@ -31,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add_dtype_argument(p)
     add_model_seed_argument(p)
+    add_verify_cache_argument(p)
     p.add_argument("--head", default=None, help="head for the logit effects, as L{layer}H{head} (default: the scan's best)")
     config_option(p, AtlasConfig, "latents", type=positive_int)
     add_context_arguments(p)

@@ -18,6 +18,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     add_dtype_argument(p)
     add_model_seed_argument(p)
+    add_verify_cache_argument(p)
+
+
+def add_verify_cache_argument(p: argparse.ArgumentParser) -> None:
+    """--verify-cache, on every command that loads a model."""
     p.add_argument("--verify-cache", action="store_true", help="hash every cached file in full (converted weights, "
                    "GGUF and checkpoint digests) instead of trusting hashes remembered by inode, size and mtime")
 
@@ -43,12 +48,26 @@ def model_name(text: str) -> str:
     return canonical_name(text)
 
 
-def config_option(p: argparse.ArgumentParser, cls: type, name: str, flag: str | None = None, help_suffix: str = "", **kwargs) -> None:
+def old_spelling(p: argparse.ArgumentParser, old: str, new: argparse.Action) -> None:
+    """`old`, an earlier name of the option `new`, still accepted but hidden from help: one
+    vocabulary of flags across commands (docs/commands.md, "Flags") without breaking scripts."""
+    p.add_argument(old, dest=new.dest, type=new.type or str, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_window_arguments(p: argparse.ArgumentParser, contexts: int, tokens: int, what: str = "corpus windows") -> None:
+    """--contexts and --context-tokens, the same two words on every command that cuts corpus windows
+    (`--ctx`, the old spelling on wild, edit and tune, still works)."""
+    p.add_argument("--contexts", type=positive_int, default=contexts, help=f"{what} (default {contexts})")
+    new = p.add_argument("--context-tokens", dest="ctx", metavar="N", type=positive_int, default=tokens, help=f"tokens per window (default {tokens})")
+    old_spelling(p, "--ctx", new)
+
+
+def config_option(p: argparse.ArgumentParser, cls: type, name: str, flag: str | None = None, help_suffix: str = "", **kwargs) -> argparse.Action:
     """An option whose default and help are a config dataclass field's (the one place they are written)."""
     field = {f.name: f for f in dataclasses.fields(cls)}[name]
     default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
     text = field_docs(cls).get(name, "") + (f" ({help_suffix})" if help_suffix else "") + ("" if default is None else f" (default {default})")
-    p.add_argument(flag or "--" + name.replace("_", "-"), default=default, help=text, **kwargs)
+    return p.add_argument(flag or "--" + name.replace("_", "-"), default=default, help=text, **kwargs)
 
 
 def positive_int(text: str) -> int:
@@ -108,7 +127,7 @@ def check_ctx(ctx: int, shape, lo: int = 16) -> int:
     """Tokens per corpus window: at least `lo` (shorter windows leave no context to measure in) and at
     most the model's context length."""
     if not lo <= ctx <= shape.n_ctx:
-        raise ConfigError(f"--ctx {ctx} is outside [{lo}, {shape.n_ctx}] ({shape.name} reads at most {shape.n_ctx} tokens; "
+        raise ConfigError(f"--context-tokens {ctx} is outside [{lo}, {shape.n_ctx}] ({shape.name} reads at most {shape.n_ctx} tokens; "
                           f"shorter than {lo} leaves no context): pick a length in that range")
     return ctx
 

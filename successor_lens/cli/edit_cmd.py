@@ -7,11 +7,11 @@ import argparse
 from successor_lens.cli.common import (
     add_corpus_argument,
     add_model_arguments,
+    add_window_arguments,
     check_ctx,
     corpus_choice,
     nonnegative_int,
     out_dir,
-    positive_int,
     print_table,
     resolve_device,
 )
@@ -25,8 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--spec", required=True, help=SPEC_HELP)
     add_corpus_argument(p, "the side-effect KPIs' corpus windows")
-    p.add_argument("--contexts", type=positive_int, default=32, help="corpus windows for the side-effect KPIs")
-    p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
+    add_window_arguments(p, 32, 128, "corpus windows for the side-effect KPIs")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL); features.safetensors is read from it")
     p.add_argument("--export-model", default=None, metavar="DIR", help="also write the edited model as a folder Hugging Face transformers "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, config_option, out_dir, positive_int, print_table, resolve_device
+from successor_lens.cli.common import add_model_arguments, config_option, old_spelling, out_dir, positive_int, print_table, resolve_device
 from successor_lens.confighelp import field_docs
 from successor_lens.probes.probe_configs import EMBEDDINGS, ScanConfig
 
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(Gemma's ln1_post, ln2_post): the wrong reading, kept for comparison")
     p.add_argument("--lean", action="store_true", help="read the checkpoint's safetensors one layer at a time, only the tensors the "
                    "OV scan uses, never the whole model (hub and local-folder models; embeddings mlp0 and embed+mlp0)")
-    p.add_argument("--top", type=positive_int, default=10, help="how many heads to print")
+    old_spelling(p, "--top", p.add_argument("--top-heads", dest="top", type=positive_int, default=10, help="how many heads to print (default 10)"))
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from successor_lens.cli.common import add_model_arguments, nonnegative_int, out_dir, positive_int, print_table, resolve_device
+from successor_lens.cli.common import add_model_arguments, nonnegative_int, old_spelling, out_dir, positive_int, print_table, resolve_device
 
 HELP = "every head's roles (copying, successor, predecessor, +2, previous-token, induction) with their nulls, and activation patching on succession prompts"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    p.add_argument("--top", type=positive_int, default=3, help="heads that carry the succession to read in context")
+    old_spelling(p, "--top", p.add_argument("--top-heads", dest="top", type=positive_int, default=3,
+                                            help="how many heads that carry the succession to read in context (default 3)"))
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the random token sequences (attention roles)")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
 

@@ -10,10 +10,12 @@ from typing import Any
 from successor_lens.cli.common import (
     add_corpus_argument,
     add_model_arguments,
+    add_window_arguments,
     check_ctx,
     corpus_choice,
     finite_float,
     nonnegative_int,
+    old_spelling,
     out_dir,
     positive_int,
     resolve_device,
@@ -33,10 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"side-effect budget: KL(unedited || edited) per corpus token, nats (default {DEFAULT_MAX_KL})")
     p.add_argument("--max-loss-increase", type=finite_float, default=DEFAULT_MAX_LOSS_INCREASE,
                    help=f"side-effect budget: rise of the corpus next-token loss, nats (default {DEFAULT_MAX_LOSS_INCREASE})")
-    p.add_argument("--heads", type=int, default=4, help="top heads of the run's evidence to search (default 4)")
+    old_spelling(p, "--heads", p.add_argument("--top-heads", dest="heads", type=positive_int, default=4,
+                                              help="how many top heads of the run's evidence to search (default 4)"))
     add_corpus_argument(p, "the corpus windows (search and held-out)")
-    p.add_argument("--contexts", type=positive_int, default=32, help="corpus windows, halved into search and held-out (default 32)")
-    p.add_argument("--ctx", type=positive_int, default=64, help="tokens per window (default 64)")
+    add_window_arguments(p, 32, 64, "corpus windows, halved into search and held-out")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="the splits and the null's random heads and directions (default 0; "
                    "the run's seed keeps the held-out prompts those the analysis head was not chosen on)")
 

@@ -7,10 +7,12 @@ import argparse
 from successor_lens.cli.common import (
     add_corpus_argument,
     add_model_arguments,
+    add_window_arguments,
     check_ctx,
     config_option,
     corpus_choice,
     nonnegative_int,
+    old_spelling,
     out_dir,
     positive_int,
     print_table,
@@ -25,9 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--head", action="append", default=None, help="head L{layer}H{head} to analyse (repeatable; default: the top 2 of the folder's scan, heads.json, else of a fresh scan)")
     add_corpus_argument(p, "the corpus windows")
-    p.add_argument("--contexts", type=positive_int, default=64, help="corpus windows")
-    p.add_argument("--ctx", type=positive_int, default=128, help="tokens per window")
-    config_option(p, WildConfig, "top_positions", "--top", type=positive_int)
+    add_window_arguments(p, 64, 128)
+    old_spelling(p, "--top", config_option(p, WildConfig, "top_positions", type=positive_int))
     config_option(p, WildConfig, "rank_positions", type=positive_int)
     config_option(p, WildConfig, "succession_cases", "--cases", type=positive_int)
     config_option(p, WildConfig, "seed", type=nonnegative_int)
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
             top = list(ov)
         heads = heads or [parse_head_name(name) for name in top[:2]]
         windows = corpus_windows(model, corpus, args.contexts, args.ctx, args.seed)
-        results = wild_analysis(model, windows, heads, WildConfig(top_positions=args.top, rank_positions=args.rank_positions, succession_cases=args.cases, seed=args.seed))
+        results = wild_analysis(model, windows, heads, WildConfig(top_positions=args.top_positions, rank_positions=args.rank_positions, succession_cases=args.cases, seed=args.seed))
         incontext = in_context_dla(model, succession_prompts(model.tokenizer))
         written = write_wild(results, incontext, ov, model, out, {"corpus": corpus, "windows": list(windows.shape),
                                                                   "window_rule": WINDOW_RULE})

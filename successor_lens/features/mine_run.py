@@ -19,7 +19,7 @@ from successor_lens.filenames import MINE
 from successor_lens.io import BadFileError, atomic_path, check_safetensors, file_sha256, read_json
 from successor_lens.nulls import ALPHA, all_of, benjamini_hochberg, draws_for, fmt_p, holm, value_vs_draws
 from successor_lens.paper import FIGURES
-from successor_lens.progress import honours_progress
+from successor_lens.progress import bar, honours_progress
 from successor_lens.sae_train.dictionary import load_dictionary, rotated_like, untrained_like, weights_digest
 from successor_lens.sae_train.harvest import cached_item_rows
 from successor_lens.sae_train.runtime import Runtime
@@ -190,7 +190,8 @@ def mine_model(
         data_mean = acts[~table.held_out].mean(0)
         untrained = [untrained_like(dictionaries[0], 1000 + r, data_mean) for r in range(null_draws)]
         kind = "untrained-dictionary null (this trainer's initialisation)"
-    nulls = [mining_null(sae, acts, table, untrained if i == 0 else [], cfg, null_draws, seed=i) for i, sae in enumerate(dictionaries)]
+    nulls = [mining_null(sae, acts, table, untrained if i == 0 else [], cfg, null_draws, seed=i)
+             for i, sae in enumerate(bar(dictionaries, desc="mining nulls", unit="SAE", leave=False))]
     tests = class_tests(dictionaries, ours, acts, table, cfg.modulus) if null_draws else []
     digests = [weights_digest(s) for s in sources]
     return MineRun(mined, rec, directions, [_within(s, out) for s in sources], nulls, digests, kind, tests)
@@ -206,7 +207,7 @@ def class_tests(dictionaries: list, ours: list[bool], acts: torch.Tensor, table:
     rows = unsplit_rows(table)
     shared: dict[tuple, torch.Tensor] = {}
     out = []
-    for i, (sae, own) in enumerate(zip(dictionaries, ours)):
+    for i, (sae, own) in enumerate(bar(list(zip(dictionaries, ours)), desc="per-class tests", unit="SAE", leave=False)):
         key = untrained_key(sae) if own else None
         if key is None or key not in shared:
             codes = untrained_codes(sae, acts[rows], seed=2000 + i, data_mean=data_mean if own else None)

@@ -18,6 +18,7 @@ from successor_lens.probes.circuit import OVCircuit
 from successor_lens.probes.head_choice import analysis_head
 from successor_lens.probes.head_id import check_head, parse_head_name
 from successor_lens.probes.linear import CosineReport, ProbeResult, class_mean_directions, leave_one_task_out, probe_feature_cosine
+from successor_lens.progress import bar
 from successor_lens.tasks import Task
 
 
@@ -85,14 +86,18 @@ def probe_model(
     name the model lacks is one line (`UserError`) before any work."""
     if head is not None:
         head = check_head(head, model)
+    steps = bar(total=5, desc="probes", unit="step", leave=False)
     table = item_table(model, tasks)
     mlp0 = item_acts(model, table, "mlp0", run_folder, tasks)
     embed = item_acts(model, table, "embed", run_folder, tasks)
+    steps.update()
     probe = leave_one_task_out(mlp0, table, seed)
     probe_embed = leave_one_task_out(embed, table, seed)
+    steps.update()
     means = class_mean_directions(mlp0, table)
     cosine = probe_feature_cosine(probe, directions, seed, means, non_numbers=True)
     cosine_all = probe_feature_cosine(probe, directions, seed, means)
+    steps.update()
 
     head = head or analysis_head(model, scan_tasks, seed=seed).head
     layer, index = parse_head_name(head)
@@ -109,4 +114,8 @@ def probe_model(
     if table.split.any():
         arith["SAE features (split numbers)"] = vector_arithmetic(circuit, mlp0, table, directions, seed, split=True)
         arith["random directions (split numbers)"] = vector_arithmetic(circuit, mlp0, table, rand, seed, split=True)
-    return ProbeRun(probe, probe_embed, cosine, arith, offset_profile(circuit, mlp0, table), circuit.name, cosine_all)
+    steps.update()
+    profile = offset_profile(circuit, mlp0, table)
+    steps.update()
+    steps.close()
+    return ProbeRun(probe, probe_embed, cosine, arith, profile, circuit.name, cosine_all)

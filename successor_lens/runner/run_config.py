@@ -37,7 +37,7 @@ class RunConfig:
     mine: MineConfig = field(default_factory=MineConfig)
     head: str | None = None
     """Head for the arithmetic and the latents' logit effects (default: chosen from the OV score
-    and in-context DLA together, `probes/choice.py`)."""
+    and in-context DLA together, `probes/head_choice.py`)."""
     seed: int = 0
     """Seed of the probes' controls and splits."""
     atlas: AtlasConfig = field(default_factory=AtlasConfig)

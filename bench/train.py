@@ -12,13 +12,20 @@ this machine's dense rate, measured in the same run at the same shape and dtype;
 the trainer's step time as a fraction of it, and where the rest of a step goes (top-k selection,
 AuxK selection, decode + backward + optimizer), each phase timed alone at the same shapes.
 
-    python bench/train.py [--steps 20] [--device cpu|cuda] [--precision auto|fp32|bf16]
+Beside a competing process (`--beside N`, CPU): the same trainer alone, then while N other
+processes run dense matmuls with torch's default threads (another job on the machine), at the
+threads `successor_lens.threads` sets (the cores this process may use) and at one thread: steps/s
+against the run alone, in the same run.
+
+    python bench/train.py [--steps 20] [--device cpu|cuda] [--precision auto|fp32|bf16] [--beside 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -87,6 +94,7 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--beside", type=int, default=0, help="also time the trainer beside this many competing processes (CPU)")
     args = parser.parse_args()
     runtime = Runtime(args.device, args.precision)
 
@@ -135,6 +143,42 @@ def main():
     print("where a step's time goes (each phase timed alone at the same shapes, ms per step):")
     for name, ms in phases(acts[:B], cfg, runtime, step).items():
         print(f"    {name:<44}{ms:7.1f}  {ms / (step * 1e3):5.0%}")
+    if args.beside and runtime.device == "cpu":
+        beside(acts, cfg, runtime, args.beside)
+
+
+COMPETITOR = "import torch\na = torch.randn(1024, 1024)\nwhile True:\n    a @ a"
+"""Another job on the machine: dense matmuls at torch's default threads, until killed."""
+
+
+def timed_train(acts: torch.Tensor, cfg: TrainConfig, runtime: Runtime) -> float:
+    """Steps per second of the trainer on `acts` (after a two-step warm-up)."""
+    train(cfg, make_sae(cfg, acts.shape[1]), ShuffledBatches(acts, cfg.batch_size), runtime, progress=False, stop_after=2)
+    t0 = time.perf_counter()
+    train(cfg, make_sae(cfg, acts.shape[1]), ShuffledBatches(acts, cfg.batch_size, cfg.seed), runtime, progress=False)
+    return cfg.steps / (time.perf_counter() - t0)
+
+
+def beside(acts: torch.Tensor, cfg: TrainConfig, runtime: Runtime, n: int) -> None:
+    """The trainer alone, then beside `n` competing processes at the threads we set and at one."""
+    from successor_lens.threads import set_threads, usable_cores
+
+    default = set_threads()
+    alone = timed_train(acts, cfg, runtime)
+    rows = [(f"alone, {default} threads", alone)]
+    competitors = [subprocess.Popen([sys.executable, "-c", COMPETITOR]) for _ in range(n)]
+    try:
+        time.sleep(2)  # the competitors at full speed
+        for threads in dict.fromkeys([default, 1]):
+            set_threads(threads)
+            rows.append((f"beside {n} competing process(es), {threads} thread(s)", timed_train(acts, cfg, runtime)))
+    finally:
+        for c in competitors:
+            c.kill()
+        set_threads(default)
+    print(f"beside other jobs ({usable_cores()} usable cores; steps/s, and against the run alone in this run):")
+    for name, rate in rows:
+        print(f"    {name:<52}{rate:7.2f}  {rate / alone:5.0%}")
 
 
 def phases(x: torch.Tensor, cfg: TrainConfig, runtime: Runtime, step: float) -> dict[str, float]:

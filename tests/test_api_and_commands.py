@@ -284,3 +284,19 @@ def test_wild_and_edit_read_the_shipped_docs_without_python3_doc(tmp_path, comma
     assert "python3-doc" not in done.stdout
     record = out / ("edits/ablate.json" if command == "edit" else "wild.json")
     assert json.loads(record.read_text())["provenance"]["corpus"] == "python-docs"
+
+
+def test_threads_follow_the_cores_this_process_may_use_or_threads(monkeypatch):
+    from successor_lens import threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0}, raising=False)  # pinned to one core
+        assert threads.usable_cores() == 1 and threads.set_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice wins over the affinity
+        assert threads.set_threads() == 2 and torch.get_num_threads() == 2
+        assert threads.set_threads(1) == 1 and torch.get_num_threads() == 1  # --threads wins over both
+        assert main(["heads", "--model", "no-such-model", "--threads", "2"]) == 2 and torch.get_num_threads() == 2  # set before the command
+    finally:
+        torch.set_num_threads(before)

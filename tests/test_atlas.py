@@ -395,6 +395,14 @@ def test_the_decision_page_of_a_tune_opens_in_chromium_and_shows_its_chart(run, 
     write_tune(doc, wild, tune_folder(out, "improve-succession"), {"corpus": "test"})
     from successor_lens.artifacts import atlas_site as site
 
+    site_files = lambda: {p: p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()}  # noqa: E731
+    before = site_files()
+    written = site.add_tune_pages(out)  # what `tune` does: its pages only
+    after = site_files()
+    changed = {p.relative_to(out / "atlas").as_posix() for p in after if before.get(p) != after[p]}
+    assert changed == {"atlas.json", "index.html", "decision-improve-succession.html", "images/pareto-improve-succession.png"}, changed
+    assert len(before) > 20 and {p.resolve() for p in written} == {out.resolve() / "atlas" / c for c in changed}
+
     seen = []
 
     class Bar:  # the atlas's progress bar counts the decision page and its chart too

@@ -142,3 +142,24 @@ def refresh_atlas(out: Path) -> None:
         doc.update(extras(out))
         write_atlas(doc, path.parent)
         write_text(Path(out) / REPORT, (path.parent / REPORT).read_text())
+
+
+def add_tune_pages(out: Path) -> list[Path]:
+    """After `tune`: the decision pages and their charts, atlas.json and the index, each written in
+    place and atomically; the rest of the atlas (a page a head and a latent, hundreds of files) is
+    left as it is, since a tune changes nothing on them. No atlas yet: nothing (the next `run` or
+    `atlas` renders the tunes with the rest)."""
+    folder = Path(out) / ATLAS
+    path = folder / ATLAS_JSON
+    if not path.is_file():
+        return []
+    doc = load_atlas(path)
+    doc["tunes"] = extras(Path(out))["tunes"]
+    doc = json.loads(json.dumps(doc, default=_plain))
+    run, name = folder.resolve().parent, doc["model"]["name"]
+    written = [write_json(path, doc)]
+    for entry in doc["tunes"]:
+        written.append(plots.pareto_figure(entry["points"], inside(folder, entry["image"], "atlas image"), f"{name}: {entry['goal']} (search split)"))
+        written.append(write_text(inside(folder, entry["page"], "atlas page"), decision_page(entry, name, run)))
+    written.append(write_text(folder / INDEX, html.index_page(doc, summary_lines(doc))))
+    return written

@@ -9,6 +9,7 @@ from successor_lens.cli.common import (
     add_context_arguments,
     add_dtype_argument,
     add_model_seed_argument,
+    add_threads_argument,
     add_verify_cache_argument,
     config_option,
     context_options,
@@ -33,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dtype_argument(p)
     add_model_seed_argument(p)
     add_verify_cache_argument(p)
+    add_threads_argument(p)
     p.add_argument("--head", default=None, help="head for the logit effects, as L{layer}H{head} (default: the scan's best)")
     config_option(p, AtlasConfig, "latents", type=positive_int)
     add_context_arguments(p)

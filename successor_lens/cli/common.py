@@ -19,6 +19,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     add_dtype_argument(p)
     add_model_seed_argument(p)
     add_verify_cache_argument(p)
+    add_threads_argument(p)
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    """--threads, on every command that runs a model."""
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: the cores this process may "
+                   "run on, from its CPU affinity; OMP_NUM_THREADS when set)")
 
 
 def add_verify_cache_argument(p: argparse.ArgumentParser) -> None:

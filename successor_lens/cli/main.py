@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     args = build_parser().parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)
+    if hasattr(args, "threads"):  # a command that runs a model: threads for the cores it may use, not the machine's
+        from successor_lens.threads import set_threads
+
+        set_threads(args.threads)
     if getattr(args, "verify_cache", False):
         from successor_lens.models import fingerprints
 

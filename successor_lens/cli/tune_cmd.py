@@ -52,7 +52,7 @@ def evidence_heads(heads_json: Mapping[str, Any], incontext: Mapping[str, Any], 
 def run(args: argparse.Namespace) -> None:
     import time
 
-    from successor_lens.artifacts.atlas_site import refresh_atlas
+    from successor_lens.artifacts.atlas_site import add_tune_pages
     from successor_lens.artifacts.decision import plain_lines, tune_entry
     from successor_lens.artifacts.records import HEADS_RECORD, INCONTEXT_RECORD, recorded_heads
     from successor_lens.artifacts.stage_files import invalidate_tune, tune_folder, write_tune
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> None:
         written = write_tune(doc, model, folder, {"corpus": corpus, "windows": list(windows.shape), "window_rule": WINDOW_RULE,
                                                   "prompts": len(prompts), "seed": args.seed,
                                                   "replay": {"model": model_identity(args.model)["name"], "dtype": args.dtype}})
-        refresh_atlas(out)
+        add_tune_pages(out)  # its pages only: the rest of the atlas is unchanged by a tune
     print("\n".join(plain_lines(tune_entry(doc))))
     print(f"wall time {doc['wall_s']:.0f} s, {doc['evaluations']['new']} new evaluations ({doc['evaluations']['total']} in all)")
     print("wrote " + ", ".join(str(p) for p in written))

@@ -22,7 +22,6 @@ are removed (they are ours by name, `io.remove_leftovers`).
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import sys
 import time
@@ -184,6 +183,9 @@ def run_folder(path: str | os.PathLike, kind: str = "run", command: str | None =
         if err.errno != errno.ELOOP:
             raise
         raise FolderError(f"--out {path}: its lock file {LOCK} is a link: remove it (or pass another --out)") from None
+    import fcntl  # here, not at the top: importing the package needs no POSIX module (filelock 4 was weighed: it probes
+    # the folder with files of its own and deletes its lock file on release, against "writes only what it records")
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -95,3 +95,16 @@ def test_fit_figures_out_of_range_are_flagged_and_weights_read_in_words():
     assert "below 0" in fit_warnings(0.2, -0.3)[0] and fit_warnings(0.2, 0.9) == []
     assert weights_words({"fold_ln": False, "center_unembed": False}) == "unprocessed (no LayerNorm folding, no centring)"
     assert weights_words({"fold_ln": True, "center_unembed": False}) == "LayerNorm folded" and "{" not in weights_words({"x": True})
+
+
+def test_the_report_is_rendered_from_data_both_ways_and_escaped():
+    from successor_lens.artifacts.report import Strong, report_html, report_md
+
+    doc = {"provenance": {"version": "0", "weight_processing": {"fold_ln": False}, "source": "<script>x</script>"},
+           "model": {"name": "m|<b>"}, "saes": [], "heads": None, "summary": None,
+           "edits": [{"name": "e<i>", "kpis": [{"metric": "acc|x", "before": 0.5, "after": 0.25, "delta": -0.25}]}]}
+    text, page = report_md(doc), report_html(doc)
+    assert "| acc\\|x | 0.500 | 0.250 | -0.250 |" in text and "&lt;script&gt;" in text and "<script>" not in text
+    assert "<script>" not in page and "&lt;script&gt;" in page and "<td>acc|x</td>" in page.replace(' class="l"', "")
+    assert "{" not in text  # weight processing in words, never a Python dict
+    assert isinstance(Strong("no"), str)

@@ -16,7 +16,7 @@ from successor_lens.artifacts import html, latent_pages, plots
 from successor_lens.artifacts.atlas_schema import SCHEMA, load_atlas
 from successor_lens.artifacts.decision import decision_page
 from successor_lens.artifacts.neuronpedia import export_features, export_summary, read_export, write_export
-from successor_lens.artifacts.report import report_md, summary_lines
+from successor_lens.artifacts.report import report_html, report_md, summary_lines
 from successor_lens.artifacts.stage_files import extras
 from successor_lens.errors import UserError
 from successor_lens.filenames import ATLAS, ATLAS_JSON, ATLAS_SCHEMA, IMAGES, INDEX, NEURONPEDIA, REPORT, REPORT_HTML, ROLES_PNG, RUN_SETTINGS
@@ -51,7 +51,7 @@ def write_atlas(atlas: dict, folder: str | Path, progress: bool = True, exports:
         write_json(tmp / ATLAS_SCHEMA, SCHEMA)
         report = report_md(doc)
         write_text(tmp / REPORT, report)
-        write_text(tmp / REPORT_HTML, html.page(f"report: {doc['model']['name']}", html.markdown_html(report)[1:]))
+        write_text(tmp / REPORT_HTML, report_html(doc))
         bar.update()
         for sae_id, files in exports.items():
             write_export(files, inside(tmp, f"{NEURONPEDIA}/{sae_id}", "export folder"))

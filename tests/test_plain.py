@@ -108,3 +108,13 @@ def test_the_report_is_rendered_from_data_both_ways_and_escaped():
     assert "<script>" not in page and "&lt;script&gt;" in page and "<td>acc|x</td>" in page.replace(' class="l"', "")
     assert "{" not in text  # weight processing in words, never a Python dict
     assert isinstance(Strong("no"), str)
+
+
+def test_an_underpowered_or_missing_test_says_it_cannot_tell():
+    above = dict.fromkeys(KEYS, False)
+    s = summary(above)
+    s["lines"] = ["ablating L1H2: ... NOT above its null (p 0.12) (p = 1/16: cannot reach 0.01 with 15 draws)"]
+    s["arithmetic"] = None
+    text = " ".join(plain_sentences(s))
+    assert "cannot tell whether L1H2 matters" in text and "does not hurt" not in text
+    assert "was not tested: there were no mod-10 features to move" in text and "n/a" not in text

@@ -42,6 +42,9 @@ def context_sentence(s: dict[str, Any]) -> str:
     head = s.get("ablation_head") or s["analysis_head"]
     if s.get("ablation_loss_rise") is None:
         return f"Whether {head} matters for continuing lists such as {LIST_EXAMPLE} was not measured in this run (no prompt fits the model)."
+    if not s["above_null"]["ablation_loss_rise"] and any(line.startswith("ablating") and "cannot reach" in line for line in s.get("lines", [])):
+        return (f"This run cannot tell whether {head} matters more than other heads for continuing lists such as {LIST_EXAMPLE}: the "
+                f"model has too few other heads for the test to reach alpha {ALPHA} (the summary gives the rise and its p).")
     if s["above_null"]["ablation_loss_rise"]:
         return (f"In context, {head} carries succession: removing it makes the model worse at continuing lists such as {LIST_EXAMPLE} "
                 "(the right answer becomes less likely), more than removing any of the other heads tested does.")
@@ -76,6 +79,8 @@ def mlp0_sentence(s: dict[str, Any]) -> str:
 def arithmetic_sentence(s: dict[str, Any]) -> str:
     """Feature arithmetic: do those features drive the analysis head?"""
     head = s["analysis_head"]
+    if s.get("arithmetic") is None:
+        return f"Whether {head} reads mod-10 features was not tested: there were no mod-10 features to move (see the summary)."
     if s["above_null"]["arithmetic"]:
         return (f"{head} reads those features: moving a token's mod-10 feature to the next class makes {head} produce the next ordinal "
                 f"in {_pct(s['arithmetic'])} of cases, against {_pct(s['arithmetic_random'])} for random directions.")

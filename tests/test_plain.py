@@ -118,3 +118,5 @@ def test_an_underpowered_or_missing_test_says_it_cannot_tell():
     text = " ".join(plain_sentences(s))
     assert "cannot tell whether L1H2 matters" in text and "does not hurt" not in text
     assert "was not tested: there were no mod-10 features to move" in text and "n/a" not in text
+    words = head_sentence({"head": "L1H2", "succession": 0.05, "copying": 0.02}, 0.03, False, s)
+    assert "too few other heads to tell" in words and "hurts no more" not in words

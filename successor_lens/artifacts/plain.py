@@ -37,12 +37,19 @@ def ov_sentence(s: dict[str, Any]) -> str:
             f"{_pct(s['best_score'])} of pairs, where chance is {_pct(s['best_score_null'])}.")
 
 
+def underpowered(s: dict[str, Any]) -> bool:
+    """Whether the ablation verdict is NOT above only because its test cannot reach alpha (too few
+    other heads to draw: its line says so, `nulls.value_vs_draws`)."""
+    return not s["above_null"]["ablation_loss_rise"] and any(line.startswith("ablating") and "cannot reach" in line
+                                                             for line in s.get("lines", []))
+
+
 def context_sentence(s: dict[str, Any]) -> str:
     """The in-context test: does removing the analysis head hurt continuing a list?"""
     head = s.get("ablation_head") or s["analysis_head"]
     if s.get("ablation_loss_rise") is None:
         return f"Whether {head} matters for continuing lists such as {LIST_EXAMPLE} was not measured in this run (no prompt fits the model)."
-    if not s["above_null"]["ablation_loss_rise"] and any(line.startswith("ablating") and "cannot reach" in line for line in s.get("lines", [])):
+    if underpowered(s):
         return (f"This run cannot tell whether {head} matters more than other heads for continuing lists such as {LIST_EXAMPLE}: the "
                 f"model has too few other heads for the test to reach alpha {ALPHA} (the summary gives the rise and its p).")
     if s["above_null"]["ablation_loss_rise"]:
@@ -114,6 +121,8 @@ def context_words(name: str, s: dict[str, Any] | None) -> str | None:
         return "the head this run analyses in context (removing it not measured)"
     if s["above_null"]["ablation_loss_rise"]:
         return "carries succession in context: removing it hurts continuing lists more than removing other heads"
+    if underpowered(s):
+        return "the head this run analyses in context; too few other heads to tell whether removing it hurts more than removing them"
     return "the head this run analyses in context; removing it hurts no more than removing other heads"
 
 

@@ -437,3 +437,18 @@ def test_the_decision_page_of_a_tune_opens_in_chromium_and_shows_its_chart(run, 
     star = ((abs(pixels - [214, 39, 40]) < 20).all(-1)).sum()  # tab:red: the recommended edit's star and the budget line
     dots = ((abs(pixels - [31, 119, 180]) < 20).all(-1)).sum()  # tab:blue: the candidates and the Pareto front
     assert star > 50 and dots > 50, (star, dots)
+
+
+def test_the_class_latent_heatmap_labels_each_class_once_and_each_latent_by_index(monkeypatch):
+    import torch
+
+    from successor_lens.artifacts import plots
+
+    figures = _drawn(monkeypatch)
+    latent_class = {5: 0, 2: 0, 9: 0, 7: 1, 3: 2}
+    plots.class_latent_heatmap(torch.rand(12, 10), latent_class, "unused.png", "t")
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "5", "9", "7", "3"]  # grouped by class, index order within
+    top = [c for c in ax.child_axes if c.get_xticklabels()][0]
+    assert [t.get_text() for t in top.get_xticklabels()] == ["class 0", "1", "2"]
+    assert sorted(line.get_xdata()[0] for line in ax.lines) == [2.5, 3.5]  # a line between classes

@@ -195,7 +195,10 @@ def index_page(atlas: dict, summary: list[str]) -> str:
     body += [para(w, "bad") for w in warnings]
     body.append(para("L0, FVU and dead fraction here are measured on the dictionary's training data; each dictionary's own page gives "
                      "them on the corpus the latent pages show.", "note"))
-    body.append(h2("mod-10 class x latent overview"))
+    body += [h2("mod-10 class x latent overview"),
+             para("Latents are assigned to a class here by selectivity alone (the share of their activation on one class). Which "
+                  "classes are above their null is the per-class test's, in the summary; on a tokenizer that splits numbers into "
+                  "digits, a number's class is written in its last token, so a clean diagonal here is not evidence by itself.", "note")]
     for d in atlas["saes"]:
         cls_rows = [[c, Raw(" ".join(link(latent_href(d["id"], l), l) if _has_page(d, l) else esc(l) for l in ls)) if ls else "none",
                      (d.get("mining") or {}).get("modal_coverage", {}).get(c)] for c, ls in d["classes"].items()]

@@ -101,14 +101,23 @@ def class_latent_heatmap(profile_FC: Tensor, latent_class: dict[int, int], path,
         im = ax.imshow(data.numpy(), aspect="auto", cmap="magma", origin="lower")
         step = max(1, len(latents) // 40)
         ax.set_xticks(range(0, len(latents), step))
-        ax.set_xticklabels([f"{l} (c{latent_class[l]})" for l in latents][::step], fontsize=TEXT_PT, rotation=60, ha="right", rotation_mode="anchor")
+        ax.set_xticklabels([str(l) for l in latents][::step], fontsize=TEXT_PT, rotation=90)
+        groups: dict[int, list[int]] = {}
+        for i, l in enumerate(latents):
+            groups.setdefault(latent_class[l], []).append(i)
+        top = ax.secondary_xaxis("top")  # each class's latents under one label, split by white lines
+        top.set_xticks([(g[0] + g[-1]) / 2 for g in groups.values()])
+        top.set_xticklabels([f"class {c}" if len(g) > 2 else str(c) for c, g in groups.items()], fontsize=TEXT_PT)
+        top.tick_params(length=0)
+        for g in list(groups.values())[1:]:
+            ax.axvline(g[0] - 0.5, color="white", lw=1.5)
         fig.colorbar(im, ax=ax, label="activation / latent max")
     else:
         ax.text(0.5, 0.5, "no latent passed the selectivity threshold", ha="center", va="center", transform=ax.transAxes)
     ax.set_ylabel("index mod 10")
     ax.set_yticks(range(10))
-    ax.set_xlabel("latent (assigned class)")
-    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("latent index, grouped by the class it was assigned (top)")
+    ax.set_title(title, fontsize=9, pad=18 if latents else 6)
     return save(fig, path)
 
 

@@ -29,6 +29,7 @@ from transformer_lens.utilities import get_act_name
 from successor_lens.errors import ConfigError, check_float, check_int
 from successor_lens.io import read_json, safe_component
 from successor_lens.probes.incontext import Prompt, by_length
+from successor_lens.progress import bar
 
 KINDS = ("ablate_head", "scale_head", "add_feature", "subtract_feature")
 
@@ -278,10 +279,13 @@ def ablation_effect(model: HookedTransformer, prompts: list[Prompt], head: str, 
     variants: list[tuple[int, int] | None] = [None, found, *others]
     hits: list[list[float]] = [[] for _ in variants]
     losses: list[list[float]] = [[] for _ in variants]
-    for group, ids in by_length(model, prompts):
+    groups = list(by_length(model, prompts))
+    passes = bar(total=len(groups) * -(-len(variants) // COPIES_PER_PASS), desc="ablations", unit="pass", leave=False)
+    for group, ids in groups:
         n = len(group)
         answers = torch.tensor([p.answer for p in group], device=ids.device)
         for start in range(0, len(variants), COPIES_PER_PASS):
+            passes.update()
             chunk = variants[start : start + COPIES_PER_PASS]
             layers = sorted({t[0] for t in chunk if t is not None})
             hooks = [(get_act_name("z", l), _zero_per_copy([(v, t[1]) for v, t in enumerate(chunk) if t is not None and t[0] == l], n))
@@ -291,6 +295,7 @@ def ablation_effect(model: HookedTransformer, prompts: list[Prompt], head: str, 
                 rows = logp[v * n : (v + 1) * n]
                 hits[start + v] += (rows.argmax(-1) == answers).float().tolist()
                 losses[start + v] += (-rows.gather(-1, answers[:, None])[:, 0]).tolist()
+    passes.close()
     acc = [sum(h) / len(h) for h in hits]
     loss = [sum(x) / len(x) for x in losses]
     rises = {head_name(*t): loss[v] - loss[0] for v, t in enumerate(variants) if v >= 2 and t is not None}

@@ -18,7 +18,7 @@ from successor_lens.probes.circuit import OVCircuit
 from successor_lens.probes.head_choice import analysis_head
 from successor_lens.probes.head_id import check_head, parse_head_name
 from successor_lens.probes.linear import CosineReport, ProbeResult, class_mean_directions, leave_one_task_out, probe_feature_cosine
-from successor_lens.progress import bar
+from successor_lens.progress import bar, honours_progress
 from successor_lens.tasks import Task
 
 
@@ -77,9 +77,10 @@ class ProbeRun:
         }
 
 
+@honours_progress
 def probe_model(
     model: HookedTransformer, directions: dict[int, torch.Tensor], head: str | None = None, seed: int = 0,
-    tasks: list[Task] | None = None, scan_tasks: list[Task] | None = None, run_folder: Path | None = None,
+    tasks: list[Task] | None = None, scan_tasks: list[Task] | None = None, run_folder: Path | None = None, progress: bool = True,
 ) -> ProbeRun:
     """Everything `successor-lens probe` measures, through `head` (default: chosen by `analysis_head`);
     the item activations come from `run_folder`'s activations stage when it cached them. A head

@@ -6,6 +6,7 @@ other: three processes of default threads on 2 cores ran a stage 7x slower (docs
 from __future__ import annotations
 
 import os
+import sys
 
 
 def usable_cores() -> int:
@@ -18,11 +19,13 @@ def usable_cores() -> int:
 
 def set_threads(n: int | None = None) -> int:
     """Set torch's intra-op threads: `n`, else OMP_NUM_THREADS when the user set it, else the usable
-    cores. Returns the number set."""
-    import torch
-
+    cores. Never imports torch (a fully cached run answers without it): OMP_NUM_THREADS is what a
+    torch imported later reads, and a torch already imported is set directly. Returns the number."""
     if n is None:
         env = os.environ.get("OMP_NUM_THREADS", "")
         n = int(env) if env.isdigit() and int(env) > 0 else usable_cores()
-    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
     return n

@@ -27,11 +27,16 @@ def head_verdict(heads: HeadsRecord, score: float | None = None) -> Verdict:
     return rate_vs_chance(round(score * n), n, chance, comparisons=len(heads["heads"]))
 
 
+def _readout(heads: HeadsRecord) -> tuple[float, bool]:
+    """(the best copying score, whether the OV readout is validated by it): one check for the scan's verdict and each head's."""
+    copying_best = max((h["copying"] for h in heads["heads"].values()), default=0.0)
+    return copying_best, readout_validated(copying_best, heads["best_score"])
+
+
 def heads_above_chance(heads: HeadsRecord) -> list[str]:
     """The heads whose OV succession score is above chance by `head_verdict` (none when the readout
     is not validated: a scan that cannot find copying shows nothing either way)."""
-    copying_best = max((h["copying"] for h in heads["heads"].values()), default=0.0)
-    if not readout_validated(copying_best, heads["best_score"]):
+    if not _readout(heads)[1]:
         return []
     return [name for name, h in heads["heads"].items() if head_verdict(heads, h["succession"]).above]
 
@@ -41,8 +46,7 @@ def _scan_part(heads: HeadsRecord) -> tuple[dict[str, Any], Verdict]:
     ranked = heads["top_heads"]
     best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     v_head = head_verdict(heads)
-    copying_best = max((h["copying"] for h in heads["heads"].values()), default=0.0)
-    validated = readout_validated(copying_best, heads["best_score"])
+    copying_best, validated = _readout(heads)
     if not validated:  # the readout finds no map at all: its succession score is no finding either way
         v_head = Verdict(v_head.value, v_head.null, False, f"readout not validated: best copying {copying_best:.2f} < {READOUT_BAR}", v_head.p)
     return {

@@ -186,7 +186,7 @@ def test_logits_from_the_cached_residual_equal_the_models_own_forward(start):
     from conftest import make_planted
     from transformer_lens.utilities import get_act_name
 
-    from successor_lens.probes.tune_data import logits_from
+    from successor_lens.probes.incontext import logits_from
 
     model = make_planted(2)  # RMS norms, rotary, grouped-query attention
     model.cfg.output_logits_soft_cap = 30.0  # Gemma 2's final soft-cap, applied as TransformerLens applies it

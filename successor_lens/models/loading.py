@@ -69,6 +69,7 @@ def load_model(
     model.to(device)
     model.eval()
     round_weights(model, dtype)
+    linear_layout(model)
     # the weights' own hash too, to notice weights edited after loading
     note(model, successor_lens_dtype=dtype, successor_lens_fingerprint=loaded_fingerprint(name, dtype),
          successor_lens_weights=model_fingerprint(model))
@@ -85,6 +86,21 @@ def round_weights(model: HookedTransformer, dtype: str) -> HookedTransformer:
         low = torch_dtype(dtype)
         for param in model.parameters():
             param.copy_(param.to(low).float())
+    return model
+
+
+@torch.no_grad()
+def linear_layout(model: HookedTransformer) -> HookedTransformer:
+    """Store the weights that TransformerLens multiplies through `F.linear(x, W.T.contiguous())` (gated
+    MLPs, the unembedding) already transposed in memory, so that `.T.contiguous()` is the tensor itself
+    rather than a copy of it on every forward pass (for SmolLM2 about 0.4 GB copied per call; a tenth of
+    the time of a pass). The values, and the layout `F.linear` sees, are the same: the same sums."""
+    for module in model.modules():
+        names = ("W_in", "W_gate", "W_out") if hasattr(module, "W_gate") else ("W_U",) if hasattr(module, "b_U") else ()
+        for name in names:
+            param = getattr(module, name, None)
+            if isinstance(param, torch.nn.Parameter) and param.ndim == 2 and param.is_contiguous():
+                param.data = param.data.T.contiguous().T
     return model
 
 

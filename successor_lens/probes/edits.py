@@ -28,7 +28,7 @@ from transformer_lens.utilities import get_act_name
 
 from successor_lens.errors import ConfigError, check_float, check_int
 from successor_lens.io import read_json, safe_component
-from successor_lens.probes.incontext import Prompt, by_length
+from successor_lens.probes.incontext import Prompt, by_length, logits_from
 from successor_lens.progress import bar
 
 KINDS = ("ablate_head", "scale_head", "add_feature", "subtract_feature")
@@ -266,7 +266,9 @@ def ablation_effect(model: HookedTransformer, prompts: list[Prompt], head: str, 
     more than they do, by a permutation test at `nulls.ALPHA`. The figure is the rise of the
     answer's loss (mean -log p over the prompts, nats): continuous, so it does not saturate as
     top-1 accuracy near 1 does; the accuracy (top-1 over the vocabulary) before and after is
-    reported beside it. Variants run as copies of the prompts, `COPIES_PER_PASS` to a forward pass."""
+    reported beside it. Variants run as copies of the prompts, `COPIES_PER_PASS` to a forward pass,
+    in layer order, each pass from the clean residual stream entering its first head's layer, and
+    only the last position unembedded (the one read)."""
     import random
 
     from successor_lens.nulls import value_vs_draws
@@ -279,22 +281,33 @@ def ablation_effect(model: HookedTransformer, prompts: list[Prompt], head: str, 
     variants: list[tuple[int, int] | None] = [None, found, *others]
     hits: list[list[float]] = [[] for _ in variants]
     losses: list[list[float]] = [[] for _ in variants]
+    by_layer = sorted(range(1, len(variants)), key=lambda v: variants[v])  # type: ignore[arg-type, return-value]
+    chunks = [by_layer[s : s + COPIES_PER_PASS] for s in range(0, len(by_layer), COPIES_PER_PASS)]
+    L = model.cfg.n_layers
+    names = [get_act_name("resid_pre", l) for l in range(L)] + [get_act_name("resid_post", L - 1)]
     groups = list(by_length(model, prompts))
-    passes = bar(total=len(groups) * -(-len(variants) // COPIES_PER_PASS), desc="ablations", unit="pass", leave=False)
+    passes = bar(total=len(groups) * (1 + len(chunks)), desc="ablations", unit="pass", leave=False)
+
+    def score(v: int, logp: torch.Tensor, answers: torch.Tensor) -> None:
+        hits[v] += (logp.argmax(-1) == answers).float().tolist()
+        losses[v] += (-logp.gather(-1, answers[:, None])[:, 0]).tolist()
+
     for group, ids in groups:
         n = len(group)
         answers = torch.tensor([p.answer for p in group], device=ids.device)
-        for start in range(0, len(variants), COPIES_PER_PASS):
+        _, cache = model.run_with_cache(ids, names_filter=lambda name: name in names, stop_at_layer=L)
+        passes.update()
+        score(0, logits_from(model, cache[names[-1]], L, last=True)[:, -1].log_softmax(-1), answers)
+        for chunk in chunks:  # heads in layer order: a pass starts at its first head's layer (the layers before are clean)
             passes.update()
-            chunk = variants[start : start + COPIES_PER_PASS]
-            layers = sorted({t[0] for t in chunk if t is not None})
-            hooks = [(get_act_name("z", l), _zero_per_copy([(v, t[1]) for v, t in enumerate(chunk) if t is not None and t[0] == l], n))
-                     for l in layers]
-            logp = model.run_with_hooks(ids.repeat(len(chunk), 1), fwd_hooks=hooks)[:, -1].log_softmax(-1)
-            for v in range(len(chunk)):
-                rows = logp[v * n : (v + 1) * n]
-                hits[start + v] += (rows.argmax(-1) == answers).float().tolist()
-                losses[start + v] += (-rows.gather(-1, answers[:, None])[:, 0]).tolist()
+            start = variants[chunk[0]][0]  # type: ignore[index]
+            targets = [(c, variants[v]) for c, v in enumerate(chunk)]
+            hooks = [(get_act_name("z", l), _zero_per_copy([(c, t[1]) for c, t in targets if t[0] == l], n))  # type: ignore[index]
+                     for l in sorted({t[0] for _, t in targets})]  # type: ignore[index]
+            with model.hooks(fwd_hooks=hooks):
+                logp = logits_from(model, cache[names[start]].repeat(len(chunk), 1, 1), start, last=True)[:, -1].log_softmax(-1)
+            for c, v in enumerate(chunk):
+                score(v, logp[c * n : (c + 1) * n], answers)
     passes.close()
     acc = [sum(h) / len(h) for h in hits]
     loss = [sum(x) / len(x) for x in losses]

@@ -17,12 +17,11 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
-from transformer_lens.utilities.activation_functions import apply_softcap
 
 from successor_lens.nulls import paired_ab
 from successor_lens.probes.edits import EditSet
 from successor_lens.probes.head_choice import split_prompts
-from successor_lens.probes.incontext import Prompt, _answers, _ids, _single, by_length
+from successor_lens.probes.incontext import Prompt, _answers, _ids, _single, by_length, logits_from
 
 COPY_WORDS = ("apple", "river", "stone", "cloud", "table", "garden", "window", "bottle", "forest", "candle", "mirror", "pocket",
               "ticket", "hammer", "rabbit", "silver", "jacket", "planet", "carpet", "pencil")
@@ -109,19 +108,6 @@ def batches(model: HookedTransformer, data: SplitData, batch: int = 4) -> list[t
     out += [("side", g, ids) for g, ids in by_length(model, data.side)]  # type: ignore[arg-type]
     out += [("windows", [], data.windows[s : s + batch].to(model.W_E.device)) for s in range(0, len(data.windows), batch)]
     return out
-
-
-def logits_from(model: HookedTransformer, resid: Tensor, start: int, last: bool) -> Tensor:
-    """The model's logits from the residual stream entering layer `start` (hooks in place apply), at
-    every position or only the last: TransformerLens's own final norm, W_U, b_U and logit soft-cap,
-    with the unembedding as one matmul (its forward copies W_U transposed on every call: 670 MB at
-    Gemma's 262k vocabulary) and, for prompts, at the one position read."""
-    x = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
-    if last:
-        x = x[:, -1:]
-    if model.cfg.normalization_type is not None:
-        x = model.ln_final(x)
-    return apply_softcap(x @ model.W_U + model.b_U, model.cfg.output_logits_soft_cap)
 
 
 @torch.no_grad()

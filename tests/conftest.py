@@ -10,6 +10,8 @@ import tempfile
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # pytest -n N: the cores shared among the workers (and the processes a test starts)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 # A Hugging Face cache of the tests' own (set before huggingface_hub is imported, which reads it
 # once): the `hub_models` fixture fills it with tiny models under official names (hub_cache.py).
 HF_HOME = tempfile.mkdtemp(prefix="successor-lens-hf-")
@@ -221,3 +223,26 @@ def hub_models():
     from hub_cache import fill
 
     return fill(HF_HOME)
+
+
+PLANTED_SMALL = ["run", "--model", "planted-gpt2", "--seeds", "2", "--latents", "2", "--null-draws", "9", "--contexts", "8", "--steps", "30"]
+"""A small whole run on `planted-gpt2`: the mechanics tests' run (the stage cache, kills, locks), not
+its findings (test_controls.py runs the defaults). Built once per session: `planted_small_run`."""
+
+
+@pytest.fixture(scope="session")
+def planted_small_run(tmp_path_factory):
+    """The `PLANTED_SMALL` run folder, built once per session; a test that changes it works on a
+    copy (`copy_run`)."""
+    from successor_lens.cli.main import main
+
+    out = tmp_path_factory.mktemp("planted-small") / "run"
+    assert main([*PLANTED_SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def copy_run(folder, tmp_path):
+    """A copy of a run folder at tmp_path/run (copy2 keeps the mtimes, so its stage cache holds)."""
+    out = tmp_path / "run"
+    shutil.copytree(folder, out)
+    return out

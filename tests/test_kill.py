@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,14 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import PLANTED_SMALL, copy_run
 
 from successor_lens.io import OLD_TAG, TMP_TAG
 from successor_lens.sae_train.dictionary import weights_digest
 
 pytestmark = pytest.mark.slow  # whole runs, killed with SIGKILL and rerun
 
-RUN = ["run", "--model", "planted-gpt2", "--seeds", "2", "--latents", "2", "--null-draws", "9", "--contexts", "8"]  # integrity, not findings: a small atlas corpus
-STEPS = 60
+RUN = PLANTED_SMALL[:-2]  # integrity, not findings: the session's small planted run (conftest.py)
+STEPS = int(PLANTED_SMALL[-1])
 CODE = "import sys; from successor_lens.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -64,18 +64,12 @@ def consistent(out: Path, steps: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("kill") / "run"
-    code, stdout, stderr = finish(start(*RUN, "--steps", str(STEPS), "--out", str(out)))
-    assert code == 0, stderr[-3000:]
-    consistent(out, STEPS)
-    return out
+def done(planted_small_run) -> Path:
+    consistent(planted_small_run, STEPS)
+    return planted_small_run
 
 
-def copy(done: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "run"
-    shutil.copytree(done, out)  # copy2 keeps mtimes: the stage cache holds
-    return out
+copy = copy_run
 
 
 def test_kill_during_training_then_a_plain_rerun_retrains_and_redescribes(done, tmp_path):

@@ -1,10 +1,9 @@
 """`run` end to end on a tiny planted model: stages, the stage cache, --force, interrupted runs."""
 
 import json
-import shutil
 
 import pytest
-from conftest import RUN_TASKS, make_run_model
+from conftest import PLANTED_SMALL, RUN_TASKS, copy_run, make_run_model
 
 from successor_lens.artifacts import latent_pages as pages_mod
 from successor_lens.artifacts.atlas_config import AtlasConfig
@@ -36,12 +35,6 @@ def first_run(model, tmp_path_factory):
     return run_pipeline(model, out, CONFIG, progress=False, log=quiet)
 
 
-def copy_run(first_run, tmp_path):
-    dst = tmp_path / "run"
-    shutil.copytree(first_run.out, dst)
-    return dst
-
-
 def leftovers(folder):
     return [p for p in folder.rglob(".*") if TMP_TAG in p.name or OLD_TAG in p.name]
 
@@ -68,7 +61,7 @@ def test_run_executes_every_stage_and_ends_with_the_atlas(first_run):
 
 
 def test_second_run_reuses_every_stage(model, first_run, tmp_path):
-    out = copy_run(first_run, tmp_path)
+    out = copy_run(first_run.out, tmp_path)
     before = (out / "atlas" / "atlas.json").read_bytes()
     lines = []
     again = run_pipeline(model, out, CONFIG, progress=False, log=lines.append)
@@ -78,14 +71,14 @@ def test_second_run_reuses_every_stage(model, first_run, tmp_path):
 
 
 def test_force_reruns_the_stage_and_every_later_one(model, first_run, tmp_path):
-    out = copy_run(first_run, tmp_path)
+    out = copy_run(first_run.out, tmp_path)
     assert run_pipeline(model, out, CONFIG, force=("probes",), progress=False, log=quiet).ran == ["probes", "atlas"]
     with pytest.raises(ValueError, match="unknown stage 'probe'"):
         run_pipeline(model, out, CONFIG, force=("probe",), progress=False, log=quiet)
 
 
 def test_a_config_change_reruns_only_the_stages_it_reaches(model, first_run, tmp_path):
-    out = copy_run(first_run, tmp_path)
+    out = copy_run(first_run.out, tmp_path)
     atlas_only = RunConfig(**{**CONFIG.__dict__, "atlas": AtlasConfig(latents=3)})
     assert run_pipeline(model, out, atlas_only, progress=False, log=quiet).ran == ["atlas"]
     mining = RunConfig(**{**atlas_only.__dict__, "mine": MineConfig(selectivity=0.6, null_draws=9)})
@@ -93,7 +86,7 @@ def test_a_config_change_reruns_only_the_stages_it_reaches(model, first_run, tmp
 
 
 def test_changed_weights_rerun_everything(first_run, tmp_path):
-    out = copy_run(first_run, tmp_path)
+    out = copy_run(first_run.out, tmp_path)
     other = make_run_model()
     other.blocks[0].mlp.W_in.data.mul_(1.01)
     assert run_pipeline(other, out, CONFIG, progress=False, log=quiet).ran == list(STAGES)
@@ -119,7 +112,7 @@ def test_interrupted_training_leaves_no_stage_record_and_the_next_run_completes(
 
 
 def test_interrupted_atlas_keeps_the_previous_atlas_whole(model, first_run, tmp_path, monkeypatch):
-    out = copy_run(first_run, tmp_path)
+    out = copy_run(first_run.out, tmp_path)
     before = {p.relative_to(out): p.read_bytes() for p in (out / "atlas").rglob("*") if p.is_file()}
     real, calls = pages_mod.latent_page, []
 
@@ -145,17 +138,15 @@ def test_interrupted_atlas_keeps_the_previous_atlas_whole(model, first_run, tmp_
     assert all(len(s["latents"]) <= 4 for s in doc["saes"])
 
 
-def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the_loaded_one(tmp_path, monkeypatch, capsys):
+def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the_loaded_one(planted_small_run, tmp_path, monkeypatch, capsys):
     import torch
 
     from successor_lens.cli.main import main
     from successor_lens.models.loading import LazyModel, load_model
     from successor_lens.models.provenance import model_fingerprint
 
-    args = ["run", "--model", "planted-gpt2", "--seeds", "2", "--steps", "30", "--latents", "2", "--null-draws", "9", "--contexts", "8",
-            "--out", str(tmp_path)]
-    assert main(args) == 0
-    capsys.readouterr()
+    tmp_path = copy_run(planted_small_run, tmp_path)  # made by `main(args)` (conftest.py)
+    args = [*PLANTED_SMALL, "--out", str(tmp_path)]
     monkeypatch.setattr("successor_lens.models.loading.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     assert main(args) == 0
     assert "ran nothing" in capsys.readouterr().out
@@ -172,7 +163,7 @@ def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the
     # ... so its stage keys are those of other weights, and those rerun every stage (test_changed_weights_rerun_everything)
 
 
-def test_a_fully_cached_cli_run_answers_without_importing_torch_and_only_while_every_stage_is_fresh(tmp_path, capsys):
+def test_a_fully_cached_cli_run_answers_without_importing_torch_and_only_while_every_stage_is_fresh(planted_small_run, tmp_path, capsys):
     import subprocess
     import sys
 
@@ -180,10 +171,11 @@ def test_a_fully_cached_cli_run_answers_without_importing_torch_and_only_while_e
 
     corpus = tmp_path.parent / f"{tmp_path.name}-corpus.txt"
     corpus.write_text("On Monday we counted 1, 2, 3 and 4.\n\nChapter 5 came after chapter 4.\n" * 40)
-    args = ["run", "--model", "planted-gpt2", "--seeds", "1", "--steps", "30", "--latents", "2", "--null-draws", "9", "--contexts", "8",
-            "--corpus", str(corpus), "--out", str(tmp_path)]
+    tmp_path = copy_run(planted_small_run, tmp_path)
+    args = [*PLANTED_SMALL, "--corpus", str(corpus), "--out", str(tmp_path)]
     assert main(args) == 0
     first = capsys.readouterr().out
+    assert "ran atlas;" in first  # another corpus than the shared run's: only the atlas reads it
     code = ("import sys; from successor_lens.cli.main import main; code = main(sys.argv[1:]); "
             "print('imported:', sorted(m for m in ('torch', 'transformer_lens', 'sae_lens') if m in sys.modules)); sys.exit(code)")
     again = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)

@@ -1,6 +1,7 @@
 """kill -9 at chosen points, with real processes, then a rerun: the artefacts are consistent (every
 SAE is the one its mining and atlas describe), the previous atlas survives a kill mid-build, and
-two runs on one folder end cleanly. On `planted-gpt2` (built in seconds) with short training."""
+two runs on one folder end cleanly; and the same run fully cached answers without the model or
+torch. On the session's small `planted-gpt2` run (conftest.py), built once for this file."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import PLANTED_SMALL, copy_run
 
+from successor_lens.artifacts.atlas_config import AtlasConfig
+from successor_lens.features.mine_config import MineConfig
 from successor_lens.io import OLD_TAG, TMP_TAG
+from successor_lens.runner.run import model_key, run_pipeline
+from successor_lens.runner.run_config import RunConfig
 from successor_lens.sae_train.dictionary import weights_digest
 
 pytestmark = pytest.mark.slow  # whole runs, killed with SIGKILL and rerun
@@ -151,3 +156,63 @@ def test_a_kill_during_a_standalone_mine_never_leaves_a_pair_that_is_used_split(
         assert "is not the file" in str(err) and "\n" not in str(err)
     else:
         assert json.loads((out / "mine.json").read_text())["features_sha256"] == file_sha256([features]) and len(directions) == 10
+
+
+# The same shared run, fully cached (here beside the kill tests, so that one worker builds it once)
+
+def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the_loaded_one(planted_small_run, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from successor_lens.cli.main import main
+    from successor_lens.models.loading import LazyModel, load_model
+    from successor_lens.models.provenance import model_fingerprint
+
+    tmp_path = copy_run(planted_small_run, tmp_path)  # made by `main(args)` (conftest.py)
+    args = [*PLANTED_SMALL, "--out", str(tmp_path)]
+    monkeypatch.setattr("successor_lens.models.loading.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(args) == 0
+    assert "ran nothing" in capsys.readouterr().out
+    monkeypatch.undo()
+
+    lazy = LazyModel("planted-gpt2")
+    model = load_model("planted-gpt2")
+    config = RunConfig(seeds=2, steps=30, atlas=AtlasConfig(latents=2, contexts=8), mine=MineConfig(null_draws=9))
+    assert model.successor_lens_fingerprint == lazy.fingerprint == model_key(model)  # the API and the CLI share the cache
+    assert run_pipeline(model, tmp_path, config, progress=False, log=lambda _line: None).ran == []
+    with torch.no_grad():
+        model.W_E[0] += 1.0  # edited after loading: no longer what the cache was computed from ...
+    assert model_key(model) not in (lazy.fingerprint, "") and model_key(model) == model_fingerprint(model)
+    # ... so its stage keys are those of other weights, and those rerun every stage (test_changed_weights_rerun_everything)
+
+
+def test_a_fully_cached_cli_run_answers_without_importing_torch_and_only_while_every_stage_is_fresh(planted_small_run, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from successor_lens.cli.main import main
+
+    corpus = tmp_path.parent / f"{tmp_path.name}-corpus.txt"
+    corpus.write_text("On Monday we counted 1, 2, 3 and 4.\n\nChapter 5 came after chapter 4.\n" * 40)
+    tmp_path = copy_run(planted_small_run, tmp_path)
+    args = [*PLANTED_SMALL, "--corpus", str(corpus), "--out", str(tmp_path)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "ran atlas;" in first  # another corpus than the shared run's: only the atlas reads it
+    code = ("import sys; from successor_lens.cli.main import main; code = main(sys.argv[1:]); "
+            "print('imported:', sorted(m for m in ('torch', 'transformer_lens', 'sae_lens') if m in sys.modules)); sys.exit(code)")
+    again = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "ran nothing" in again.stdout and "imported: []" in again.stdout
+    assert again.stdout.split("atlas: ")[1].split("imported:")[0] == first.split("atlas: ")[1]  # the same result lines
+    # a stage output changed on disk: the shortcut declines and the pipeline reruns that stage and the later ones
+    report = tmp_path / "report.md"
+    report.write_text(report.read_text() + "\n")
+    assert main(args) == 0
+    assert "ran atlas" in capsys.readouterr().out
+    # the corpus is known by its content, not its name: new text under the same path reruns the atlas
+    corpus.write_text(corpus.read_text().replace("Monday", "Friday"))
+    assert main(args) == 0
+    assert "ran atlas" in capsys.readouterr().out
+    # another request (a different option) is never answered from the last one's keys
+    assert main(args[:-2] + ["--latents", "3", "--out", str(tmp_path)]) == 0
+    assert "ran atlas" in capsys.readouterr().out

@@ -3,14 +3,14 @@
 import json
 
 import pytest
-from conftest import PLANTED_SMALL, RUN_TASKS, copy_run, make_run_model
+from conftest import RUN_TASKS, copy_run, make_run_model
 
 from successor_lens.artifacts import latent_pages as pages_mod
 from successor_lens.artifacts.atlas_config import AtlasConfig
 from successor_lens.features.mine_config import MineConfig
 from successor_lens.io import OLD_TAG, TMP_TAG
 from successor_lens.runner import stages as stages_mod
-from successor_lens.runner.run import model_key, run_pipeline
+from successor_lens.runner.run import run_pipeline
 from successor_lens.runner.run_config import RunConfig
 from successor_lens.runner.stage_cache import STAGES
 
@@ -136,61 +136,3 @@ def test_interrupted_atlas_keeps_the_previous_atlas_whole(model, first_run, tmp_
     assert leftovers(out) == []
     doc = json.loads((out / "atlas" / "atlas.json").read_text())
     assert all(len(s["latents"]) <= 4 for s in doc["saes"])
-
-
-def test_a_fully_cached_run_never_loads_the_model_and_an_edited_model_is_not_the_loaded_one(planted_small_run, tmp_path, monkeypatch, capsys):
-    import torch
-
-    from successor_lens.cli.main import main
-    from successor_lens.models.loading import LazyModel, load_model
-    from successor_lens.models.provenance import model_fingerprint
-
-    tmp_path = copy_run(planted_small_run, tmp_path)  # made by `main(args)` (conftest.py)
-    args = [*PLANTED_SMALL, "--out", str(tmp_path)]
-    monkeypatch.setattr("successor_lens.models.loading.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
-    assert main(args) == 0
-    assert "ran nothing" in capsys.readouterr().out
-    monkeypatch.undo()
-
-    lazy = LazyModel("planted-gpt2")
-    model = load_model("planted-gpt2")
-    config = RunConfig(seeds=2, steps=30, atlas=AtlasConfig(latents=2, contexts=8), mine=QUICK)
-    assert model.successor_lens_fingerprint == lazy.fingerprint == model_key(model)  # the API and the CLI share the cache
-    assert run_pipeline(model, tmp_path, config, progress=False, log=quiet).ran == []
-    with torch.no_grad():
-        model.W_E[0] += 1.0  # edited after loading: no longer what the cache was computed from ...
-    assert model_key(model) not in (lazy.fingerprint, "") and model_key(model) == model_fingerprint(model)
-    # ... so its stage keys are those of other weights, and those rerun every stage (test_changed_weights_rerun_everything)
-
-
-def test_a_fully_cached_cli_run_answers_without_importing_torch_and_only_while_every_stage_is_fresh(planted_small_run, tmp_path, capsys):
-    import subprocess
-    import sys
-
-    from successor_lens.cli.main import main
-
-    corpus = tmp_path.parent / f"{tmp_path.name}-corpus.txt"
-    corpus.write_text("On Monday we counted 1, 2, 3 and 4.\n\nChapter 5 came after chapter 4.\n" * 40)
-    tmp_path = copy_run(planted_small_run, tmp_path)
-    args = [*PLANTED_SMALL, "--corpus", str(corpus), "--out", str(tmp_path)]
-    assert main(args) == 0
-    first = capsys.readouterr().out
-    assert "ran atlas;" in first  # another corpus than the shared run's: only the atlas reads it
-    code = ("import sys; from successor_lens.cli.main import main; code = main(sys.argv[1:]); "
-            "print('imported:', sorted(m for m in ('torch', 'transformer_lens', 'sae_lens') if m in sys.modules)); sys.exit(code)")
-    again = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert "ran nothing" in again.stdout and "imported: []" in again.stdout
-    assert again.stdout.split("atlas: ")[1].split("imported:")[0] == first.split("atlas: ")[1]  # the same result lines
-    # a stage output changed on disk: the shortcut declines and the pipeline reruns that stage and the later ones
-    report = tmp_path / "report.md"
-    report.write_text(report.read_text() + "\n")
-    assert main(args) == 0
-    assert "ran atlas" in capsys.readouterr().out
-    # the corpus is known by its content, not its name: new text under the same path reruns the atlas
-    corpus.write_text(corpus.read_text().replace("Monday", "Friday"))
-    assert main(args) == 0
-    assert "ran atlas" in capsys.readouterr().out
-    # another request (a different option) is never answered from the last one's keys
-    assert main(args[:-2] + ["--latents", "3", "--out", str(tmp_path)]) == 0
-    assert "ran atlas" in capsys.readouterr().out

@@ -136,8 +136,13 @@ def _mean(d: dict) -> float | None:
 def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig()) -> MinedFeatures:
     """Group `sae`'s latents (an sae-lens SAE or a `Dictionary`) into residue classes using the items' activations."""
     sae = as_sae(sae)
+    return mine_codes(latent_matrix(sae, acts_ND[~table.held_out]), sae.W_dec.detach().cpu().float(), table, cfg)
+
+
+def mine_codes(acts_FN: Tensor, W_dec: Tensor, table: ItemTable, cfg: MineConfig = MineConfig()) -> MinedFeatures:
+    """`mine` from the latents' activations on the mined (not held-out) items, [latents, items], and
+    the decoder: a null that only relabels the items encodes them once (`mining_null`)."""
     keep = ~table.held_out
-    acts_FN = latent_matrix(sae, acts_ND[keep])
     residues = table.residues[keep] % cfg.modulus
     tasks = [t for t, k in zip(table.tasks, keep.tolist()) if k]
     profile = class_profiles(acts_FN, residues, cfg.modulus)
@@ -163,7 +168,6 @@ def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig())
             else:
                 unassigned.append(latent)
 
-    W_dec = sae.W_dec.detach().cpu().float()
     number = torch.tensor([b == "numbers" for b in base])
     unsplit = ~table.split[keep]
     directions: dict[int, Tensor] = {}
@@ -304,7 +308,9 @@ def mining_null(sae, acts_ND: Tensor, table: ItemTable, untrained_saes: list | N
     mining stands against them."""
     untrained_saes = untrained_saes or []
     gen = torch.Generator().manual_seed(seed)
-    permuted = [mine(sae, acts_ND, table.permuted(gen), cfg) for _ in range(draws)]
-    relabelled = [mine(sae, acts_ND, table.relabelled(gen), cfg) for _ in range(draws)] if table.is_number.any() else []
+    sae = as_sae(sae)
+    codes, W_dec = latent_matrix(sae, acts_ND[~table.held_out]), sae.W_dec.detach().cpu().float()  # relabelling keeps the held-out items
+    permuted = [mine_codes(codes, W_dec, table.permuted(gen), cfg) for _ in range(draws)]
+    relabelled = [mine_codes(codes, W_dec, table.relabelled(gen), cfg) for _ in range(draws)] if table.is_number.any() else []
     untrained = [mine(u, acts_ND, table, cfg) for u in untrained_saes]
     return MiningNull(permuted, untrained, relabelled)

@@ -257,6 +257,11 @@ def test_spliced_losses_share_the_clean_pass_and_give_each_dictionary_its_own():
     for a, b in zip(together, alone):
         assert a.spliced == pytest.approx(b.spliced) and a.kl_spliced == pytest.approx(b.kl_spliced) and a.clean == pytest.approx(b.clean)
     assert together[0].spliced != pytest.approx(together[1].spliced)
+    # one hook per dictionary: the clean pass shared across hooks, each its own zero ablation
+    mixed = spliced_losses(model, [_Identity(), _Identity()], windows, ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"], batch=4)
+    other = spliced_loss(model, _Identity(), windows, "blocks.1.hook_mlp_out", batch=4)
+    assert mixed[0].zero_ablated == pytest.approx(alone[0].zero_ablated) and mixed[1].zero_ablated == pytest.approx(other.zero_ablated)
+    assert mixed[1].kl_zero == pytest.approx(other.kl_zero) and mixed[0].zero_ablated != pytest.approx(mixed[1].zero_ablated)
 
 
 def test_a_corpus_dictionary_records_its_spliced_in_loss(tmp_path):

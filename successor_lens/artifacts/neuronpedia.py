@@ -308,10 +308,8 @@ def build_exports(model: HookedTransformer, entries: list, cfg, logit_head: str 
     windows = corpus_windows(model, cfg.corpus, cfg.contexts, min(cfg.context_tokens, model.cfg.n_ctx), seed, tasks)
     text = vocabulary_text(model)
     inputs: dict[str, Any] = {}  # one forward pass over the windows per hook when it fits, not per dictionary
-    spliced: dict[str, SplicedLoss] = {}  # the clean and ablated losses once per hook
-    for hook in dict.fromkeys(e.sae.cfg.metadata.hook_name for e in entries):
-        on_hook = [e for e in entries if e.sae.cfg.metadata.hook_name == hook]
-        spliced.update(zip((e.id for e in on_hook), spliced_losses(model, [e.sae for e in on_hook], windows[:SPLICE_WINDOWS], hook)))
+    hooks = [e.sae.cfg.metadata.hook_name for e in entries]  # the clean loss once, the zero-ablated once per hook
+    spliced: dict[str, SplicedLoss] = dict(zip((e.id for e in entries), spliced_losses(model, [e.sae for e in entries], windows[:SPLICE_WINDOWS], hooks)))
     files = {}
     for e in progress_bar(entries, desc="export", unit="dictionary", leave=False, disable=not progress):
         hook = e.sae.cfg.metadata.hook_name

@@ -47,10 +47,14 @@ def spliced_loss(model: HookedTransformer, sae, windows: Tensor, hook: str, batc
 
 
 @torch.no_grad()
-def spliced_losses(model: HookedTransformer, saes: list, windows: Tensor, hook: str, batch: int = 8) -> list[SplicedLoss]:
-    """`spliced_loss` of several dictionaries on one hook: the clean and zero-ablated passes are
-    shared, so each further dictionary costs one forward pass per batch."""
+def spliced_losses(model: HookedTransformer, saes: list, windows: Tensor, hook: str | list[str], batch: int = 8) -> list[SplicedLoss]:
+    """`spliced_loss` of several dictionaries, each on `hook` (one name for all, or one per
+    dictionary): the clean pass is shared by all and the zero-ablated pass by those on one hook, so
+    each further dictionary costs one forward pass per batch."""
     saes = [getattr(sae, "sae", sae) for sae in saes]
+    hooks = [hook] * len(saes) if isinstance(hook, str) else list(hook)
+    if len(hooks) != len(saes):
+        raise ValueError(f"{len(saes)} dictionaries but {len(hooks)} hooks")
     device = model.W_E.device
     sums = [{"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl_spliced": 0.0, "kl_zero": 0.0} for _ in saes]
     n = 0
@@ -64,11 +68,16 @@ def spliced_losses(model: HookedTransformer, saes: list, windows: Tensor, hook: 
     for chunk in windows.split(batch):
         tokens = chunk.to(device)
         target = tokens[:, 1:]
-        clean, zeroed = _logp(model(tokens)), _logp(model.run_with_hooks(tokens, fwd_hooks=[(hook, zero)]))
-        shared = {"clean": _nll(clean, target), "zero": _nll(zeroed, target), "kl_zero": _kl(clean, zeroed)}
-        for sae, total in zip(saes, sums):
-            spliced = _logp(model.run_with_hooks(tokens, fwd_hooks=[(hook, splice(sae))]))
-            for key, value in {**shared, "spliced": _nll(spliced, target), "kl_spliced": _kl(clean, spliced)}.items():
+        clean = _logp(model(tokens))
+        clean_nll = _nll(clean, target)
+        shared: dict[str, dict[str, float]] = {}
+        for h in dict.fromkeys(hooks):
+            zeroed = _logp(model.run_with_hooks(tokens, fwd_hooks=[(h, zero)]))
+            shared[h] = {"clean": clean_nll, "zero": _nll(zeroed, target), "kl_zero": _kl(clean, zeroed)}
+            del zeroed
+        for sae, h, total in zip(saes, hooks, sums):
+            spliced = _logp(model.run_with_hooks(tokens, fwd_hooks=[(h, splice(sae))]))
+            for key, value in {**shared[h], "spliced": _nll(spliced, target), "kl_spliced": _kl(clean, spliced)}.items():
                 total[key] += value
         n += target.numel()
     out = []

@@ -11,7 +11,9 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # pytest -n N: the cores shared among the workers (and the processes a test starts)
-    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    from successor_lens.threads import usable_cores  # (no torch import)
+
+    os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 # A Hugging Face cache of the tests' own (set before huggingface_hub is imported, which reads it
 # once): the `hub_models` fixture fills it with tiny models under official names (hub_cache.py).
 HF_HOME = tempfile.mkdtemp(prefix="successor-lens-hf-")

@@ -74,11 +74,9 @@ def done(planted_small_run) -> Path:
     return planted_small_run
 
 
-copy = copy_run
-
 
 def test_kill_during_training_then_a_plain_rerun_retrains_and_redescribes(done, tmp_path):
-    out = copy(done, tmp_path)
+    out = copy_run(done, tmp_path)
     old = weights_digest(out / "saes" / "mlp0-s0")
     proc = start(*RUN, "--steps", "20", "--out", str(out))
     wait_for(lambda: weights_digest(out / "saes" / "mlp0-s0") not in (old, None), proc)  # one SAE rewritten with 20 steps
@@ -94,7 +92,7 @@ def test_kill_during_training_then_a_plain_rerun_retrains_and_redescribes(done, 
 
 
 def test_kill_during_the_atlas_build_keeps_the_old_atlas_whole(done, tmp_path):
-    out = copy(done, tmp_path)
+    out = copy_run(done, tmp_path)
     old = (out / "atlas" / "atlas.json").read_text()
     proc = start(*RUN, "--steps", str(STEPS), "--latents", "3", "--out", str(out))  # only the atlas stage changes
     wait_for(lambda: any(out.glob(f".atlas{TMP_TAG}*/images")), proc, every=0.005)
@@ -111,7 +109,7 @@ def test_kill_during_the_atlas_build_keeps_the_old_atlas_whole(done, tmp_path):
 
 
 def test_two_runs_on_one_folder_one_stops_in_one_line_and_the_other_completes(done, tmp_path):
-    out = copy(done, tmp_path)
+    out = copy_run(done, tmp_path)
     first = start(*RUN, "--steps", str(STEPS), "--force", "atlas", "--out", str(out))
     wait_for(lambda: (out / ".successor-lens.holder.json").is_file(), first)
     code, _, err = finish(start(*RUN, "--steps", str(STEPS), "--out", str(out)))
@@ -122,7 +120,7 @@ def test_two_runs_on_one_folder_one_stops_in_one_line_and_the_other_completes(do
 
 
 def test_ctrl_c_exits_130_in_one_line_and_leaves_what_a_kill_leaves(done, tmp_path):
-    out = copy(done, tmp_path)
+    out = copy_run(done, tmp_path)
     old = (out / "atlas" / "atlas.json").read_text()
     proc = start(*RUN, "--steps", str(STEPS), "--force", "atlas", "--out", str(out), ctrl_c=True)
     wait_for(lambda: any(out.glob(f".atlas{TMP_TAG}*/images")), proc, every=0.005)
@@ -143,7 +141,7 @@ def test_a_kill_during_a_standalone_mine_never_leaves_a_pair_that_is_used_split(
     from successor_lens.features.mine_run import load_directions
     from successor_lens.io import file_sha256
 
-    out = copy(done, tmp_path)
+    out = copy_run(done, tmp_path)
     features = out / "features.safetensors"
     before = features.stat().st_mtime_ns
     proc = start("mine", "--model", "planted-gpt2", "--sae", str(out / "saes" / "mlp0-s1"), "--null-draws", "9", "--out", str(out))

@@ -135,8 +135,13 @@ def _mean(d: dict) -> float | None:
 
 def mine(sae, acts_ND: Tensor, table: ItemTable, cfg: MineConfig = MineConfig()) -> MinedFeatures:
     """Group `sae`'s latents (an sae-lens SAE or a `Dictionary`) into residue classes using the items' activations."""
+    return mine_codes(*_codes(sae, acts_ND, table), table, cfg)
+
+
+def _codes(sae, acts_ND: Tensor, table: ItemTable) -> tuple[Tensor, Tensor]:
+    """(the latents' activations on the mined items [latents, items], the decoder on the CPU in fp32)."""
     sae = as_sae(sae)
-    return mine_codes(latent_matrix(sae, acts_ND[~table.held_out]), sae.W_dec.detach().cpu().float(), table, cfg)
+    return latent_matrix(sae, acts_ND[~table.held_out]), sae.W_dec.detach().cpu().float()
 
 
 def mine_codes(acts_FN: Tensor, W_dec: Tensor, table: ItemTable, cfg: MineConfig = MineConfig()) -> MinedFeatures:
@@ -308,8 +313,7 @@ def mining_null(sae, acts_ND: Tensor, table: ItemTable, untrained_saes: list | N
     mining stands against them."""
     untrained_saes = untrained_saes or []
     gen = torch.Generator().manual_seed(seed)
-    sae = as_sae(sae)
-    codes, W_dec = latent_matrix(sae, acts_ND[~table.held_out]), sae.W_dec.detach().cpu().float()  # relabelling keeps the held-out items
+    codes, W_dec = _codes(sae, acts_ND, table)  # once: relabelling keeps the held-out items
     permuted = [mine_codes(codes, W_dec, table.permuted(gen), cfg) for _ in range(draws)]
     relabelled = [mine_codes(codes, W_dec, table.relabelled(gen), cfg) for _ in range(draws)] if table.is_number.any() else []
     untrained = [mine(u, acts_ND, table, cfg) for u in untrained_saes]

@@ -278,13 +278,14 @@ def ablation_effect(model: HookedTransformer, prompts: list[Prompt], head: str, 
     others = [(l, k) for l in range(model.cfg.n_layers) for k in range(model.cfg.n_heads) if (l, k) != found]
     if len(others) > ABLATION_NULL_HEADS:
         others = sorted(random.Random(seed).sample(others, ABLATION_NULL_HEADS))
-    variants: list[tuple[int, int] | None] = [None, found, *others]
-    hits: list[list[float]] = [[] for _ in variants]
-    losses: list[list[float]] = [[] for _ in variants]
-    by_layer = sorted(range(1, len(variants)), key=lambda v: variants[v])  # type: ignore[arg-type, return-value]
-    chunks = [by_layer[s : s + COPIES_PER_PASS] for s in range(0, len(by_layer), COPIES_PER_PASS)]
+    heads = [found, *others]  # variant 0 is the clean model, variant 1 + i ablates heads[i]
+    hits: list[list[float]] = [[] for _ in range(1 + len(heads))]
+    losses: list[list[float]] = [[] for _ in range(1 + len(heads))]
+    in_layer_order = sorted(range(len(heads)), key=heads.__getitem__)
+    chunks = [in_layer_order[s : s + COPIES_PER_PASS] for s in range(0, len(heads), COPIES_PER_PASS)]
     L = model.cfg.n_layers
-    names = [get_act_name("resid_pre", l) for l in range(L)] + [get_act_name("resid_post", L - 1)]
+    starts = {heads[chunk[0]][0] for chunk in chunks}  # each pass starts at its first head's layer (the layers before are clean)
+    names = {get_act_name("resid_pre", l) for l in starts} | {get_act_name("resid_post", L - 1)}
     groups = list(by_length(model, prompts))
     passes = bar(total=len(groups) * (1 + len(chunks)), desc="ablations", unit="pass", leave=False)
 
@@ -297,21 +298,21 @@ def ablation_effect(model: HookedTransformer, prompts: list[Prompt], head: str, 
         answers = torch.tensor([p.answer for p in group], device=ids.device)
         _, cache = model.run_with_cache(ids, names_filter=lambda name: name in names, stop_at_layer=L)
         passes.update()
-        score(0, logits_from(model, cache[names[-1]], L, last=True)[:, -1].log_softmax(-1), answers)
-        for chunk in chunks:  # heads in layer order: a pass starts at its first head's layer (the layers before are clean)
+        score(0, logits_from(model, cache[get_act_name("resid_post", L - 1)], L, last=True)[:, -1].log_softmax(-1), answers)
+        for chunk in chunks:
             passes.update()
-            start = variants[chunk[0]][0]  # type: ignore[index]
-            targets = [(c, variants[v]) for c, v in enumerate(chunk)]
-            hooks = [(get_act_name("z", l), _zero_per_copy([(c, t[1]) for c, t in targets if t[0] == l], n))  # type: ignore[index]
-                     for l in sorted({t[0] for _, t in targets})]  # type: ignore[index]
+            start = heads[chunk[0]][0]
+            hooks = [(get_act_name("z", l), _zero_per_copy([(c, heads[i][1]) for c, i in enumerate(chunk) if heads[i][0] == l], n))
+                     for l in sorted({heads[i][0] for i in chunk})]
             with model.hooks(fwd_hooks=hooks):
-                logp = logits_from(model, cache[names[start]].repeat(len(chunk), 1, 1), start, last=True)[:, -1].log_softmax(-1)
-            for c, v in enumerate(chunk):
-                score(v, logp[c * n : (c + 1) * n], answers)
+                resid = cache[get_act_name("resid_pre", start)].repeat(len(chunk), 1, 1)
+                logp = logits_from(model, resid, start, last=True)[:, -1].log_softmax(-1)
+            for c, i in enumerate(chunk):
+                score(1 + i, logp[c * n : (c + 1) * n], answers)
     passes.close()
     acc = [sum(h) / len(h) for h in hits]
     loss = [sum(x) / len(x) for x in losses]
-    rises = {head_name(*t): loss[v] - loss[0] for v, t in enumerate(variants) if v >= 2 and t is not None}
+    rises = {head_name(*t): loss[2 + i] - loss[0] for i, t in enumerate(others)}
     verdict = value_vs_draws(loss[1] - loss[0], list(rises.values()), f"same ablation of {len(rises)} other heads")
     return {"head": head, "mode": "zero", "n_prompts": len(prompts), "figure": "rise of the answer's loss (nats)",
             "clean": {"accuracy": acc[0], "loss": loss[0]}, "ablated": {"accuracy": acc[1], "loss": loss[1]},
